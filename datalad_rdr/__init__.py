@@ -1,0 +1,9 @@
+"""DataLad extension: publish datasets to KU Leuven RDR (Dataverse) and Zenodo."""
+
+__version__ = "0.1.0.dev0"
+
+# Commands are registered by the issues that build them; nothing half-done is listed.
+command_suite = (
+    "Publish datasets to RDR (Dataverse) as ZIP bundles, and sync code to Zenodo",
+    [],
+)

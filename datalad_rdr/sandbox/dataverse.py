@@ -1,0 +1,1155 @@
+"""The sandbox's Dataverse: the native API this project uses, as Dataverse 6.7.1 answers it.
+
+The contract is ../shared/reference/dataverse-api.md (sections cited as "ref §"). Status codes,
+JSON shapes and messages follow the real server's source where the reference quotes it; where
+it is uncertain the choice is named in docs/sandbox.rst. Bytes are never kept here: they live
+in the S3 server (:mod:`datalad_rdr.sandbox.s3`), reached with boto3 as a real Dataverse
+reaches its store.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import json
+import logging
+import mimetypes
+import re
+import secrets
+import shutil
+import string
+import tempfile
+import threading
+import time
+import uuid
+import zipfile
+from dataclasses import dataclass, field
+from urllib.parse import quote
+
+from werkzeug.exceptions import HTTPException, NotFound
+from werkzeug.routing import Map, Rule
+from werkzeug.wrappers import Request, Response
+
+log = logging.getLogger(__name__)
+
+MIB = 1024 * 1024
+MIN_PART_SIZE = 5 * MIB
+CHUNK = MIB
+
+LICENSES = {
+    "CC0 1.0": "http://creativecommons.org/publicdomain/zero/1.0",
+    "CC BY 4.0": "http://creativecommons.org/licenses/by/4.0",
+}
+REQUIRED_CITATION = {
+    "title": "Title",
+    "author": "Author",
+    "datasetContact": "Point of Contact",
+    "dsDescription": "Description",
+    "subject": "Subject",
+}
+
+
+@dataclass
+class DataverseSettings:
+    """What a Dataverse installation's admin configures (JVM options and settings)."""
+
+    api_token: str = field(default_factory=lambda: str(uuid.uuid4()))
+    admin_token: str = field(default_factory=lambda: str(uuid.uuid4()))
+    other_token: str = field(default_factory=lambda: str(uuid.uuid4()))
+    collection: str = "rdr-sandbox"
+    version: str = "6.7.1"
+    store_id: str = "s3"
+    authority: str = "10.5072"
+    shoulder: str = "FK2/"
+    direct_upload: bool = True  # dataverse.files.<id>.upload-redirect
+    download_redirect: bool = True  # dataverse.files.<id>.download-redirect
+    part_size: int = 1024 * MIB  # dataverse.files.<id>.min-part-size
+    url_lifetime: int = 3600  # seconds (url-expiration-minutes, in seconds for tests)
+    tagging: bool = True  # not disable-tagging
+    max_file_size: int | None = None  # :MaxFileUploadSizeInBytes
+    dataset_file_limit: int | None = None  # default-dataset-file-count-limit
+    zip_unpack_limit: int = 1000  # :ZipUploadFilesLimit
+    publish_delay: float = 0.3  # seconds the finalizePublication lock is held
+    # Metadata blocks with required fields beyond citation: {block: [field, ...]}.
+    required_blocks: dict = field(default_factory=dict)
+
+    def __post_init__(self):
+        # Dataverse uses 5 MiB when a smaller part size is configured (ref §1.1).
+        self.part_size = max(int(self.part_size), MIN_PART_SIZE)
+
+
+class ApiError(Exception):
+    def __init__(self, status: int, message: str):
+        super().__init__(message)
+        self.status, self.message = status, message
+
+
+def ok(data, status: int = 200, **extra) -> Response:
+    body = {"status": "OK", **extra, "data": data}
+    return Response(json.dumps(body), status=status, content_type="application/json")
+
+
+def ok_message(message: str) -> Response:
+    # 6.7.1 wraps string replies in an object (ref §2, "string success at 6.7.1").
+    return ok({"message": message})
+
+
+def _now() -> str:
+    return dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+@dataclass
+class DataFile:
+    id: int
+    storage_identifier: str
+    key: str  # S3 object key
+    filesize: int
+    content_type: str
+    checksum_type: str
+    checksum_value: str
+    creation_date: str
+    released: bool = False
+
+
+@dataclass
+class FileMetadata:
+    id: int
+    datafile: DataFile
+    label: str
+    directory_label: str | None = None
+    description: str = ""
+    categories: list = field(default_factory=list)
+    restricted: bool = False
+
+    def copy(self, new_id: int) -> "FileMetadata":
+        return FileMetadata(new_id, self.datafile, self.label, self.directory_label,
+                            self.description, list(self.categories), self.restricted)
+
+    @property
+    def path(self) -> str:
+        return f"{self.directory_label}/{self.label}" if self.directory_label else self.label
+
+
+@dataclass
+class Version:
+    id: int
+    fields: dict  # citation typeName -> field JSON
+    blocks: dict  # other metadata blocks: name -> {typeName: field JSON}
+    license: dict | None
+    terms: dict | None
+    files: list = field(default_factory=list)
+    state: str = "DRAFT"
+    major: int | None = None
+    minor: int | None = None
+    release_time: str | None = None
+    last_update: str = field(default_factory=_now)
+
+
+@dataclass
+class Dataset:
+    id: int
+    identifier: str  # e.g. FK2/ABCDEF
+    collection: str
+    owner: str  # token of the creator
+    versions: list
+    locks: list = field(default_factory=list)
+    created: str = field(default_factory=_now)
+
+    @property
+    def latest(self) -> Version:
+        return self.versions[-1]
+
+    @property
+    def draft(self) -> Version | None:
+        return self.latest if self.latest.state == "DRAFT" else None
+
+    @property
+    def released(self) -> list:
+        return [v for v in self.versions if v.state == "RELEASED"]
+
+
+class DataverseSandbox:
+    """A Werkzeug WSGI application answering Dataverse's native API."""
+
+    def __init__(self, settings: DataverseSettings, s3_client, bucket: str):
+        self.settings = settings
+        self.s3 = s3_client
+        self.bucket = bucket
+        self.lock = threading.RLock()
+        self.datasets: dict[int, Dataset] = {}
+        self.datafiles: dict[int, DataFile] = {}
+        self._ids = iter(range(1, 10**9))
+        self.url_map = Map([rule.empty() for rule in _RULES])
+
+    # -- identity and lookup ---------------------------------------------------------
+    def next_id(self) -> int:
+        return next(self._ids)
+
+    def user(self, request: Request) -> str | None:
+        token = request.headers.get("X-Dataverse-key") or request.args.get("key")
+        if token is None:
+            return None
+        s = self.settings
+        if token not in (s.api_token, s.admin_token, s.other_token):
+            raise ApiError(401, "Bad API key")
+        return token
+
+    def is_super(self, user) -> bool:
+        return user == self.settings.admin_token
+
+    def can_edit(self, user, ds: Dataset) -> bool:
+        return user is not None and (user == ds.owner or self.is_super(user))
+
+    def require_user(self, request: Request) -> str:
+        user = self.user(request)
+        if user is None:
+            raise ApiError(401, "Only authenticated users can perform the requested operation")
+        return user
+
+    def find_dataset(self, request: Request, dsid: str) -> Dataset:
+        if dsid == ":persistentId":
+            pid = request.args.get("persistentId", "")
+            for ds in self.datasets.values():
+                if self.pid(ds) == pid:
+                    return ds
+            raise ApiError(404, f"Dataset with Persistent ID {pid} not found.")
+        try:
+            return self.datasets[int(dsid)]
+        except (ValueError, KeyError):
+            raise ApiError(404, f"Dataset with ID {dsid} not found.") from None
+
+    def find_filemeta(self, fid: str) -> tuple[Dataset, FileMetadata]:
+        try:
+            df = self.datafiles[int(fid)]
+        except (ValueError, KeyError):
+            raise ApiError(404, f"File with ID {fid} not found.") from None
+        for ds in self.datasets.values():
+            for fm in ds.latest.files:
+                if fm.datafile is df:
+                    return ds, fm
+            for version in reversed(ds.versions):
+                for fm in version.files:
+                    if fm.datafile is df:
+                        return ds, fm
+        raise ApiError(404, f"File with ID {fid} not found.")
+
+    def pid(self, ds: Dataset) -> str:
+        return f"doi:{self.settings.authority}/{ds.identifier}"
+
+    def editable_draft(self, ds: Dataset) -> Version:
+        """The draft, created from the latest release when there is none (as Dataverse does)."""
+        if ds.locks:
+            raise ApiError(403, "Dataset cannot be edited due to dataset lock.")
+        if ds.draft is None:
+            base = ds.latest
+            draft = Version(self.next_id(), json.loads(json.dumps(base.fields)),
+                            json.loads(json.dumps(base.blocks)), base.license, base.terms,
+                            [fm.copy(self.next_id()) for fm in base.files])
+            ds.versions.append(draft)
+        ds.draft.last_update = _now()
+        return ds.draft
+
+    # -- WSGI -----------------------------------------------------------------------
+    def __call__(self, environ, start_response):
+        request = Request(environ)
+        path = request.path
+        if path.startswith("/api/v1/"):
+            path = "/api/" + path[len("/api/v1/"):]
+        adapter = self.url_map.bind_to_environ(environ)
+        try:
+            endpoint, args = adapter.match(path, method=request.method)
+            with self.lock:
+                response = getattr(self, endpoint)(request, **args)
+        except ApiError as e:
+            response = Response(json.dumps({"status": "ERROR", "message": e.message}),
+                                status=e.status, content_type="application/json")
+        except NotFound:
+            response = Response(json.dumps({
+                "status": "ERROR", "code": 404,
+                "message": "API endpoint does not exist on this server. Please check your "
+                           "code for typos, or consult our API guide at "
+                           "http://guides.dataverse.org.",
+                "requestUrl": request.url, "requestMethod": request.method}),
+                status=404, content_type="application/json")
+        except HTTPException as e:
+            response = Response(json.dumps({"status": "ERROR", "message": e.description}),
+                                status=e.code, content_type="application/json")
+        except Exception:
+            log.exception("sandbox Dataverse failed on %s %s", request.method, path)
+            response = Response(json.dumps({
+                "status": "ERROR", "code": 500,
+                "message": "Internal server error. More details available at the server "
+                           "logs.", "incidentId": str(uuid.uuid4())}),
+                status=500, content_type="application/json")
+        return response(environ, start_response)
+
+    # -- info -----------------------------------------------------------------------
+    def info_version(self, request):
+        return ok({"version": self.settings.version, "build": "sandbox"})
+
+    def users_me(self, request):
+        user = self.require_user(request)
+        name = {self.settings.api_token: "depositor", self.settings.admin_token:
+                "dataverseAdmin", self.settings.other_token: "stranger"}[user]
+        return ok({"id": hash(name) % 1000, "identifier": f"@{name}",
+                   "displayName": name, "superuser": self.is_super(user)})
+
+    def licenses(self, request):
+        return ok([{"id": i, "name": name, "uri": uri, "active": True,
+                    "isDefault": i == 1} for i, (name, uri) in
+                   enumerate(LICENSES.items(), 1)])
+
+    def collection_view(self, request, alias):
+        self.user(request)
+        if alias not in (self.settings.collection, "root"):
+            raise ApiError(404, f"Can't find dataverse with identifier='{alias}'")
+        return ok({"id": 1 if alias == "root" else 2, "alias": alias, "name": alias,
+                   "dataverseType": "UNCATEGORIZED"})
+
+    # -- datasets -------------------------------------------------------------------
+    def create_dataset(self, request, alias):
+        user = self.require_user(request)
+        if alias not in (self.settings.collection, "root"):
+            raise ApiError(404, f"Can't find dataverse with identifier='{alias}'")
+        if user == self.settings.other_token:
+            raise ApiError(403, f"User @stranger is not permitted to perform requested "
+                                f"action. Can not execute command CreateNewDatasetCommand "
+                                f"on dataverse {alias}.")
+        try:
+            body = json.loads(request.get_data() or b"null")
+            version_json = body["datasetVersion"]
+        except (ValueError, KeyError, TypeError):
+            raise ApiError(400, "Error parsing Json: malformed dataset JSON") from None
+        if body.get("files") or version_json.get("files"):
+            if not self.is_super(user):
+                raise ApiError(400, "You may not add files via this api.")
+        fields, blocks = self._read_blocks(version_json.get("metadataBlocks", {}))
+        self._validate(fields, blocks)
+        license_, terms = self._read_license(version_json)
+        ds = Dataset(self.next_id(), self._new_identifier(), alias, user,
+                     [Version(self.next_id(), fields, blocks, license_, terms)])
+        self.datasets[ds.id] = ds
+        return ok({"id": ds.id, "persistentId": self.pid(ds)}, status=201)
+
+    def _new_identifier(self) -> str:
+        alphabet = string.ascii_uppercase + string.digits
+        existing = {ds.identifier for ds in self.datasets.values()}
+        while True:
+            ident = self.settings.shoulder + "".join(secrets.choice(alphabet) for _ in range(6))
+            if ident not in existing:
+                return ident
+
+    @staticmethod
+    def _read_blocks(blocks_json: dict) -> tuple[dict, dict]:
+        fields, blocks = {}, {}
+        for name, block in blocks_json.items():
+            entries = {f["typeName"]: f for f in block.get("fields", [])}
+            if name == "citation":
+                fields = entries
+            else:
+                blocks[name] = entries
+        return fields, blocks
+
+    def _validate(self, fields: dict, blocks: dict) -> None:
+        missing = [label for name, label in REQUIRED_CITATION.items()
+                   if not fields.get(name, {}).get("value")]
+        contacts = fields.get("datasetContact", {}).get("value") or []
+        if contacts and not any(c.get("datasetContactEmail", {}).get("value")
+                                for c in contacts):
+            missing.append("Point of Contact E-mail")
+        for block, names in self.settings.required_blocks.items():
+            for name in names:
+                if not blocks.get(block, {}).get(name, {}).get("value"):
+                    missing.append(f"{name} ({block})")
+        if missing:
+            raise ApiError(400, "Validation Failed: " + " ".join(
+                f"{label} is required." for label in missing))
+
+    @staticmethod
+    def _read_license(version_json: dict) -> tuple[dict | None, dict | None]:
+        lic = version_json.get("license")
+        terms = version_json.get("termsOfUse")
+        if isinstance(lic, dict):
+            name = lic.get("name")
+            if name not in LICENSES:
+                raise ApiError(400, f"Invalid license: {name}")
+            return {"name": name, "uri": LICENSES[name]}, None
+        if terms:
+            return None, {"termsOfUse": terms}
+        return None, None
+
+    def dataset_json(self, ds: Dataset, version: Version, user) -> dict:
+        data = {
+            "id": ds.id,
+            "identifier": ds.identifier,
+            "persistentUrl": f"https://doi.org/{self.settings.authority}/{ds.identifier}",
+            "protocol": "doi",
+            "authority": self.settings.authority,
+            "publisher": "RDR sandbox",
+            "storageIdentifier": f"{self.settings.store_id}://{self.settings.authority}/"
+                                 f"{ds.identifier}",
+            "latestVersion": self.version_json(ds, version),
+        }
+        if ds.released:
+            data["publicationDate"] = ds.released[0].release_time[:10]
+        return data
+
+    def version_json(self, ds: Dataset, v: Version) -> dict:
+        data = {
+            "id": v.id,
+            "datasetId": ds.id,
+            "datasetPersistentId": self.pid(ds),
+            "storageIdentifier": f"{self.settings.store_id}://{self.settings.authority}/"
+                                 f"{ds.identifier}",
+            "versionState": v.state,
+            "latestVersionPublishingState": ds.latest.state,
+            "lastUpdateTime": v.last_update,
+            "createTime": ds.created,
+            "fileAccessRequest": True,
+            "metadataBlocks": {
+                "citation": {"displayName": "Citation Metadata", "name": "citation",
+                             "fields": list(v.fields.values())},
+                **{name: {"displayName": name, "name": name, "fields": list(f.values())}
+                   for name, f in v.blocks.items()},
+            },
+            "files": [self.filemeta_json(fm, v) for fm in v.files],
+        }
+        if v.state == "RELEASED":
+            data.update(versionNumber=v.major, versionMinorNumber=v.minor,
+                        releaseTime=v.release_time)
+        if v.license:
+            data["license"] = dict(v.license)
+        if v.terms:
+            data.update(v.terms)
+        return data
+
+    def filemeta_json(self, fm: FileMetadata, v: Version) -> dict:
+        df = fm.datafile
+        data_file = {
+            "id": df.id, "persistentId": "", "filename": fm.label,
+            "contentType": df.content_type, "friendlyType": df.content_type,
+            "filesize": df.filesize, "description": fm.description,
+            "categories": fm.categories, "storageIdentifier": df.storage_identifier,
+            "rootDataFileId": -1,
+            "checksum": {"type": df.checksum_type, "value": df.checksum_value},
+            "tabularData": False, "creationDate": df.creation_date[:10],
+            "fileAccessRequest": True,
+        }
+        if df.checksum_type == "MD5":
+            data_file["md5"] = df.checksum_value
+        if fm.directory_label:
+            data_file["directoryLabel"] = fm.directory_label
+        data = {"description": fm.description, "label": fm.label,
+                "restricted": fm.restricted, "version": 1, "datasetVersionId": v.id,
+                "categories": fm.categories, "dataFile": data_file}
+        if fm.directory_label:
+            data["directoryLabel"] = fm.directory_label
+        return data
+
+    def select_version(self, ds: Dataset, spec: str, user) -> Version:
+        can_edit = self.can_edit(user, ds)
+        if spec == ":draft":
+            if ds.draft is None or not can_edit:
+                raise ApiError(404, f"Dataset version {spec} of dataset {ds.id} not found")
+            return ds.draft
+        if spec == ":latest":
+            if ds.draft is not None and can_edit:
+                return ds.draft
+            if ds.released:
+                return ds.released[-1]
+        elif spec == ":latest-published" and ds.released:
+            return ds.released[-1]
+        else:
+            for v in ds.released:
+                if spec in (f"{v.major}.{v.minor}", str(v.major)) and v.minor is not None:
+                    if spec == f"{v.major}.{v.minor}" or v.minor == 0:
+                        return v
+        raise ApiError(404, f"Dataset version {spec} of dataset {ds.id} not found")
+
+    def dataset_view(self, request, dsid):
+        user = self.user(request)
+        ds = self.find_dataset(request, dsid)
+        return ok(self.dataset_json(ds, self.select_version(ds, ":latest", user), user))
+
+    def versions_list(self, request, dsid):
+        user = self.user(request)
+        ds = self.find_dataset(request, dsid)
+        visible = [v for v in reversed(ds.versions)
+                   if v.state == "RELEASED" or self.can_edit(user, ds)]
+        return ok([self.version_json(ds, v) for v in visible], totalCount=len(visible))
+
+    def version_view(self, request, dsid, version):
+        user = self.user(request)
+        ds = self.find_dataset(request, dsid)
+        return ok(self.version_json(ds, self.select_version(ds, version, user)))
+
+    def version_files(self, request, dsid, version):
+        user = self.user(request)
+        ds = self.find_dataset(request, dsid)
+        v = self.select_version(ds, version, user)
+        files = [self.filemeta_json(fm, v) for fm in v.files]
+        offset = int(request.args.get("offset", 0))
+        limit = request.args.get("limit")
+        page = files[offset:offset + int(limit)] if limit else files[offset:]
+        return ok(page, totalCount=len(files))
+
+    def _editable(self, request, dsid) -> tuple[Dataset, str]:
+        user = self.require_user(request)
+        ds = self.find_dataset(request, dsid)
+        if not self.can_edit(user, ds):
+            raise ApiError(403, "User is not permitted to perform requested action. Can "
+                                "not execute command UpdateDatasetVersionCommand on "
+                                f"dataset {ds.id}.")
+        return ds, user
+
+    def edit_metadata(self, request, dsid):
+        ds, _ = self._editable(request, dsid)
+        try:
+            body = json.loads(request.get_data())
+        except ValueError:
+            raise ApiError(400, "Error parsing Json: malformed body") from None
+        updates = body.get("fields", [body])
+        replace = request.args.get("replace", "").lower() == "true"
+        draft = self.editable_draft(ds)
+        for upd in updates:
+            name = upd.get("typeName")
+            if not name:
+                raise ApiError(400, "Error parsing Json: field without typeName")
+            block = self._block_of(name, draft)
+            current = block.get(name)
+            if current is None or replace or not current.get("value"):
+                block[name] = {**(current or {"typeName": name, "multiple":
+                                              isinstance(upd.get("value"), list),
+                                              "typeClass": _type_class(upd.get("value"))}),
+                               "value": upd.get("value")}
+            elif isinstance(current.get("value"), list):
+                current["value"] = current["value"] + list(upd.get("value") or [])
+            else:
+                raise ApiError(400, f"You may not add data to a field that already has "
+                                    f"data and does not allow multiples. Use "
+                                    f"replace=true to replace existing data ({name})")
+        return ok(self.version_json(ds, draft))
+
+    def _block_of(self, name: str, version: Version) -> dict:
+        for block_name, names in self.settings.required_blocks.items():
+            if name in names:
+                return version.blocks.setdefault(block_name, {})
+        for block in version.blocks.values():
+            if name in block:
+                return block
+        return version.fields
+
+    def replace_draft_version(self, request, dsid):
+        ds, _ = self._editable(request, dsid)
+        try:
+            body = json.loads(request.get_data())
+        except ValueError:
+            raise ApiError(400, "Error parsing Json: malformed body") from None
+        fields, blocks = self._read_blocks(body.get("metadataBlocks", {}))
+        self._validate(fields, blocks)
+        license_, terms = self._read_license(body)
+        draft = self.editable_draft(ds)
+        draft.fields, draft.blocks = fields, blocks
+        draft.license, draft.terms = license_, terms
+        return ok(self.version_json(ds, draft))
+
+    def semantic_metadata(self, request, dsid):
+        ds, _ = self._editable(request, dsid)
+        if not request.content_type or "ld+json" not in request.content_type:
+            raise ApiError(415, "Unsupported Media Type")
+        body = json.loads(request.get_data() or b"{}")
+        value = body.get("http://schema.org/license") or body.get("schema:license")
+        draft = self.editable_draft(ds)
+        if value is not None:
+            for name, uri in LICENSES.items():
+                if value in (name, uri):
+                    draft.license, draft.terms = {"name": name, "uri": uri}, None
+                    break
+            else:
+                raise ApiError(400, "Invalid license")
+        return ok({"id": ds.id, "persistentId": self.pid(ds)})
+
+    # -- locks and publishing -------------------------------------------------------
+    def locks_view(self, request, dsid):
+        self.user(request)
+        ds = self.find_dataset(request, dsid)
+        kind = request.args.get("type")
+        return ok([lock for lock in ds.locks if kind is None or lock["lockType"] == kind])
+
+    def lock_add(self, request, dsid, kind):
+        user = self.require_user(request)
+        if not self.is_super(user):
+            raise ApiError(403, "This API call can be used by superusers only")
+        ds = self.find_dataset(request, dsid)
+        self._add_lock(ds, kind, "Lock added through the API")
+        return ok_message(f"dataset locked with lock type {kind}")
+
+    def locks_delete(self, request, dsid):
+        user = self.require_user(request)
+        if not self.is_super(user):
+            raise ApiError(403, "This API call can be used by superusers only")
+        ds = self.find_dataset(request, dsid)
+        kind = request.args.get("type")
+        ds.locks = [lock for lock in ds.locks if kind and lock["lockType"] != kind]
+        return ok_message("locks removed")
+
+    def _add_lock(self, ds: Dataset, kind: str, message: str) -> None:
+        ds.locks.append({"lockType": kind, "date": time.strftime("%a %b %d %H:%M:%S UTC %Y"),
+                         "user": "dataverseAdmin", "dataset": self.pid(ds),
+                         "message": message})
+
+    def publish(self, request, dsid):
+        ds, _ = self._editable(request, dsid)
+        kind = request.args.get("type")
+        if kind not in ("major", "minor", "updatecurrent"):
+            raise ApiError(400, "Missing 'type' parameter (either 'major','minor', or "
+                                "'updatecurrent').")
+        if ds.locks:
+            raise ApiError(403, "This dataset is locked. Reason: "
+                                + ", ".join(lock["lockType"] for lock in ds.locks))
+        draft = ds.draft
+        if draft is None:
+            raise ApiError(403, "Cannot publish a dataset without a draft version.")
+        if kind == "updatecurrent":
+            raise ApiError(403, "Only superusers can update the current version")
+        if kind == "minor" and not ds.released:
+            raise ApiError(403, "Cannot release as minor version. Re-try as major release.")
+        if draft.license is None and draft.terms is None:
+            raise ApiError(409, "Dataset must have a valid license or Custom Terms Of Use "
+                                "configured before it can be published.")
+        last = ds.released[-1] if ds.released else None
+        if last is None:
+            major, minor = 1, 0
+        elif kind == "major":
+            major, minor = last.major + 1, 0
+        else:
+            major, minor = last.major, last.minor + 1
+        self._add_lock(ds, "finalizePublication", "Publishing the dataset; registering "
+                                                   "PIDs for Datafiles")
+        threading.Thread(target=self._finalize, args=(ds, draft, major, minor),
+                         daemon=True).start()
+        return ok(self.dataset_json(ds, draft, None))
+
+    def _finalize(self, ds: Dataset, draft: Version, major: int, minor: int) -> None:
+        """Validate every new file's checksum against the stored bytes, then release."""
+        time.sleep(self.settings.publish_delay)
+        failed = []
+        for fm in draft.files:
+            df = fm.datafile
+            if not df.released and self._stored_checksum(df) != df.checksum_value:
+                failed.append(fm.path)
+        with self.lock:
+            ds.locks = [lock for lock in ds.locks
+                        if lock["lockType"] != "finalizePublication"]
+            if failed:
+                self._add_lock(ds, "FileValidationFailed",
+                               "Checksum mismatch for " + ", ".join(failed))
+                return
+            draft.state, draft.major, draft.minor = "RELEASED", major, minor
+            draft.release_time = _now()
+            for fm in draft.files:
+                fm.datafile.released = True
+
+    def _stored_checksum(self, df: DataFile) -> str:
+        algo = {"MD5": "md5", "SHA-1": "sha1", "SHA-256": "sha256",
+                "SHA-512": "sha512"}[df.checksum_type]
+        digest = hashlib.new(algo)
+        body = self.s3.get_object(Bucket=self.bucket, Key=df.key)["Body"]
+        for chunk in iter(lambda: body.read(CHUNK), b""):
+            digest.update(chunk)
+        return digest.hexdigest()
+
+    # -- direct upload ------------------------------------------------------------
+    def upload_urls(self, request, dsid):
+        user = self.require_user(request)
+        ds = self.find_dataset(request, dsid)
+        if not self.can_edit(user, ds):
+            raise ApiError(403, "You are not permitted to upload files to this dataset.")
+        s = self.settings
+        if not s.direct_upload:
+            raise ApiError(404, f"Direct upload not supported for files in this dataset: "
+                                f"{ds.id}")
+        self._check_count(ds, user, 0, at_limit=True)
+        size = int(request.args.get("size") or 0)
+        if s.max_file_size is not None and size > s.max_file_size:
+            raise ApiError(400, "The file you are trying to upload is too large to be "
+                                "uploaded to this dataset. The maximum allowed file size "
+                                f"is {s.max_file_size} bytes.")
+        ident = f"{int(time.time() * 1000):x}-{uuid.uuid4().hex[-12:]}"
+        key = f"{s.authority}/{ds.identifier}/{ident}"
+        storage_identifier = f"{s.store_id}://{self.bucket}:{ident}"
+        if size <= s.part_size:
+            params = {"Bucket": self.bucket, "Key": key}
+            if s.tagging:
+                params["Tagging"] = "dv-state=temp"
+            url = self.s3.generate_presigned_url("put_object", Params=params,
+                                                 ExpiresIn=s.url_lifetime)
+            return ok({"url": url, "partSize": s.part_size,
+                       "storageIdentifier": storage_identifier})
+        upload_id = self.s3.create_multipart_upload(Bucket=self.bucket, Key=key)["UploadId"]
+        count = size // s.part_size + (1 if size % s.part_size else 0)
+        urls = {
+            str(n): self.s3.generate_presigned_url(
+                "upload_part", ExpiresIn=s.url_lifetime,
+                Params={"Bucket": self.bucket, "Key": key, "UploadId": upload_id,
+                        "PartNumber": n})
+            for n in range(1, count + 1)
+        }
+        # Relative and not URL-encoded, as the real server builds them (ref §1.1).
+        tail = (f"/api/datasets/mpupload?globalid={self.pid(ds)}&uploadid={upload_id}"
+                f"&storageidentifier={storage_identifier}")
+        return ok({"urls": urls, "abort": tail, "complete": tail,
+                   "partSize": s.part_size, "storageIdentifier": storage_identifier})
+
+    def _key_of(self, storage_identifier: str, ds: Dataset) -> str:
+        m = re.fullmatch(rf"{re.escape(self.settings.store_id)}://([^:]+):([0-9a-f]+-[0-9a-f]{{12}})",
+                         storage_identifier or "")
+        if not m or m.group(1) != self.bucket:
+            raise ApiError(400, "Dataset store configuration does not allow provided "
+                                "storageIdentifier.")
+        return f"{self.settings.authority}/{ds.identifier}/{m.group(2)}"
+
+    def _mpupload_target(self, request) -> tuple[Dataset | None, str, str]:
+        self.require_user(request)
+        pid = request.args.get("globalid", "")
+        ds = next((d for d in self.datasets.values() if self.pid(d) == pid), None)
+        if ds is None:
+            raise ApiError(404, f"Dataset with Persistent ID {pid} not found.")
+        return ds, request.args.get("uploadid", ""), request.args.get("storageidentifier", "")
+
+    def mpupload_complete(self, request):
+        ds, upload_id, sid = self._mpupload_target(request)
+        key = self._key_of(sid, ds)
+        try:
+            etags = json.loads(request.get_data())
+            parts = [{"PartNumber": int(n), "ETag": etags[n]}
+                     for n in sorted(etags, key=int)]
+            self.s3.complete_multipart_upload(Bucket=self.bucket, Key=key,
+                                              UploadId=upload_id,
+                                              MultipartUpload={"Parts": parts})
+        except Exception:
+            try:
+                self.s3.abort_multipart_upload(Bucket=self.bucket, Key=key,
+                                               UploadId=upload_id)
+            except Exception:
+                pass
+            raise ApiError(500, "Could not complete multipart upload") from None
+        return ok_message("Multipart Upload completed")
+
+    def mpupload_abort(self, request):
+        ds, upload_id, sid = self._mpupload_target(request)
+        key = self._key_of(sid, ds)
+        try:
+            self.s3.abort_multipart_upload(Bucket=self.bucket, Key=key, UploadId=upload_id)
+        except Exception:
+            raise ApiError(500, "Could not abort multipart upload") from None
+        return Response(status=204)
+
+    # -- registering files ----------------------------------------------------------
+    def _check_count(self, ds: Dataset, user, adding: int, at_limit: bool = False) -> None:
+        limit = self.settings.dataset_file_limit
+        if limit is None or self.is_super(user):
+            return
+        count = len(ds.latest.files)
+        if (count >= limit) if at_limit else (count + adding > limit):
+            raise ApiError(400, "Number of files can not exceed the maximum number of "
+                                f"files allowed for this Dataset ({limit}).")
+
+    @staticmethod
+    def _json_data(request) -> object:
+        raw = request.form.get("jsonData")
+        if raw is None and "jsonData" in request.files:
+            raw = request.files["jsonData"].read().decode()
+        if raw is None:
+            return None
+        try:
+            return json.loads(raw)
+        except ValueError as e:
+            raise ApiError(400, f"Json Parsing Exception :{e}") from None
+
+    def _register(self, ds: Dataset, spec: dict, draft: Version) -> FileMetadata:
+        """Create a DataFile for an object already in the store; sizes come from the store."""
+        for name in ("storageIdentifier", "fileName", "mimeType"):
+            if not spec.get(name):
+                raise ApiError(400, "You must provide a storageidentifier, filename, and "
+                                    "mimetype.")
+        checksum = spec.get("checksum") or {}
+        ctype, cvalue = checksum.get("@type"), checksum.get("@value")
+        if spec.get("md5Hash"):
+            ctype, cvalue = "MD5", spec["md5Hash"]
+        if ctype not in ("MD5", "SHA-1", "SHA-256", "SHA-512") or not cvalue:
+            raise ApiError(400, "Checksum is required for direct upload (md5Hash or "
+                                "checksum with @type MD5, SHA-1, SHA-256 or SHA-512).")
+        key = self._key_of(spec["storageIdentifier"], ds)
+        if any(fm.datafile.key == key for v in ds.versions for fm in v.files):
+            raise ApiError(400, "The storageIdentifier is already in use in this dataset.")
+        try:
+            size = self.s3.head_object(Bucket=self.bucket, Key=key)["ContentLength"]
+        except Exception:
+            raise ApiError(400, f"Failed to add file: no stored object for "
+                                f"{spec['storageIdentifier']}") from None
+        limit = self.settings.max_file_size
+        if limit is not None and size > limit:
+            raise ApiError(400, f"File size exceeds the limit of {limit} bytes.")
+        return self._new_filemeta(draft, spec, key, spec["storageIdentifier"], size,
+                                  spec["mimeType"], ctype, cvalue)
+
+    def _new_filemeta(self, draft, spec, key, sid, size, mime, ctype, cvalue):
+        label = spec.get("label") or spec.get("fileName")
+        directory = _clean_directory(spec.get("directoryLabel"))
+        if any(fm.label == label and fm.directory_label == directory for fm in draft.files):
+            raise ApiError(400, f"Filename already exists at {directory or ''}/{label}")
+        df = DataFile(self.next_id(), sid, key, size, mime, ctype, cvalue, _now())
+        self.datafiles[df.id] = df
+        fm = FileMetadata(self.next_id(), df, label, directory,
+                          spec.get("description", ""), list(spec.get("categories") or []),
+                          _as_bool(spec.get("restrict", False)))
+        draft.files.append(fm)
+        return fm
+
+    def add_file(self, request, dsid):
+        ds, user = self._editable(request, dsid)
+        spec = self._json_data(request) or {}
+        upload = request.files.get("file")
+        draft = self.editable_draft(ds)
+        if upload is None:
+            if not spec.get("storageIdentifier"):
+                raise ApiError(400, "You must upload a file or provide a valid "
+                                    "storageidentifier, filename, and mimetype.")
+            self._check_count(ds, user, 1)
+            fm = self._register(ds, spec, draft)
+            return ok({"files": [self.filemeta_json(fm, draft)]})
+        return self._add_uploaded(ds, user, draft, spec, upload)
+
+    def _add_uploaded(self, ds, user, draft, spec, upload):
+        """The ordinary upload path: the server sees the bytes, and a ZIP is unpacked."""
+        with tempfile.TemporaryFile() as tmp:
+            shutil.copyfileobj(upload.stream, tmp, CHUNK)
+            tmp.seek(0)
+            name = spec.get("fileName") or spec.get("label") or upload.filename or "file"
+            if zipfile.is_zipfile(tmp):
+                tmp.seek(0)
+                with zipfile.ZipFile(tmp) as zf:
+                    members = [i for i in zf.infolist() if not i.is_dir()]
+                    limit = self.settings.zip_unpack_limit
+                    if len(members) > limit:
+                        raise ApiError(400, f"The number of files in the zip archive is "
+                                            f"over the limit ({limit}); please upload a "
+                                            f"zip archive with fewer files, if you want "
+                                            f"them to be ingested as individual DataFiles.")
+                    self._check_count(ds, user, len(members))
+                    added = []
+                    for info in members:
+                        folder, _, base = info.filename.rpartition("/")
+                        directory = "/".join(p for p in (spec.get("directoryLabel"),
+                                                         folder) if p)
+                        with zf.open(info) as member:
+                            added.append(self._store_and_add(
+                                ds, draft, member, {**spec, "fileName": base,
+                                                    "label": base,
+                                                    "directoryLabel": directory}))
+            else:
+                self._check_count(ds, user, 1)
+                tmp.seek(0)
+                added = [self._store_and_add(ds, draft, tmp, {**spec, "fileName": name,
+                                                              "label": spec.get("label",
+                                                                                name)})]
+        return ok({"files": [self.filemeta_json(fm, draft) for fm in added]})
+
+    def _store_and_add(self, ds, draft, stream, spec) -> FileMetadata:
+        ident = f"{int(time.time() * 1000):x}-{uuid.uuid4().hex[-12:]}"
+        key = f"{self.settings.authority}/{ds.identifier}/{ident}"
+        with tempfile.TemporaryFile() as tmp:
+            digest = hashlib.md5()
+            for chunk in iter(lambda: stream.read(CHUNK), b""):
+                digest.update(chunk)
+                tmp.write(chunk)
+            size = tmp.tell()
+            tmp.seek(0)
+            self.s3.upload_fileobj(tmp, self.bucket, key)
+        mime = spec.get("mimeType") or mimetypes.guess_type(spec["fileName"])[0] \
+            or "application/octet-stream"
+        return self._new_filemeta(draft, spec, key, f"{self.settings.store_id}://"
+                                  f"{self.bucket}:{ident}", size, mime, "MD5",
+                                  digest.hexdigest())
+
+    def add_files(self, request, dsid):
+        ds, user = self._editable(request, dsid)
+        specs = self._json_data(request)
+        if not isinstance(specs, list):
+            raise ApiError(400, "Json Parsing Exception :jsonData must be a JSON array")
+        self._check_count(ds, user, len(specs))
+        draft = self.editable_draft(ds)
+        results, added = [], 0
+        for spec in specs:
+            try:
+                fm = self._register(ds, spec, draft)
+            except ApiError as e:
+                results.append({"storageIdentifier": spec.get("storageIdentifier"),
+                                "errorMessage": f"Bad Request:{e.message}",
+                                "fileDetails": spec})
+                continue
+            added += 1
+            results.append({"storageIdentifier": spec["storageIdentifier"],
+                            "successMessage": "Added successfully to the dataset",
+                            "fileDetails": self.filemeta_json(fm, draft)})
+        return ok({"Files": results, "Result": {
+            "Total number of files": len(specs),
+            "Number of files successfully added": added}})
+
+    def _replace(self, ds: Dataset, draft: Version, spec: dict) -> FileMetadata:
+        try:
+            old_id = int(spec.get("fileToReplaceId"))
+        except (TypeError, ValueError):
+            raise ApiError(400, "fileToReplaceId is required to replace a file.") from None
+        old = next((fm for fm in draft.files if fm.datafile.id == old_id), None)
+        if old is None:
+            raise ApiError(400, f"Existing file to replace not found (id {old_id}).")
+        checksum = (spec.get("checksum") or {}).get("@value") or spec.get("md5Hash")
+        if checksum == old.datafile.checksum_value:
+            raise ApiError(400, "Error! You may not replace a file with a file that has "
+                                "duplicate content.")
+        draft.files.remove(old)
+        try:
+            fm = self._register(ds, {"directoryLabel": old.directory_label,
+                                     "description": old.description,
+                                     "categories": old.categories,
+                                     "restrict": old.restricted, **spec}, draft)
+        except ApiError:
+            draft.files.append(old)
+            raise
+        self._forget(old.datafile)
+        return fm
+
+    def replace_files(self, request, dsid):
+        ds, _ = self._editable(request, dsid)
+        specs = self._json_data(request)
+        if not isinstance(specs, list):
+            raise ApiError(400, "Json Parsing Exception :jsonData must be a JSON array")
+        draft = self.editable_draft(ds)
+        results, done = [], 0
+        for spec in specs:
+            try:
+                fm = self._replace(ds, draft, spec)
+            except ApiError as e:
+                results.append({"storageIdentifier": spec.get("storageIdentifier"),
+                                "errorMessage": f"Bad Request:{e.message}",
+                                "fileDetails": spec})
+                continue
+            done += 1
+            results.append({"storageIdentifier": spec["storageIdentifier"],
+                            "successMessage": "Replaced successfully in the dataset",
+                            "fileDetails": self.filemeta_json(fm, draft)})
+        return ok({"Files": results, "Result": {
+            "Total number of files": len(specs),
+            "Number of files successfully replaced": done}})
+
+    def replace_file(self, request, fid):
+        user = self.require_user(request)
+        ds, _ = self.find_filemeta(fid)
+        if not self.can_edit(user, ds):
+            raise ApiError(403, "You do not have permission to replace this file.")
+        spec = self._json_data(request) or {}
+        draft = self.editable_draft(ds)
+        fm = self._replace(ds, draft, {**spec, "fileToReplaceId": int(fid)})
+        return ok({"files": [self.filemeta_json(fm, draft)]})
+
+    def _forget(self, df: DataFile) -> bool:
+        """Drop a never-released DataFile and its bytes; True if bytes were deleted."""
+        if df.released:
+            return False
+        self.datafiles.pop(df.id, None)
+        self.s3.delete_object(Bucket=self.bucket, Key=df.key)
+        return True
+
+    # -- files ----------------------------------------------------------------------
+    def _editable_file(self, request, fid) -> tuple[Dataset, Version, FileMetadata]:
+        user = self.require_user(request)
+        ds, _ = self.find_filemeta(fid)
+        if not self.can_edit(user, ds):
+            raise ApiError(403, "User is not permitted to perform requested action.")
+        draft = self.editable_draft(ds)
+        fm = next((f for f in draft.files if f.datafile.id == int(fid)), None)
+        if fm is None:
+            raise ApiError(400, f"Could not find datafile with id {fid}")
+        return ds, draft, fm
+
+    def delete_file(self, request, fid):
+        ds, draft, fm = self._editable_file(request, fid)
+        draft.files.remove(fm)
+        return ok(self._forget(fm.datafile))
+
+    def delete_files(self, request, dsid):
+        ds, _ = self._editable(request, dsid)
+        try:
+            ids = [int(i) for i in json.loads(request.get_data())]
+        except (ValueError, TypeError):
+            raise ApiError(400, "Error parsing Json: expected an array of file ids") from None
+        draft = self.editable_draft(ds)
+        by_id = {fm.datafile.id: fm for fm in draft.files}
+        if any(i not in by_id for i in ids):
+            raise ApiError(400, "Some files listed are not present in the latest dataset "
+                                "version and cannot be deleted.")
+        for i in ids:
+            draft.files.remove(by_id[i])
+            self._forget(by_id[i].datafile)
+        return ok_message(f"{len(ids)} files deleted successfully")
+
+    def restrict(self, request, fid):
+        ds, draft, fm = self._editable_file(request, fid)
+        raw = request.get_data(as_text=True).strip()
+        try:
+            body = json.loads(raw)
+        except ValueError:
+            raise ApiError(400, f"Unable to parse restrict value: {raw}") from None
+        wanted = _as_bool(body.get("restrict") if isinstance(body, dict) else body)
+        if fm.restricted == wanted:
+            state = "restricted" if wanted else "unrestricted"
+            raise ApiError(400, f"Problem trying to update restriction status on "
+                                f"{fm.label}: File {fm.label} is already {state}")
+        fm.restricted = wanted
+        return ok_message(f"File {fm.label} {'restricted' if wanted else 'unrestricted'}.")
+
+    def file_metadata(self, request, fid):
+        ds, draft, fm = self._editable_file(request, fid)
+        spec = self._json_data(request) or {}
+        if "label" in spec:
+            fm.label = spec["label"]
+        if "directoryLabel" in spec:
+            fm.directory_label = _clean_directory(spec["directoryLabel"])
+        if "description" in spec:
+            fm.description = spec["description"]
+        if "categories" in spec:
+            fm.categories = list(spec["categories"])
+        if "restrict" in spec:
+            fm.restricted = _as_bool(spec["restrict"])
+        gson = {"label": fm.label, "description": fm.description,
+                "restricted": fm.restricted, "categories": fm.categories, "id": fm.id}
+        if fm.directory_label:
+            gson["directoryLabel"] = fm.directory_label
+        # 200 text/plain, with the FileMetadata id, not the DataFile id (ref §2.7).
+        return Response("File Metadata update has been completed: " + json.dumps(gson),
+                        content_type="text/plain")
+
+    def clean_storage(self, request, dsid):
+        ds, _ = self._editable(request, dsid)
+        dry = request.args.get("dryrun", "false").lower() == "true"
+        prefix = f"{self.settings.authority}/{ds.identifier}/"
+        used = {fm.datafile.key for v in ds.versions for fm in v.files}
+        found = []
+        for page in self.s3.get_paginator("list_objects_v2").paginate(
+                Bucket=self.bucket, Prefix=prefix):
+            found += [obj["Key"] for obj in page.get("Contents", [])]
+        orphans = [k for k in found if k not in used]
+        if not dry:
+            for key in orphans:
+                self.s3.delete_object(Bucket=self.bucket, Key=key)
+        return ok({"Found": [k.rsplit("/", 1)[1] for k in found],
+                   "Deleted": [k.rsplit("/", 1)[1] for k in orphans] if not dry else []})
+
+    # -- access ---------------------------------------------------------------------
+    def access_datafile(self, request, fid):
+        user = self.user(request)
+        try:
+            df = self.datafiles[int(fid)]
+        except (ValueError, KeyError):
+            raise ApiError(404, f"File with ID {fid} not found.") from None
+        ds, fm = self.find_filemeta(fid)
+        public = any(f.datafile is df and not f.restricted
+                     for v in ds.released[-1:] for f in v.files)
+        if not public and not self.can_edit(user, ds):
+            raise ApiError(403, f"'/api/v1/access/datafile/{fid}' you are not authorized "
+                                f"to access this object via this api endpoint. Please "
+                                f"check your code for typos, or consult our API guide at "
+                                f"http://guides.dataverse.org.")
+        disposition = f"attachment; filename*=UTF-8''{quote(fm.label)}"
+        if self.settings.download_redirect:
+            url = self.s3.generate_presigned_url(
+                "get_object", ExpiresIn=self.settings.url_lifetime,
+                Params={"Bucket": self.bucket, "Key": df.key,
+                        "ResponseContentDisposition": disposition,
+                        "ResponseContentType": df.content_type})
+            return Response(status=303, headers={"Location": url})
+        return self._stream(request, df, disposition)
+
+    def _stream(self, request, df: DataFile, disposition: str) -> Response:
+        headers = {"Content-Disposition": disposition, "Accept-Ranges": "bytes",
+                   "Content-Type": df.content_type}
+        size, status, params = df.filesize, 200, {"Bucket": self.bucket, "Key": df.key}
+        rng = request.headers.get("Range")
+        if rng:
+            m = re.fullmatch(r"bytes=(\d*)-(\d*)", rng.strip())
+            if not m or not (m.group(1) or m.group(2)):
+                raise ApiError(416, "Requested Range Not Satisfiable")
+            if m.group(1):
+                start = int(m.group(1))
+                end = min(int(m.group(2)), size - 1) if m.group(2) else size - 1
+            else:
+                start, end = max(0, size - int(m.group(2))), size - 1
+            if start >= size or end < start:
+                raise ApiError(416, "Requested Range Not Satisfiable")
+            params["Range"] = f"bytes={start}-{end}"
+            headers["Content-Range"] = f"bytes {start}-{end}/{size}"
+            size, status = end - start + 1, 206
+        headers["Content-Length"] = str(size)
+        body = self.s3.get_object(**params)["Body"]
+        return Response(iter(lambda: body.read(CHUNK), b""), status=status,
+                        headers=headers, direct_passthrough=True)
+
+
+def _as_bool(value) -> bool:
+    if isinstance(value, str):
+        return value.strip().lower() == "true"
+    return bool(value)
+
+
+def _type_class(value) -> str:
+    if isinstance(value, list) and value and isinstance(value[0], dict):
+        return "compound"
+    return "primitive"
+
+
+def _clean_directory(label: str | None) -> str | None:
+    """Dataverse's directoryLabel sanitising: odd characters to '.', trim '/-. '."""
+    if not label:
+        return None
+    cleaned = re.sub(r"[^A-Za-z0-9_ ./-]", ".", label)
+    cleaned = re.sub(r"\.{2,}", ".", cleaned).strip("/-. ")
+    return cleaned or None
+
+
+_RULES = [
+    Rule("/api/info/version", endpoint="info_version", methods=["GET"]),
+    Rule("/api/users/:me", endpoint="users_me", methods=["GET"]),
+    Rule("/api/licenses", endpoint="licenses", methods=["GET"]),
+    Rule("/api/dataverses/<alias>", endpoint="collection_view", methods=["GET"]),
+    Rule("/api/dataverses/<alias>/datasets", endpoint="create_dataset", methods=["POST"]),
+    Rule("/api/datasets/mpupload", endpoint="mpupload_complete", methods=["PUT"]),
+    Rule("/api/datasets/mpupload", endpoint="mpupload_abort", methods=["DELETE"]),
+    Rule("/api/datasets/<dsid>", endpoint="dataset_view", methods=["GET"]),
+    Rule("/api/datasets/<dsid>/", endpoint="dataset_view", methods=["GET"]),
+    Rule("/api/datasets/<dsid>/versions", endpoint="versions_list", methods=["GET"]),
+    Rule("/api/datasets/<dsid>/versions/<version>", endpoint="version_view",
+         methods=["GET"]),
+    Rule("/api/datasets/<dsid>/versions/:draft", endpoint="replace_draft_version",
+         methods=["PUT"]),
+    Rule("/api/datasets/<dsid>/versions/<version>/files", endpoint="version_files",
+         methods=["GET"]),
+    Rule("/api/datasets/<dsid>/editMetadata", endpoint="edit_metadata", methods=["PUT"]),
+    Rule("/api/datasets/<dsid>/metadata", endpoint="semantic_metadata", methods=["PUT"]),
+    Rule("/api/datasets/<dsid>/locks", endpoint="locks_view", methods=["GET"]),
+    Rule("/api/datasets/<dsid>/locks", endpoint="locks_delete", methods=["DELETE"]),
+    Rule("/api/datasets/<dsid>/lock/<kind>", endpoint="lock_add", methods=["POST"]),
+    Rule("/api/datasets/<dsid>/actions/:publish", endpoint="publish", methods=["POST"]),
+    Rule("/api/datasets/<dsid>/uploadurls", endpoint="upload_urls", methods=["GET"]),
+    Rule("/api/datasets/<dsid>/add", endpoint="add_file", methods=["POST"]),
+    Rule("/api/datasets/<dsid>/addFiles", endpoint="add_files", methods=["POST"]),
+    Rule("/api/datasets/<dsid>/replaceFiles", endpoint="replace_files", methods=["POST"]),
+    Rule("/api/datasets/<dsid>/deleteFiles", endpoint="delete_files", methods=["PUT"]),
+    Rule("/api/datasets/<dsid>/cleanStorage", endpoint="clean_storage", methods=["GET"]),
+    Rule("/api/files/<fid>", endpoint="delete_file", methods=["DELETE"]),
+    Rule("/api/files/<fid>/replace", endpoint="replace_file", methods=["POST"]),
+    Rule("/api/files/<fid>/restrict", endpoint="restrict", methods=["PUT"]),
+    Rule("/api/files/<fid>/metadata", endpoint="file_metadata", methods=["POST"]),
+    Rule("/api/access/datafile/<fid>", endpoint="access_datafile", methods=["GET"]),
+]

@@ -1,0 +1,97 @@
+import json
+import os
+import sys
+
+import pytest
+import requests
+
+from datalad_rdr.sandbox.cli import Sandbox
+
+# git-annex from its PyPI wheel lives in this environment's bin (see README).
+_bin = os.path.dirname(sys.executable)
+if _bin not in os.environ.get("PATH", "").split(os.pathsep):
+    os.environ["PATH"] = _bin + os.pathsep + os.environ.get("PATH", "")
+
+
+@pytest.fixture
+def make_sandbox():
+    """Start sandboxes with a profile and Dataverse settings; all are stopped afterwards."""
+    started = []
+
+    def make(profile="rdr", **settings):
+        sb = Sandbox(profile, **settings).start()
+        started.append(sb)
+        return sb
+
+    yield make
+    for sb in started:
+        sb.stop()
+
+
+@pytest.fixture
+def sandbox(make_sandbox):
+    return make_sandbox("rdr")
+
+
+def citation_json(title="A test dataset", license_name="CC BY 4.0", extra_fields=()):
+    def prim(name, value):
+        return {"typeName": name, "typeClass": "primitive", "multiple": False,
+                "value": value}
+
+    fields = [
+        prim("title", title),
+        {"typeName": "author", "typeClass": "compound", "multiple": True, "value": [
+            {"authorName": prim("authorName", "Doe, Jane"),
+             "authorAffiliation": prim("authorAffiliation", "KU Leuven")}]},
+        {"typeName": "datasetContact", "typeClass": "compound", "multiple": True,
+         "value": [{"datasetContactEmail": prim("datasetContactEmail", "jane@example.org"),
+                    "datasetContactName": prim("datasetContactName", "Doe, Jane")}]},
+        {"typeName": "dsDescription", "typeClass": "compound", "multiple": True,
+         "value": [{"dsDescriptionValue": prim("dsDescriptionValue", "Test data.")}]},
+        {"typeName": "subject", "typeClass": "controlledVocabulary", "multiple": True,
+         "value": ["Medicine, Health and Life Sciences"]},
+        *extra_fields,
+    ]
+    version = {"metadataBlocks": {"citation": {"displayName": "Citation Metadata",
+                                               "fields": fields}}}
+    if license_name:
+        version["license"] = {"name": license_name,
+                              "uri": "http://creativecommons.org/licenses/by/4.0"}
+    return {"datasetVersion": version}
+
+
+class DV:
+    """A thin test client: the sandbox's Dataverse API with the depositor's token."""
+
+    def __init__(self, sandbox, token=None):
+        self.url = sandbox.dataverse_url
+        self.sandbox = sandbox
+        self.token = sandbox.api_token if token is None else token
+
+    def call(self, method, path, **kw):
+        headers = kw.pop("headers", {})
+        if self.token:
+            headers["X-Dataverse-key"] = self.token
+        return requests.request(method, self.url + path, headers=headers, **kw)
+
+    def create_dataset(self, **kw):
+        r = self.call("POST", f"/api/dataverses/{self.sandbox.collection}/datasets",
+                      json=citation_json(**kw))
+        assert r.status_code == 201, r.text
+        return r.json()["data"]["persistentId"]
+
+    def files(self, pid, version=":draft"):
+        r = self.call("GET", f"/api/datasets/:persistentId/versions/{version}/files",
+                      params={"persistentId": pid})
+        assert r.status_code == 200, r.text
+        return r.json()["data"]
+
+    def add_files(self, pid, specs):
+        return self.call("POST", "/api/datasets/:persistentId/addFiles",
+                         params={"persistentId": pid},
+                         files={"jsonData": (None, json.dumps(specs), "application/json")})
+
+
+@pytest.fixture
+def dv(sandbox):
+    return DV(sandbox)

@@ -1,0 +1,36 @@
+"""`datalad-rdr-sandbox` as a person starts it: a JSON line first, a clean stop on a signal."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+
+import requests
+
+
+def test_sandbox_command_prints_json_and_stops_on_sigterm(tmp_path):
+    exe = os.path.join(os.path.dirname(sys.executable), "datalad-rdr-sandbox")
+    proc = subprocess.Popen([exe, "--profile", "rdr", "--data-dir", str(tmp_path)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        info = json.loads(proc.stdout.readline())
+        assert {"dataverse_url", "api_token", "collection"} <= set(info)
+        assert info["dataverse_url"].startswith("http://127.0.0.1:")
+        r = requests.get(info["dataverse_url"] + "/api/info/version")
+        assert r.json()["data"]["version"] == "6.7.1"
+        r = requests.post(f"{info['dataverse_url']}/api/dataverses/{info['collection']}"
+                          "/datasets", headers={"X-Dataverse-key": info["api_token"]},
+                          json={})
+        assert r.status_code == 400  # reached the API, refused an empty dataset
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=20) == 0
+    assert "sandbox stopped" in proc.stderr.read()
+
+
+def test_sandbox_command_rejects_an_unknown_profile():
+    exe = os.path.join(os.path.dirname(sys.executable), "datalad-rdr-sandbox")
+    r = subprocess.run([exe, "--profile", "nope"], capture_output=True, text=True)
+    assert r.returncode == 2
+    assert "invalid choice: 'nope'" in r.stderr
