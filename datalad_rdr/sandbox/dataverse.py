@@ -30,6 +30,8 @@ from werkzeug.exceptions import HTTPException, NotFound
 from werkzeug.routing import Map, Rule
 from werkzeug.wrappers import Request, Response
 
+from .faults import Faults
+
 log = logging.getLogger(__name__)
 
 MIB = 1024 * 1024
@@ -180,6 +182,8 @@ class DataverseSandbox:
         self.datafiles: dict[int, DataFile] = {}
         self._ids = iter(range(1, 10**9))
         self.url_map = Map([rule.empty() for rule in _RULES])
+        self.faults = Faults()
+        self.requests: list[tuple[str, str]] = []  # (method, path), for tests to read
 
     # -- identity and lookup ---------------------------------------------------------
     def next_id(self) -> int:
@@ -256,6 +260,19 @@ class DataverseSandbox:
         if path.startswith("/api/v1/"):
             path = "/api/" + path[len("/api/v1/"):]
         adapter = self.url_map.bind_to_environ(environ)
+        self.requests.append((request.method, path))
+        fault = self.faults.take(request.method, path)
+        if fault is not None and fault.delay:
+            time.sleep(fault.delay)
+        elif fault is not None:
+            response = Response(json.dumps({
+                "status": "ERROR", "code": fault.status or 500,
+                "message": "Internal server error. More details available at the server "
+                           "logs.", "incidentId": str(uuid.uuid4())}),
+                status=fault.status or 500, content_type="application/json")
+            if fault.retry_after is not None:
+                response.headers["Retry-After"] = str(fault.retry_after)
+            return response(environ, start_response)
         try:
             endpoint, args = adapter.match(path, method=request.method)
             with self.lock:

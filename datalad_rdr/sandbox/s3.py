@@ -30,13 +30,15 @@ import re
 import shutil
 import socket
 import tempfile
-import threading
+import time
 import uuid
 from collections import Counter
 from dataclasses import dataclass, field
 from urllib.parse import parse_qsl, quote, unquote, urlsplit
 
 from werkzeug.wrappers import Request, Response
+
+from .faults import Faults
 
 CHUNK = 1024 * 1024
 ACCOUNT_ID = "123456789012"
@@ -53,23 +55,6 @@ class S3Settings:
     tagging: bool = True
     # Answer like OpenStack Swift's s3api (RDR): request ids as Swift sends them.
     swift: bool = False
-
-
-@dataclass
-class Fault:
-    """Make the next ``count`` requests matching ``method`` and ``path`` (a regex) fail.
-
-    ``status``: answer with this HTTP status (S3 XML error body), with ``retry_after`` if set.
-    ``reset_after``: read that many bytes of the request body, then drop the connection.
-    """
-
-    method: str
-    path: str
-    count: int = 1
-    status: int | None = None
-    retry_after: int | None = None
-    reset_after: int | None = None
-    hits: int = 0
 
 
 @dataclass
@@ -185,23 +170,7 @@ class S3Gate:
         self.moto = create_backend_app("s3")
         self.backend = get_backend("s3")[ACCOUNT_ID]["aws"]
         self.stats = S3Stats()
-        self.faults: list[Fault] = []
-        self._lock = threading.Lock()
-
-    # -- fault injection -------------------------------------------------------------
-    def inject(self, fault: Fault) -> Fault:
-        with self._lock:
-            self.faults.append(fault)
-        return fault
-
-    def _take_fault(self, method: str, path: str) -> Fault | None:
-        with self._lock:
-            for fault in self.faults:
-                if fault.count > 0 and fault.method == method and re.search(fault.path, path):
-                    fault.count -= 1
-                    fault.hits += 1
-                    return fault
-        return None
+        self.faults = Faults()
 
     # -- WSGI -----------------------------------------------------------------------
     def __call__(self, environ, start_response):
@@ -212,8 +181,10 @@ class S3Gate:
         method = request.method
         self.stats.requests[method] += 1
 
-        fault = self._take_fault(method, raw_path)
-        if fault is not None:
+        fault = self.faults.take(method, raw_path)
+        if fault is not None and fault.delay:
+            time.sleep(fault.delay)
+        elif fault is not None:
             if fault.reset_after is not None:
                 request.stream.read(fault.reset_after)
                 sock = environ.get("werkzeug.socket")

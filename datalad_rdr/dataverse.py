@@ -1,0 +1,176 @@
+"""Client of the Dataverse native API: everything datalad-rdr knows about the server.
+
+Only the calls this project needs, each answering with the ``data`` of the reply or raising
+:class:`DataverseError` with the server's own message. The API token is sent to the Dataverse
+API only; presigned S3 URLs are used by :mod:`datalad_rdr.upload` without it.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from urllib.parse import urljoin
+
+import requests
+
+from .http import Backoff, with_retries
+
+
+class DataverseError(Exception):
+    """The server refused or failed; ``status`` is the HTTP status (0: no answer)."""
+
+    def __init__(self, status: int, message: str, what: str = ""):
+        self.status, self.message, self.what = status, message, what
+        super().__init__(f"{what}: HTTP {status}: {message}" if what else message)
+
+
+class Dataverse:
+    def __init__(self, url: str, token: str | None, backoff: Backoff | None = None,
+                 timeout: float = 120):
+        self.url = url.rstrip("/")
+        self.session = requests.Session()
+        if token:
+            self.session.headers["X-Dataverse-key"] = token
+        self.backoff = backoff or Backoff()
+        self.timeout = timeout
+
+    # -- plumbing --------------------------------------------------------------------
+    def call(self, method: str, path: str, *, what: str, retry: bool = True,
+             expect=(200,), **kw):
+        url = urljoin(self.url + "/", path.lstrip("/"))
+
+        def send():
+            return self.session.request(method, url, timeout=self.timeout, **kw)
+
+        try:
+            if retry:
+                response = with_retries(send, what=what, backoff=self.backoff)
+            else:
+                response = send()
+        except requests.RequestException as exc:
+            raise DataverseError(0, f"no answer from {self.url} ({type(exc).__name__})",
+                                 what) from exc
+        if response.status_code not in expect:
+            raise DataverseError(response.status_code, _message(response), what)
+        if response.status_code == 204 or not response.content:
+            return None
+        if "json" not in response.headers.get("Content-Type", ""):
+            return response.text
+        return response.json().get("data")
+
+    @staticmethod
+    def _pid(pid: str) -> dict:
+        return {"persistentId": pid}
+
+    # -- server and datasets ------------------------------------------------------
+    def version(self) -> str:
+        return self.call("GET", "/api/info/version", what="server version")["version"]
+
+    def check_token(self) -> dict:
+        return self.call("GET", "/api/users/:me", what="checking the API token")
+
+    def create_dataset(self, collection: str, dataset_json: dict) -> str:
+        data = self.call("POST", f"/api/dataverses/{collection}/datasets", json=dataset_json,
+                         expect=(201,), what=f"creating a dataset in {collection}",
+                         retry=False)
+        return data["persistentId"]
+
+    def dataset(self, pid: str) -> dict:
+        return self.call("GET", "/api/datasets/:persistentId/", params=self._pid(pid),
+                         what=f"reading dataset {pid}")
+
+    def files(self, pid: str, version: str = ":latest") -> list[dict]:
+        return self.call("GET", f"/api/datasets/:persistentId/versions/{version}/files",
+                         params=self._pid(pid), what=f"listing files of {pid}")
+
+    def locks(self, pid: str) -> list[dict]:
+        return self.call("GET", "/api/datasets/:persistentId/locks", params=self._pid(pid),
+                         what=f"reading locks of {pid}")
+
+    def wait_unlocked(self, pid: str, timeout: float = 300, poll: float = 0.5,
+                      on_wait=None) -> None:
+        """Wait until the dataset has no lock (as dvuploader does before registering)."""
+        deadline = time.monotonic() + timeout
+        while True:
+            locks = self.locks(pid)
+            if not locks:
+                return
+            if time.monotonic() > deadline:
+                kinds = ", ".join(lock["lockType"] for lock in locks)
+                raise DataverseError(423, f"dataset {pid} still locked ({kinds}) after "
+                                          f"{timeout:.0f} s", "waiting for locks")
+            if on_wait:
+                on_wait(locks)
+            time.sleep(poll)
+
+    # -- direct upload --------------------------------------------------------------
+    def upload_urls(self, pid: str, size: int) -> dict:
+        return self.call("GET", "/api/datasets/:persistentId/uploadurls",
+                         params={**self._pid(pid), "size": size},
+                         what="asking for upload URLs")
+
+    def complete_multipart(self, complete_path: str, etags: dict[int, str]) -> None:
+        body = json.dumps({str(n): etags[n] for n in sorted(etags)})
+        self.call("PUT", complete_path, data=body, what="completing a multipart upload")
+
+    def abort_multipart(self, abort_path: str) -> None:
+        self.call("DELETE", abort_path, expect=(200, 204),
+                  what="aborting a multipart upload")
+
+    # -- registering and editing files ----------------------------------------------
+    def add_files(self, pid: str, specs: list[dict]) -> list[dict]:
+        """Register uploaded objects; returns the per-file results inside the 200 reply."""
+        data = self.call("POST", "/api/datasets/:persistentId/addFiles",
+                         params=self._pid(pid), retry=False, what="registering files",
+                         files={"jsonData": (None, json.dumps(specs), "application/json")})
+        return data["Files"]
+
+    def replace_files(self, pid: str, specs: list[dict]) -> list[dict]:
+        data = self.call("POST", "/api/datasets/:persistentId/replaceFiles",
+                         params=self._pid(pid), retry=False, what="replacing files",
+                         files={"jsonData": (None, json.dumps(specs), "application/json")})
+        return data["Files"]
+
+    def delete_file(self, file_id: int) -> bool:
+        return self.call("DELETE", f"/api/files/{file_id}", what=f"deleting file {file_id}")
+
+    def restrict(self, file_id: int, restricted: bool) -> None:
+        self.call("PUT", f"/api/files/{file_id}/restrict",
+                  data="true" if restricted else "false",
+                  what=f"{'restricting' if restricted else 'unrestricting'} file {file_id}")
+
+    def clean_storage(self, pid: str) -> dict:
+        return self.call("GET", "/api/datasets/:persistentId/cleanStorage",
+                         params={**self._pid(pid), "dryrun": "false"},
+                         what="removing unregistered uploads")
+
+    # -- metadata and publishing ------------------------------------------------------
+    def edit_metadata(self, pid: str, fields: list[dict]) -> dict:
+        return self.call("PUT", "/api/datasets/:persistentId/editMetadata",
+                         params={**self._pid(pid), "replace": "true"},
+                         json={"fields": fields}, what="editing metadata")
+
+    def set_license(self, pid: str, name_or_uri: str) -> None:
+        # The 6.7 way (the /license endpoint exists only from 6.9).
+        self.call("PUT", "/api/datasets/:persistentId/metadata",
+                  params={**self._pid(pid), "replace": "true"},
+                  headers={"Content-Type": "application/ld+json"},
+                  data=json.dumps({"http://schema.org/license": name_or_uri}),
+                  what="setting the license")
+
+    def publish(self, pid: str, kind: str = "major") -> dict:
+        return self.call("POST", "/api/datasets/:persistentId/actions/:publish",
+                         params={**self._pid(pid), "type": kind}, retry=False,
+                         what=f"publishing {pid}")
+
+    # -- reading files -------------------------------------------------------------------
+    def access_url(self, file_id: int) -> str:
+        return f"{self.url}/api/access/datafile/{file_id}"
+
+
+def _message(response: requests.Response) -> str:
+    try:
+        return response.json().get("message") or response.text[:200]
+    except ValueError:
+        text = response.text.strip()
+        return text[:200] if text else response.reason

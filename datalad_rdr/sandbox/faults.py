@@ -1,0 +1,51 @@
+"""Injectable faults, shared by the sandbox's servers: tests make the next requests fail."""
+
+from __future__ import annotations
+
+import re
+import threading
+from dataclasses import dataclass
+
+
+@dataclass
+class Fault:
+    """Make the next ``count`` requests matching ``method`` and ``path`` (a regex) fail.
+
+    ``status``: answer with this HTTP status, with ``retry_after`` seconds if set.
+    ``reset_after``: read that many bytes of the request body, then drop the connection.
+    ``delay``: wait that many seconds before answering normally (a slow server).
+    """
+
+    method: str
+    path: str
+    count: int = 1
+    status: int | None = None
+    retry_after: int | None = None
+    reset_after: int | None = None
+    delay: float | None = None
+    hits: int = 0
+
+
+class Faults:
+    def __init__(self):
+        self._faults: list[Fault] = []
+        self._lock = threading.Lock()
+
+    def inject(self, fault: Fault | None = None, **kw) -> Fault:
+        fault = fault or Fault(**kw)
+        with self._lock:
+            self._faults.append(fault)
+        return fault
+
+    def clear(self) -> None:
+        with self._lock:
+            self._faults.clear()
+
+    def take(self, method: str, path: str) -> Fault | None:
+        with self._lock:
+            for fault in self._faults:
+                if fault.count > 0 and fault.method == method and re.search(fault.path, path):
+                    fault.count -= 1
+                    fault.hits += 1
+                    return fault
+        return None
