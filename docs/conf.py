@@ -1,5 +1,6 @@
 project = "datalad-rdr"
 author = "datalad-rdr developers"
-extensions = []
+extensions = ["myst_parser"]
+source_suffix = {".rst": "restructuredtext", ".md": "markdown"}
 exclude_patterns = ["_build"]
 html_theme = "alabaster"

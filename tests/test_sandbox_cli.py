@@ -23,6 +23,9 @@ def test_sandbox_command_prints_json_and_stops_on_sigterm(tmp_path):
                           "/datasets", headers={"X-Dataverse-key": info["api_token"]},
                           json={})
         assert r.status_code == 400  # reached the API, refused an empty dataset
+        r = requests.get(info["zenodo_url"] + "/user/records",
+                         headers={"Authorization": f"Bearer {info['zenodo_token']}"})
+        assert r.status_code == 200
     finally:
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=20) == 0

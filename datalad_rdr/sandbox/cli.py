@@ -3,6 +3,7 @@
 The first line on stdout is one JSON object that tells clients where to go::
 
     {"dataverse_url": "http://127.0.0.1:8080", "api_token": "...", "collection": "rdr-sandbox",
+     "zenodo_url": "http://127.0.0.1:8081/api", "zenodo_token": "...",
      "s3_url": "http://127.0.0.1:9000", "profile": "rdr", ...}
 
 It stops cleanly on SIGINT or SIGTERM.
@@ -20,6 +21,7 @@ import threading
 from dataclasses import replace
 
 from .dataverse import DataverseSandbox, DataverseSettings
+from .invenio import InvenioSandbox, InvenioSettings
 from .s3 import S3Gate, S3Settings
 from .serve import ServedApp
 
@@ -33,10 +35,11 @@ PROFILES = {
 
 
 class Sandbox:
-    """The S3 server and the Dataverse server, each on a loopback port, in this process."""
+    """The S3, Dataverse and Zenodo (InvenioRDM) servers, each on a loopback port."""
 
     def __init__(self, profile: str = "rdr", data_dir: str | None = None,
                  host: str = "127.0.0.1", dataverse_port: int = 0, s3_port: int = 0,
+                 zenodo_port: int = 0, zenodo: InvenioSettings | None = None,
                  **dataverse_overrides):
         if profile not in PROFILES:
             raise ValueError(f"unknown profile {profile!r}; choose one of "
@@ -61,6 +64,9 @@ class Sandbox:
         self.dataverse = DataverseSandbox(self.dataverse_settings, self.s3,
                                           self.s3_settings.bucket)
         self.dataverse_server = ServedApp(self.dataverse, host, dataverse_port)
+        self.zenodo_settings = zenodo or InvenioSettings()
+        self.zenodo = InvenioSandbox(self.zenodo_settings, self.s3, self.s3_settings.bucket)
+        self.zenodo_server = ServedApp(self.zenodo, host, zenodo_port)
 
     def _client(self):
         import boto3
@@ -78,9 +84,11 @@ class Sandbox:
         self.s3_server.start()
         self.s3.create_bucket(Bucket=self.s3_settings.bucket)
         self.dataverse_server.start()
+        self.zenodo_server.start()
         return self
 
     def stop(self) -> None:
+        self.zenodo_server.stop()
         self.dataverse_server.stop()
         self.s3_server.stop()
         tempfile.tempdir = self._old_tempdir
@@ -105,6 +113,10 @@ class Sandbox:
     def collection(self) -> str:
         return self.dataverse_settings.collection
 
+    @property
+    def zenodo_url(self) -> str:
+        return self.zenodo_server.url + "/api"
+
     def describe(self) -> dict:
         d = self.dataverse_settings
         return {
@@ -113,6 +125,8 @@ class Sandbox:
             "collection": d.collection,
             "admin_token": d.admin_token,
             "other_token": d.other_token,
+            "zenodo_url": self.zenodo_url,
+            "zenodo_token": self.zenodo_settings.token,
             "s3_url": self.s3_server.url,
             "bucket": self.s3_settings.bucket,
             "profile": self.profile,
@@ -137,6 +151,8 @@ def main(argv=None) -> int:
                         help="Dataverse API port (default: a free port)")
     parser.add_argument("--s3-port", type=int, default=0,
                         help="S3 API port (default: a free port)")
+    parser.add_argument("--zenodo-port", type=int, default=0,
+                        help="Zenodo (InvenioRDM) API port (default: a free port)")
     parser.add_argument("--data-dir", help="where stored objects live (default: a "
                                            "temporary directory removed at exit)")
     parser.add_argument("--part-size", type=int, help="multipart part size in bytes "
@@ -158,7 +174,8 @@ def main(argv=None) -> int:
     if args.api_token:
         overrides["api_token"] = args.api_token
     sandbox = Sandbox(args.profile, args.data_dir, dataverse_port=args.port,
-                      s3_port=args.s3_port, **overrides).start()
+                      s3_port=args.s3_port, zenodo_port=args.zenodo_port,
+                      **overrides).start()
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())
