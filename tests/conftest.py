@@ -1,4 +1,5 @@
 import json
+
 import os
 import sys
 
@@ -6,6 +7,13 @@ import pytest
 import requests
 
 from datalad_rdr.sandbox.cli import Sandbox
+
+# Tests make commits: give them an identity where the machine has none.
+for _var, _value in (("GIT_AUTHOR_NAME", "datalad-rdr tests"),
+                     ("GIT_COMMITTER_NAME", "datalad-rdr tests"),
+                     ("GIT_AUTHOR_EMAIL", "tests@localhost"),
+                     ("GIT_COMMITTER_EMAIL", "tests@localhost")):
+    os.environ.setdefault(_var, _value)
 
 # git-annex from its PyPI wheel lives in this environment's bin (see README).
 _bin = os.path.dirname(sys.executable)

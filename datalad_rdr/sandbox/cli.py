@@ -22,6 +22,7 @@ from dataclasses import replace
 
 from .dataverse import DataverseSandbox, DataverseSettings
 from .invenio import InvenioSandbox, InvenioSettings
+from . import s3
 from .s3 import S3Gate, S3Settings
 from .serve import ServedApp
 
@@ -52,8 +53,7 @@ class Sandbox:
             self.data_dir = self._own_dir.name
         os.makedirs(os.path.join(self.data_dir, "s3"), exist_ok=True)
         # moto keeps objects larger than its buffer in temporary files: put them here.
-        self._old_tempdir = tempfile.tempdir
-        tempfile.tempdir = os.path.join(self.data_dir, "s3")
+        s3.SPOOL_DIR = os.path.join(self.data_dir, "s3")
         conf = PROFILES[profile]
         self.s3_settings = S3Settings(**conf["s3"])
         self.dataverse_settings = DataverseSettings(**{**conf["dataverse"],
@@ -91,7 +91,6 @@ class Sandbox:
         self.zenodo_server.stop()
         self.dataverse_server.stop()
         self.s3_server.stop()
-        tempfile.tempdir = self._old_tempdir
         if self._own_dir is not None:
             self._own_dir.cleanup()
 

@@ -323,6 +323,22 @@ def _parse_range(header: str, size: int):
     return max(0, size - suffix), size - 1
 
 
+# Where moto's stored objects spill to disk: the running sandbox's data directory.
+SPOOL_DIR: str | None = None
+
+
+class _TempfileInDataDir:
+    """moto's view of the tempfile module, putting its spool files into SPOOL_DIR."""
+
+    def __getattr__(self, name):
+        return getattr(tempfile, name)
+
+    @staticmethod
+    def SpooledTemporaryFile(max_size=0, *args, **kwargs):  # noqa: N802
+        kwargs.setdefault("dir", SPOOL_DIR)
+        return tempfile.SpooledTemporaryFile(max_size, *args, **kwargs)
+
+
 class _OnDisk:
     """A completed multipart object's bytes, in a temporary file instead of a bytearray."""
 
@@ -346,7 +362,7 @@ def _keep_large_objects_on_disk() -> None:
     def complete(self, body):
         # Additional checksums (x-amz-checksum-*) are not asked for by Dataverse or by
         # us; moto would build them from the whole object in memory, so none is made.
-        target = tempfile.TemporaryFile()
+        target = tempfile.TemporaryFile(dir=SPOOL_DIR)
         md5s, last, count, size = bytearray(), None, 0, 0
         for pn, etag in body:
             part = self.parts.get(pn)
@@ -378,6 +394,7 @@ def _keep_large_objects_on_disk() -> None:
             return
         original_setter(self, new_value)
 
+    models.tempfile = _TempfileInDataDir()
     models.FakeMultipart.complete = complete
     models.FakeKey.value = models.FakeKey.value.setter(value_setter)
     _PATCHED = True

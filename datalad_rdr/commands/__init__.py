@@ -1,0 +1,1 @@
+"""DataLad commands of datalad-rdr."""

@@ -1,0 +1,291 @@
+"""The export, stage by stage: plan -> ZIP stream -> upload -> register -> record.
+
+:func:`run_export` is a generator of DataLad result records, one per bundle, then one for the
+manifest; the ``rdr-export`` command only parses its arguments and renders these.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import logging
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator
+
+from datalad.log import log_progress
+
+from . import content, manifest as mf
+from .dataverse import Dataverse, DataverseError
+from .plan import GB, Bundle, Plan, PlanError, make_plan, split_bundle
+from .register import RegisterError, draft_files, find_in_draft, register_bundle
+from .upload import TooSlowForUrlLifetime, Uploader, UploadError
+from .zipstream import MemberError, layout_zip
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class ExportOptions:
+    url: str
+    token: str | None
+    collection: str | None = None
+    pid: str | None = None
+    commit: str = "HEAD"
+    cap: int = 20 * GB
+    recursive: bool = False
+    dry_run: bool = False
+    drop_after: bool = False
+    restrict: bool = True
+    lock_timeout: float = 300
+
+
+def result(action_path: Path, status: str, message: str, **extra) -> dict:
+    return {"action": "rdr-export", "path": str(action_path), "type": "file",
+            "status": status, "message": message, **extra}
+
+
+def describe_plan(plan: Plan) -> list[dict]:
+    return [{"bundle": b.filename, "logical": b.logical, "files": len(b.files),
+             "bytes": b.nbytes} for b in plan.bundles]
+
+
+def run_export(dataset: Path, opts: ExportOptions) -> Iterator[dict]:
+    dataset = Path(dataset)
+    try:
+        plan = make_plan(dataset, opts.commit, opts.cap, opts.recursive)
+    except (PlanError, subprocess.CalledProcessError) as exc:
+        yield result(dataset, "error", str(exc).strip() or repr(exc))
+        return
+    if opts.dry_run:
+        for b in plan.bundles:
+            yield result(dataset / b.filename, "ok",
+                         f"would send {b.filename}: {len(b.files)} files, "
+                         f"{b.nbytes / 1e6:.1f} MB", bundle=b.filename, logical=b.logical,
+                         files=[f.path for f in b.files], bytes=b.nbytes, dry_run=True)
+        return
+
+    problem = _unavailable(plan)
+    if problem:
+        yield result(dataset, "error", problem)
+        return
+    client = Dataverse(opts.url, opts.token)
+    try:
+        client.check_token()
+        pid = opts.pid or _known_pid(dataset, opts.url) or client.create_dataset(
+            opts.collection, _minimal_dataset_json(dataset, plan))
+        client.dataset(pid)
+    except DataverseError as exc:
+        yield result(dataset, "error", _explain(exc, opts))
+        return
+
+    previous = mf.load(dataset)
+    if previous and (previous.server, previous.pid) != (opts.url, pid):
+        previous = None
+    journal = mf.Journal(_git_dir(dataset), opts.url, pid)
+    records: list[mf.BundleRecord] = []
+    uploader = Uploader(client, pid)
+    commit_time = _commit_time(dataset, plan.commit)
+    failed = False
+    queue = list(plan.bundles)
+    while queue:
+        bundle = queue.pop(0)
+        try:
+            record, status, message = _export_bundle(
+                dataset, bundle, opts, client, pid, uploader, commit_time, previous, journal)
+        except TooSlowForUrlLifetime as exc:
+            smaller = split_bundle(bundle.logical, bundle.files, max(exc.fits, 1))
+            if len(smaller) <= 1:
+                failed = True
+                yield result(dataset / bundle.filename, "error", str(exc))
+                continue
+            # Name the parts after the bundle they replace: raw -> raw-01.., raw-02 -> raw-02-01..
+            for i, part in enumerate(smaller, 1):
+                part.name = f"{bundle.name}-{i:02d}"
+            log.warning("%s; splitting %s into %d bundles", exc, bundle.filename,
+                        len(smaller))
+            yield result(dataset / bundle.filename, "notneeded",
+                         f"{exc}: split into {len(smaller)} bundles", bundle=bundle.filename)
+            queue = smaller + queue
+            continue
+        except (content.ContentError, MemberError, UploadError, RegisterError,
+                DataverseError) as exc:
+            failed = True
+            yield result(dataset / bundle.filename, "error", f"{bundle.filename}: {exc}",
+                         bundle=bundle.filename)
+            continue
+        records.append(record)
+        yield result(dataset / bundle.filename, status, message, bundle=bundle.filename,
+                     file_id=record.file_id, md5=record.md5, size=record.size)
+    if failed:
+        yield result(dataset, "error", "export incomplete: rerun 'datalad rdr-export' to "
+                                       "send the remaining bundles (confirmed bundles are "
+                                       "not sent again)")
+        return
+    yield from _stray_files(client, pid, records, previous, dataset)
+    manifest = mf.Manifest(opts.url, pid, plan.commit, plan.subdatasets, records,
+                           doi=previous.doi if previous else None)
+    path = mf.save(dataset, manifest)
+    _save(dataset, path, f"[DATALAD RDR] export of {plan.commit[:8]} to {pid}")
+    journal.clear()
+    yield result(path, "ok", f"manifest of {len(records)} bundles saved", pid=pid)
+
+
+def _export_bundle(dataset, bundle: Bundle, opts, client, pid, uploader, commit_time,
+                   previous, journal):
+    fp = mf.fingerprint([(f.path, f.key, f.blob, f.size) for f in bundle.files])
+    known = journal.bundles.get(bundle.name) or (previous and previous.bundle(bundle.name))
+    if known and known.fingerprint == fp:
+        on_server = find_in_draft(_listing(client, pid), bundle.filename)
+        if on_server and on_server["dataFile"]["id"] == known.file_id:
+            return known, "notneeded", f"{bundle.filename} unchanged since the last export"
+    fetched = content.fetch(bundle.files)
+    try:
+        layout = layout_zip(content.members(bundle.files), mtime=commit_time)
+        progress_id = f"rdr-export-{bundle.name}"
+        log_progress(log.info, progress_id, f"Sending {bundle.filename}",
+                     total=layout.size, unit=" Bytes", label=bundle.filename)
+        try:
+            uploaded = uploader.upload(
+                layout, progress=lambda n: log_progress(log.info, progress_id, "",
+                                                        update=n, increment=True))
+        finally:
+            log_progress(log.info, progress_id, f"Sent {bundle.filename}")
+        registered = register_bundle(
+            client, pid, bundle.filename, uploaded, opts.restrict,
+            f"datalad-rdr bundle '{bundle.logical}': {len(bundle.files)} files of "
+            f"{dataset.name}", lock_timeout=opts.lock_timeout)
+        record = mf.BundleRecord(
+            bundle.name, bundle.logical, bundle.filename, registered.size, registered.md5,
+            registered.file_id, registered.storage_identifier, registered.restricted, fp,
+            [_member_record(e, f) for e, f in zip(layout.entries,
+                                                   sorted(bundle.files, key=lambda f: f.path))])
+        journal.record(record)
+    finally:
+        if opts.drop_after and fetched:
+            for repo in {f.repo for f in bundle.files if f.key in fetched}:
+                content.drop(repo, [f.key for f in bundle.files
+                                    if f.repo == repo and f.key in fetched])
+    verb = "adopted" if registered.adopted else "sent"
+    return record, "ok", (f"{bundle.filename} {verb}: {len(bundle.files)} files, "
+                          f"{registered.size / 1e6:.1f} MB, file id {registered.file_id}")
+
+
+def _member_record(entry, f) -> mf.MemberRecord:
+    assert entry.arcname == f.path
+    return mf.MemberRecord(f.path, f.size, f.key, f.blob,
+                           "stored" if entry.method == 0 else "deflated",
+                           f"{entry.crc32:08x}", entry.compressed_size, entry.header_offset,
+                           entry.data_offset)
+
+
+def _listing(client, pid) -> list[dict]:
+    return draft_files(client, pid) or client.files(pid, ":latest")
+
+
+def _stray_files(client, pid, records, previous, dataset) -> Iterator[dict]:
+    """Bundles of an earlier export that this plan no longer has: removed from the draft."""
+    if previous is None:
+        return
+    current = {r.filename for r in records}
+    for old in previous.bundles:
+        if old.filename in current:
+            continue
+        entry = find_in_draft(draft_files(client, pid), old.filename)
+        if entry is not None:
+            client.delete_file(entry["dataFile"]["id"])
+            yield result(dataset / old.filename, "ok",
+                         f"{old.filename} removed from the draft: no longer in the plan")
+
+
+def _unavailable(plan: Plan) -> str | None:
+    by_repo: dict[str, list] = {}
+    for b in plan.bundles:
+        for f in b.files:
+            if f.key:
+                by_repo.setdefault(f.repo, []).append(f)
+    lost = []
+    for repo, files in by_repo.items():
+        where = content.content_locations(repo, [f.key for f in files])
+        absent = [f for f in files if where.get(f.key) is None]
+        gone = set(content.missing_everywhere(repo, [f.key for f in absent]))
+        lost += [f.path for f in absent if f.key in gone]
+    if lost:
+        shown = ", ".join(lost[:5]) + (f" and {len(lost) - 5} more" if len(lost) > 5 else "")
+        return (f"content of {len(lost)} file(s) is available nowhere (not here, no remote "
+                f"has it): {shown}; nothing was uploaded")
+    return None
+
+
+def _explain(exc: DataverseError, opts: ExportOptions) -> str:
+    if exc.status == 401:
+        return (f"the API token was refused by {opts.url} ({exc.message}); set a valid "
+                f"token with 'datalad credentials set' or DATALAD_CREDENTIAL_RDR_SECRET")
+    if exc.status == 404 and "not found" in exc.message.lower():
+        return f"{exc.message} Check --pid or --collection."
+    return str(exc)
+
+
+def _known_pid(dataset: Path, url: str) -> str | None:
+    previous = mf.load(dataset)
+    if previous and previous.server == url:
+        return previous.pid
+    return None
+
+
+def _git_dir(dataset: Path) -> Path:
+    return Path(subprocess.run(["git", "-C", str(dataset), "rev-parse", "--absolute-git-dir"],
+                               capture_output=True, text=True, check=True).stdout.strip())
+
+
+def _commit_time(dataset: Path, commit: str) -> dt.datetime:
+    seconds = int(subprocess.run(["git", "-C", str(dataset), "show", "-s", "--format=%ct",
+                                  commit], capture_output=True, text=True,
+                                 check=True).stdout.strip())
+    return dt.datetime.fromtimestamp(seconds, dt.timezone.utc)
+
+
+def _save(dataset: Path, path: Path, message: str) -> None:
+    from datalad.api import save
+
+    save(dataset=str(dataset), path=[str(path)], message=message,
+         result_renderer="disabled", return_type="list", on_failure="stop")
+
+
+def _minimal_dataset_json(dataset: Path, plan: Plan) -> dict:
+    """Citation metadata for a new draft, from dataset_description.json, README and git."""
+    description = {}
+    try:
+        description = json.loads((dataset / "dataset_description.json").read_text())
+    except (OSError, ValueError):
+        pass
+    readme = next((p for p in sorted(dataset.glob("README*")) if p.is_file()), None)
+    text = readme.read_text(errors="replace").strip() if readme else ""
+    summary = text.split("\n\n")[0].strip("# \n") if text else f"Dataset {dataset.name}"
+
+    def git_config(name):
+        return subprocess.run(["git", "-C", str(dataset), "config", name],
+                              capture_output=True, text=True).stdout.strip()
+
+    authors = description.get("Authors") or [git_config("user.name") or "Unknown"]
+    email = git_config("user.email") or "unknown@example.org"
+
+    def prim(name, value):
+        return {"typeName": name, "typeClass": "primitive", "multiple": False,
+                "value": value}
+
+    fields = [
+        prim("title", description.get("Name") or dataset.name),
+        {"typeName": "author", "typeClass": "compound", "multiple": True,
+         "value": [{"authorName": prim("authorName", a)} for a in authors]},
+        {"typeName": "datasetContact", "typeClass": "compound", "multiple": True,
+         "value": [{"datasetContactEmail": prim("datasetContactEmail", email),
+                    "datasetContactName": prim("datasetContactName", authors[0])}]},
+        {"typeName": "dsDescription", "typeClass": "compound", "multiple": True,
+         "value": [{"dsDescriptionValue": prim("dsDescriptionValue", summary)}]},
+        {"typeName": "subject", "typeClass": "controlledVocabulary", "multiple": True,
+         "value": ["Other"]},
+    ]
+    return {"datasetVersion": {"metadataBlocks": {"citation": {
+        "displayName": "Citation Metadata", "fields": fields}}}}

@@ -1,0 +1,139 @@
+"""Record stage: the manifest, the one source of truth of what was published where.
+
+``.datalad/rdr/manifest.json`` is committed to the dataset with ``datalad save`` after an
+export. It names the dataset commit (and subdataset commits), the server and the dataset PID,
+and for every bundle its file on the server and every member's place inside the ZIP: enough to
+pull one member back out of a bundle by an HTTP Range request (docs/manifest.rst describes the
+format; this module is the only code that reads or writes it).
+
+While an export runs, the same records go to a journal under ``.git/datalad-rdr/`` after each
+bundle is registered, so a rerun after a crash or a kill sends only what is not on the server.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import json
+import os
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+FORMAT = "datalad-rdr-manifest/1"
+MANIFEST = ".datalad/rdr/manifest.json"
+
+
+@dataclass
+class MemberRecord:
+    path: str  # in the dataset (and in the ZIP)
+    size: int
+    key: str | None  # git-annex key, or None for a file in git
+    blob: str | None  # git blob id for a file in git
+    method: str  # "stored" or "deflated"
+    crc32: str  # 8 hex digits
+    compressed_size: int
+    header_offset: int  # local file header in the ZIP
+    data_offset: int  # first byte of the member's (compressed) data in the ZIP
+
+
+@dataclass
+class BundleRecord:
+    name: str  # "raw-01"
+    logical: str  # "raw"
+    filename: str  # "raw-01.zip", the file's label on the server
+    size: int
+    md5: str
+    file_id: int
+    storage_identifier: str
+    restricted: bool
+    fingerprint: str  # of the member list: same fingerprint, same ZIP bytes
+    members: list[MemberRecord] = field(default_factory=list)
+
+    @classmethod
+    def from_json(cls, data: dict) -> "BundleRecord":
+        members = [MemberRecord(**m) for m in data.get("members", [])]
+        return cls(**{**data, "members": members})
+
+
+@dataclass
+class Manifest:
+    server: str
+    pid: str
+    dataset_commit: str
+    subdatasets: dict = field(default_factory=dict)
+    bundles: list[BundleRecord] = field(default_factory=list)
+    doi: str | None = None
+    exported: str | None = None
+    format: str = FORMAT
+
+    def bundle(self, name: str) -> BundleRecord | None:
+        return next((b for b in self.bundles if b.name == name), None)
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), indent=1, sort_keys=False) + "\n"
+
+    @classmethod
+    def from_json(cls, text: str) -> "Manifest":
+        data = json.loads(text)
+        if data.get("format") != FORMAT:
+            raise ValueError(f"not a {FORMAT} manifest: format {data.get('format')!r}")
+        bundles = [BundleRecord.from_json(b) for b in data.pop("bundles", [])]
+        return cls(**{**data, "bundles": bundles})
+
+
+def fingerprint(members: list[tuple[str, str | None, str | None, int]]) -> str:
+    """Identity of a bundle's content: sorted (path, key, blob, size)."""
+    digest = hashlib.sha256()
+    for path, key, blob, size in sorted(members):
+        digest.update(f"{path}\0{key or ''}\0{blob or ''}\0{size}\n".encode())
+    return digest.hexdigest()
+
+
+def load(dataset: Path) -> Manifest | None:
+    path = Path(dataset) / MANIFEST
+    if not path.exists():
+        return None
+    return Manifest.from_json(path.read_text())
+
+
+def save(dataset: Path, manifest: Manifest) -> Path:
+    manifest.exported = dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    path = Path(dataset) / MANIFEST
+    path.parent.mkdir(parents=True, exist_ok=True)
+    _atomic_write(path, manifest.to_json())
+    return path
+
+
+class Journal:
+    """Bundles confirmed on the server during the export in progress."""
+
+    def __init__(self, git_dir: Path, server: str, pid: str):
+        self.path = Path(git_dir) / "datalad-rdr" / "export-journal.json"
+        self.server, self.pid = server, pid
+        self.bundles: dict[str, BundleRecord] = {}
+        if self.path.exists():
+            data = json.loads(self.path.read_text())
+            if (data.get("server"), data.get("pid")) == (server, pid):
+                self.bundles = {name: BundleRecord.from_json(b)
+                                for name, b in data["bundles"].items()}
+
+    def record(self, bundle: BundleRecord) -> None:
+        self.bundles[bundle.name] = bundle
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        _atomic_write(self.path, json.dumps({
+            "server": self.server, "pid": self.pid,
+            "bundles": {n: asdict(b) for n, b in self.bundles.items()}}))
+
+    def clear(self) -> None:
+        self.bundles = {}
+        if self.path.exists():
+            self.path.unlink()
+
+
+def _atomic_write(path: Path, text: str) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "w") as f:
+        f.write(text)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)

@@ -1,0 +1,265 @@
+"""`datalad rdr-export` against the sandbox, as a researcher runs it."""
+
+import hashlib
+import io
+import json
+import logging
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+import zipfile
+from pathlib import Path
+
+import datalad.api as dl
+import pytest
+import requests
+
+from conftest import DV
+from datalad_rdr.demo import make_bids_dataset
+from datalad_rdr.sandbox.faults import Fault
+
+IMAGE = 60_000  # bytes per generated NIfTI
+CAP = 7 * IMAGE  # raw of 3 subjects (3 images each) needs two parts
+
+
+@pytest.fixture
+def bids(tmp_path):
+    return make_bids_dataset(tmp_path / "bids", subjects=3, nifti_bytes=IMAGE,
+                             derivatives={"fmriprep": IMAGE})
+
+
+@pytest.fixture
+def token_env(sandbox, monkeypatch):
+    monkeypatch.setenv("DATALAD_CREDENTIAL_RDR_SECRET", sandbox.api_token)
+    return sandbox
+
+
+def export(ds, sb, **kw):
+    kw.setdefault("url", sb.dataverse_url)
+    kw.setdefault("collection", sb.collection)
+    kw.setdefault("max_bundle_size", CAP)
+    return dl.rdr_export(dataset=str(ds), result_renderer="disabled",
+                         return_type="list", on_failure="ignore", **kw)
+
+
+def statuses(results):
+    return [(Path(r["path"]).name, r["status"]) for r in results]
+
+
+def server_bundles(sb, pid):
+    dv = DV(sb)
+    files = dv.files(pid)
+    out = {}
+    for f in files:
+        r = requests.get(f"{dv.url}/api/access/datafile/{f['dataFile']['id']}",
+                         headers={"X-Dataverse-key": dv.token})
+        out[f["label"]] = r.content
+    return files, out
+
+
+def dataset_bytes(ds: Path, rel: str) -> bytes:
+    return (ds / rel).resolve().read_bytes()
+
+
+def test_export_round_trip(token_env, bids, tmp_path):
+    sb = token_env
+    results = export(bids, sb)
+    assert all(r["status"] == "ok" for r in results), results
+    manifest = json.loads((bids / ".datalad/rdr/manifest.json").read_text())
+    names = [b["filename"] for b in manifest["bundles"]]
+    assert names == ["core.zip", "raw-01.zip", "raw-02.zip", "derivatives.zip"]
+    files, blobs = server_bundles(sb, manifest["pid"])
+    assert len(files) == len(names)  # nothing else on the server
+    assert all(f["restricted"] for f in files)
+    head = subprocess.run(["git", "-C", str(bids), "rev-parse", "HEAD~1"],
+                          capture_output=True, text=True).stdout.strip()
+    assert manifest["dataset_commit"] == head  # the exported commit, before the manifest's
+    exported = set()
+    for bundle in manifest["bundles"]:
+        data = blobs[bundle["filename"]]
+        assert len(data) == bundle["size"] <= CAP
+        assert hashlib.md5(data).hexdigest() == bundle["md5"]
+        with zipfile.ZipFile(io.BytesIO(data)) as zf:
+            assert zf.testzip() is None
+            for m in bundle["members"]:
+                assert zf.read(m["path"]) == dataset_bytes(bids, m["path"])
+                exported.add(m["path"])
+                # the manifest's offsets find the member's bytes in the ZIP
+                raw = data[m["data_offset"]:m["data_offset"] + m["compressed_size"]]
+                if m["method"] == "stored":
+                    assert raw == dataset_bytes(bids, m["path"])
+        # 7-Zip reads it too
+        archive = tmp_path / bundle["filename"]
+        archive.write_bytes(data)
+        out = tmp_path / "7z" / bundle["name"]
+        r = subprocess.run([shutil.which("7z") or shutil.which("7zz"), "x", "-y",
+                            f"-o{out}", str(archive)], capture_output=True, text=True)
+        assert r.returncode == 0, r.stdout + r.stderr
+        for m in bundle["members"]:
+            assert (out / m["path"]).read_bytes() == dataset_bytes(bids, m["path"])
+    tracked = subprocess.run(["git", "-C", str(bids), "ls-files"], capture_output=True,
+                             text=True).stdout.split()
+    expected = {p for p in tracked if not p.startswith((".datalad", ".git"))}
+    assert exported == expected
+    # sub-01 and sub-02 share raw-01, sub-03 is in raw-02: split at subject boundaries
+    raw2 = next(b for b in manifest["bundles"] if b["name"] == "raw-02")
+    assert {m["path"].split("/")[0] for m in raw2["members"]} == {"sub-03"}
+
+
+def test_rerun_sends_nothing_and_a_change_sends_one_bundle(token_env, bids):
+    sb = token_env
+    assert all(r["status"] == "ok" for r in export(bids, sb))
+    sent = sb.gate.stats.bytes_received
+    again = export(bids, sb)
+    assert [s for _, s in statuses(again)] == ["notneeded"] * 4 + ["ok"]
+    assert sb.gate.stats.bytes_received == sent
+    (bids / "participants.tsv").write_text("participant_id\tage\nsub-01\t21\n"
+                                           "sub-02\t22\nsub-03\t23\nsub-04\t24\n")
+    dl.save(dataset=str(bids), result_renderer="disabled")
+    third = export(bids, sb)
+    assert statuses(third)[:4] == [("core.zip", "ok"), ("raw-01.zip", "notneeded"),
+                                   ("raw-02.zip", "notneeded"),
+                                   ("derivatives.zip", "notneeded")]
+    manifest = json.loads((bids / ".datalad/rdr/manifest.json").read_text())
+    files = DV(sb).files(manifest["pid"])
+    assert sorted(f["label"] for f in files) == sorted(
+        ["core.zip", "raw-01.zip", "raw-02.zip", "derivatives.zip"])  # replaced, no dupes
+
+
+def test_dry_run_prints_the_plan_and_touches_no_server(sandbox, bids):
+    before = len(sandbox.dataverse.requests)
+    results = export(bids, sandbox, dry_run=True)
+    assert [r["bundle"] for r in results] == ["core.zip", "raw-01.zip", "raw-02.zip",
+                                               "derivatives.zip"]
+    assert all(r["bytes"] > 0 and r["files"] for r in results)
+    assert len(sandbox.dataverse.requests) == before
+    assert sandbox.gate.stats.requests.total() == 1  # the sandbox's own create_bucket
+
+
+def test_user_rules_file_overrides_the_defaults(token_env, bids):
+    rules = bids / ".datalad/rdr/bundles"
+    rules.parent.mkdir(exist_ok=True)
+    rules.write_text("# glob   bundle\nstimuli/**  stimuli\nCHANGES  -\n")
+    dl.save(dataset=str(bids), result_renderer="disabled")
+    results = export(bids, token_env, dry_run=True)
+    plan = {r["bundle"]: r["files"] for r in results}
+    assert plan["stimuli.zip"] == ["stimuli/nback/instructions.txt"]
+    assert "CHANGES" not in plan["core.zip"]
+
+
+def test_non_bids_dataset_bundles_by_top_level_folder(token_env, tmp_path):
+    ds = dl.create(str(tmp_path / "plain"), result_renderer="disabled")
+    for rel in ("images/a.png", "tables/t.csv", "notes.txt"):
+        (Path(ds.path) / rel).parent.mkdir(exist_ok=True)
+        (Path(ds.path) / rel).write_bytes(os.urandom(100))
+    ds.save(result_renderer="disabled")
+    results = export(ds.path, token_env, dry_run=True)
+    assert {r["bundle"]: r["files"] for r in results} == {
+        "core.zip": ["notes.txt"], "images.zip": ["images/a.png"],
+        "tables.zip": ["tables/t.csv"]}
+
+
+@pytest.mark.parametrize("problem", ["bad-token", "no-direct-upload", "unsaved",
+                                     "unavailable", "over-cap", "empty"])
+def test_bad_input_gives_one_clear_error_and_uploads_nothing(
+        make_sandbox, tmp_path, monkeypatch, caplog, problem):
+    sb = make_sandbox("rdr", direct_upload=problem != "no-direct-upload")
+    monkeypatch.setenv("DATALAD_CREDENTIAL_RDR_SECRET",
+                       "not-a-token" if problem == "bad-token" else sb.api_token)
+    if problem == "empty":
+        ds = Path(dl.create(str(tmp_path / "empty"), result_renderer="disabled").path)
+    else:
+        ds = make_bids_dataset(tmp_path / "bids", subjects=2, nifti_bytes=IMAGE)
+    cap = CAP
+    expected = {
+        "bad-token": "API token was refused",
+        "no-direct-upload": "Direct upload not supported",
+        "unsaved": "unsaved changes",
+        "unavailable": "available nowhere",
+        "over-cap": "larger than the bundle cap",
+        "empty": "nothing to export",
+    }[problem]
+    if problem == "unsaved":
+        (ds / "README").write_text("changed\n")
+    elif problem == "unavailable":
+        subprocess.run(["git", "-C", str(ds), "annex", "drop", "--force",
+                        "sub-01/anat/sub-01_T1w.nii.gz"], check=True, capture_output=True)
+    elif problem == "over-cap":
+        cap = IMAGE
+    caplog.set_level(logging.DEBUG)
+    results = export(ds, sb, max_bundle_size=cap)
+    errors = [r for r in results if r["status"] == "error"]
+    assert len(errors) >= 1 and expected in errors[0]["message"], results
+    assert "\n" not in errors[0]["message"]
+    assert sb.gate.stats.bytes_received == 0
+    assert sb.api_token not in caplog.text
+
+
+def test_faults_end_in_a_complete_export_or_a_clear_error(make_sandbox, bids, monkeypatch):
+    sb = make_sandbox("rdr", part_size=5 * 2**20)
+    monkeypatch.setenv("DATALAD_CREDENTIAL_RDR_SECRET", sb.api_token)
+    sb.gate.faults.inject(Fault("PUT", "/", reset_after=1000))
+    sb.gate.faults.inject(Fault("PUT", "/", status=500, retry_after=0))
+    sb.dataverse.faults.inject(Fault("POST", "addFiles$", status=500, count=1))
+    first = export(bids, sb)
+    assert any(r["status"] == "error" and "core.zip" in r["message"] for r in first)
+    assert (bids / ".datalad/rdr/manifest.json").exists() is False
+    second = export(bids, sb)
+    assert all(r["status"] in ("ok", "notneeded") for r in second), second
+    manifest = json.loads((bids / ".datalad/rdr/manifest.json").read_text())
+    labels = sorted(f["label"] for f in DV(sb).files(manifest["pid"]))
+    assert labels == sorted(b["filename"] for b in manifest["bundles"])  # no duplicates
+
+
+def test_a_held_lock_is_waited_for(token_env, bids):
+    sb = token_env
+    dry = export(bids, sb, max_bundle_size=10**9, dry_run=True)
+    pid = DV(sb).create_dataset()
+    admin = DV(sb, token=sb.dataverse_settings.admin_token)
+    admin.call("POST", "/api/datasets/:persistentId/lock/Ingest", params={"persistentId": pid})
+
+    import threading
+
+    def release():
+        time.sleep(1.5)
+        admin.call("DELETE", "/api/datasets/:persistentId/locks",
+                   params={"persistentId": pid})
+
+    threading.Thread(target=release).start()
+    results = export(bids, sb, pid=pid, max_bundle_size=10**9)
+    assert all(r["status"] == "ok" for r in results), results
+    assert len(DV(sb).files(pid)) == len(dry)
+
+
+def test_kill_during_export_then_rerun_completes(make_sandbox, tmp_path):
+    sb = make_sandbox("rdr")
+    ds = make_bids_dataset(tmp_path / "bids", subjects=4, nifti_bytes=300_000)
+    env = {**os.environ, "DATALAD_CREDENTIAL_RDR_SECRET": sb.api_token}
+    cmd = [os.path.join(os.path.dirname(sys.executable), "datalad"), "rdr-export",
+           "-d", str(ds), "--url", sb.dataverse_url, "--collection", sb.collection,
+           "--max-bundle-size", str(4 * 300_000)]
+    journal = ds / ".git/datalad-rdr/export-journal.json"
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    deadline = time.time() + 60
+    while time.time() < deadline and not journal.exists():
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert journal.exists(), "the export never confirmed a bundle"
+    confirmed = set(json.loads(journal.read_text())["bundles"])
+    sent_before = sb.gate.stats.bytes_received
+    r = subprocess.run(cmd, env=env, capture_output=True, text=True)
+    assert r.returncode == 0, r.stdout + r.stderr
+    manifest = json.loads((ds / ".datalad/rdr/manifest.json").read_text())
+    assert confirmed <= {b["name"] for b in manifest["bundles"]}
+    files = DV(sb).files(manifest["pid"])
+    assert sorted(f["label"] for f in files) == sorted(b["filename"]
+                                                        for b in manifest["bundles"])
+    # confirmed bundles were not sent again
+    resent = sb.gate.stats.bytes_received - sent_before
+    total = sum(b["size"] for b in manifest["bundles"])
+    confirmed_size = sum(b["size"] for b in manifest["bundles"] if b["name"] in confirmed)
+    assert resent <= total - confirmed_size + max(b["size"] for b in manifest["bundles"])

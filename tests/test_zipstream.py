@@ -1,0 +1,568 @@
+"""The ZIP stream stage: exact size up front, readable by every unzipper, byte ranges."""
+
+import hashlib
+import io
+import json
+import os
+import random
+import shutil
+import struct
+import subprocess
+import zipfile
+import zlib
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+
+import pytest
+
+from datalad_rdr.zipstream import (
+    READ_SIZE,
+    Checksum,
+    Member,
+    MemberError,
+    choose_method,
+    layout_zip,
+)
+
+COMMIT_DATE = 1700000000  # 2023-11-14 22:13:20 UTC
+SEVEN_ZIP = shutil.which("7zz") or shutil.which("7z")
+UNZIP = shutil.which("unzip")
+needs_7zip = pytest.mark.skipif(not SEVEN_ZIP, reason="7-Zip (7zz/7z) not installed")
+needs_unzip = pytest.mark.skipif(not UNZIP, reason="Info-ZIP unzip not installed")
+
+
+def members_from(root: Path, files: dict[str, bytes], checksums=True) -> list[Member]:
+    """Write ``files`` under ``root`` and describe them as members, like the caller does."""
+    members = []
+    for name, data in files.items():
+        path = root / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(data)
+        members.append(member_for(path, name, checksums))
+    return members
+
+
+def member_for(path: Path, name: str, checksum=True) -> Member:
+    data = path.read_bytes() if checksum else b""
+    return Member(
+        arcname=name,
+        size=path.stat().st_size,
+        open=lambda: open(path, "rb"),
+        checksum=Checksum(hashlib.sha256, hashlib.sha256(data).hexdigest())
+        if checksum else None,
+    )
+
+
+def stream(layout, start=0, end=None) -> bytes:
+    chunks = list(layout.iter_range(start, end))
+    assert all(type(c) is bytes for c in chunks)
+    return b"".join(chunks)
+
+
+def tsv(rows: int, seed=0) -> bytes:
+    rng = random.Random(seed)
+    lines = ["onset\tduration\ttrial_type\tresponse_time"]
+    lines += [f"{i * 2.5:.1f}\t2.0\t{rng.choice(['go', 'stop'])}\t{rng.random():.4f}"
+              for i in range(rows)]
+    return ("\n".join(lines) + "\n").encode()
+
+
+def sidecar(seed=0) -> bytes:
+    rng = random.Random(seed)
+    return json.dumps({
+        "RepetitionTime": 2.0, "TaskName": "stopsignal", "Manufacturer": "Siemens",
+        "SliceTiming": [round(rng.random() * 2, 4) for _ in range(40)],
+    }, indent=2).encode()
+
+
+def bids_like(seed=0) -> dict[str, bytes]:
+    rng = random.Random(seed)
+    return {
+        "dataset_description.json": b'{"Name": "test", "BIDSVersion": "1.9.0"}\n',
+        "README": b"A dataset made for a test.\n" * 20,
+        "participants.tsv": tsv(50, seed),
+        "sub-01/anat/sub-01_T1w.nii.gz": rng.randbytes(3 * 2**20 + 17),
+        "sub-01/anat/sub-01_T1w.json": sidecar(seed),
+        "sub-01/func/sub-01_task-stop_bold.nii.gz": rng.randbytes(9 * 2**20 + 5),
+        "sub-01/func/sub-01_task-stop_events.tsv": tsv(3000, seed + 1),
+        "sub-01/func/sub-01_task-stop_bold.json": sidecar(seed + 1),
+        "sub-02/ses-ü/naïve notes.txt": "déjà vu, 日本語\n".encode() * 50,
+        "derivatives/noise.txt": rng.randbytes(5000),  # text name, incompressible
+        "derivatives/empty.txt": b"",
+        "derivatives/tiny.txt": b"hi",
+    }
+
+
+CONTENTS = {
+    "no members": {},
+    "empty members": {"a": b"", "b/c": b"", "b/d.json": b""},
+    "small text": {"README": b"Hello\n", "sub-01/x.json": sidecar(), "p.tsv": tsv(20)},
+    "mixed": bids_like(),
+}
+
+
+@pytest.mark.parametrize("content", CONTENTS, ids=list(CONTENTS))
+def test_size_is_known_before_streaming_and_zipfile_reads_back(tmp_path, content):
+    files = CONTENTS[content]
+    layout = layout_zip(members_from(tmp_path, files), mtime=COMMIT_DATE)
+    data = stream(layout)
+
+    assert len(data) == layout.size
+    assert layout.md5 == hashlib.md5(data).hexdigest()
+    with zipfile.ZipFile(io.BytesIO(data)) as z:
+        assert z.testzip() is None
+        assert z.namelist() == sorted(files)
+        for name, content_bytes in files.items():
+            assert z.read(name) == content_bytes
+        for info in z.infolist():
+            assert info.flag_bits & 0x800  # UTF-8 names
+            assert info.external_attr >> 16 == 0o100644
+
+
+def test_policy_stores_compressed_formats_and_deflates_text(tmp_path):
+    layout = layout_zip(members_from(tmp_path, bids_like()), mtime=COMMIT_DATE)
+    method = {e.arcname: e.method for e in layout.entries}
+
+    assert method["sub-01/anat/sub-01_T1w.nii.gz"] == zipfile.ZIP_STORED
+    assert method["sub-01/func/sub-01_task-stop_events.tsv"] == zipfile.ZIP_DEFLATED
+    assert method["sub-01/anat/sub-01_T1w.json"] == zipfile.ZIP_DEFLATED
+    # DEFLATE was tried and did not help, or the file is too small to try.
+    assert method["derivatives/noise.txt"] == zipfile.ZIP_STORED
+    assert method["derivatives/tiny.txt"] == zipfile.ZIP_STORED
+    assert method["derivatives/empty.txt"] == zipfile.ZIP_STORED
+
+
+@pytest.mark.parametrize("name, size, expected", [
+    ("sub-01/anat/sub-01_T1w.nii.gz", 10**9, zipfile.ZIP_STORED),
+    ("photo.JPG", 10**6, zipfile.ZIP_STORED),
+    ("cells.rtdc", 10**6, zipfile.ZIP_STORED),
+    ("data.h5", 10**6, zipfile.ZIP_STORED),
+    ("events.tsv", 10**5, zipfile.ZIP_DEFLATED),
+    ("sidecar.json", 900, zipfile.ZIP_DEFLATED),
+    ("scan.tif", 10**6, zipfile.ZIP_DEFLATED),   # TIFF is often uncompressed
+    ("huge.tsv", 2 * 10**9, zipfile.ZIP_STORED),  # compressing twice would cost too much
+    ("tiny.txt", 10, zipfile.ZIP_STORED),
+    ("Makefile", 5000, zipfile.ZIP_DEFLATED),
+])
+def test_choose_method(name, size, expected):
+    assert choose_method(name, size) == expected
+
+
+@needs_7zip
+@needs_unzip
+def test_7zip_and_unzip_test_and_extract_identically(tmp_path):
+    files = bids_like()
+    layout = layout_zip(members_from(tmp_path / "ds", files), mtime=COMMIT_DATE)
+    bundle = tmp_path / "bundle.zip"
+    with open(bundle, "wb") as f:
+        for chunk in layout.iter_range():
+            f.write(chunk)
+    assert bundle.stat().st_size == layout.size
+
+    tested = subprocess.run([SEVEN_ZIP, "t", bundle], capture_output=True, text=True)
+    assert tested.returncode == 0, tested.stdout + tested.stderr
+    assert "Everything is Ok" in tested.stdout
+    assert "Warning" not in tested.stdout + tested.stderr
+    subprocess.run([SEVEN_ZIP, "x", f"-o{tmp_path / 'by7z'}", bundle],
+                   check=True, capture_output=True)
+
+    tested = subprocess.run([UNZIP, "-t", bundle], capture_output=True, text=True)
+    assert tested.returncode == 0, tested.stdout + tested.stderr
+    assert "No errors detected" in tested.stdout
+    subprocess.run([UNZIP, "-q", bundle, "-d", tmp_path / "byunzip"], check=True)
+
+    for name, content in files.items():
+        assert (tmp_path / "by7z" / name).read_bytes() == content
+        assert (tmp_path / "byunzip" / name).read_bytes() == content
+
+
+def test_70000_members_use_zip64_end_records(tmp_path):
+    members = []
+    for i in range(70_000):
+        folder = tmp_path / f"sub-{i // 1000:03d}"
+        if i % 1000 == 0:
+            folder.mkdir()
+        path = folder / f"f{i:05d}.txt"
+        path.write_bytes(b"%d" % i)
+        members.append(member_for(path, f"sub-{i // 1000:03d}/f{i:05d}.txt", False))
+    layout = layout_zip(members, mtime=COMMIT_DATE)
+    bundle = tmp_path / "bundle.zip"
+    with open(bundle, "wb") as f:
+        for chunk in layout.iter_range():
+            f.write(chunk)
+
+    assert bundle.stat().st_size == layout.size
+    tail = bundle.read_bytes()[-98:]
+    assert tail[:4] == b"PK\x06\x06"  # zip64 end of central directory record
+    with zipfile.ZipFile(bundle) as z:
+        assert len(z.infolist()) == 70_000
+        assert z.testzip() is None
+        assert z.read("sub-069/f69999.txt") == b"69999"
+        assert z.read("sub-000/f00000.txt") == b"0"
+    if SEVEN_ZIP:
+        tested = subprocess.run([SEVEN_ZIP, "t", bundle], capture_output=True, text=True)
+        assert tested.returncode == 0 and "Files: 70000" in tested.stdout, tested.stdout
+    if UNZIP:
+        tested = subprocess.run([UNZIP, "-t", bundle], capture_output=True, text=True)
+        assert tested.returncode == 0, tested.stdout[-2000:] + tested.stderr
+        assert tested.stdout.count(" OK\n") == 70_000
+
+
+def test_same_content_gives_byte_identical_zips(tmp_path):
+    files = bids_like()
+    first = members_from(tmp_path / "one", files)
+    # Same content, written in another order at another time, listed in another order.
+    second = members_from(tmp_path / "two", dict(reversed(files.items())))
+    os.utime(tmp_path / "two" / "README", (0, 0))
+    a = layout_zip(first, mtime=COMMIT_DATE)
+    b = layout_zip(reversed(second), mtime=COMMIT_DATE)
+    later = layout_zip(first, mtime=COMMIT_DATE + 3600)
+
+    assert hashlib.md5(stream(a)).hexdigest() == hashlib.md5(stream(b)).hexdigest()
+    assert a.md5 == b.md5
+    assert a.md5 != hashlib.md5(stream(later)).hexdigest()
+
+
+def test_mtime_is_the_commit_date_in_utc(tmp_path):
+    members = members_from(tmp_path, {"a.txt": b"x"})
+    as_datetime = datetime(2023, 11, 14, 23, 13, 21, tzinfo=timezone(timedelta(hours=1)))
+    one = stream(layout_zip(members, mtime=COMMIT_DATE + 1))
+    two = stream(layout_zip(members, mtime=as_datetime))
+
+    assert one == two
+    info = zipfile.ZipFile(io.BytesIO(one)).getinfo("a.txt")
+    assert info.date_time == (2023, 11, 14, 22, 13, 20)  # DOS time: 2-second steps
+    old = stream(layout_zip(members, mtime=datetime(1970, 1, 1, tzinfo=timezone.utc)))
+    assert zipfile.ZipFile(io.BytesIO(old)).getinfo("a.txt").date_time[0] == 1980
+
+
+def test_entry_offsets_locate_member_bytes_in_the_zip(tmp_path):
+    files = bids_like()
+    layout = layout_zip(members_from(tmp_path, files), mtime=COMMIT_DATE)
+    data = stream(layout)
+
+    for e in layout.entries:
+        header = data[e.header_offset:e.data_offset]
+        assert header[:4] == b"PK\x03\x04"
+        crc, = struct.unpack("<I", header[14:18])
+        assert crc == e.crc32 == zlib.crc32(files[e.arcname])
+        assert header[30:30 + len(e.arcname.encode())] == e.arcname.encode()
+        raw = data[e.data_offset:e.data_end]
+        if e.method == zipfile.ZIP_STORED:
+            assert raw == files[e.arcname]
+        else:
+            inflate = zlib.decompressobj(-15)
+            assert inflate.decompress(raw) + inflate.flush() == files[e.arcname]
+            assert inflate.eof and not inflate.unused_data
+
+
+def boundaries(layout) -> list[int]:
+    """Offsets where one record or member ends and the next begins, and their neighbours."""
+    points = {0, layout.size, layout.central_directory_offset}
+    for e in layout.entries:
+        for p in (e.header_offset, e.data_offset, e.data_end, e.data_offset + READ_SIZE):
+            points.update({p - 1, p, p + 1})
+    return sorted(p for p in points if 0 <= p <= layout.size)
+
+
+def test_any_byte_range_equals_that_slice_of_the_stream(tmp_path):
+    members = members_from(tmp_path, bids_like())
+    whole = stream(layout_zip(members, mtime=COMMIT_DATE))
+    rng = random.Random(42)
+    points = boundaries(layout_zip(members, mtime=COMMIT_DATE))
+    ranges = [sorted(rng.sample(range(len(whole) + 1), 2)) for _ in range(25)]
+    ranges += [sorted(rng.sample(points, 2)) for _ in range(25)]
+    ranges += [(p, min(p + rng.randrange(1, 100), len(whole))) for p in points]
+
+    for start, end in ranges:
+        # A fresh layout: no earlier range ended at ``start``.
+        layout = layout_zip(members, mtime=COMMIT_DATE)
+        assert stream(layout, start, end) == whole[start:end], (start, end)
+    with pytest.raises(ValueError):
+        layout.iter_range(10, len(whole) + 1)
+
+
+def test_parts_in_order_and_retried_give_the_stream_and_its_md5(tmp_path):
+    members = members_from(tmp_path, bids_like())
+    whole = stream(layout_zip(members, mtime=COMMIT_DATE))
+    layout = layout_zip(members, mtime=COMMIT_DATE)
+    part_size = 2**20 + 7  # parts end inside STORED and DEFLATE members
+    parts = [(s, min(s + part_size, layout.size)) for s in range(0, layout.size, part_size)]
+
+    sent = []
+    for number, (start, end) in enumerate(parts):
+        if number % 3 == 1:
+            # The first attempt fails after one chunk: the part is generated again.
+            next(layout.iter_range(start, end))
+        if number == 4:
+            # Part 3 is found missing after part 4 began: both are sent again.
+            sent[3] = stream(layout, *parts[3])
+        sent.append(stream(layout, start, end))
+    assert len(parts) > 5
+
+    assert b"".join(sent) == whole
+    assert layout.md5 == hashlib.md5(whole).hexdigest()
+
+
+def test_md5_is_unknown_when_ranges_skip_bytes(tmp_path):
+    layout = layout_zip(members_from(tmp_path, bids_like()), mtime=COMMIT_DATE)
+    stream(layout, 0, 1000)
+    stream(layout, 2000, layout.size)
+    assert layout.md5 is None
+
+
+def bad_checksum(member: Member) -> Member:
+    return Member(member.arcname, member.size, member.open,
+                  Checksum(hashlib.sha256, "0" * 64))
+
+
+@pytest.mark.parametrize("name", [
+    "sub-01/func/sub-01_task-stop_bold.nii.gz",  # STORED, 9 MiB
+    "sub-01/func/sub-01_task-stop_events.tsv",  # DEFLATE
+    "derivatives/tiny.txt",  # STORED, inside a chunk of small pieces
+])
+def test_failed_checksum_stops_the_stream_naming_the_member(tmp_path, name):
+    members = [bad_checksum(m) if m.arcname == name else m
+               for m in members_from(tmp_path, bids_like())]
+    layout = layout_zip(members, mtime=COMMIT_DATE)
+    entry = next(e for e in layout.entries if e.arcname == name)
+
+    produced = 0
+    with pytest.raises(MemberError, match="sha256") as failure:
+        for chunk in layout.iter_range():
+            produced += len(chunk)
+    assert failure.value.arcname == name
+    assert repr(name) in str(failure.value)
+    assert produced < entry.data_end  # its last byte never went out
+    assert layout.md5 is None
+
+
+def test_failed_checksum_is_caught_when_member_spans_parts(tmp_path):
+    name = "sub-01/func/sub-01_task-stop_bold.nii.gz"
+    members = [bad_checksum(m) if m.arcname == name else m
+               for m in members_from(tmp_path, bids_like())]
+    layout = layout_zip(members, mtime=COMMIT_DATE)
+    entry = next(e for e in layout.entries if e.arcname == name)
+    middle = entry.data_offset + entry.size // 2
+
+    stream(layout, 0, middle)  # the first part holds only the beginning: no verdict yet
+    with pytest.raises(MemberError, match=name):
+        stream(layout, middle, layout.size)
+    # Without the first part's carry, the member's first half is read again.
+    with pytest.raises(MemberError, match=name):
+        stream(layout_zip(members, mtime=COMMIT_DATE), middle, layout.size)
+
+
+@pytest.mark.parametrize("name", [
+    "sub-01/anat/sub-01_T1w.nii.gz",
+    "sub-01/func/sub-01_task-stop_events.tsv",
+    "derivatives/empty.txt",
+])
+@pytest.mark.parametrize("change", ["grow", "shrink", "same size"])
+def test_file_changed_after_layout_stops_the_stream(tmp_path, name, change):
+    files = bids_like()
+    layout = layout_zip(members_from(tmp_path, files, checksums=False), mtime=COMMIT_DATE)
+    path = tmp_path / name
+    if change == "grow":
+        path.write_bytes(files[name] + b"more")
+    elif change == "shrink":
+        if not files[name]:
+            pytest.skip("an empty file cannot shrink")
+        path.write_bytes(files[name][:-1])
+    else:
+        if not files[name]:
+            pytest.skip("an empty file cannot change")
+        path.write_bytes(files[name][:-1] + bytes([files[name][-1] ^ 1]))
+
+    with pytest.raises(MemberError) as failure:
+        stream(layout)
+    assert failure.value.arcname == name
+    assert repr(name) in str(failure.value)
+
+
+def test_empty_member_is_checked_whichever_part_holds_it(tmp_path):
+    layout = layout_zip(members_from(tmp_path, bids_like(), checksums=False),
+                        mtime=COMMIT_DATE)
+    entry = next(e for e in layout.entries if e.arcname == "derivatives/empty.txt")
+    (tmp_path / "derivatives/empty.txt").write_bytes(b"appeared")
+
+    for split in (entry.header_offset, entry.data_offset - 1, entry.data_offset):
+        with pytest.raises(MemberError, match="'derivatives/empty.txt'.*larger"):
+            stream(layout, 0, split)
+            stream(layout, split, layout.size)
+
+
+def test_declared_size_is_checked_while_laying_out(tmp_path):
+    (tmp_path / "a.tsv").write_bytes(tsv(100))
+    for size in (10, 10**6):
+        wrong = Member("a.tsv", size, lambda: open(tmp_path / "a.tsv", "rb"))
+        with pytest.raises(MemberError, match="'a.tsv'"):
+            layout_zip([wrong], mtime=COMMIT_DATE)
+
+
+def test_known_crc32_spares_a_read_and_is_still_checked(tmp_path):
+    members = members_from(tmp_path, bids_like())
+    layout = layout_zip(members, mtime=COMMIT_DATE)
+    crcs = {e.arcname: e.crc32 for e in layout.entries}
+    opened = []
+
+    def counted(m: Member, crc: int) -> Member:
+        def open_():
+            opened.append(m.arcname)
+            return m.open()
+        return Member(m.arcname, m.size, open_, m.checksum, crc)
+
+    name = "sub-01/func/sub-01_task-stop_bold.nii.gz"
+    again = layout_zip([counted(m, crcs[m.arcname]) for m in members], mtime=COMMIT_DATE)
+    assert name not in opened
+    assert stream(again) == stream(layout)
+
+    wrong = [counted(m, crcs[m.arcname] ^ (m.arcname == name)) for m in members]
+    with pytest.raises(MemberError, match=f"{name}.*CRC32"):
+        stream(layout_zip(wrong, mtime=COMMIT_DATE))
+
+
+@pytest.mark.parametrize("name, problem", [
+    ("/etc/passwd", "absolute"),
+    ("sub-01/../../etc/passwd", "'..'"),
+    ("..", "'..'"),
+    ("sub-01\\anat\\T1w.nii.gz", "backslash"),
+    ("sub-01//T1w.nii.gz", "empty component"),
+    ("sub-01/", "empty component"),
+    ("./README", "'.'"),
+    ("", "non-empty"),
+    ("bad\udcffname", "UTF-8"),
+])
+def test_unsafe_names_are_refused(tmp_path, name, problem):
+    (tmp_path / "f").write_bytes(b"x")
+    member = Member(name, 1, lambda: open(tmp_path / "f", "rb"))
+    with pytest.raises(ValueError, match=problem) as failure:
+        layout_zip([member], mtime=COMMIT_DATE)
+    assert len(str(failure.value).splitlines()) == 1
+
+
+def test_duplicate_names_are_refused(tmp_path):
+    members = members_from(tmp_path, {"a.txt": b"1", "b.txt": b"2"})
+    with pytest.raises(ValueError, match="duplicate bundle member name 'a.txt'"):
+        layout_zip(members + members[:1], mtime=COMMIT_DATE)
+
+
+class SparseSink:
+    """Write a stream to a file, seeking over runs of zeros so nothing hits the disk."""
+
+    def __init__(self, path):
+        self.file = open(path, "wb")
+        self.size = 0
+        self.zeros = {}
+        self.rss_before = self.peak_rss = rss()
+
+    def write(self, chunk):
+        zeros = self.zeros.setdefault(len(chunk), bytes(len(chunk)))
+        if chunk == zeros:
+            self.file.seek(len(chunk), os.SEEK_CUR)
+        else:
+            self.file.write(chunk)
+        self.size += len(chunk)
+        self.peak_rss = max(self.peak_rss, rss())
+
+    def close(self):
+        self.file.truncate()
+        self.file.close()
+
+
+def rss() -> int:
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+
+def sparse_file(path: Path, size: int) -> Path:
+    with open(path, "wb") as f:
+        f.truncate(size)
+    return path
+
+
+def test_member_over_4gib_and_offsets_over_4gib_use_zip64(tmp_path):
+    big_size = 2**32 + 2**20
+    big = sparse_file(tmp_path / "bold.nii.gz", big_size)
+    files = {"sub-01/anat/T1w.json": sidecar(), "sub-01/func/zz_events.tsv": tsv(500)}
+    members = [
+        Member("sub-01/func/bold.nii.gz", big_size, lambda: open(big, "rb")),
+        *members_from(tmp_path / "ds", files),
+    ]
+    layout = layout_zip(members, mtime=COMMIT_DATE)
+    assert layout.entries[1].arcname == "sub-01/func/bold.nii.gz"
+    after = layout.entries[2]
+    assert after.header_offset > 2**32
+
+    sink = SparseSink(tmp_path / "bundle.zip")
+    for chunk in layout.iter_range():
+        sink.write(chunk)
+    sink.close()
+    assert sink.size == layout.size == (tmp_path / "bundle.zip").stat().st_size
+    assert layout.md5 is not None
+    # Memory stayed bounded while a 4 GiB member went through.
+    assert sink.peak_rss - sink.rss_before < 32 * 2**20
+
+    # The readers check the zip64 records and the members past 4 GiB; reading the
+    # 4 GiB of zeros back too would double the test's time (the slow test does).
+    bundle = tmp_path / "bundle.zip"
+    with zipfile.ZipFile(bundle) as z:
+        info = z.getinfo("sub-01/func/bold.nii.gz")
+        assert info.file_size == info.compress_size == big_size
+        assert info.CRC == layout.entries[1].crc32 == zero_crc32(big_size)
+        assert z.getinfo(after.arcname).header_offset == after.header_offset
+        for name, content in files.items():
+            assert z.read(name) == content
+    if SEVEN_ZIP:
+        listed = subprocess.run([SEVEN_ZIP, "l", "-slt", bundle],
+                                capture_output=True, text=True, check=True).stdout
+        assert f"Size = {big_size}\n" in listed
+        tested = subprocess.run([SEVEN_ZIP, "t", bundle, *files],
+                                capture_output=True, text=True)
+        assert tested.returncode == 0 and "Everything is Ok" in tested.stdout, tested.stdout
+    if UNZIP:
+        listed = subprocess.run([UNZIP, "-l", bundle],
+                                capture_output=True, text=True, check=True).stdout
+        assert f"{big_size}  " in listed
+        for name, content in files.items():
+            got = subprocess.run([UNZIP, "-p", bundle, name], capture_output=True, check=True)
+            assert got.stdout == content
+
+
+def zero_crc32(size: int) -> int:
+    crc, zeros = 0, bytes(READ_SIZE)
+    for _ in range(size // READ_SIZE):
+        crc = zlib.crc32(zeros, crc)
+    return zlib.crc32(bytes(size % READ_SIZE), crc)
+
+
+@pytest.mark.slow
+def test_deflated_member_over_4gib_uses_zip64(tmp_path):
+    big_size = 2**32 + 2**20
+    raw = sparse_file(tmp_path / "recording.raw", big_size)
+    members = [
+        Member("rec/recording.raw", big_size, lambda: open(raw, "rb")),
+        *members_from(tmp_path / "ds", {"rec/zz.json": sidecar()}),
+    ]
+
+    def deflate_raw(name, size):
+        return zipfile.ZIP_DEFLATED if name.endswith(".raw") else choose_method(name, size)
+
+    layout = layout_zip(members, mtime=COMMIT_DATE, method=deflate_raw)
+    entry = layout.entries[0]
+    assert entry.method == zipfile.ZIP_DEFLATED and entry.compressed_size < 2**32
+    bundle = tmp_path / "bundle.zip"
+    with open(bundle, "wb") as f:
+        for chunk in layout.iter_range():
+            f.write(chunk)
+    assert bundle.stat().st_size == layout.size
+
+    with zipfile.ZipFile(bundle) as z:
+        assert z.getinfo("rec/recording.raw").file_size == big_size
+        assert z.testzip() is None
+    if SEVEN_ZIP:
+        tested = subprocess.run([SEVEN_ZIP, "t", bundle], capture_output=True, text=True)
+        assert tested.returncode == 0 and "Everything is Ok" in tested.stdout, tested.stdout
+    if UNZIP:
+        tested = subprocess.run([UNZIP, "-t", bundle], capture_output=True, text=True)
+        assert tested.returncode == 0, tested.stdout + tested.stderr
