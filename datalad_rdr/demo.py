@@ -84,6 +84,13 @@ def main(argv=None) -> int:
                         help="bytes per NIfTI image (default: %(default)s)")
     args = parser.parse_args(argv)
 
+    # A fresh machine may have no git identity; the demo's commits need one.
+    for var, value in (("GIT_AUTHOR_NAME", "datalad-rdr demo"),
+                       ("GIT_COMMITTER_NAME", "datalad-rdr demo"),
+                       ("GIT_AUTHOR_EMAIL", "demo@localhost"),
+                       ("GIT_COMMITTER_EMAIL", "demo@localhost")):
+        os.environ.setdefault(var, value)
+    os.environ.setdefault("DATALAD_LOG_LEVEL", "WARNING")
     from datalad.api import rdr_export  # noqa: F401  (registers the command)
     import datalad.api as dl
     import requests
