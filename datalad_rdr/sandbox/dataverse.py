@@ -31,6 +31,7 @@ from werkzeug.routing import Map, Rule
 from werkzeug.wrappers import Request, Response
 
 from .faults import Faults
+from .s3 import parse_range
 
 log = logging.getLogger(__name__)
 
@@ -1095,16 +1096,11 @@ class DataverseSandbox:
         size, status, params = df.filesize, 200, {"Bucket": self.bucket, "Key": df.key}
         rng = request.headers.get("Range")
         if rng:
-            m = re.fullmatch(r"bytes=(\d*)-(\d*)", rng.strip())
-            if not m or not (m.group(1) or m.group(2)):
+            # Dataverse answers 416 to any range it cannot serve (ref §2.10).
+            parsed = parse_range(rng, size)
+            if parsed is None or parsed == "invalid":
                 raise ApiError(416, "Requested Range Not Satisfiable")
-            if m.group(1):
-                start = int(m.group(1))
-                end = min(int(m.group(2)), size - 1) if m.group(2) else size - 1
-            else:
-                start, end = max(0, size - int(m.group(2))), size - 1
-            if start >= size or end < start:
-                raise ApiError(416, "Requested Range Not Satisfiable")
+            start, end = parsed
             params["Range"] = f"bytes={start}-{end}"
             headers["Content-Range"] = f"bytes {start}-{end}/{size}"
             size, status = end - start + 1, 206

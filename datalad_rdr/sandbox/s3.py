@@ -271,7 +271,7 @@ class S3Gate:
         start, end, status = 0, size - 1, 200
         rng = request.headers.get("Range")
         if rng:
-            parsed = _parse_range(rng, size)
+            parsed = parse_range(rng, size)
             if parsed == "invalid":
                 resp = _error(416, "InvalidRange", "The requested range is not "
                               "satisfiable", self.settings, RangeRequested=rng,
@@ -303,7 +303,7 @@ class S3Gate:
         return resp
 
 
-def _parse_range(header: str, size: int):
+def parse_range(header: str, size: int):
     """One byte range as S3 reads it: (start, end), None (ignore), or 'invalid' (416)."""
     m = re.fullmatch(r"\s*bytes=(\d*)-(\d*)\s*", header)
     if not m or (not m.group(1) and not m.group(2)):
