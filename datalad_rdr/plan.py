@@ -151,8 +151,8 @@ def _bundle_name(folder: str) -> str:
 
 
 def _never_bundled(path: str) -> bool:
-    parts = path.split("/")
-    return parts[0] == ".datalad" or any(p.startswith(".git") for p in parts)
+    # also inside subdatasets (-r): their own .datalad/ and .git* files
+    return any(p == ".datalad" or p.startswith(".git") for p in path.split("/"))
 
 
 # -- listing a commit ------------------------------------------------------------------

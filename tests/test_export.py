@@ -263,3 +263,36 @@ def test_kill_during_export_then_rerun_completes(make_sandbox, tmp_path):
     total = sum(b["size"] for b in manifest["bundles"])
     confirmed_size = sum(b["size"] for b in manifest["bundles"] if b["name"] in confirmed)
     assert resent <= total - confirmed_size + max(b["size"] for b in manifest["bundles"])
+
+
+def test_absent_content_is_fetched_and_dropped_again(token_env, bids, tmp_path):
+    clone = dl.clone(source=str(bids), path=str(tmp_path / "clone"),
+                     result_renderer="disabled")
+    image = "sub-01/anat/sub-01_T1w.nii.gz"
+    assert not (Path(clone.path) / image).exists()  # a fresh clone has no content
+    results = export(clone.path, token_env, drop_after=True)
+    assert all(r["status"] == "ok" for r in results), results
+    manifest = json.loads((Path(clone.path) / ".datalad/rdr/manifest.json").read_text())
+    _, blobs = server_bundles(token_env, manifest["pid"])
+    with zipfile.ZipFile(io.BytesIO(blobs["raw-01.zip"])) as zf:
+        assert zf.read(image) == dataset_bytes(bids, image)
+    assert not (Path(clone.path) / image).exists()  # dropped once confirmed
+
+
+def test_recursive_takes_subdatasets_at_their_paths(token_env, tmp_path):
+    sup = dl.create(str(tmp_path / "super"), result_renderer="disabled")
+    (Path(sup.path) / "README").write_text("super\n")
+    sub = sup.create("derivatives/fmriprep", result_renderer="disabled")
+    (Path(sub.path) / "sub-01").mkdir()
+    (Path(sub.path) / "sub-01" / "out.nii.gz").write_bytes(os.urandom(1000))
+    sup.save(recursive=True, result_renderer="disabled")
+    flat = export(sup.path, token_env, dry_run=True)
+    assert [r["bundle"] for r in flat] == ["core.zip"]  # without -r: not its content
+    results = export(sup.path, token_env, recursive=True)
+    assert all(r["status"] == "ok" for r in results), results
+    manifest = json.loads((Path(sup.path) / ".datalad/rdr/manifest.json").read_text())
+    paths = [m["path"] for b in manifest["bundles"] for m in b["members"]]
+    assert "derivatives/fmriprep/sub-01/out.nii.gz" in paths
+    sub_commit = subprocess.run(["git", "-C", sub.path, "rev-parse", "HEAD"],
+                                capture_output=True, text=True).stdout.strip()
+    assert manifest["subdatasets"] == {"derivatives/fmriprep": sub_commit}

@@ -91,6 +91,8 @@ class Sandbox:
         self.zenodo_server.stop()
         self.dataverse_server.stop()
         self.s3_server.stop()
+        if s3.SPOOL_DIR == os.path.join(self.data_dir, "s3"):
+            s3.SPOOL_DIR = None
         if self._own_dir is not None:
             self._own_dir.cleanup()
 

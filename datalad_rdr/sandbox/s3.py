@@ -26,6 +26,7 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import hmac
+import os
 import re
 import shutil
 import socket
@@ -335,7 +336,8 @@ class _TempfileInDataDir:
 
     @staticmethod
     def SpooledTemporaryFile(max_size=0, *args, **kwargs):  # noqa: N802
-        kwargs.setdefault("dir", SPOOL_DIR)
+        if SPOOL_DIR and os.path.isdir(SPOOL_DIR):
+            kwargs.setdefault("dir", SPOOL_DIR)
         return tempfile.SpooledTemporaryFile(max_size, *args, **kwargs)
 
 
@@ -362,7 +364,8 @@ def _keep_large_objects_on_disk() -> None:
     def complete(self, body):
         # Additional checksums (x-amz-checksum-*) are not asked for by Dataverse or by
         # us; moto would build them from the whole object in memory, so none is made.
-        target = tempfile.TemporaryFile(dir=SPOOL_DIR)
+        target = tempfile.TemporaryFile(
+            dir=SPOOL_DIR if SPOOL_DIR and os.path.isdir(SPOOL_DIR) else None)
         md5s, last, count, size = bytearray(), None, 0, 0
         for pn, etag in body:
             part = self.parts.get(pn)
