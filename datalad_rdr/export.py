@@ -142,7 +142,8 @@ def _export_bundle(dataset, bundle: Bundle, opts, client, pid, uploader, commit_
             return known, "notneeded", f"{bundle.filename} unchanged since the last export"
     fetched = content.fetch(bundle.files)
     try:
-        layout = layout_zip(content.members(bundle.files), mtime=commit_time)
+        # the uploader hashes what it sends: no second MD5 of the ZIP here
+        layout = layout_zip(content.members(bundle.files), mtime=commit_time, md5=False)
         progress_id = f"rdr-export-{bundle.name}"
         log_progress(log.info, progress_id, f"Sending {bundle.filename}",
                      total=layout.size, unit=" Bytes", label=bundle.filename)

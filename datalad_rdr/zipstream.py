@@ -20,9 +20,10 @@ checksum, e.g. the git-annex key's hash) before its last byte goes out. A
 member that fails raises `MemberError` naming it; the upload is aborted and
 nothing corrupt gets published.
 
-The output is a standard ZIP (zip64 where needed: members or offsets of
-4 GiB or more, 65535 members or more) that `unzip`, 7-Zip, Python's `zipfile`,
-Windows Explorer and macOS Archive Utility can open. Already-compressed
+The output is a standard ZIP (zip64 only where needed: members or offsets of
+4 GiB or more, 65535 members or more), tested with Info-ZIP `unzip`, 7-Zip and
+Python's `zipfile`, and free of the data descriptors that macOS Archive Utility
+and streaming readers trip over (see Design). Already-compressed
 formats are STORED, other files DEFLATEd (see `STORED_SUFFIXES` and
 `choose_method`, the policy a user can read and replace). The same content and
 the same `mtime` give the same bytes: members are sorted by name, every member
@@ -69,14 +70,16 @@ a DEFLATE member is compressed again from its start and the bytes before the
 range are dropped. A member is checked by the range that holds its last byte.
 For a STORED member that straddles the range's start, the running CRC32 and
 checksum are taken from the range that ended there (the uploader's previous
-part, or the previous attempt's start on a retry); without one, the member's
-leading bytes are read again to rebuild them. The MD5 of the whole ZIP is
-chained the same way: `ZipLayout.md5` is known once ranges, each starting
-where an earlier one ended, have covered the ZIP from 0 to its end.
+part, also when a part is sent again); without one (parts out of order, a new
+process), the member's leading bytes are read again to rebuild them. The MD5
+of the whole ZIP is chained the same way: `ZipLayout.md5` is known once ranges,
+each starting where an earlier one ended, have covered the ZIP from 0 to its
+end.
 
 Determinism holds for the same zlib: another zlib (e.g. zlib-ng) may compress
-text differently. The size is always that of the layout made in the same
-process, so the exactness of the size never depends on it.
+text differently. Correctness does not depend on it: a member compressed to
+another size than its layout says raises MemberError, and other bytes of the
+same size still inflate to the content that the CRC32 covers.
 """
 
 from __future__ import annotations
@@ -85,10 +88,12 @@ import hashlib
 import struct
 import zlib
 from bisect import bisect_right
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
+from itertools import pairwise
 from pathlib import PurePosixPath
-from typing import BinaryIO, Callable, Iterable, Iterator, NamedTuple, Protocol
+from typing import BinaryIO, NamedTuple, Protocol
 from zipfile import ZIP_DEFLATED, ZIP_STORED
 
 __all__ = [
@@ -110,7 +115,7 @@ __all__ = [
 STORED_SUFFIXES = frozenset({
     # compressed streams and archives
     ".gz", ".tgz", ".bz2", ".tbz2", ".xz", ".txz", ".zst", ".lz4", ".lz",
-    ".lzma", ".br", ".zip", ".7z", ".rar", ".jar", ".whl",
+    ".lzma", ".br", ".zip", ".7z", ".rar", ".jar", ".whl", ".mgz", ".svgz",
     # office documents and e-books are ZIP archives
     ".docx", ".xlsx", ".pptx", ".odt", ".ods", ".odp", ".epub", ".pdf",
     # images, audio, video
@@ -247,13 +252,16 @@ def layout_zip(
     mtime: datetime | int | float,
     *,
     method: Callable[[str, int], int] = choose_method,
+    md5: bool = True,
 ) -> ZipLayout:
     """Lay out a ZIP of ``members``, reading each one once (see module docstring).
 
     ``mtime`` (a datetime, or seconds since the epoch, e.g. the commit date) is
     given to every member, in UTC. ``method(arcname, size)`` chooses
-    ``ZIP_STORED`` or ``ZIP_DEFLATED``. Raises ValueError for a bad or
-    duplicate name, MemberError for a file whose size is not the declared one.
+    ``ZIP_STORED`` or ``ZIP_DEFLATED``. ``md5=False`` leaves `ZipLayout.md5`
+    unset, for a consumer that hashes the bytes itself: MD5 is the largest
+    cost of streaming. Raises ValueError for a bad or duplicate name,
+    MemberError for a file whose size is not the declared one.
     """
     members = list(members)
     for m in members:
@@ -261,7 +269,7 @@ def layout_zip(
         if not isinstance(m.size, int) or m.size < 0:
             raise ValueError(f"bundle member {m.arcname!r}: invalid size {m.size!r}")
     members.sort(key=lambda m: m.arcname)
-    for a, b in zip(members, members[1:]):
+    for a, b in pairwise(members):
         if a.arcname == b.arcname:
             raise ValueError(f"duplicate bundle member name {a.arcname!r}")
 
@@ -281,7 +289,7 @@ def layout_zip(
             data_offset=offset + header_size, member=m,
         ))
         offset += header_size + compressed_size
-    return ZipLayout(entries, _dos_datetime(mtime))
+    return ZipLayout(entries, _dos_datetime(mtime), md5)
 
 
 def _scan(m: Member, method: int, buffer: memoryview) -> tuple[int, int, int]:
@@ -322,9 +330,9 @@ def _smaller(nread: int, size: int) -> str:
 def _dos_datetime(mtime: datetime | int | float) -> tuple[int, int]:
     """(time, date) fields of APPNOTE 4.4.6 for ``mtime`` in UTC."""
     if isinstance(mtime, datetime):
-        dt = mtime.astimezone(timezone.utc) if mtime.tzinfo else mtime
+        dt = mtime.astimezone(UTC) if mtime.tzinfo else mtime
     else:
-        dt = datetime.fromtimestamp(mtime, timezone.utc)
+        dt = datetime.fromtimestamp(mtime, UTC)
     # DOS dates run from 1980 to 2107, in steps of 2 seconds.
     fields = (dt.year, dt.month, dt.day, dt.hour, dt.minute, dt.second)
     fields = max((1980, 1, 1, 0, 0, 0), min((2107, 12, 31, 23, 59, 58), fields))
@@ -435,7 +443,7 @@ class ZipLayout:
     #: Carries kept for ranges that may follow; a retry needs the latest one.
     KEEP_CARRIES = 8
 
-    def __init__(self, entries: list[Entry], dos: tuple[int, int]):
+    def __init__(self, entries: list[Entry], dos: tuple[int, int], md5: bool = True):
         self.entries: tuple[Entry, ...] = tuple(entries)
         self._dos = dos
         self._data_ends = [e.data_end for e in self.entries]
@@ -452,6 +460,7 @@ class ZipLayout:
         self._end_offset = offset
         self.size: int = offset + len(self._end)
         self._carries: dict[int, _Carry] = {}
+        self._hash_md5 = md5
         self._md5: str | None = None
 
     @property
@@ -474,7 +483,7 @@ class ZipLayout:
     def _iter_range(self, start: int, end: int) -> Iterator[bytes]:
         resume = self._carries.get(start)
         resume = resume.copy() if resume else _Carry()
-        if start == 0:
+        if start == 0 and self._hash_md5:
             resume.md5 = hashlib.md5()
         carry = _Carry(md5=resume.md5)
         pending: list[bytes | memoryview] = []
@@ -507,7 +516,8 @@ class ZipLayout:
             e = self.entries[index]
             if e.header_offset >= end:
                 break
-            yield from _overlap(_local_header(e, self._dos), e.header_offset, start, end)
+            header = _local_header(e, self._dos)
+            yield from _overlap(header, e.header_offset, start, end)
             # An empty member is checked with its header's last byte.
             if e.data_offset > end or (e.data_offset == end and e.size):
                 break
