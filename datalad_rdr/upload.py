@@ -40,6 +40,11 @@ from .http import Backoff, retry_after, transient
 log = logging.getLogger(__name__)
 
 
+# A PUT shorter than this says more about latency than about the link's rate: a 1 kB
+# bundle taking 20 ms must not make the next 20 GB bundle look hopeless.
+RATE_SAMPLE_MIN = 16 * 1024 * 1024
+
+
 class Source(Protocol):
     size: int
 
@@ -212,8 +217,8 @@ class Uploader:
                 if sent[0] != end - start:
                     raise UploadError(f"the bundle produced {sent[0]} bytes for a part of "
                                       f"{end - start}")
-                elapsed = max(time.monotonic() - began, 1e-6)
-                self.rate = (end - start) / elapsed if end > start else self.rate
+                if end - start >= RATE_SAMPLE_MIN:
+                    self.rate = (end - start) / max(time.monotonic() - began, 1e-6)
                 stream["md5"] = hashing
                 return response.headers.get("ETag", "")
             progress(-sent[0])

@@ -94,6 +94,18 @@ def test_a_refusal_is_not_retried_and_says_why(make_sandbox):
         Uploader(client, pid, backoff=FAST).upload(BytesSource(b"abc"))
 
 
+def test_small_uploads_do_not_set_the_rate(sandbox):
+    """A tiny bundle's latency must not make the next bundle look too slow to send."""
+    dv = DV(sandbox)
+    pid = dv.create_dataset()
+    client = Dataverse(sandbox.dataverse_url, sandbox.api_token, backoff=FAST)
+    up = Uploader(client, pid, backoff=FAST)
+    up.upload(BytesSource(b"x" * 1400, pause=0.05))
+    assert up.rate is None
+    up.upload(BytesSource(os.urandom(17 * MIB), chunk=MIB))
+    assert up.rate > 1_000_000
+
+
 def test_too_slow_for_the_url_lifetime_says_what_fits(make_sandbox):
     sb = make_sandbox("rdr", url_lifetime=1)
     dv = DV(sb)
