@@ -12,6 +12,7 @@ import io
 import json
 import re
 import subprocess
+import threading
 from pathlib import Path
 
 from .plan import PlannedFile
@@ -103,8 +104,46 @@ def drop(repo: str, keys: list[str]) -> None:
                        capture_output=True, text=True)
 
 
-def members(files: list[PlannedFile]) -> list[Member]:
-    """ZIP members reading each file's committed content, verified against its key."""
+class BlobReader:
+    """Blobs of one repository through a single ``git cat-file --batch`` process.
+
+    The ZIP is read twice (layout, then stream) and a retried part again: one process per
+    blob and pass cost ~1.5 ms each, 15% of the wall time of a sidecar-rich export.
+    """
+
+    def __init__(self, repo: str):
+        self.repo = repo
+        self._proc = None
+        self._lock = threading.Lock()
+
+    def read(self, blob: str) -> bytes:
+        with self._lock:
+            if self._proc is None or self._proc.poll() is not None:
+                self._proc = subprocess.Popen(
+                    ["git", "-C", self.repo, "cat-file", "--batch"],
+                    stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+            self._proc.stdin.write(f"{blob}\n".encode())
+            self._proc.stdin.flush()
+            header = self._proc.stdout.readline().split()
+            if len(header) != 3:
+                raise ContentError(f"git blob {blob} is missing from {self.repo}")
+            size = int(header[2])
+            data = self._proc.stdout.read(size)
+            self._proc.stdout.read(1)  # the newline after each object
+            return data
+
+    def close(self) -> None:
+        if self._proc is not None:
+            self._proc.stdin.close()
+            self._proc.wait()
+            self._proc = None
+
+
+def members(files: list[PlannedFile], blobs: dict[str, BlobReader]) -> list[Member]:
+    """ZIP members reading each file's committed content, verified against its key.
+
+    ``blobs`` holds a :class:`BlobReader` per repository, made as needed; close them after.
+    """
     by_repo: dict[str, list[str]] = {}
     for f in files:
         if f.key:
@@ -121,7 +160,8 @@ def members(files: list[PlannedFile]) -> list[Member]:
                                    f"'datalad get {f.path}'")
             result.append(Member(f.path, f.size, _opener(path), key_checksum(f.key)))
         else:
-            result.append(Member(f.path, f.size, _blob_opener(f.repo, f.blob)))
+            reader = blobs.setdefault(f.repo, BlobReader(f.repo))
+            result.append(Member(f.path, f.size, _blob_opener(reader, f.blob)))
     return result
 
 
@@ -129,10 +169,5 @@ def _opener(path: Path):
     return lambda: open(path, "rb")
 
 
-def _blob_opener(repo: str, blob: str):
-    def open_blob():
-        data = subprocess.run(["git", "-C", repo, "cat-file", "blob", blob],
-                              capture_output=True, check=True).stdout
-        return io.BytesIO(data)
-
-    return open_blob
+def _blob_opener(reader: BlobReader, blob: str):
+    return lambda: io.BytesIO(reader.read(blob))

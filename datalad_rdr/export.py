@@ -46,11 +46,6 @@ def result(action_path: Path, status: str, message: str, **extra) -> dict:
             "status": status, "message": message, **extra}
 
 
-def describe_plan(plan: Plan) -> list[dict]:
-    return [{"bundle": b.filename, "logical": b.logical, "files": len(b.files),
-             "bytes": b.nbytes} for b in plan.bundles]
-
-
 def run_export(dataset: Path, opts: ExportOptions) -> Iterator[dict]:
     dataset = Path(dataset)
     try:
@@ -141,9 +136,11 @@ def _export_bundle(dataset, bundle: Bundle, opts, client, pid, uploader, commit_
         if on_server and on_server["dataFile"]["id"] == known.file_id:
             return known, "notneeded", f"{bundle.filename} unchanged since the last export"
     fetched = content.fetch(bundle.files)
+    blobs: dict[str, content.BlobReader] = {}
     try:
         # the uploader hashes what it sends: no second MD5 of the ZIP here
-        layout = layout_zip(content.members(bundle.files), mtime=commit_time, md5=False)
+        layout = layout_zip(content.members(bundle.files, blobs), mtime=commit_time,
+                            md5=False)
         progress_id = f"rdr-export-{bundle.name}"
         log_progress(log.info, progress_id, f"Sending {bundle.filename}",
                      total=layout.size, unit=" Bytes", label=bundle.filename)
@@ -164,6 +161,8 @@ def _export_bundle(dataset, bundle: Bundle, opts, client, pid, uploader, commit_
                                                    sorted(bundle.files, key=lambda f: f.path))])
         journal.record(record)
     finally:
+        for reader in blobs.values():
+            reader.close()
         if opts.drop_after and fetched:
             for repo in {f.repo for f in bundle.files if f.key in fetched}:
                 content.drop(repo, [f.key for f in bundle.files

@@ -158,7 +158,7 @@ class Uploader:
             return Uploaded(ticket.storage_identifier, source.size, md5, parts, restarts)
 
     def _check_fits(self, size: int, ticket: Ticket) -> None:
-        if self.rate is None or not self.rate:
+        if not self.rate:
             return
         # A single PUT must finish within the lifetime; so must each multipart part.
         unit = min(size, ticket.part_size) if ticket.multipart else size

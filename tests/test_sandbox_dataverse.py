@@ -469,7 +469,7 @@ def test_edit_metadata_and_locks(sandbox, dv):
     title = r.json()["data"]["metadataBlocks"]["citation"]["fields"]
     assert any(f["typeName"] == "title" and f["value"] == "New title" for f in title)
     admin = DV(sandbox, token=sandbox.dataverse_settings.admin_token)
-    assert dv.call("POST", f"/api/datasets/:persistentId/lock/Ingest",
+    assert dv.call("POST", "/api/datasets/:persistentId/lock/Ingest",
                    params={"persistentId": pid}).status_code == 403
     assert admin.call("POST", "/api/datasets/:persistentId/lock/Ingest",
                       params={"persistentId": pid}).status_code == 200

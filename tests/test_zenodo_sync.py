@@ -20,7 +20,6 @@ import pytest
 import requests
 from datalad.api import clone, create
 
-import datalad_rdr
 from datalad_rdr.commands.zenodo_sync import ZenodoSync  # noqa: F401 - binds ds.zenodo_sync
 from datalad_rdr.sandbox.cli import Sandbox
 from datalad_rdr.sandbox.invenio import Fault
