@@ -139,11 +139,15 @@ class BlobReader:
             self._proc = None
 
 
-def members(files: list[PlannedFile], blobs: dict[str, BlobReader]) -> list[Member]:
+def members(files: list[PlannedFile], blobs: dict[str, BlobReader],
+            crc32s: dict[str, int] | None = None) -> list[Member]:
     """ZIP members reading each file's committed content, verified against its key.
 
     ``blobs`` holds a :class:`BlobReader` per repository, made as needed; close them after.
+    ``crc32s`` (by key or blob id, e.g. from an earlier export's manifest) spare the layout a
+    read of those members; the stream checks them all the same.
     """
+    crc32s = crc32s or {}
     by_repo: dict[str, list[str]] = {}
     for f in files:
         if f.key:
@@ -158,10 +162,12 @@ def members(files: list[PlannedFile], blobs: dict[str, BlobReader]) -> list[Memb
             if path is None:
                 raise ContentError(f"content of {f.path} is not present; run "
                                    f"'datalad get {f.path}'")
-            result.append(Member(f.path, f.size, _opener(path), key_checksum(f.key)))
+            result.append(Member(f.path, f.size, _opener(path), key_checksum(f.key),
+                                 crc32=crc32s.get(f.key)))
         else:
             reader = blobs.setdefault(f.repo, BlobReader(f.repo))
-            result.append(Member(f.path, f.size, _blob_opener(reader, f.blob)))
+            result.append(Member(f.path, f.size, _blob_opener(reader, f.blob),
+                                 crc32=crc32s.get(f.blob)))
     return result
 
 

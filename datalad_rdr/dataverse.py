@@ -83,6 +83,11 @@ class Dataverse:
         return self.call("GET", f"/api/datasets/:persistentId/versions/{version}/files",
                          params=self._pid(pid), what=f"listing files of {pid}")
 
+    def dataset_version(self, pid: str, version: str = ":latest-published") -> dict:
+        """One version: ``versionNumber``, ``versionMinorNumber``, ``releaseTime``, ..."""
+        return self.call("GET", f"/api/datasets/:persistentId/versions/{version}",
+                         params=self._pid(pid), what=f"reading version {version} of {pid}")
+
     def locks(self, pid: str) -> list[dict]:
         return self.call("GET", "/api/datasets/:persistentId/locks", params=self._pid(pid),
                          what=f"reading locks of {pid}")
@@ -145,6 +150,22 @@ class Dataverse:
                          what="removing unregistered uploads")
 
     # -- metadata and publishing ------------------------------------------------------
+    def metadata_block(self, name: str) -> dict:
+        """A block's field types: ``fields`` maps a name to ``typeClass``, ``multiple``,
+        ``isRequired``, ``controlledVocabularyValues`` and ``childFields``."""
+        return self.call("GET", f"/api/metadatablocks/{name}",
+                         what=f"reading metadata block '{name}'")
+
+    def licenses(self) -> list[dict]:
+        return self.call("GET", "/api/licenses", what="listing the server's licenses")
+
+    def update_draft(self, pid: str, version_json: dict) -> dict:
+        """Replace the draft's metadata (and license or terms) as a whole; creates the draft
+        from the last release when there is none. Files are kept."""
+        return self.call("PUT", "/api/datasets/:persistentId/versions/:draft",
+                         params=self._pid(pid), json=version_json,
+                         what=f"updating the metadata of {pid}")
+
     def edit_metadata(self, pid: str, fields: list[dict]) -> dict:
         return self.call("PUT", "/api/datasets/:persistentId/editMetadata",
                          params={**self._pid(pid), "replace": "true"},
@@ -166,6 +187,36 @@ class Dataverse:
     # -- reading files -------------------------------------------------------------------
     def access_url(self, file_id: int) -> str:
         return f"{self.url}/api/access/datafile/{file_id}"
+
+    def access(self, file_id: int, first: int | None = None, last: int | None = None,
+               anonymous: bool = False) -> requests.Response:
+        """Open a file's access URL (bytes ``first..last`` when given), streaming.
+
+        A store with download-redirect answers 303 with a presigned GET in ``Location``;
+        the redirect is not followed here, so the API token never reaches the store
+        (requests keeps custom headers across redirects): the caller sends the Range there
+        with a token-less session. Otherwise the server streams 206 (200 without Range);
+        403 means the file exists but this user may not read it, 404 that it does not exist.
+        ``anonymous`` leaves the token out (public files, or a token the server refuses).
+        """
+        headers = {"Range": f"bytes={first}-{last}"} if first is not None else {}
+        if anonymous:
+            self._anonymous = getattr(self, "_anonymous", None) or requests.Session()
+        session = self._anonymous if anonymous else self.session
+        try:
+            return with_retries(
+                lambda: session.get(self.access_url(file_id), headers=headers,
+                                    allow_redirects=False, stream=True,
+                                    timeout=self.timeout),
+                what=f"reading file {file_id}", backoff=self.backoff)
+        except requests.RequestException as exc:
+            raise DataverseError(0, f"no answer from {self.url} ({type(exc).__name__})",
+                                 f"reading file {file_id}") from exc
+
+    def versions(self, pid: str) -> list[dict]:
+        """All versions of a dataset this user may see, newest first, with their files."""
+        return self.call("GET", "/api/datasets/:persistentId/versions",
+                         params=self._pid(pid), what=f"listing versions of {pid}")
 
 
 def _message(response: requests.Response) -> str:

@@ -18,12 +18,13 @@ TASKS = ("rest", "nback")
 
 def make_bids_dataset(path: Path, subjects: int = 3, nifti_bytes: int = 200_000,
                       derivatives: dict[str, int] | None = None, seed: int = 0,
-                      annex_text: bool = False) -> Path:
+                      annex_text: bool = False, metadata: str | None = "rdr") -> Path:
     """A DataLad dataset shaped like a BIDS dataset, saved; returns its path.
 
     ``nifti_bytes`` of incompressible data per image (as .nii.gz are); JSON sidecars and TSVs
     in git (text2git) unless ``annex_text``; ``derivatives`` maps a pipeline to bytes per
-    subject.
+    subject. ``metadata`` writes ``.datalad/rdr/metadata.yaml`` with values from RDR's
+    vocabularies ("rdr") or a stock Dataverse's ("dataverse"); None writes none.
     """
     from datalad.api import create
 
@@ -67,8 +68,34 @@ def make_bids_dataset(path: Path, subjects: int = 3, nifti_bytes: int = 200_000,
             write(f"derivatives/{pipeline}/{sub}/{sub}.html", f"<h1>{sub}</h1>\n")
     if derivatives:
         write("derivatives/group/results.tsv", "measure\tvalue\nmean\t0.5\n")
+    if metadata:
+        write(".datalad/rdr/metadata.yaml", demo_metadata(metadata))
     ds.save(message="Demo BIDS dataset", result_renderer="disabled")
     return path
+
+
+def demo_metadata(profile: str = "rdr") -> str:
+    """The demo dataset's metadata file (docs/metadata.rst describes the format)."""
+    subject = ("Psychology and cognitive sciences" if profile == "rdr"
+               else "Medicine, Health and Life Sciences")
+    return f"""\
+title: datalad-rdr demo dataset
+authors:
+  - name: Doe, Jane
+    affiliation: KU Leuven
+    orcid: 0000-0002-1825-0097
+  - name: Roe, Richard
+    affiliation: KU Leuven
+contact:
+  name: Doe, Jane
+  email: jane.doe@example.org
+subject: ["{subject}"]
+keywords: [fMRI, BIDS, DataLad]
+department: [Department of Neurosciences]
+license: CC-BY-4.0
+access: restricted
+opt_out_reason: privacy
+"""
 
 
 def main(argv=None) -> int:
@@ -99,7 +126,7 @@ def main(argv=None) -> int:
 
     workdir = Path(args.workdir or tempfile.mkdtemp(prefix="rdr-demo-"))
     say = lambda text="": print(text, flush=True)  # noqa: E731
-    with Sandbox("rdr") as sb:
+    with Sandbox("rdr", part_size=5 * 2**20) as sb:  # 5 MiB parts: multipart bundles
         say(f"sandbox: Dataverse {sb.dataverse_url} (RDR profile), S3 {sb.s3_server.url}")
         ds_path = make_bids_dataset(workdir / "bids", subjects=args.subjects,
                                     nifti_bytes=args.image_bytes,
@@ -107,10 +134,13 @@ def main(argv=None) -> int:
         say(f"dataset: {ds_path} ({args.subjects} subjects)")
         os.environ["DATALAD_CREDENTIAL_RDR_SECRET"] = sb.api_token
         cap = 3 * args.image_bytes * 2 + 100_000  # small, so that 'raw' is split in parts
+        store = f"ria+file://{workdir / 'ria-store'}"
         say(f"\n$ datalad rdr-export --url {sb.dataverse_url} --collection "
-            f"{sb.collection} --max-bundle-size {cap}")
+            f"{sb.collection} --max-bundle-size {cap} --ria-store {store} "
+            f"--ria-alias bids-demo")
         results = dl.rdr_export(dataset=str(ds_path), url=sb.dataverse_url,
                                 collection=sb.collection, max_bundle_size=cap,
+                                ria_store=store, ria_alias="bids-demo",
                                 result_renderer="disabled", return_type="list",
                                 on_failure="ignore")
         for r in results:
@@ -132,7 +162,38 @@ def main(argv=None) -> int:
             f"{len(manifest['bundles'])} bundles, commit {manifest['dataset_commit'][:8]}")
         log = dl.Dataset(str(ds_path)).repo.call_git(["log", "-1", "--format=%s"]).strip()
         say(f"dataset history: {log}")
+        if _clone_and_get(dl, sb, workdir, store, manifest, say):
+            return 1
     return 0
+
+
+def _clone_and_get(dl, sb, workdir: Path, store: str, manifest: dict, say) -> bool:
+    """Clone through the RIA alias, get one file out of its bundle; True on failure."""
+    target = "sub-01/anat/sub-01_T1w.nii.gz"
+    bundle = next(b for b in manifest["bundles"]
+                  if any(m["path"] == target for m in b["members"]))
+    clone = workdir / "clone"
+    say(f"\n$ datalad clone '{store}#~bids-demo' {clone}")
+    dl.clone(source=f"{store}#~bids-demo", path=str(clone), result_renderer="disabled")
+    say(f"$ cd {clone} && datalad get {target}")
+    sb.gate.stats.reset()
+    got = dl.get(path=str(clone / target), dataset=str(clone), result_renderer="disabled",
+                 return_type="list", on_failure="ignore")
+    for r in got:
+        say(f"  get({r['status']}): {Path(r['path']).relative_to(clone)} "
+            f"{r.get('message') or ''}".rstrip())
+    if any(r["status"] in ("error", "impossible") for r in got):
+        return True
+    served = sum(sb.gate.stats.bytes_served.values())
+    size = (clone / target).stat().st_size
+    same = (clone / target).read_bytes() == (workdir / "bids" / target).read_bytes()
+    say(f"\nthe 'rdr' special remote read {target} out of {bundle['filename']} by one HTTP "
+        f"Range request:")
+    say(f"  bytes served by the sandbox: {served:>12,}")
+    say(f"  size of the file:            {size:>12,}  (identical to the original: {same})")
+    say(f"  size of the bundle:          {bundle['size']:>12,}  (uploaded in "
+        f"{-(-bundle['size'] // (5 * 2**20))} parts)")
+    return not same
 
 
 if __name__ == "__main__":

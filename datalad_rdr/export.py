@@ -1,22 +1,26 @@
 """The export, stage by stage: plan -> ZIP stream -> upload -> register -> record.
 
-:func:`run_export` is a generator of DataLad result records, one per bundle, then one for the
-manifest; the ``rdr-export`` command only parses its arguments and renders these.
+Around it, the publishing steps of the RDR guide: pre-flight (:mod:`.preflight`) before any
+server call, the README and documentation as public files (:mod:`.documents`), verify
+(:mod:`.verify`) after the manifest is saved, and publish (:mod:`.publish`) on request.
+
+:func:`run_export` is a generator of DataLad result records: pre-flight, one per bundle and
+document, the manifest, verify, publish; the ``rdr-export`` command only parses its arguments
+and renders these.
 """
 
 from __future__ import annotations
 
 import datetime as dt
-import json
 import logging
 import subprocess
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Iterator
 
 from datalad.log import log_progress
 
-from . import content, manifest as mf
+from . import content, documents, manifest as mf, metadata, preflight, publish, verify
 from .dataverse import Dataverse, DataverseError
 from .plan import GB, Bundle, Plan, PlanError, make_plan, split_bundle
 from .register import RegisterError, draft_files, find_in_draft, register_bundle
@@ -37,8 +41,14 @@ class ExportOptions:
     recursive: bool = False
     dry_run: bool = False
     drop_after: bool = False
-    restrict: bool = True
+    restrict: bool = True  # False: --no-restrict (the dataset is open)
     lock_timeout: float = 300
+    jobs: int = 4  # parts of a bundle sent at once
+    ignore_preflight: list[str] = field(default_factory=list)  # codes, or "all"
+    publish: str | None = None  # "major" or "minor": publish after a clean verify
+    publish_timeout: float = 600
+    ria_store: str | None = None  # push to this RIA store (ria+file://...) after export
+    ria_alias: str | None = None  # under this alias (default: the dataset's directory name)
 
 
 def result(action_path: Path, status: str, message: str, **extra) -> dict:
@@ -53,6 +63,24 @@ def run_export(dataset: Path, opts: ExportOptions) -> Iterator[dict]:
     except (PlanError, subprocess.CalledProcessError) as exc:
         yield result(dataset, "error", str(exc).strip() or repr(exc))
         return
+    meta, meta_problem = None, None
+    try:
+        meta = metadata.load(dataset)
+        opts = replace(opts, restrict=bundles_restricted(opts, meta))
+    except metadata.MetadataError as exc:
+        meta_problem = exc
+    # pre-flight before the metadata's verdict: an empty README is the cause of a missing
+    # description taken from it
+    documentation = meta.documentation if meta else []
+    checks, overrides, blocked = preflight.report(
+        dataset, preflight.check(dataset, plan, documentation), opts.ignore_preflight,
+        preflight.summary(plan))
+    yield from checks
+    if meta_problem is not None:
+        yield result(dataset, "error", f"{meta_problem}; nothing was uploaded")
+        return
+    if blocked and not opts.dry_run:
+        return
     if opts.dry_run:
         for b in plan.bundles:
             yield result(dataset / b.filename, "ok",
@@ -65,12 +93,26 @@ def run_export(dataset: Path, opts: ExportOptions) -> Iterator[dict]:
     if problem:
         yield result(dataset, "error", problem)
         return
+    if meta is None:
+        yield result(dataset, "error", metadata.missing_message())
+        return
     client = Dataverse(opts.url, opts.token)
     try:
         client.check_token()
-        pid = opts.pid or _known_pid(dataset, opts.url) or client.create_dataset(
-            opts.collection, _minimal_dataset_json(dataset, plan))
-        client.dataset(pid)
+        # checked against the server's own fields before a draft is made or a byte is sent
+        mapping = metadata.server_mapping(dataset, client, meta, plan, opts.url)
+        pid = opts.pid or _known_pid(dataset, opts.url)
+        if pid:
+            yield metadata.sync_draft(client, pid, mapping, result(dataset, "ok", "", pid=pid),
+                                      opts.lock_timeout)
+        else:
+            pid = client.create_dataset(opts.collection,
+                                        {"datasetVersion": mapping.version_json()})
+            yield result(dataset, "ok", f"draft {pid} created in {opts.collection} from "
+                                        f"{metadata.METADATA}{mapping.note()}", pid=pid)
+    except metadata.MetadataError as exc:
+        yield result(dataset, "error", f"{exc}; nothing was uploaded")
+        return
     except DataverseError as exc:
         yield result(dataset, "error", _explain(exc, opts))
         return
@@ -80,7 +122,7 @@ def run_export(dataset: Path, opts: ExportOptions) -> Iterator[dict]:
         previous = None
     journal = mf.Journal(_git_dir(dataset), opts.url, pid)
     records: list[mf.BundleRecord] = []
-    uploader = Uploader(client, pid)
+    uploader = Uploader(client, pid, jobs=opts.jobs)
     commit_time = _commit_time(dataset, plan.commit)
     failed = False
     queue = list(plan.bundles)
@@ -107,12 +149,36 @@ def run_export(dataset: Path, opts: ExportOptions) -> Iterator[dict]:
         except (content.ContentError, MemberError, UploadError, RegisterError,
                 DataverseError) as exc:
             failed = True
-            yield result(dataset / bundle.filename, "error", f"{bundle.filename}: {exc}",
-                         bundle=bundle.filename)
+            advice = ""
+            if isinstance(exc, MemberError):
+                advice = (f"; nothing of {bundle.filename} was registered: check the copy "
+                          f"here with 'git annex fsck {exc.arcname}' and get a good one "
+                          f"from another remote")
+            yield result(dataset / bundle.filename, "error",
+                         f"{bundle.filename}: {exc}{advice}", bundle=bundle.filename)
             continue
         records.append(record)
         yield result(dataset / bundle.filename, status, message, bundle=bundle.filename,
                      file_id=record.file_id, md5=record.md5, size=record.size)
+    sent_documents: list[mf.DocumentRecord] = []
+    if not failed:
+        # README and documentation: separate public files, besides their bundle
+        try:
+            for doc, status, message in documents.send(
+                    dataset, documents.select(plan, documentation), client, pid, uploader,
+                    _listing(client, pid), opts.lock_timeout):
+                sent_documents.append(doc)
+                yield result(dataset / doc.path, status, message, document=doc.path,
+                             file_id=doc.file_id, md5=doc.md5, size=doc.size)
+            for old in documents.stray(previous, sent_documents):
+                entry = find_in_draft(draft_files(client, pid), old.label, old.directory)
+                if entry is not None:
+                    client.delete_file(entry["dataFile"]["id"])
+                    yield result(dataset / old.path, "ok", f"{old.path} removed from the "
+                                 f"draft: no longer a document of the dataset")
+        except (content.ContentError, UploadError, RegisterError, DataverseError) as exc:
+            failed = True
+            yield result(dataset, "error", f"documents: {exc}")
     if failed:
         yield result(dataset, "error", "export incomplete: rerun 'datalad rdr-export' to "
                                        "send the remaining bundles (confirmed bundles are "
@@ -120,11 +186,58 @@ def run_export(dataset: Path, opts: ExportOptions) -> Iterator[dict]:
         return
     yield from _stray_files(client, pid, records, previous, dataset)
     manifest = mf.Manifest(opts.url, pid, plan.commit, plan.subdatasets, records,
-                           doi=previous.doi if previous else None)
+                           doi=previous.doi if previous else None,
+                           documents=sent_documents, preflight_overrides=overrides,
+                           version=previous.version if previous else None,
+                           published=previous.published if previous else None)
     path = mf.save(dataset, manifest)
     _save(dataset, path, f"[DATALAD RDR] export of {plan.commit[:8]} to {pid}")
     journal.clear()
     yield result(path, "ok", f"manifest of {len(records)} bundles saved", pid=pid)
+    from .remote.export_hook import remote_after_export  # docs/remote.rst
+    yield from remote_after_export(dataset, manifest, opts)  # rdr remote, records, RIA
+    try:
+        checked = verify.run(dataset, client, manifest, opts.restrict)
+    except DataverseError as exc:
+        checked = [result(dataset, "error", f"verify: {_explain(exc, opts)}")]
+    yield from checked
+    if opts.publish:
+        if any(r["status"] == "error" for r in checked):
+            yield result(dataset, "error", "not published: the server's files do not match "
+                                           "the manifest (see the verify table); fix them "
+                                           "and rerun with --publish")
+            return
+        yield from publish.run(dataset, client, pid, opts.publish, manifest, meta,
+                               opts.publish_timeout)
+
+
+def run_verify(dataset: Path, opts: ExportOptions) -> Iterator[dict]:
+    """``--verify-only``: the server's listing against the manifest, nothing sent."""
+    dataset = Path(dataset)
+    manifest = mf.load(dataset)
+    if manifest is None:
+        yield result(dataset, "error", f"no {mf.MANIFEST}: nothing exported yet to verify; "
+                                       f"run 'datalad rdr-export' first")
+        return
+    try:
+        restricted = bundles_restricted(opts, metadata.load(dataset))
+        yield from verify.run(dataset, Dataverse(manifest.server, opts.token), manifest,
+                              restricted)
+    except metadata.MetadataError as exc:
+        yield result(dataset, "error", str(exc))
+    except DataverseError as exc:
+        yield result(dataset, "error", _explain(exc, replace(opts, url=manifest.server)))
+
+
+def bundles_restricted(opts: ExportOptions, meta) -> bool:
+    """Bundles are restricted unless the dataset is declared open (metadata or option)."""
+    if meta is None:
+        return opts.restrict
+    if not opts.restrict and meta.access != "open":
+        raise metadata.MetadataError(
+            f"--no-restrict contradicts 'access: {meta.access}' in {metadata.METADATA}; "
+            f"declare the dataset open there ('access: open') instead", "access")
+    return meta.access != "open"
 
 
 def _export_bundle(dataset, bundle: Bundle, opts, client, pid, uploader, commit_time,
@@ -134,20 +247,32 @@ def _export_bundle(dataset, bundle: Bundle, opts, client, pid, uploader, commit_
     if known and known.fingerprint == fp:
         on_server = find_in_draft(_listing(client, pid), bundle.filename)
         if on_server and on_server["dataFile"]["id"] == known.file_id:
+            if bool(on_server.get("restricted")) != opts.restrict:
+                # changed by hand in the web UI, or the dataset's access changed
+                client.restrict(known.file_id, opts.restrict)
+                known.restricted = opts.restrict
+                return known, "ok", (f"{bundle.filename} unchanged since the last export; "
+                                     f"made {'restricted' if opts.restrict else 'public'}")
             return known, "notneeded", f"{bundle.filename} unchanged since the last export"
     fetched = content.fetch(bundle.files)
     blobs: dict[str, content.BlobReader] = {}
     try:
-        # the uploader hashes what it sends: no second MD5 of the ZIP here
-        layout = layout_zip(content.members(bundle.files, blobs), mtime=commit_time,
-                            md5=False)
+        # the uploader hashes the ZIP in its check pass: no MD5 in the layout
+        layout = layout_zip(content.members(bundle.files, blobs,
+                                            mf.known_crc32s(previous, journal)),
+                            mtime=commit_time, md5=False)
+        # the same members, sizes and timestamps give the same bytes: parts sent by an
+        # interrupted run of this very layout can be kept
+        same_bytes = f"{fp}:{layout.size}:{commit_time.isoformat()}"
         progress_id = f"rdr-export-{bundle.name}"
         log_progress(log.info, progress_id, f"Sending {bundle.filename}",
                      total=layout.size, unit=" Bytes", label=bundle.filename)
         try:
             uploaded = uploader.upload(
                 layout, progress=lambda n: log_progress(log.info, progress_id, "",
-                                                        update=n, increment=True))
+                                                        update=n, increment=True),
+                on_state=lambda state: journal.record_upload(bundle.name, same_bytes, state),
+                resume=journal.upload_state(bundle.name, same_bytes))
         finally:
             log_progress(log.info, progress_id, f"Sent {bundle.filename}")
         registered = register_bundle(
@@ -251,41 +376,3 @@ def _save(dataset: Path, path: Path, message: str) -> None:
 
     save(dataset=str(dataset), path=[str(path)], message=message,
          result_renderer="disabled", return_type="list", on_failure="stop")
-
-
-def _minimal_dataset_json(dataset: Path, plan: Plan) -> dict:
-    """Citation metadata for a new draft, from dataset_description.json, README and git."""
-    description = {}
-    try:
-        description = json.loads((dataset / "dataset_description.json").read_text())
-    except (OSError, ValueError):
-        pass
-    readme = next((p for p in sorted(dataset.glob("README*")) if p.is_file()), None)
-    text = readme.read_text(errors="replace").strip() if readme else ""
-    summary = text.split("\n\n")[0].strip("# \n") if text else f"Dataset {dataset.name}"
-
-    def git_config(name):
-        return subprocess.run(["git", "-C", str(dataset), "config", name],
-                              capture_output=True, text=True).stdout.strip()
-
-    authors = description.get("Authors") or [git_config("user.name") or "Unknown"]
-    email = git_config("user.email") or "unknown@example.org"
-
-    def prim(name, value):
-        return {"typeName": name, "typeClass": "primitive", "multiple": False,
-                "value": value}
-
-    fields = [
-        prim("title", description.get("Name") or dataset.name),
-        {"typeName": "author", "typeClass": "compound", "multiple": True,
-         "value": [{"authorName": prim("authorName", a)} for a in authors]},
-        {"typeName": "datasetContact", "typeClass": "compound", "multiple": True,
-         "value": [{"datasetContactEmail": prim("datasetContactEmail", email),
-                    "datasetContactName": prim("datasetContactName", authors[0])}]},
-        {"typeName": "dsDescription", "typeClass": "compound", "multiple": True,
-         "value": [{"dsDescriptionValue": prim("dsDescriptionValue", summary)}]},
-        {"typeName": "subject", "typeClass": "controlledVocabulary", "multiple": True,
-         "value": ["Other"]},
-    ]
-    return {"datasetVersion": {"metadataBlocks": {"citation": {
-        "displayName": "Citation Metadata", "fields": fields}}}}

@@ -56,6 +56,22 @@ class BundleRecord:
 
 
 @dataclass
+class DocumentRecord:
+    """A file sent as itself, public, besides the bundles: the README, documentation."""
+
+    path: str  # in the dataset
+    label: str  # its file name on the server
+    directory: str | None  # its directoryLabel on the server (the path's folder)
+    size: int
+    md5: str
+    file_id: int
+    storage_identifier: str
+    restricted: bool
+    key: str | None = None  # git-annex key, or None for a file in git
+    blob: str | None = None  # git blob id for a file in git
+
+
+@dataclass
 class Manifest:
     server: str
     pid: str
@@ -65,6 +81,11 @@ class Manifest:
     doi: str | None = None
     exported: str | None = None
     format: str = FORMAT
+    documents: list[DocumentRecord] = field(default_factory=list)
+    # pre-flight errors the export went on despite (--ignore-preflight): code, message, paths
+    preflight_overrides: list[dict] = field(default_factory=list)
+    version: str | None = None  # the published version ("1.0") that has ``doi``
+    published: str | None = None  # its release time, as the server gives it
 
     def bundle(self, name: str) -> BundleRecord | None:
         return next((b for b in self.bundles if b.name == name), None)
@@ -78,7 +99,23 @@ class Manifest:
         if data.get("format") != FORMAT:
             raise ValueError(f"not a {FORMAT} manifest: format {data.get('format')!r}")
         bundles = [BundleRecord.from_json(b) for b in data.pop("bundles", [])]
-        return cls(**{**data, "bundles": bundles})
+        documents = [DocumentRecord(**d) for d in data.pop("documents", [])]
+        return cls(**{**data, "bundles": bundles, "documents": documents})
+
+
+def known_crc32s(*sources: "Manifest | Journal | None") -> dict[str, int]:
+    """CRC32 of content already exported, by annex key or git blob id (content-addressed:
+    the same key is the same bytes), so a new layout need not read a STORED member for it;
+    the stream still checks it."""
+    crcs = {}
+    for source in sources:
+        bundles = (source.bundles.values() if isinstance(source, Journal)
+                   else source.bundles if source else [])
+        for bundle in bundles:
+            for m in bundle.members:
+                if m.key or m.blob:
+                    crcs[m.key or m.blob] = int(m.crc32, 16)
+    return crcs
 
 
 def fingerprint(members: list[tuple[str, str | None, str | None, int]]) -> str:
@@ -105,27 +142,51 @@ def save(dataset: Path, manifest: Manifest) -> Path:
 
 
 class Journal:
-    """Bundles confirmed on the server during the export in progress."""
+    """What the export in progress has done: bundles confirmed on the server, and the state of
+    the upload under way (its URLs and the parts already sent), so a rerun after a crash or a
+    kill sends neither a confirmed bundle nor a part the store already has."""
 
     def __init__(self, git_dir: Path, server: str, pid: str):
         self.path = Path(git_dir) / "datalad-rdr" / "export-journal.json"
         self.server, self.pid = server, pid
         self.bundles: dict[str, BundleRecord] = {}
+        self.uploads: dict[str, dict] = {}  # bundle name -> {"fingerprint", "state"}
         if self.path.exists():
             data = json.loads(self.path.read_text())
             if (data.get("server"), data.get("pid")) == (server, pid):
                 self.bundles = {name: BundleRecord.from_json(b)
                                 for name, b in data["bundles"].items()}
+                self.uploads = data.get("uploads", {})
 
     def record(self, bundle: BundleRecord) -> None:
         self.bundles[bundle.name] = bundle
+        self.uploads.pop(bundle.name, None)
+        self._write()
+
+    def upload_state(self, name: str, fingerprint: str) -> dict | None:
+        """The interrupted upload of this bundle with this content, if any."""
+        known = self.uploads.get(name)
+        if known and known.get("fingerprint") == fingerprint:
+            return known["state"]
+        return None
+
+    def record_upload(self, name: str, fingerprint: str, state: dict | None) -> None:
+        if state is None:
+            self.uploads.pop(name, None)
+        else:
+            self.uploads[name] = {"fingerprint": fingerprint, "state": state}
+        self._write()
+
+    def _write(self) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         _atomic_write(self.path, json.dumps({
             "server": self.server, "pid": self.pid,
-            "bundles": {n: asdict(b) for n, b in self.bundles.items()}}))
+            "bundles": {n: asdict(b) for n, b in self.bundles.items()},
+            "uploads": self.uploads}))
 
     def clear(self) -> None:
         self.bundles = {}
+        self.uploads = {}
         if self.path.exists():
             self.path.unlink()
 

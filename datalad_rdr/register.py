@@ -47,7 +47,7 @@ def _registered(entry: dict, adopted: bool = False) -> Registered:
 
 def register_bundle(client: Dataverse, pid: str, label: str, uploaded: Uploaded,
                     restrict: bool, description: str, directory: str | None = None,
-                    lock_timeout: float = 300) -> Registered:
+                    lock_timeout: float = 300, mime_type: str = ZIP_MIME) -> Registered:
     client.wait_unlocked(pid, timeout=lock_timeout)
     existing = find_in_draft(draft_files(client, pid), label, directory)
     if existing is not None and _registered(existing).md5 == uploaded.md5:
@@ -57,7 +57,7 @@ def register_bundle(client: Dataverse, pid: str, label: str, uploaded: Uploaded,
         registered = _registered(existing, adopted=True)
     else:
         spec = {"storageIdentifier": uploaded.storage_identifier, "fileName": label,
-                "mimeType": ZIP_MIME, "description": description,
+                "mimeType": mime_type, "description": description,
                 "checksum": {"@type": "MD5", "@value": uploaded.md5},
                 "restrict": restrict, "tabIngest": False}
         if directory:

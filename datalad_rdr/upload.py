@@ -1,14 +1,22 @@
 """Upload stage: send one bundle's bytes to the store through Dataverse's presigned URLs.
 
 The bytes come from a *source* with a known ``size`` and ``iter_range(start, end)`` (the ZIP
-stream of :mod:`datalad_rdr.zipstream`), so a part can be produced again for a retry without
-keeping it in memory or on disk. The MD5 that Dataverse needs at registration is computed over
-the stream as it is sent; a snapshot of the hash at each part start makes a retried part count
-once.
+stream of :mod:`datalad_rdr.zipstream`, which checks every member against its key as it reads)
+and, optionally, ``iter_raw(start, end)``, the same bytes unchecked, safe to call from several
+threads at once. Nothing is kept in memory or on disk: a part is produced again for a retry.
 
-Parts of one bundle go in order, one at a time: the MD5 is a single sequential hash and a part
-sent out of order would have to be produced twice. Throughput comes from streaming (no
-temporary ZIP) rather than from parallel parts.
+Two things run side by side for one bundle:
+
+- the *check*: one thread reads the whole source in order through ``iter_range``, which
+  verifies every member (size, CRC32, annex key) and gives the MD5 that Dataverse needs at
+  registration;
+- the *parts*: up to ``jobs`` parts at once, each read through ``iter_raw`` and PUT to its own
+  presigned URL. The last chunk of a part is held back until the check has passed the part's
+  end, so a part that holds a corrupt or changed member never completes: S3 drops a PUT whose
+  body is cut short, and the multipart upload is aborted.
+
+So the MD5 costs one sequential pass and parts still go in parallel; a part re-sent after a
+failure does not disturb the hash.
 
 Failures, as the RDR guide and Dataverse's code describe them:
 
@@ -16,8 +24,13 @@ Failures, as the RDR guide and Dataverse's code describe them:
   honours Retry-After;
 - 403 "Request has expired": URLs live ``X-Amz-Expires`` seconds (RDR: ~60 min) and cannot be
   renewed one by one; the multipart upload is aborted and the bundle restarted with fresh URLs;
-- a bundle that cannot be sent within the URL lifetime at the measured rate raises
-  :class:`TooSlowForUrlLifetime` with the size that would fit, so the caller can split it.
+- all URLs of a bundle are issued at once, so the whole bundle must be sent within their
+  lifetime: a bundle that cannot be at the measured rate raises
+  :class:`TooSlowForUrlLifetime` with the size that would fit, so the caller can split it;
+- an interruption (crash, kill): the caller keeps the upload's *state* (URLs, issue time, ETags
+  of the parts sent; see ``on_state``) and passes it back as ``resume``; the parts sent are not
+  sent again while the URLs are still valid, else the old upload is aborted and the bundle
+  restarted.
 
 The Dataverse API token is never sent to S3.
 """
@@ -27,7 +40,9 @@ from __future__ import annotations
 import hashlib
 import logging
 import re
+import threading
 import time
+from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from typing import Callable, Iterator, Protocol
 from urllib.parse import parse_qs, urlsplit
@@ -50,6 +65,8 @@ class Source(Protocol):
 
     def iter_range(self, start: int, end: int) -> Iterator[bytes]: ...
 
+    # optional: def iter_raw(self, start: int, end: int) -> Iterator[bytes]
+
 
 class UploadError(Exception):
     pass
@@ -68,6 +85,10 @@ class _Expired(Exception):
     pass
 
 
+class _Cancelled(Exception):
+    """Another part of the same bundle failed: stop sending this one."""
+
+
 @dataclass
 class Uploaded:
     storage_identifier: str
@@ -75,6 +96,7 @@ class Uploaded:
     md5: str
     parts: int
     restarts: int
+    resumed_parts: int = 0  # parts of an interrupted upload that were not sent again
 
 
 @dataclass
@@ -82,7 +104,7 @@ class Ticket:
     """One ``uploadurls`` reply: the URLs for one upload of one file."""
 
     reply: dict
-    issued: float  # time.monotonic() when received
+    issued: float  # time.time() when received: kept across processes for a resume
 
     @property
     def multipart(self) -> bool:
@@ -113,113 +135,254 @@ class Ticket:
         return "x-amz-tagging" in query.get("X-Amz-SignedHeaders", [""])[0].split(";")
 
     def remaining(self) -> float:
-        return self.lifetime - (time.monotonic() - self.issued)
+        return self.lifetime - (time.time() - self.issued)
+
+
+class _Check(threading.Thread):
+    """The check pass: reads the whole source in order, verifying it, and hashes it."""
+
+    def __init__(self, source: Source):
+        super().__init__(name="rdr-upload-check", daemon=True)
+        self.source = source
+        self.offset = 0
+        self.error: BaseException | None = None
+        self.md5: str | None = None
+        self.finished = False
+        self.stopping = False
+        self._cond = threading.Condition()
+
+    def run(self):
+        digest = hashlib.md5()
+        try:
+            for chunk in self.source.iter_range(0, self.source.size):
+                if self.stopping:
+                    return
+                digest.update(chunk)
+                with self._cond:
+                    self.offset += len(chunk)
+                    self._cond.notify_all()
+            if self.offset != self.source.size:
+                raise UploadError(f"the bundle produced {self.offset} bytes, not the "
+                                  f"{self.source.size} laid out")
+            self.md5 = digest.hexdigest()
+        except BaseException as exc:  # handed to the parts and to the caller
+            self.error = exc
+        finally:
+            with self._cond:
+                self.finished = True
+                self._cond.notify_all()
+
+    def wait_past(self, offset: int, cancel: threading.Event) -> None:
+        """Return once every byte before ``offset`` was checked; raise what the check found."""
+        with self._cond:
+            while self.offset < offset and not self.finished:
+                self._cond.wait(0.25)
+                if cancel.is_set():
+                    raise _Cancelled()
+        if self.error is not None:
+            raise self.error
+        if self.offset < offset:
+            raise UploadError("the check of the bundle stopped early")
+
+    def result(self) -> str:
+        self.join()
+        if self.error is not None:
+            raise self.error
+        return self.md5
+
+    def stop(self) -> None:
+        self.stopping = True
 
 
 class Uploader:
     """Send sources to a dataset's store; ``progress(nbytes)`` is called as bytes go out."""
 
     def __init__(self, dataverse: Dataverse, pid: str, backoff: Backoff | None = None,
-                 max_restarts: int = 3, chunk_timeout: float = 300):
+                 max_restarts: int = 3, chunk_timeout: float = 300, jobs: int = 4):
         self.dataverse = dataverse
         self.pid = pid
         self.backoff = backoff or Backoff()
         self.max_restarts = max_restarts
         self.timeout = chunk_timeout
-        self.s3 = requests.Session()  # no Dataverse token on this session, ever
-        self.rate: float | None = None  # bytes per second, measured
+        self.jobs = max(1, jobs)
+        self._sessions = threading.local()  # no Dataverse token on these sessions, ever
+        self.rate: float | None = None  # bytes per second, measured over whole uploads
+
+    @property
+    def s3(self) -> requests.Session:
+        session = getattr(self._sessions, "session", None)
+        if session is None:
+            session = self._sessions.session = requests.Session()
+        return session
 
     def upload(self, source: Source, progress: Callable[[int], None] | None = None,
-               on_ticket: Callable[[Ticket], None] | None = None) -> Uploaded:
-        progress = progress or (lambda n: None)
+               on_state: Callable[[dict | None], None] | None = None,
+               resume: dict | None = None) -> Uploaded:
+        """Send ``source``; return what was stored, with its MD5.
+
+        ``on_state(state)`` is called with a JSON-able dict whenever the upload's resumable
+        state changes (URLs received, a part sent, the upload complete), and with None when
+        nothing of it can be resumed; pass the last one as ``resume`` to continue after an
+        interruption.
+        """
+        report = progress or (lambda n: None)
+        lock = threading.Lock()
+
+        def progress(n):
+            with lock:
+                report(n)
+
+        on_state = on_state or (lambda state: None)
+        check = _Check(source)
+        check.start()
+        try:
+            return self._upload(source, progress, on_state, resume, check)
+        finally:
+            check.stop()
+
+    def _upload(self, source, progress, on_state, resume, check) -> Uploaded:
         restarts = 0
+        ticket, done, completed = self._resumable(resume, source.size, on_state)
+        resumed = len(done)
         while True:
-            ticket = Ticket(self.dataverse.upload_urls(self.pid, source.size),
-                            time.monotonic())
-            self._check_fits(source.size, ticket)
-            if on_ticket:
-                on_ticket(ticket)
-            sent = [0]
-
-            def counted(n):
-                sent[0] += n
-                progress(n)
-
+            if ticket is None:
+                ticket = Ticket(self.dataverse.upload_urls(self.pid, source.size), time.time())
+                self._check_fits(source.size, ticket)
+                done, completed = {}, False
+                on_state(_state(ticket, done, completed))
+            began, already = time.monotonic(), _bytes_in(ticket, done, source.size)
+            progress(already)  # parts an interrupted run sent
             try:
-                md5, parts = self._send(source, ticket, counted)
+                if not completed:
+                    self._send(source, ticket, done, check, progress,
+                               lambda: on_state(_state(ticket, done, False)))
+                    completed = True
+                    on_state(_state(ticket, done, completed))
             except _Expired:
-                progress(-sent[0])
+                progress(-_bytes_in(ticket, done, source.size))
+                self._abort(ticket)
+                on_state(None)
                 restarts += 1
                 if restarts > self.max_restarts:
                     raise UploadError(f"upload URLs expired {restarts} times; giving up")
-                log.warning("upload URLs expired after %d bytes; restarting the bundle "
-                            "with fresh URLs", sent[0])
+                log.warning("upload URLs expired; restarting the bundle with fresh URLs")
+                ticket = None
                 continue
-            return Uploaded(ticket.storage_identifier, source.size, md5, parts, restarts)
+            except BaseException:
+                self._abort(ticket)
+                on_state(None)
+                raise
+            sent = source.size - already
+            if sent >= RATE_SAMPLE_MIN:
+                self.rate = sent / max(time.monotonic() - began, 1e-6)
+            md5 = check.result()
+            return Uploaded(ticket.storage_identifier, source.size, md5,
+                            len(ticket.urls), restarts, resumed)
+
+    def _resumable(self, resume: dict | None, size: int, on_state):
+        """The ticket, parts sent and completion of an interrupted upload worth continuing."""
+        if not resume:
+            return None, {}, False
+        ticket = Ticket(resume["reply"], resume["issued"])
+        done = {int(n): etag for n, etag in resume.get("etags", {}).items()}
+        completed = bool(resume.get("completed"))
+        if completed:
+            return ticket, done, True
+        if not ticket.multipart:
+            return None, {}, False  # an interrupted single PUT left nothing to continue
+        left = size - _bytes_in(ticket, done, size)
+        needed = left / self.rate if self.rate else 0
+        if ticket.remaining() > max(needed, 0.1 * ticket.lifetime):
+            log.info("resuming the interrupted upload: %d of %d parts already sent",
+                     len(done), len(ticket.urls))
+            return ticket, done, False
+        log.info("the interrupted upload's URLs have (nearly) expired; starting it again")
+        self._abort(ticket)
+        on_state(None)
+        return None, {}, False
+
+    def _abort(self, ticket: Ticket | None) -> None:
+        if ticket is None or not ticket.multipart:
+            return
+        try:
+            self.dataverse.abort_multipart(ticket.reply["abort"])
+        except DataverseError as exc:
+            log.warning("could not abort the multipart upload: %s", exc)
 
     def _check_fits(self, size: int, ticket: Ticket) -> None:
         if not self.rate:
             return
-        # A single PUT must finish within the lifetime; so must each multipart part.
-        unit = min(size, ticket.part_size) if ticket.multipart else size
-        needed = unit / self.rate
-        if needed > ticket.lifetime * 0.9:
+        # Every URL of the bundle is issued now: all its bytes must go out within the lifetime.
+        if size / self.rate > ticket.lifetime * 0.9:
+            self._abort(ticket)
             raise TooSlowForUrlLifetime(size, int(self.rate * ticket.lifetime * 0.8),
                                         self.rate, ticket.lifetime)
 
-    def _send(self, source: Source, ticket: Ticket, progress) -> tuple[str, int]:
-        stream = {"md5": hashlib.md5()}  # the hash of every byte sent so far, in order
+    def _send(self, source: Source, ticket: Ticket, done: dict[int, str], check: _Check,
+              progress, part_sent: Callable[[], None]) -> None:
+        cancel = threading.Event()
         if not ticket.multipart:
             headers = {"x-amz-tagging": "dv-state=temp"} if ticket.signs_tagging else {}
-            self._put(ticket.urls[0], source, 0, source.size, stream, headers, progress)
-            return stream["md5"].hexdigest(), 1
-        etags = {}
-        size = ticket.part_size
-        try:
-            for n, url in enumerate(ticket.urls, start=1):
-                start, end = (n - 1) * size, min(n * size, source.size)
-                etags[n] = self._put(url, source, start, end, stream, {}, progress)
-            self.dataverse.complete_multipart(ticket.reply["complete"], etags)
-        except BaseException:
+            self._put(ticket.urls[0], source, 0, source.size, headers, check, progress, cancel)
+            return
+        todo = [n for n in range(1, len(ticket.urls) + 1) if n not in done]
+        with ThreadPoolExecutor(min(self.jobs, max(len(todo), 1)),
+                                thread_name_prefix="rdr-upload-part") as pool:
+            futures = {pool.submit(self._put, ticket.urls[n - 1], source,
+                                   *_part_range(ticket, n, source.size), {}, check,
+                                   progress, cancel): n for n in todo}
+            pending = set(futures)
             try:
-                self.dataverse.abort_multipart(ticket.reply["abort"])
-            except DataverseError as exc:
-                log.warning("could not abort the multipart upload: %s", exc)
-            raise
-        return stream["md5"].hexdigest(), len(etags)
+                while pending:
+                    finished, pending = wait(pending, return_when=FIRST_COMPLETED)
+                    for future in finished:
+                        done[futures[future]] = future.result()
+                        part_sent()
+            except BaseException:
+                cancel.set()
+                for future in pending:
+                    future.cancel()
+                raise
+        self.dataverse.complete_multipart(ticket.reply["complete"], dict(sorted(done.items())))
 
-    def _put(self, url: str, source: Source, start: int, end: int, stream: dict, headers,
-             progress) -> str:
-        """PUT bytes [start, end) of the source; returns the ETag. Retries rewind.
-
-        ``stream["md5"]`` is replaced by the hash including this part once it is accepted.
-        """
+    def _put(self, url: str, source: Source, start: int, end: int, headers, check: _Check,
+             progress, cancel: threading.Event) -> str:
+        """PUT bytes [start, end) of the source; returns the ETag. Retries rewind."""
+        raw = getattr(source, "iter_raw", None) or source.iter_range
         delays = self.backoff.delays()
         while True:
-            hashing = stream["md5"].copy()
             sent = [0]
 
             def body():
-                for chunk in source.iter_range(start, end):
-                    hashing.update(chunk)
-                    sent[0] += len(chunk)
-                    progress(len(chunk))
-                    yield chunk
+                held = None
+                for chunk in raw(start, end):
+                    if cancel.is_set():
+                        raise _Cancelled()
+                    if held is not None:
+                        sent[0] += len(held)
+                        progress(len(held))
+                        yield held
+                    held = chunk
+                # the part completes only once the check has passed its last byte
+                check.wait_past(end, cancel)
+                if held is not None:
+                    sent[0] += len(held)
+                    progress(len(held))
+                    yield held
 
-            began = time.monotonic()
             response, error = None, None
             try:
                 response = self.s3.put(url, data=_Sized(body(), end - start),
                                        timeout=self.timeout, headers=headers)
             except (requests.ConnectionError, requests.Timeout) as exc:
                 error = exc
+            except BaseException:
+                progress(-sent[0])
+                raise
             if response is not None and response.status_code == 200:
                 if sent[0] != end - start:
                     raise UploadError(f"the bundle produced {sent[0]} bytes for a part of "
                                       f"{end - start}")
-                if end - start >= RATE_SAMPLE_MIN:
-                    self.rate = (end - start) / max(time.monotonic() - began, 1e-6)
-                stream["md5"] = hashing
                 return response.headers.get("ETag", "")
             progress(-sent[0])
             if response is not None and response.status_code == 403 \
@@ -228,6 +391,8 @@ class Uploader:
             if response is not None and not transient(response=response):
                 raise UploadError(f"S3 refused the upload: HTTP {response.status_code} "
                                   f"{_s3_code(response.text)}")
+            if check.error is not None:
+                raise check.error
             try:
                 delay = next(delays)
             except StopIteration:
@@ -237,6 +402,22 @@ class Uploader:
             log.info("part %d-%d: %s; sending it again in %.1f s", start, end,
                      error or response.status_code, delay)
             time.sleep(delay)
+
+
+def _part_range(ticket: Ticket, n: int, size: int) -> tuple[int, int]:
+    if not ticket.multipart:
+        return 0, size
+    return (n - 1) * ticket.part_size, min(n * ticket.part_size, size)
+
+
+def _bytes_in(ticket: Ticket, parts, size: int) -> int:
+    return sum(end - start for start, end in (_part_range(ticket, n, size) for n in parts))
+
+
+def _state(ticket: Ticket, done: dict[int, str], completed: bool) -> dict:
+    return {"reply": ticket.reply, "issued": ticket.issued,
+            "etags": {str(n): etag for n, etag in sorted(done.items())},
+            "completed": completed}
 
 
 class _Sized:

@@ -480,6 +480,30 @@ class ZipLayout:
             raise ValueError(f"range [{start}, {end}) not within [0, {self.size})")
         return self._iter_range(start, end)
 
+    def iter_raw(self, start: int = 0, end: int | None = None) -> Iterator[bytes]:
+        """Yield the bytes of [start, end) like `iter_range`, but check nothing.
+
+        For a consumer that checks the whole ZIP in another pass (the uploader's parts in
+        parallel, gated on that pass): no CRC32, no checksum, no MD5, no state shared with
+        other ranges, so several raw ranges may run at once in threads.
+        """
+        end = self.size if end is None else end
+        if not 0 <= start <= end <= self.size:
+            raise ValueError(f"range [{start}, {end}) not within [0, {self.size})")
+        return self._iter_raw(start, end)
+
+    def _iter_raw(self, start: int, end: int) -> Iterator[bytes]:
+        pending: list[bytes | memoryview] = []
+        pending_size = 0
+        for piece in self._pieces(start, end, _Carry(), _Carry(), check=False):
+            if pending_size >= _JOIN_SIZE:
+                yield _join(pending)
+                pending, pending_size = [], 0
+            pending.append(piece)
+            pending_size += len(piece)
+        if pending:
+            yield _join(pending)
+
     def _iter_range(self, start: int, end: int) -> Iterator[bytes]:
         resume = self._carries.get(start)
         resume = resume.copy() if resume else _Carry()
@@ -510,7 +534,8 @@ class ZipLayout:
         while len(self._carries) > self.KEEP_CARRIES:
             del self._carries[next(iter(self._carries))]
 
-    def _pieces(self, start: int, end: int, resume: _Carry, carry: _Carry):
+    def _pieces(self, start: int, end: int, resume: _Carry, carry: _Carry,
+                check: bool = True):
         """Yield the bytes of [start, end) as pieces; set ``carry`` for ``end``."""
         for index in range(bisect_right(self._data_ends, start), len(self.entries)):
             e = self.entries[index]
@@ -523,7 +548,9 @@ class ZipLayout:
                 break
             lo = max(start, e.data_offset) - e.data_offset
             hi = min(end, e.data_end) - e.data_offset
-            if e.method == ZIP_STORED:
+            if not check:
+                yield from self._unchecked(e, lo, hi)
+            elif e.method == ZIP_STORED:
                 yield from self._stored(index, lo, hi, resume, carry)
             else:
                 yield from self._deflated(e, lo, hi)
@@ -570,6 +597,24 @@ class ZipLayout:
                 _finish(e, f, crc, hasher)
         if hi < e.size:
             carry.member, carry.crc, carry.check = index, crc, hasher
+
+    def _unchecked(self, e: Entry, lo: int, hi: int):
+        if lo >= hi:
+            return
+        with e.member.open() as f:
+            if e.method == ZIP_STORED:
+                f.seek(lo)
+                yield from _read(f, e, lo, hi)
+                return
+            deflate = zlib.compressobj(DEFLATE_LEVEL, zlib.DEFLATED, -15)
+            out = 0
+            while out < hi:
+                chunk = f.read(READ_SIZE)
+                compressed = deflate.compress(chunk) if chunk else deflate.flush()
+                yield from _overlap(compressed, out, lo, hi)
+                out += len(compressed)
+                if not chunk:
+                    break
 
     def _deflated(self, e: Entry, lo: int, hi: int):
         check = e.member.checksum

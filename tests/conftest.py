@@ -41,10 +41,30 @@ def sandbox(make_sandbox):
     return make_sandbox("rdr")
 
 
-def citation_json(title="A test dataset", license_name="CC BY 4.0", extra_fields=()):
+def citation_json(title="A test dataset", license_name="CC BY 4.0", extra_fields=(),
+                  profile="rdr"):
+    """A dataset's create JSON with the required citation fields of the profile's server."""
     def prim(name, value):
         return {"typeName": name, "typeClass": "primitive", "multiple": False,
                 "value": value}
+
+    def vocab(name, value, multiple=False):
+        return {"typeName": name, "typeClass": "controlledVocabulary", "multiple": multiple,
+                "value": value}
+
+    if profile == "rdr":  # KU Leuven's citation block (sandbox/metadatablocks.py)
+        subject = "Medical and health sciences"
+        extra_fields = (
+            {"typeName": "keyword", "typeClass": "compound", "multiple": True, "value": [
+                {"keywordValue": prim("keywordValue", "test")}]},
+            vocab("departmentFaculty", ["Department of Neurosciences"], multiple=True),
+            prim("technicalFormat", "zip"),
+            {"typeName": "access", "typeClass": "compound", "multiple": False, "value": {
+                "accessRights": vocab("accessRights", "restricted"),
+                "legitimateOptout": vocab("legitimateOptout", "privacy")}},
+            *extra_fields)
+    else:
+        subject = "Medicine, Health and Life Sciences"
 
     fields = [
         prim("title", title),
@@ -57,7 +77,7 @@ def citation_json(title="A test dataset", license_name="CC BY 4.0", extra_fields
         {"typeName": "dsDescription", "typeClass": "compound", "multiple": True,
          "value": [{"dsDescriptionValue": prim("dsDescriptionValue", "Test data.")}]},
         {"typeName": "subject", "typeClass": "controlledVocabulary", "multiple": True,
-         "value": ["Medicine, Health and Life Sciences"]},
+         "value": [subject]},
         *extra_fields,
     ]
     version = {"metadataBlocks": {"citation": {"displayName": "Citation Metadata",
@@ -84,7 +104,7 @@ class DV:
 
     def create_dataset(self, **kw):
         r = self.call("POST", f"/api/dataverses/{self.sandbox.collection}/datasets",
-                      json=citation_json(**kw))
+                      json=citation_json(profile=self.sandbox.profile, **kw))
         assert r.status_code == 201, r.text
         return r.json()["data"]["persistentId"]
 

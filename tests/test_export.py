@@ -18,7 +18,7 @@ import pytest
 import requests
 
 from conftest import DV
-from datalad_rdr.demo import make_bids_dataset
+from datalad_rdr.demo import demo_metadata, make_bids_dataset
 from datalad_rdr.sandbox.faults import Fault
 
 IMAGE = 60_000  # bytes per generated NIfTI
@@ -46,7 +46,12 @@ def export(ds, sb, **kw):
 
 
 def statuses(results):
-    return [(Path(r["path"]).name, r["status"]) for r in results]
+    """(bundle, status) of the bundle results (not pre-flight, documents, verify)."""
+    return [(Path(r["path"]).name, r["status"]) for r in bundles(results)]
+
+
+def bundles(results):
+    return [r for r in results if "bundle" in r]
 
 
 def server_bundles(sb, pid):
@@ -72,8 +77,9 @@ def test_export_round_trip(token_env, bids, tmp_path):
     names = [b["filename"] for b in manifest["bundles"]]
     assert names == ["core.zip", "raw-01.zip", "raw-02.zip", "derivatives.zip"]
     files, blobs = server_bundles(sb, manifest["pid"])
-    assert len(files) == len(names)  # nothing else on the server
-    assert all(f["restricted"] for f in files)
+    # nothing else on the server but the README, public (tests/test_publish.py)
+    assert sorted(f["label"] for f in files) == sorted(names + ["README"])
+    assert all(f["restricted"] for f in files if f["label"] in names)
     head = subprocess.run(["git", "-C", str(bids), "rev-parse", "HEAD~1"],
                           capture_output=True, text=True).stdout.strip()
     assert manifest["dataset_commit"] == head  # the exported commit, before the manifest's
@@ -114,10 +120,11 @@ def test_rerun_sends_nothing_and_a_change_sends_one_bundle(token_env, bids):
     assert all(r["status"] == "ok" for r in export(bids, sb))
     sent = sb.gate.stats.bytes_received
     again = export(bids, sb)
-    assert [s for _, s in statuses(again)] == ["notneeded"] * 4 + ["ok"]
+    assert [s for _, s in statuses(again)] == ["notneeded"] * 4
+    assert not [r for r in again if r["status"] == "error"], again
     assert sb.gate.stats.bytes_received == sent
     (bids / "participants.tsv").write_text("participant_id\tage\nsub-01\t21\n"
-                                           "sub-02\t22\nsub-03\t23\nsub-04\t24\n")
+                                           "sub-02\t22\nsub-03\t33\n")
     dl.save(dataset=str(bids), result_renderer="disabled")
     third = export(bids, sb)
     assert statuses(third)[:4] == [("core.zip", "ok"), ("raw-01.zip", "notneeded"),
@@ -126,15 +133,15 @@ def test_rerun_sends_nothing_and_a_change_sends_one_bundle(token_env, bids):
     manifest = json.loads((bids / ".datalad/rdr/manifest.json").read_text())
     files = DV(sb).files(manifest["pid"])
     assert sorted(f["label"] for f in files) == sorted(
-        ["core.zip", "raw-01.zip", "raw-02.zip", "derivatives.zip"])  # replaced, no dupes
+        ["core.zip", "raw-01.zip", "raw-02.zip", "derivatives.zip", "README"])  # no dupes
 
 
 def test_dry_run_prints_the_plan_and_touches_no_server(sandbox, bids):
     before = len(sandbox.dataverse.requests)
     results = export(bids, sandbox, dry_run=True)
-    assert [r["bundle"] for r in results] == ["core.zip", "raw-01.zip", "raw-02.zip",
-                                               "derivatives.zip"]
-    assert all(r["bytes"] > 0 and r["files"] for r in results)
+    assert [r["bundle"] for r in bundles(results)] == ["core.zip", "raw-01.zip",
+                                                        "raw-02.zip", "derivatives.zip"]
+    assert all(r["bytes"] > 0 and r["files"] for r in bundles(results))
     assert len(sandbox.dataverse.requests) == before
     assert sandbox.gate.stats.requests.total() == 1  # the sandbox's own create_bucket
 
@@ -145,7 +152,7 @@ def test_user_rules_file_overrides_the_defaults(token_env, bids):
     rules.write_text("# glob   bundle\nstimuli/**  stimuli\nCHANGES  -\n")
     dl.save(dataset=str(bids), result_renderer="disabled")
     results = export(bids, token_env, dry_run=True)
-    plan = {r["bundle"]: r["files"] for r in results}
+    plan = {r["bundle"]: r["files"] for r in bundles(results)}
     assert plan["stimuli.zip"] == ["stimuli/nback/instructions.txt"]
     assert "CHANGES" not in plan["core.zip"]
 
@@ -157,7 +164,7 @@ def test_non_bids_dataset_bundles_by_top_level_folder(token_env, tmp_path):
         (Path(ds.path) / rel).write_bytes(os.urandom(100))
     ds.save(result_renderer="disabled")
     results = export(ds.path, token_env, dry_run=True)
-    assert {r["bundle"]: r["files"] for r in results} == {
+    assert {r["bundle"]: r["files"] for r in bundles(results)} == {
         "core.zip": ["notes.txt"], "images.zip": ["images/a.png"],
         "tables.zip": ["tables/t.csv"]}
 
@@ -211,7 +218,8 @@ def test_faults_end_in_a_complete_export_or_a_clear_error(make_sandbox, bids, mo
     assert all(r["status"] in ("ok", "notneeded") for r in second), second
     manifest = json.loads((bids / ".datalad/rdr/manifest.json").read_text())
     labels = sorted(f["label"] for f in DV(sb).files(manifest["pid"]))
-    assert labels == sorted(b["filename"] for b in manifest["bundles"])  # no duplicates
+    assert labels == sorted([b["filename"] for b in manifest["bundles"]]
+                            + [d["label"] for d in manifest["documents"]])  # no duplicates
 
 
 def test_a_held_lock_is_waited_for(token_env, bids):
@@ -256,8 +264,9 @@ def test_kill_during_export_then_rerun_completes(make_sandbox, tmp_path):
     manifest = json.loads((ds / ".datalad/rdr/manifest.json").read_text())
     assert confirmed <= {b["name"] for b in manifest["bundles"]}
     files = DV(sb).files(manifest["pid"])
-    assert sorted(f["label"] for f in files) == sorted(b["filename"]
-                                                        for b in manifest["bundles"])
+    assert sorted(f["label"] for f in files) == sorted(
+        [b["filename"] for b in manifest["bundles"]]
+        + [d["label"] for d in manifest["documents"]])
     # confirmed bundles were not sent again
     resent = sb.gate.stats.bytes_received - sent_before
     total = sum(b["size"] for b in manifest["bundles"])
@@ -282,12 +291,14 @@ def test_absent_content_is_fetched_and_dropped_again(token_env, bids, tmp_path):
 def test_recursive_takes_subdatasets_at_their_paths(token_env, tmp_path):
     sup = dl.create(str(tmp_path / "super"), result_renderer="disabled")
     (Path(sup.path) / "README").write_text("super\n")
+    (Path(sup.path) / ".datalad/rdr").mkdir(parents=True)
+    (Path(sup.path) / ".datalad/rdr/metadata.yaml").write_text(demo_metadata())
     sub = sup.create("derivatives/fmriprep", result_renderer="disabled")
     (Path(sub.path) / "sub-01").mkdir()
     (Path(sub.path) / "sub-01" / "out.nii.gz").write_bytes(os.urandom(1000))
     sup.save(recursive=True, result_renderer="disabled")
     flat = export(sup.path, token_env, dry_run=True)
-    assert [r["bundle"] for r in flat] == ["core.zip"]  # without -r: not its content
+    assert [r["bundle"] for r in bundles(flat)] == ["core.zip"]  # without -r: not its content
     results = export(sup.path, token_env, recursive=True)
     assert all(r["status"] == "ok" for r in results), results
     manifest = json.loads((Path(sup.path) / ".datalad/rdr/manifest.json").read_text())

@@ -36,7 +36,7 @@ def upload_and_register(sb, data, **kw):
     dv = DV(sb)
     pid = dv.create_dataset()
     client = Dataverse(sb.dataverse_url, sb.api_token, backoff=FAST)
-    result = Uploader(client, pid, backoff=FAST, **kw).upload(BytesSource(data))
+    result = Uploader(client, pid, backoff=FAST, **kw).upload(BytesSource(data, chunk=MIB))
     assert result.md5 == hashlib.md5(data).hexdigest()
     files = client.add_files(pid, [{
         "storageIdentifier": result.storage_identifier, "fileName": "b.zip",
@@ -144,3 +144,156 @@ def test_the_api_token_never_reaches_s3(make_sandbox):
     upload_and_register(sb, os.urandom(6 * MIB))
     assert seen
     assert not any(sb.api_token in str(headers) for headers in seen)
+
+
+class SpyingGate:
+    """Counts the PUTs the S3 gate serves at the same time (observation only)."""
+
+    def __init__(self, sb):
+        self.app, self.now, self.most = sb.gate.__call__, 0, 0
+        self.lock = __import__("threading").Lock()
+        sb.s3_server.server.app = self
+
+    def __call__(self, environ, start_response):
+        if environ["REQUEST_METHOD"] != "PUT":
+            return self.app(environ, start_response)
+        with self.lock:
+            self.now += 1
+            self.most = max(self.most, self.now)
+        try:
+            return self.app(environ, start_response)
+        finally:
+            with self.lock:
+                self.now -= 1
+
+
+def test_parts_go_in_parallel_and_the_md5_is_of_the_whole(make_sandbox):
+    sb = make_sandbox("rdr", part_size=5 * MIB)
+    spy = SpyingGate(sb)
+    # slow parts: they overlap only if sent at once
+    sb.gate.faults.inject(Fault("PUT", "/", count=6, delay=0.3))
+    result = upload_and_register(sb, os.urandom(26 * MIB))
+    assert result.parts == 6
+    assert spy.most == 4  # the default number of jobs
+
+
+def test_one_job_sends_parts_one_at_a_time(make_sandbox):
+    sb = make_sandbox("rdr", part_size=5 * MIB)
+    spy = SpyingGate(sb)
+    sb.gate.faults.inject(Fault("PUT", "/", count=3, delay=0.2))
+    upload_and_register(sb, os.urandom(11 * MIB), jobs=1)
+    assert spy.most == 1
+
+
+def test_a_corrupt_member_completes_no_part_and_aborts(make_sandbox, tmp_path):
+    """The check pass finds a member that does not match its key while parts are sent in
+    parallel: no part that holds it completes, and the multipart upload is aborted."""
+    from datalad_rdr.zipstream import Checksum, Member, MemberError, layout_zip
+
+    sb = make_sandbox("rdr", part_size=5 * MIB)
+    paths = []
+    for i in range(4):
+        p = tmp_path / f"m{i}.nii.gz"
+        p.write_bytes(os.urandom(4 * MIB))
+        paths.append(p)
+    wrong = hashlib.md5(b"what the key says").hexdigest()
+    members = [Member(p.name, p.stat().st_size, (lambda p=p: open(p, "rb")),
+                      Checksum(hashlib.md5, hashlib.md5(p.read_bytes()).hexdigest()
+                               if i != 2 else wrong))
+               for i, p in enumerate(paths)]
+    layout = layout_zip(members, mtime=0, md5=False)
+    pid = DV(sb).create_dataset()
+    client = Dataverse(sb.dataverse_url, sb.api_token, backoff=FAST)
+    states = []
+    with pytest.raises(MemberError, match="m2.nii.gz"):
+        Uploader(client, pid, backoff=FAST).upload(layout, on_state=states.append)
+    assert states[-1] is None  # nothing left to resume
+    bucket = sb.s3_settings.bucket
+    assert sb.s3.list_multipart_uploads(Bucket=bucket).get("Uploads", []) == []
+    assert sb.s3.list_objects_v2(Bucket=bucket).get("KeyCount", 0) == 0
+
+
+INTERRUPTED_UPLOAD = """
+import json, sys, time
+from datalad_rdr.dataverse import Dataverse
+from datalad_rdr.upload import Uploader
+url, token, pid, data_path, state_path = sys.argv[1:]
+data = open(data_path, "rb").read()
+
+class Slow:
+    size = len(data)
+    def iter_range(self, start, end):
+        for pos in range(start, end, 1 << 20):
+            time.sleep(0.05)
+            yield data[pos:min(end, pos + (1 << 20))]
+
+def keep(state):
+    with open(state_path + ".tmp", "w") as f:
+        json.dump(state, f)
+    import os; os.replace(state_path + ".tmp", state_path)
+
+Uploader(Dataverse(url, token), pid, jobs=1).upload(Slow(), on_state=keep)
+"""
+
+
+def run_until_killed(sb, pid, data, tmp_path, parts_before_kill):
+    import json
+    import signal
+    import subprocess
+    import sys
+
+    data_path, state_path = tmp_path / "data", tmp_path / "state.json"
+    data_path.write_bytes(data)
+    proc = subprocess.Popen([sys.executable, "-c", INTERRUPTED_UPLOAD, sb.dataverse_url,
+                             sb.api_token, pid, str(data_path), str(state_path)])
+    try:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            if state_path.exists():
+                state = json.loads(state_path.read_text())
+                if state and len(state["etags"]) >= parts_before_kill:
+                    break
+            assert proc.poll() is None, "the upload ended before it was killed"
+            time.sleep(0.02)
+        proc.send_signal(signal.SIGKILL)
+    finally:
+        proc.wait()
+    return json.loads(state_path.read_text())
+
+
+def test_a_killed_multipart_upload_resumes_without_resending_its_parts(make_sandbox, tmp_path):
+    sb = make_sandbox("rdr", part_size=5 * MIB)
+    pid = DV(sb).create_dataset()
+    data = os.urandom(21 * MIB)
+    state = run_until_killed(sb, pid, data, tmp_path, parts_before_kill=2)
+    assert not state["completed"] and len(state["etags"]) >= 2
+    received_before = sb.gate.stats.bytes_received
+
+    client = Dataverse(sb.dataverse_url, sb.api_token, backoff=FAST)
+    result = Uploader(client, pid, backoff=FAST).upload(BytesSource(data), resume=state)
+    assert result.resumed_parts == len(state["etags"])
+    resent = sb.gate.stats.bytes_received - received_before
+    assert resent <= len(data) - result.resumed_parts * 5 * MIB
+    assert result.md5 == hashlib.md5(data).hexdigest()
+    files = client.add_files(pid, [{
+        "storageIdentifier": result.storage_identifier, "fileName": "b.zip",
+        "mimeType": "application/zip", "checksum": {"@type": "MD5", "@value": result.md5}}])
+    fid = files[0]["fileDetails"]["dataFile"]["id"]
+    got = requests.get(client.access_url(fid), headers={"X-Dataverse-key": sb.api_token})
+    assert got.content == data
+
+
+def test_a_killed_upload_whose_urls_expired_starts_again(make_sandbox, tmp_path):
+    sb = make_sandbox("rdr", part_size=5 * MIB, url_lifetime=3)
+    pid = DV(sb).create_dataset()
+    data = os.urandom(16 * MIB)
+    state = run_until_killed(sb, pid, data, tmp_path, parts_before_kill=1)
+    time.sleep(max(0.0, state["issued"] + 3 - time.time()))  # the URLs are dead now
+
+    client = Dataverse(sb.dataverse_url, sb.api_token, backoff=FAST)
+    result = Uploader(client, pid, backoff=FAST).upload(BytesSource(data), resume=state)
+    assert result.resumed_parts == 0
+    assert result.md5 == hashlib.md5(data).hexdigest()
+    bucket = sb.s3_settings.bucket
+    # the old upload was aborted, not left behind in the store
+    assert sb.s3.list_multipart_uploads(Bucket=bucket).get("Uploads", []) == []

@@ -282,6 +282,28 @@ def test_any_byte_range_equals_that_slice_of_the_stream(tmp_path):
         layout.iter_range(10, len(whole) + 1)
 
 
+def test_raw_ranges_in_threads_equal_the_checked_stream(tmp_path):
+    from concurrent.futures import ThreadPoolExecutor
+
+    members = members_from(tmp_path, bids_like())
+    layout = layout_zip(members, mtime=COMMIT_DATE)
+    whole = stream(layout)
+    rng = random.Random(7)
+    points = boundaries(layout)
+    ranges = [sorted(rng.sample(range(len(whole) + 1), 2)) for _ in range(25)]
+    ranges += [sorted(rng.sample(points, 2)) for _ in range(25)]
+    ranges += [(p, min(p + rng.randrange(1, 100), len(whole))) for p in points]
+
+    def raw(r):
+        return b"".join(layout.iter_raw(*r))
+
+    with ThreadPoolExecutor(4) as pool:
+        for (start, end), got in zip(ranges, pool.map(raw, ranges)):
+            assert got == whole[start:end], (start, end)
+    with pytest.raises(ValueError):
+        layout.iter_raw(0, len(whole) + 1)
+
+
 def test_parts_in_order_and_retried_give_the_stream_and_its_md5(tmp_path):
     members = members_from(tmp_path, bids_like())
     whole = stream(layout_zip(members, mtime=COMMIT_DATE))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from datalad.distribution.dataset import resolve_path
 from datalad.interface.base import eval_results
 from datalad.support.param import Parameter
 from datalad_next.commands import (
@@ -11,12 +12,22 @@ from datalad_next.commands import (
     ValidatedInterface,
     get_status_dict,
 )
-from datalad_next.constraints import EnsureBool, EnsureDataset, EnsureInt, EnsureRange, EnsureStr
+from datalad_next.constraints import (
+    EnsureBool,
+    EnsureChoice,
+    EnsureDataset,
+    EnsureInt,
+    EnsureListOf,
+    EnsureRange,
+    EnsureStr,
+)
 from datalad_next.datasets import datasetmethod
 
 from ..credentials import CredentialError, obtain_token
-from ..export import ExportOptions, run_export
+from ..export import ExportOptions, run_export, run_verify
 from ..manifest import load as load_manifest
+from ..metadata import run_template
+from ..openminds_export import run_openminds
 from ..plan import GB
 
 
@@ -35,11 +46,45 @@ class RdrExport(ValidatedInterface):
     store through presigned URLs (Dataverse direct upload) -- no temporary ZIP on disk, and
     never through the ordinary upload path, which would unpack it. Annexed content that is
     not present is fetched per bundle and checked against its key while it is read.
-    Bundles are registered in the draft, restricted unless ``--no-restrict``.
+    Bundles are registered in the draft, restricted unless the dataset is declared open
+    (``access: open`` in ``.datalad/rdr/metadata.yaml``; ``--no-restrict`` is refused when
+    that file says ``access: restricted``).
+
+    The record's metadata -- title, authors, contact, description, subject, keywords,
+    license, access and opt-out reason, related paper and code -- comes from
+    ``.datalad/rdr/metadata.yaml`` in the dataset (``--metadata-template`` writes a commented
+    one to fill in). It is checked against the server's own required fields, vocabularies and
+    licenses before anything is sent; the draft is created from it, updated when the file
+    changed, and its license set. RDR's technical format is derived from the file
+    extensions. ``--openminds PATH`` writes the same metadata as openMINDS JSON-LD for
+    EBRAINS.
+
+    Before anything is sent, a pre-flight checks the commit as the RDR guide asks: a README
+    that is not empty; for BIDS datasets the guide's common errors under the validator's
+    names (JSON_INVALID, SIDECAR_KEY_REQUIRED for a bold file without a TaskName,
+    PARTICIPANT_ID_MISMATCH, JSON_KEY_REQUIRED for dataset_description.json), and, when
+    ``bids-validator-deno`` is installed, its errors too. Errors stop the export;
+    ``--ignore-preflight CODE`` goes on despite one (recorded in the manifest). A dataset over
+    50 GB is reminded of RDR's large-dataset procedure.
+
+    The README (and documentation files listed in the metadata file) are also sent as
+    separate public files, so that the landing page shows them without an access request.
+    After the upload the server's listing is verified against the manifest -- every file
+    there, sizes and MD5s equal, README public, bundles restricted, nothing else -- and shown
+    as a table; any mismatch is an error. ``--verify-only`` does only that.
+    ``--publish major|minor`` then publishes the draft, waits until the server has finished,
+    and writes the DOI into the manifest and ``CITATION.cff``, saved in the dataset.
 
     The manifest ``.datalad/rdr/manifest.json`` -- which commit, file and annex key went into
     which bundle, at which byte offset -- is saved in the dataset. A rerun sends only
     bundles whose content changed; after a crash or kill it continues where it stopped.
+
+    The dataset then gets the git-annex special remote ``rdr`` for this server and dataset
+    (``autoenable=true``), and every exported annexed file is recorded in the git-annex
+    branch as present in it, with its bundle and byte offset: in any clone, ``datalad get``
+    reads just that file's bytes out of its bundle by an HTTP Range request. With
+    ``--ria-store`` the dataset (history, manifest, git-annex branch; no annexed content) is
+    pushed to a RIA store, so that ``datalad clone 'ria+file:///store#~ALIAS'`` works.
 
     The API token comes from DataLad's credential system: the credential named with
     ``--credential``, the last one used for the server, or the credential ``rdr``
@@ -53,11 +98,19 @@ class RdrExport(ValidatedInterface):
         pid=EnsureStr(min_len=1),
         commit=EnsureStr(min_len=1),
         max_bundle_size=EnsureInt() & EnsureRange(min=1024),
+        jobs=EnsureInt() & EnsureRange(min=1, max=32),
         recursive=EnsureBool(),
         dry_run=EnsureBool(),
         drop_after=EnsureBool(),
         no_restrict=EnsureBool(),
         credential=EnsureStr(min_len=1),
+        ria_store=EnsureStr(match=r"^ria\+(file|ssh|https?)://"),
+        ria_alias=EnsureStr(match=r"^[A-Za-z0-9][A-Za-z0-9._-]*$"),
+        ignore_preflight=EnsureStr(min_len=1) | EnsureListOf(EnsureStr(min_len=1)),
+        verify_only=EnsureBool(),
+        publish=EnsureChoice("major", "minor"),
+        metadata_template=EnsureBool(),
+        openminds=EnsureStr(min_len=1),
     ))
 
     _params_ = dict(
@@ -76,6 +129,10 @@ class RdrExport(ValidatedInterface):
                          doc="the commit to export (default: HEAD)"),
         max_bundle_size=Parameter(args=("--max-bundle-size",), metavar="BYTES",
                                   doc="cap on the size of every ZIP (default: 20 GB)"),
+        jobs=Parameter(args=("-J", "--jobs"), metavar="N",
+                       doc="""parts of a bundle sent at once when the server splits it
+                       into parts (default: 4); the ZIP is still read, checked and hashed
+                       once, in order"""),
         recursive=Parameter(args=("-r", "--recursive"), action="store_true",
                             doc="include the content of subdatasets at their paths"),
         dry_run=Parameter(args=("--dry-run",), action="store_true",
@@ -85,9 +142,44 @@ class RdrExport(ValidatedInterface):
                              doc="""drop annexed content that was fetched for a bundle once
                              that bundle is confirmed (for datasets larger than the disk)"""),
         no_restrict=Parameter(args=("--no-restrict",), action="store_true",
-                              doc="register bundles as public files (an open dataset)"),
+                              doc="""register bundles as public files; only with
+                              'access: open' in the metadata file, which is where an open
+                              dataset is declared"""),
+        ignore_preflight=Parameter(
+            args=("--ignore-preflight",), metavar="CODE", action="append",
+            doc="""go on despite this pre-flight error (e.g. JSON_INVALID; 'all' for every
+            one); the override is recorded in the manifest. Repeat for several codes"""),
+        verify_only=Parameter(args=("--verify-only",), action="store_true",
+                              doc="""only compare the server's files with the manifest of
+                              the last export and print the table; send nothing"""),
+        publish=Parameter(args=("--publish",), metavar="major|minor",
+                          doc="""after a clean verify, publish the draft as a new major
+                          or minor version, wait for the server, and save the DOI in the
+                          manifest and CITATION.cff (the first publication is major).
+                          Without it the draft is left for review in the web UI"""),
+        ria_store=Parameter(args=("--ria-store",), metavar="URL",
+                            doc="""after the export, push the dataset (history, manifest,
+                            git-annex branch with every file's location in RDR; no annexed
+                            content) to this RIA store, e.g. ria+file:///data/store, so
+                            that 'datalad clone URL#~ALIAS' then 'datalad get' reads files
+                            out of their bundles through the 'rdr' special remote"""),
+        ria_alias=Parameter(args=("--ria-alias",), metavar="ALIAS",
+                            doc="""the dataset's alias in the RIA store (default: the
+                            dataset's directory name)"""),
         credential=Parameter(args=("--credential",), metavar="NAME",
                              doc="name of the DataLad credential holding the API token"),
+        metadata_template=Parameter(
+            args=("--metadata-template",), action="store_true",
+            doc="""write a commented template of the metadata file
+            .datalad/rdr/metadata.yaml (title, authors, contact, subject, keywords, license,
+            access, ...; what the dataset already says is filled in) and stop; fill it in,
+            'datalad save', then export. An existing file is never overwritten"""),
+        openminds=Parameter(
+            args=("--openminds",), metavar="PATH",
+            doc="""write openMINDS (v3, as EBRAINS curation takes it) JSON-LD of the dataset
+            to PATH from the same metadata file -- Dataset, DatasetVersion, persons,
+            license, DOI (from the manifest, so after --publish) -- validated by the
+            'openminds' package, and stop; touches no server"""),
     )
 
     _examples_ = [
@@ -98,16 +190,35 @@ class RdrExport(ValidatedInterface):
                      "--collection mylab"},
         {"text": "Send what changed since the last export (same server and dataset)",
          "code_cmd": "datalad rdr-export"},
+        {"text": "Start the metadata file from a commented template",
+         "code_cmd": "datalad rdr-export --metadata-template"},
+        {"text": "Describe the published dataset in openMINDS for EBRAINS",
+         "code_cmd": "datalad rdr-export --openminds openminds.jsonld"},
+        {"text": "Check what the server holds against the manifest",
+         "code_cmd": "datalad rdr-export --verify-only"},
+        {"text": "Export, verify and publish version 1.0, keeping the DOI in the dataset",
+         "code_cmd": "datalad rdr-export --publish major"},
     ]
 
     @staticmethod
     @datasetmethod(name="rdr_export")
     @eval_results
     def __call__(dataset=None, *, url=None, collection=None, pid=None, commit="HEAD",
-                 max_bundle_size=20 * GB, recursive=False, dry_run=False,
-                 drop_after=False, no_restrict=False, credential=None):
+                 max_bundle_size=20 * GB, jobs=4, recursive=False, dry_run=False,
+                 drop_after=False, no_restrict=False, credential=None,
+                 ignore_preflight=None, verify_only=False, publish=None,
+                 ria_store=None, ria_alias=None, metadata_template=False, openminds=None):
         ds = dataset.ds if dataset else EnsureDataset(installed=True)(".").ds
         path = Path(ds.path)
+        if metadata_template:
+            for res in run_template(path):
+                yield get_status_dict(**res)
+            return
+        if openminds:
+            for res in run_openminds(path, resolve_path(openminds, ds if dataset else None), commit,
+                                     recursive):
+                yield get_status_dict(**res)
+            return
 
         def error(message):
             return get_status_dict(action="rdr-export", path=str(path), status="error",
@@ -118,10 +229,11 @@ class RdrExport(ValidatedInterface):
         if not url and not dry_run:
             yield error("no server given: use --url (no earlier export to continue)")
             return
-        if not dry_run and not pid and not collection and not previous:
+        if not dry_run and not verify_only and not pid and not collection \
+                and not previous:
             yield error("no dataset given: use --collection to create a draft, or --pid")
             return
-        if commit == "HEAD" and not dry_run and _unsaved(ds):
+        if commit == "HEAD" and not dry_run and not verify_only and _unsaved(ds):
             yield error("the dataset has unsaved changes; 'datalad save' them first (the "
                         "export publishes a commit)")
             return
@@ -133,11 +245,24 @@ class RdrExport(ValidatedInterface):
                 yield error(str(exc))
                 return
         opts = ExportOptions(url=url, token=token, collection=collection, pid=pid,
-                             commit=commit, cap=max_bundle_size, recursive=recursive,
+                             commit=commit, cap=max_bundle_size, jobs=jobs,
+                             recursive=recursive,
                              dry_run=dry_run, drop_after=drop_after,
-                             restrict=not no_restrict)
-        for res in run_export(path, opts):
+                             restrict=not no_restrict,
+                             ignore_preflight=[ignore_preflight]
+                             if isinstance(ignore_preflight, str)
+                             else list(ignore_preflight or []), publish=publish,
+                             ria_store=ria_store, ria_alias=ria_alias)
+        for res in (run_verify if verify_only else run_export)(path, opts):
             yield get_status_dict(**res)
+
+    @staticmethod
+    def custom_result_summary_renderer(results):
+        from datalad.ui import ui
+
+        tables = [r["table"] for r in results if r.get("table")]
+        if tables:
+            ui.message(tables[-1])
 
 
 def _unsaved(ds) -> bool:

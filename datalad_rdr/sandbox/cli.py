@@ -31,7 +31,8 @@ from .serve import ServedApp
 # OpenStack Swift S3 API without object tagging.
 PROFILES = {
     "dataverse": dict(dataverse={}, s3={}),
-    "rdr": dict(dataverse={"tagging": False}, s3={"tagging": False, "swift": True}),
+    "rdr": dict(dataverse={"tagging": False, "citation": "rdr"},
+                s3={"tagging": False, "swift": True}),
 }
 
 

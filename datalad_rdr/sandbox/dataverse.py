@@ -30,6 +30,7 @@ from werkzeug.exceptions import HTTPException, NotFound
 from werkzeug.routing import Map, Rule
 from werkzeug.wrappers import Request, Response
 
+from . import metadatablocks as mb
 from .faults import Faults
 from .s3 import parse_range
 
@@ -42,13 +43,6 @@ CHUNK = MIB
 LICENSES = {
     "CC0 1.0": "http://creativecommons.org/publicdomain/zero/1.0",
     "CC BY 4.0": "http://creativecommons.org/licenses/by/4.0",
-}
-REQUIRED_CITATION = {
-    "title": "Title",
-    "author": "Author",
-    "datasetContact": "Point of Contact",
-    "dsDescription": "Description",
-    "subject": "Subject",
 }
 
 
@@ -75,6 +69,9 @@ class DataverseSettings:
     publish_delay: float = 0.3  # seconds the finalizePublication lock is held
     # Metadata blocks with required fields beyond citation: {block: [field, ...]}.
     required_blocks: dict = field(default_factory=dict)
+    # Which citation block is installed: "dataverse" (stock 6.7.1) or "rdr" (KU Leuven's,
+    # with its required fields and vocabularies; see metadatablocks.py).
+    citation: str = "dataverse"
 
     def __post_init__(self):
         # Dataverse uses 5 MiB when a smaller part size is configured (ref §1.1).
@@ -317,6 +314,22 @@ class DataverseSandbox:
                     "isDefault": i == 1} for i, (name, uri) in
                    enumerate(LICENSES.items(), 1)])
 
+    def metadatablocks_list(self, request):
+        with_fields = request.args.get("returnDatasetFieldTypes", "").lower() == "true"
+        out = []
+        for i, (name, types) in enumerate(self.metadata_types().items(), 1):
+            block = mb.block_json(i, name, types)
+            if not with_fields:
+                block.pop("fields")
+            out.append(block)
+        return ok(out)
+
+    def metadatablock_view(self, request, name):
+        for i, (block_name, types) in enumerate(self.metadata_types().items(), 1):
+            if name in (block_name, str(i)):
+                return ok(mb.block_json(i, block_name, types))
+        raise ApiError(404, f"Can't find metadata block '{name}'")
+
     def collection_view(self, request, alias):
         self.user(request)
         if alias not in (self.settings.collection, "root"):
@@ -368,17 +381,20 @@ class DataverseSandbox:
                 blocks[name] = entries
         return fields, blocks
 
+    def metadata_types(self) -> dict:
+        return mb.blocks_for(self.settings.citation, self.settings.required_blocks)
+
+    def _parse_check(self, fields: list[dict]) -> None:
+        types = self.metadata_types()
+        try:
+            for f in fields:
+                mb.check_values(types, f)
+        except mb.ParseError as exc:
+            raise ApiError(400, f"Error parsing Json: {exc}") from None
+
     def _validate(self, fields: dict, blocks: dict) -> None:
-        missing = [label for name, label in REQUIRED_CITATION.items()
-                   if not fields.get(name, {}).get("value")]
-        contacts = fields.get("datasetContact", {}).get("value") or []
-        if contacts and not any(c.get("datasetContactEmail", {}).get("value")
-                                for c in contacts):
-            missing.append("Point of Contact E-mail")
-        for block, names in self.settings.required_blocks.items():
-            for name in names:
-                if not blocks.get(block, {}).get(name, {}).get("value"):
-                    missing.append(f"{name} ({block})")
+        self._parse_check([*fields.values(), *(f for b in blocks.values() for f in b.values())])
+        missing = mb.missing_required(self.metadata_types(), {"citation": fields, **blocks})
         if missing:
             raise ApiError(400, "Validation Failed: " + " ".join(
                 f"{label} is required." for label in missing))
@@ -528,11 +544,13 @@ class DataverseSandbox:
             raise ApiError(400, "Error parsing Json: malformed body") from None
         updates = body.get("fields", [body])
         replace = request.args.get("replace", "").lower() == "true"
+        if any(not upd.get("typeName") for upd in updates):
+            raise ApiError(400, "Error parsing Json: field without typeName")
+        self._parse_check(updates)
         draft = self.editable_draft(ds)
+        before = json.loads(json.dumps([draft.fields, draft.blocks]))
         for upd in updates:
             name = upd.get("typeName")
-            if not name:
-                raise ApiError(400, "Error parsing Json: field without typeName")
             block = self._block_of(name, draft)
             current = block.get(name)
             if current is None or replace or not current.get("value"):
@@ -543,15 +561,21 @@ class DataverseSandbox:
             elif isinstance(current.get("value"), list):
                 current["value"] = current["value"] + list(upd.get("value") or [])
             else:
+                draft.fields, draft.blocks = before
                 raise ApiError(400, f"You may not add data to a field that already has "
                                     f"data and does not allow multiples. Use "
                                     f"replace=true to replace existing data ({name})")
+        try:
+            self._validate(draft.fields, draft.blocks)
+        except ApiError:
+            draft.fields, draft.blocks = before  # the update command rolls back
+            raise
         return ok(self.version_json(ds, draft))
 
     def _block_of(self, name: str, version: Version) -> dict:
-        for block_name, names in self.settings.required_blocks.items():
-            if name in names:
-                return version.blocks.setdefault(block_name, {})
+        found = mb.find_type(self.metadata_types(), name)
+        if found and found[0] != "citation":
+            return version.blocks.setdefault(found[0], {})
         for block in version.blocks.values():
             if name in block:
                 return block
@@ -1135,6 +1159,8 @@ _RULES = [
     Rule("/api/info/version", endpoint="info_version", methods=["GET"]),
     Rule("/api/users/:me", endpoint="users_me", methods=["GET"]),
     Rule("/api/licenses", endpoint="licenses", methods=["GET"]),
+    Rule("/api/metadatablocks", endpoint="metadatablocks_list", methods=["GET"]),
+    Rule("/api/metadatablocks/<name>", endpoint="metadatablock_view", methods=["GET"]),
     Rule("/api/dataverses/<alias>", endpoint="collection_view", methods=["GET"]),
     Rule("/api/dataverses/<alias>/datasets", endpoint="create_dataset", methods=["POST"]),
     Rule("/api/datasets/mpupload", endpoint="mpupload_complete", methods=["PUT"]),

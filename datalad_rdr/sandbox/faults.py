@@ -14,6 +14,8 @@ class Fault:
     ``status``: answer with this HTTP status, with ``retry_after`` seconds if set.
     ``reset_after``: read that many bytes of the request body, then drop the connection.
     ``delay``: wait that many seconds before answering normally (a slow server).
+    ``corrupt``: answer normally, but invert the object's byte at this offset if it is
+    served (bit rot on the server, a broken proxy); only object GETs from S3 honour it.
     """
 
     method: str
@@ -23,6 +25,7 @@ class Fault:
     retry_after: int | None = None
     reset_after: int | None = None
     delay: float | None = None
+    corrupt: int | None = None
     hits: int = 0
 
 

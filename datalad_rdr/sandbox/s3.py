@@ -183,9 +183,10 @@ class S3Gate:
         self.stats.requests[method] += 1
 
         fault = self.faults.take(method, raw_path)
+        corrupt = fault.corrupt if fault is not None else None
         if fault is not None and fault.delay:
             time.sleep(fault.delay)
-        elif fault is not None:
+        elif fault is not None and corrupt is None:
             if fault.reset_after is not None:
                 request.stream.read(fault.reset_after)
                 sock = environ.get("werkzeug.socket")
@@ -206,7 +207,7 @@ class S3Gate:
         if method == "PUT":
             self.stats.bytes_received += request.content_length or 0
         if method == "GET" and self._is_object_path(raw_path) and not self._subresource(raw_query):
-            served = self._serve_object(request, raw_path, raw_query)
+            served = self._serve_object(request, raw_path, raw_query, corrupt)
             if served is not None:
                 return served(environ, start_response)
         return self.moto(environ, start_response)
@@ -249,7 +250,8 @@ class S3Gate:
         return bool(keys & {"uploadId", "tagging", "acl", "attributes", "legal-hold",
                             "retention", "torrent", "partNumber"})
 
-    def _serve_object(self, request: Request, raw_path: str, raw_query: str):
+    def _serve_object(self, request: Request, raw_path: str, raw_query: str,
+                      corrupt: int | None = None):
         """Stream an object from moto's store, honouring one Range, without loading it."""
         bucket, key_name = unquote(raw_path).lstrip("/").split("/", 1)
         try:
@@ -294,6 +296,9 @@ class S3Gate:
                     chunk = key._value_buffer.read(min(CHUNK, remaining))
                 if not chunk:
                     break
+                if corrupt is not None and pos <= corrupt < pos + len(chunk):
+                    i = corrupt - pos
+                    chunk = chunk[:i] + bytes([chunk[i] ^ 0xFF]) + chunk[i + 1:]
                 pos += len(chunk)
                 remaining -= len(chunk)
                 stats.bytes_served[key_label] += len(chunk)

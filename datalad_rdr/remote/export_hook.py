@@ -1,0 +1,157 @@
+"""After ``rdr-export``: the ``rdr`` remote, every key's location, and the RIA store.
+
+Once the manifest is saved, :func:`remote_after_export` makes sure the dataset has an
+``rdr`` special remote for the exported server and dataset (``autoenable=true``, so every
+clone enables it), records for every annexed file of every bundle where it lies (one
+``registerurl --remote`` per key, in the format of :mod:`.locations`; this also marks the key
+present in the remote), and, with ``--ria-store``, pushes the dataset -- history, manifest,
+git-annex branch, no annexed content -- to a RIA store under an alias, so that::
+
+    datalad clone 'ria+file:///store#~alias' && datalad get <file>
+
+reads the file out of its bundle on RDR.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+from ..manifest import Manifest
+from . import locations
+from .annex import Annex, AnnexError
+from .reader import BundleReader, ReadError
+
+REMOTE = "rdr"
+RIA_SIBLING = "rdr-ria"
+
+
+def _result(path: Path, status: str, message: str, **extra) -> dict:
+    return {"action": "rdr-export", "path": str(path), "type": "dataset", "status": status,
+            "message": message, **extra}
+
+
+def remote_after_export(dataset: Path, manifest: Manifest, opts) -> Iterator[dict]:
+    dataset = Path(dataset)
+    by_repo = _members_by_repo(dataset, manifest)
+    for repo, pairs in by_repo.items():
+        try:
+            name = ensure_remote(repo, manifest.server, manifest.pid)
+            annex = Annex(_gitdir(repo))
+            annex.register_urls(pairs, name)
+            stale = _stale(annex, manifest, [k for k, _ in pairs], getattr(opts, "token", None))
+            annex.unregister_urls(stale, name)
+        except (AnnexError, OSError) as exc:
+            yield _result(repo, "error", f"the rdr remote could not record where the "
+                                         f"annexed files are: {exc}")
+            return
+        gone = f"; {len(stale)} records of bundles no longer on the server removed" \
+            if stale else ""
+        yield _result(repo, "ok", f"{len(pairs)} annexed files recorded as in the special "
+                                  f"remote '{name}' (git-annex branch){gone}", remote=name)
+    store = getattr(opts, "ria_store", None)
+    if store:
+        yield from push_to_ria(dataset, store, getattr(opts, "ria_alias", None)
+                               or dataset.name, getattr(opts, "recursive", False))
+
+
+def _members_by_repo(dataset: Path, manifest: Manifest) -> dict[Path, list[tuple[str, str]]]:
+    """(key, location record) of every annexed member, per repository holding the key
+    (the dataset, or the subdataset at the longest matching path when exported with -r)."""
+    subs = sorted((p for p in manifest.subdatasets or {}), key=len, reverse=True)
+    by_repo: dict[Path, list[tuple[str, str]]] = {}
+    for bundle in manifest.bundles:
+        for member in bundle.members:
+            if not member.key:
+                continue
+            sub = next((s for s in subs if member.path.startswith(s.rstrip("/") + "/")), None)
+            repo = dataset / sub if sub else dataset
+            if not (repo / ".git").exists():
+                continue
+            loc = locations.from_manifest(manifest.server, manifest.pid, bundle, member)
+            by_repo.setdefault(repo, []).append((member.key, loc.uri()))
+    return by_repo
+
+
+def _stale(annex: Annex, manifest: Manifest, keys: list[str], token) -> list[tuple[str, str]]:
+    """Records of these keys pointing at bundles of this dataset that the server no longer
+    has (replaced or removed by this export); those of bundles it still has (an earlier
+    published version, bundles made by ``git annex copy``) stay."""
+    current = {b.file_id for b in manifest.bundles}
+    candidates: dict[int, list[tuple[str, str]]] = {}
+    for key, uris in annex.urls(keys).items():
+        for uri in uris:
+            if not locations.claims(uri, manifest.server, manifest.pid):
+                continue
+            file_id = locations.parse(uri).file_id
+            if file_id not in current:
+                candidates.setdefault(file_id, []).append((key, uri))
+    if not candidates:
+        return []
+    reader = BundleReader(manifest.server.rstrip("/"), lambda: token)
+    stale = []
+    for file_id, pairs in candidates.items():
+        try:
+            if not reader.exists(file_id):
+                stale += pairs
+        except ReadError:
+            continue  # cannot tell: keep the records
+    return stale
+
+
+def ensure_remote(repo: Path, server: str, pid: str) -> str:
+    """The name of the repository's rdr remote for ``server`` and ``pid``, initialised or
+    enabled as needed."""
+    from datalad.support.annexrepo import AnnexRepo
+
+    annex = AnnexRepo(str(repo), create=False)
+    server = server.rstrip("/")
+    names = set(annex.get_remotes())
+    taken = set()
+    for cfg in annex.get_special_remotes().values():
+        taken.add(cfg.get("name"))
+        if cfg.get("externaltype") == "rdr" and cfg.get("url", "").rstrip("/") == server \
+                and cfg.get("pid") == pid:
+            name = cfg["name"]
+            if name not in names:
+                annex.enable_remote(name)
+            return name
+    name = REMOTE
+    n = 1
+    while name in names or name in taken:
+        n += 1
+        name = f"{REMOTE}-{n}"
+    annex.init_remote(name, ["type=external", "externaltype=rdr", "encryption=none",
+                             f"url={server}", f"pid={pid}", "autoenable=true"])
+    return name
+
+
+def push_to_ria(dataset: Path, store: str, alias: str, recursive: bool) -> Iterator[dict]:
+    """History, manifest and git-annex branch to a RIA store under ``alias``; no content."""
+    import datalad.api as dl
+
+    common = {"result_renderer": "disabled", "return_type": "list", "on_failure": "ignore"}
+    ds = dl.Dataset(str(dataset))
+    if RIA_SIBLING not in ds.repo.get_remotes():
+        created = dl.create_sibling_ria(url=store, name=RIA_SIBLING, dataset=str(dataset),
+                                        alias=alias, new_store_ok=True,
+                                        storage_sibling=False, existing="skip",
+                                        recursive=recursive, **common)
+        bad = [r for r in created if r["status"] in ("error", "impossible")]
+        if bad:
+            yield _result(dataset, "error", f"could not create the RIA sibling in {store}: "
+                                            f"{bad[0].get('message')}")
+            return
+    pushed = dl.push(dataset=str(dataset), to=RIA_SIBLING, data="nothing",
+                     recursive=recursive, **common)
+    bad = [r for r in pushed if r["status"] in ("error", "impossible")]
+    if bad:
+        yield _result(dataset, "error", f"push to {store} failed: {bad[0].get('message')}")
+        return
+    clone = f"{store}#~{alias}"
+    yield _result(dataset, "ok", f"pushed to the RIA store (sibling '{RIA_SIBLING}', no "
+                                 f"annexed content): datalad clone '{clone}'", ria=clone)
+
+
+def _gitdir(repo: Path) -> Path:
+    return repo / ".git"

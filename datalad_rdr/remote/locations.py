@@ -1,0 +1,143 @@
+"""Where an annex key lies on RDR: the location record, the one format this module owns.
+
+A key's bytes on RDR are one member of one ZIP bundle, a file of a Dataverse dataset. The
+``rdr`` special remote records that place, per key, as a URI in the key's URL log in the
+git-annex branch (``git annex registerurl --remote`` from ``rdr-export`` and from sessions
+that ended after git-annex stopped listening; ``SETURIPRESENT`` inside a session), so every
+clone -- also one made through a RIA store -- knows where to read each key::
+
+    rdr+https://rdr.kuleuven.be/api/access/datafile/1234?pid=doi%3A10.48804/ABCDEF
+        &bundle=raw-01.zip&bsize=2000000000&member=sub-01/anat/sub-01_T1w.nii.gz
+        &size=1536000&method=stored&crc32=0a1b2c3d&csize=1536000&header=1048576&data=1048650
+
+(one line). The part before ``?`` is the bundle's access URL with ``rdr+`` in front: no
+other remote claims the scheme, and a reader sees where the bytes come from. The query:
+
+``pid``
+    the dataset the bundle belongs to: a remote claims (``CLAIMURL``) only records of its
+    own server and dataset, so two rdr remotes of one repository never claim the same;
+
+``bundle``, ``bsize``
+    the bundle's label and size on the server (a DataFile id never changes its bytes:
+    Dataverse gives a replaced file a new id);
+``member``
+    the member's name in the ZIP (percent-encoded). Only compared with the name in the
+    ZIP's local header, never used as a path on disk;
+``size``, ``method`` (``stored``/``deflated``), ``crc32``, ``csize``
+    the member's size, compression, CRC-32 and compressed size;
+``header``, ``data``
+    byte offsets of the member's local header and of its first data byte in the ZIP.
+
+A key may have several records (the same content in two bundles); the remote tries them in
+turn. Records of another server or dataset are not this remote's (``claims``). docs/remote.rst
+describes the format for users.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from urllib.parse import parse_qsl, quote, urlencode
+
+SCHEME = "rdr+"
+_ACCESS = "/api/access/datafile/"
+METHODS = ("stored", "deflated")
+# ZIP local header (APPNOTE 4.3.7): 30 fixed bytes, then the name and the extra field.
+LOCAL_HEADER_SIZE = 30
+
+
+@dataclass(frozen=True)
+class Location:
+    server: str  # Dataverse base URL, no trailing slash
+    pid: str  # the dataset's persistent id
+    file_id: int  # the bundle's DataFile id
+    bundle: str  # the bundle's label on the server, e.g. "raw-01.zip"
+    bundle_size: int
+    member: str  # name of the member inside the ZIP
+    size: int  # the member's (uncompressed) size
+    method: str  # "stored" or "deflated"
+    crc32: str  # 8 hex digits
+    compressed_size: int
+    header_offset: int  # local file header in the ZIP
+    data_offset: int  # first byte of the member's (compressed) data
+
+    @property
+    def data_end(self) -> int:
+        return self.data_offset + self.compressed_size
+
+    def uri(self) -> str:
+        query = urlencode([
+            ("pid", self.pid), ("bundle", self.bundle), ("bsize", self.bundle_size),
+            ("member", self.member),
+            ("size", self.size), ("method", self.method), ("crc32", self.crc32),
+            ("csize", self.compressed_size), ("header", self.header_offset),
+            ("data", self.data_offset),
+        ], safe="/", quote_via=quote)
+        return f"{prefix(self.server)}{self.file_id}?{query}"
+
+
+def prefix(server: str) -> str:
+    """The start of every record of ``server``: what GETURLS asks for."""
+    return f"{SCHEME}{server.rstrip('/')}{_ACCESS}"
+
+
+def claims(uri: str, server: str, pid: str) -> bool:
+    if not uri.startswith(prefix(server)):
+        return False
+    try:
+        return parse(uri).pid == pid
+    except ValueError:
+        return False
+
+
+def parse(uri: str) -> Location:
+    """The location a record says; ValueError (naming the problem) if it is not one."""
+    if not uri.startswith(SCHEME) or _ACCESS not in uri or "?" not in uri:
+        raise ValueError(f"not an rdr location record: {uri!r}")
+    head, query = uri[len(SCHEME):].split("?", 1)
+    server, file_id = head.rsplit(_ACCESS, 1)
+    fields = dict(parse_qsl(query, keep_blank_values=True, strict_parsing=True))
+
+    def number(name: str) -> int:
+        value = fields.get(name, "")
+        if not value.isdigit():
+            raise ValueError(f"rdr location record: {name}={value!r} is not a byte count")
+        return int(value)
+
+    if not file_id.isdigit():
+        raise ValueError(f"rdr location record: file id {file_id!r} is not a number")
+    loc = Location(
+        server=server, pid=fields.get("pid", ""), file_id=int(file_id),
+        bundle=fields.get("bundle", ""),
+        bundle_size=number("bsize"), member=fields.get("member", ""), size=number("size"),
+        method=fields.get("method", ""), crc32=fields.get("crc32", "").lower(),
+        compressed_size=number("csize"), header_offset=number("header"),
+        data_offset=number("data"))
+    if loc.method not in METHODS:
+        raise ValueError(f"rdr location record: unknown method {loc.method!r}")
+    if not re.fullmatch(r"[0-9a-f]{8}", loc.crc32):
+        raise ValueError(f"rdr location record: crc32 {loc.crc32!r} is not 8 hex digits")
+    if not loc.member or not loc.bundle or not loc.pid:
+        raise ValueError("rdr location record: dataset, bundle or member name missing")
+    if loc.method == "stored" and loc.compressed_size != loc.size:
+        raise ValueError("rdr location record: a stored member's sizes differ")
+    if (loc.data_offset < loc.header_offset + LOCAL_HEADER_SIZE + len(loc.member.encode())
+            or loc.data_end > loc.bundle_size):
+        raise ValueError("rdr location record: offsets do not fit the bundle")
+    return loc
+
+
+def from_manifest(server: str, pid: str, bundle, member) -> Location:
+    """The location of a manifest member (:mod:`datalad_rdr.manifest` records)."""
+    return Location(server.rstrip("/"), pid, bundle.file_id, bundle.filename, bundle.size,
+                    member.path, member.size, member.method, member.crc32,
+                    member.compressed_size, member.header_offset, member.data_offset)
+
+
+def from_entry(server: str, pid: str, file_id: int, bundle: str, bundle_size: int,
+               entry) -> Location:
+    """The location of a :class:`datalad_rdr.zipstream.Entry` in a registered bundle."""
+    return Location(server.rstrip("/"), pid, file_id, bundle, bundle_size, entry.arcname,
+                    entry.size, "stored" if entry.method == 0 else "deflated",
+                    f"{entry.crc32:08x}", entry.compressed_size, entry.header_offset,
+                    entry.data_offset)

@@ -1,0 +1,500 @@
+"""git-annex special remote ``rdr``: annexed files in ZIP bundles on RDR (Dataverse).
+
+A clone of a dataset exported with ``datalad rdr-export`` knows, for every annexed file,
+which bundle on RDR holds it and where inside (its location record, in the git-annex branch),
+and ``datalad get`` fetches just those bytes by an HTTP Range request::
+
+    $ datalad clone 'ria+file:///data/store#~mystudy' mystudy && cd mystudy
+    $ datalad get sub-01/anat/sub-01_T1w.nii.gz   # ~ the file's size, not the bundle's
+
+``rdr-export`` sets the remote up itself (``autoenable=true``, so clones enable it); by hand::
+
+    $ git annex initremote rdr type=external externaltype=rdr encryption=none \\
+          url=https://rdr.kuleuven.be pid=doi:10.48804/ABCDEF [bundlesize=4GB] \\
+          [restrict=yes] [credential=NAME] [autoenable=true]
+
+``git annex copy --to rdr`` (and ``datalad push --to rdr``) packs keys into size-capped
+bundles (``bundlesize``, default 4 GB), named by their path in the work tree, uploaded with
+the export's own stages. A key reported stored is uploaded before git-annex may rely on it:
+its bundle is flushed before any CHECKPRESENT, RETRIEVE or REMOVE of it is answered, when
+it is full, and when git-annex ends the session; if that last upload fails, the keys are
+recorded as not in this remote again and the error is shown; a session killed during a
+flush is repaired by the next one. ``git annex drop --from rdr`` removes a key from the
+remote's view of a draft bundle and deletes a bundle with nothing left; keys in published
+bundles cannot be removed (Dataverse publications are immutable).
+``git-annex-remote-rdr repack`` rewrites draft bundles that still hold removed members.
+
+Reading public files needs no token; restricted or draft files, storing and removing need
+the API token from DataLad's credential system (``credential=NAME``, the last one used for
+the server, or the credential ``rdr``: ``DATALAD_CREDENTIAL_RDR_SECRET``). docs/remote.rst
+is the user's guide; :mod:`.locations` owns the record format.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+import zipfile
+from urllib.parse import urlsplit
+
+from datalad_next.annexremotes import RemoteError, SpecialRemote, UnsupportedRequest
+
+from ..credentials import CredentialError, obtain_token, realm
+from ..dataverse import Dataverse, DataverseError
+from . import keys as annex_keys
+from . import locations
+from .annex import Annex, AnnexError
+from .reader import BundleReader, RangeFile, ReadError, read_member
+from .store import INDEX, INDEX_FORMAT, Bundle, FlushError, Store
+
+GB = 1000**3
+DEFAULT_CAP = 4 * GB
+#: Seconds an answer about a bundle's existence or the dataset's versions is reused.
+SERVER_TTL = 30.0
+#: Bytes read at once for small chunks of a chunked key (the next chunks are in them).
+CHUNK_WINDOW = 2**20
+_UNITS = {"": 1, "B": 1, "KB": 1000, "MB": 1000**2, "GB": GB, "TB": 1000**4,
+          "KIB": 1024, "MIB": 1024**2, "GIB": 1024**3, "TIB": 1024**4}
+
+
+def parse_size(text: str) -> int:
+    value = text.strip().upper().replace(" ", "")
+    number = value.rstrip("KMGTIB")
+    unit = value[len(number):]
+    try:
+        if unit not in _UNITS:
+            raise ValueError
+        return int(float(number) * _UNITS[unit])
+    except ValueError:
+        raise ValueError(f"not a size: {text!r} (write e.g. 4GB, 500MiB or 1000000)") \
+            from None
+
+
+def _yes(value: str | None, default: bool) -> bool:
+    if not value:
+        return default
+    return value.strip().lower() in ("yes", "true", "1", "on")
+
+
+class RdrRemote(SpecialRemote):
+    """git-annex special remote for ZIP bundles on an RDR (Dataverse) dataset."""
+
+    def __init__(self, annex):
+        super().__init__(annex)
+        self.configs = {
+            "url": "base URL of the Dataverse installation, e.g. https://rdr.kuleuven.be",
+            "pid": "persistent id of the dataset, e.g. doi:10.48804/ABCDEF",
+            "bundlesize": "cap on the size of bundles made by STORE (default 4GB)",
+            "restrict": "register stored bundles as restricted files (yes/no, default yes)",
+            "credential": "name of the DataLad credential holding the API token",
+        }
+        # Everything close() touches exists before prepare() runs (it may never run).
+        self.url: str | None = None
+        self.pid: str | None = None
+        self.uuid: str | None = None
+        self.gitdir: str | None = None
+        self._store: Store | None = None
+        self._reader: BundleReader | None = None
+        self._writer: Dataverse | None = None
+        self._token: str | None | bool = False  # False: not asked yet
+        self._token_problem = ""
+        self._plumbing: Annex | None = None
+        self._names: dict[str, str] | None = None
+        self._exists: dict[int, tuple[bool, float]] = {}
+        self._versions: tuple[set, set, float] | None = None
+        self._live: dict[int, set | None] = {}
+        self.restrict = True
+        self.cap = DEFAULT_CAP
+        self.credential: str | None = None
+
+    # -- setup ---------------------------------------------------------------------------
+    def initremote(self):
+        url = (self.annex.getconfig("url") or "").strip().rstrip("/")
+        pid = (self.annex.getconfig("pid") or "").strip()
+        if urlsplit(url).scheme not in ("http", "https") or not urlsplit(url).netloc:
+            raise RemoteError("url= is required: the Dataverse base URL, e.g. "
+                              "url=https://rdr.kuleuven.be")
+        if not pid:
+            raise RemoteError("pid= is required: the dataset's persistent id, e.g. "
+                              "pid=doi:10.48804/ABCDEF")
+        try:
+            parse_size(self.annex.getconfig("bundlesize") or str(DEFAULT_CAP))
+        except ValueError as exc:
+            raise RemoteError(f"bundlesize=: {exc}") from None
+        self.annex.setconfig("url", url)
+
+    def prepare(self):
+        self._configure()
+        self.uuid = self.annex.getuuid()
+        self.gitdir = os.path.abspath(self.annex.getgitdir())
+        self._store = Store(self.gitdir, self.uuid, self.cap)
+        self._repair()
+
+    def _configure(self):
+        if self.url is not None:
+            return
+        self.url = (self.annex.getconfig("url") or "").rstrip("/")
+        self.pid = self.annex.getconfig("pid") or ""
+        if not self.url or not self.pid:
+            raise RemoteError("this rdr remote has no url= or pid=; set them with "
+                              "'git annex enableremote <name> url=... pid=...'")
+        try:
+            self.cap = parse_size(self.annex.getconfig("bundlesize") or str(DEFAULT_CAP))
+        except ValueError as exc:
+            raise RemoteError(f"bundlesize=: {exc}") from None
+        self.restrict = _yes(self.annex.getconfig("restrict"), True)
+        self.credential = self.annex.getconfig("credential") or None
+
+    def getavailability(self):
+        return "global"
+
+    def claimurl(self, url):
+        self._configure()
+        return locations.claims(url, self.url, self.pid)
+
+    def checkurl(self, url):
+        self._configure()
+        try:
+            locations.parse(url)
+        except ValueError as exc:
+            raise RemoteError(str(exc)) from None
+        return locations.claims(url, self.url, self.pid)
+
+    def whereis(self, key):
+        raise UnsupportedRequest()
+
+    # -- credentials and server ---------------------------------------------------------
+    def token(self) -> str | None:
+        if self._token is False:
+            try:
+                _, self._token = obtain_token(self.repo.config, self.url, self.credential)
+            except CredentialError as exc:
+                self._token, self._token_problem = None, str(exc)
+        return self._token
+
+    def need_token(self, what: str) -> str:
+        token = self.token()
+        if not token:
+            raise RemoteError(f"{what} needs an API token: {self._token_problem}")
+        return token
+
+    @property
+    def reader(self) -> BundleReader:
+        if self._reader is None:
+            name = self.credential or "rdr"
+            env = f"DATALAD_CREDENTIAL_{name.upper().replace('-', '_')}_SECRET"
+            hint = (f"set {env}, or store a token with 'datalad credentials set {name} "
+                    f"secret=<token> realm={realm(self.url)}'")
+            self._reader = BundleReader(self.url, self.token, hint)
+        return self._reader
+
+    def writer(self, what: str) -> Dataverse:
+        if self._writer is None:
+            self._writer = Dataverse(self.url, self.need_token(what))
+        return self._writer
+
+    @property
+    def plumbing(self) -> Annex:
+        if self._plumbing is None:
+            self._plumbing = Annex(self.gitdir or self.annex.getgitdir())
+        return self._plumbing
+
+    def _bundle_exists(self, file_id: int) -> bool:
+        known = self._exists.get(file_id)
+        if known and known[1] > time.monotonic():
+            return known[0]
+        exists = self.reader.exists(file_id)
+        self._exists[file_id] = (exists, time.monotonic() + SERVER_TTL)
+        return exists
+
+    def _released_and_draft(self) -> tuple[set, set]:
+        """DataFile ids in published versions, and in the draft."""
+        if self._versions is None or self._versions[2] < time.monotonic():
+            client = self.writer("removing from RDR")
+            try:
+                versions = client.versions(self.pid)
+            except DataverseError as exc:
+                raise RemoteError(f"cannot list the versions of {self.pid}: {exc}") from exc
+            released, draft = set(), set()
+            for v in versions:
+                ids = {f["dataFile"]["id"] for f in v.get("files", [])}
+                (released if v.get("versionState") == "RELEASED" else draft).update(ids)
+            self._versions = (released, draft, time.monotonic() + SERVER_TTL)
+        return self._versions[0], self._versions[1]
+
+    # -- location records ----------------------------------------------------------------
+    def _locations(self, key: str) -> list[locations.Location]:
+        found = []
+        for uri in self.annex.geturls(key, locations.prefix(self.url)):
+            try:
+                loc = locations.parse(uri)
+            except ValueError as exc:
+                self.message(f"ignoring a location record of {key}: {exc}")
+                continue
+            if loc.pid == self.pid:
+                found.append(loc)
+        return found
+
+    # -- STORE ---------------------------------------------------------------------------
+    def transfer_store(self, key, local_file):
+        store = self._store
+        if key in store.pending:
+            return
+        try:
+            if self._present(key):
+                return  # already in a registered bundle: nothing to send again
+        except ReadError:
+            pass  # cannot tell: store it again, a second copy is harmless
+        self.need_token("storing into RDR")
+        size = os.path.getsize(local_file)
+        member = self._member_name(key)
+        if not store.fits(size, member, key):
+            if not store.pending:
+                raise RemoteError(f"{key} ({size} bytes) does not fit in a bundle of "
+                                  f"bundlesize={self.cap}; raise it with 'git annex "
+                                  f"enableremote <name> bundlesize=...' or use chunk=...")
+            self._flush_in_session()
+        try:
+            store.add(key, local_file, member, size)
+        except (OSError, FlushError) as exc:
+            raise RemoteError(f"cannot take {key} into the bundle: {exc}") from exc
+
+    def _member_name(self, key: str) -> str:
+        if self._names is None:
+            try:
+                self._names = self.plumbing.worktree_paths()
+            except (AnnexError, OSError):
+                self._names = {}
+        return self._names.get(key) or f"keys/{key}"
+
+    def _flush_in_session(self) -> None:
+        """Flush the open bundle now; RemoteError (after correcting the records) if not."""
+        bundle = self._store.open
+        if bundle is None:
+            return
+        try:
+            found = self._store.flush(bundle, self.writer("storing into RDR"), self.pid,
+                                      self.restrict, self._description(bundle))
+        except FlushError as exc:
+            self._give_up(bundle)
+            raise RemoteError(f"{exc}; these keys are recorded as not in this remote; "
+                              f"copy them again") from exc
+        for key, loc in found.items():
+            self.annex.seturipresent(key, loc.uri())
+            self._exists[loc.file_id] = (True, time.monotonic() + SERVER_TTL)
+        self._store.done(bundle)
+
+    def _description(self, bundle: Bundle) -> str:
+        return (f"datalad-rdr bundle of {len(bundle.members)} annexed files, stored by "
+                f"git-annex into the rdr remote {self.uuid}")
+
+    def _give_up(self, bundle: Bundle) -> None:
+        """The bundle will not reach the server: record its keys as not in this remote,
+        and keep content that is nowhere else (``git annex move`` dropped it)."""
+        keys = [m.key for m in bundle.members]
+        try:
+            self.plumbing.set_present(keys, self.uuid, False)
+        except (AnnexError, OSError) as exc:
+            print(f"git-annex-remote-rdr: could not record {len(keys)} keys of "
+                  f"{bundle.name} as not in this remote ({exc}); the next session tries "
+                  f"again", file=sys.stderr)
+            bundle.release()  # the journal stays: an orphan, repaired at the next start
+            if self._store.open is bundle:
+                self._store.open = None
+            return
+        parents = {m.key: annex_keys.parent(m.key) for m in bundle.members}
+        here = self.plumbing.content_locations(sorted({p for p in parents.values() if p}))
+        lost = []
+        for m in bundle.members:
+            spooled = bundle.spool / m.spool
+            if parents[m.key] and here.get(parents[m.key]) or not spooled.exists():
+                continue  # the annex has the content
+            if parents[m.key] == m.key:
+                try:
+                    self.plumbing.setkey(m.key, spooled)  # back into the annex, verified
+                    continue
+                except AnnexError:
+                    pass
+            lost.append(m)
+        if lost:
+            kept = self._store.rescue(bundle, lost)
+            print(f"git-annex-remote-rdr: {len(lost)} chunks or encrypted keys of "
+                  f"{bundle.name} exist only in {kept} (keys.tsv lists them); 'git annex "
+                  f"reinject' or keep them until the content is safe elsewhere",
+                  file=sys.stderr)
+        self._store.done(bundle)
+
+    # -- CHECKPRESENT --------------------------------------------------------------------
+    def checkpresent(self, key):
+        if key in self._store.pending:
+            try:
+                self._flush_in_session()
+            except RemoteError as exc:
+                self.message(str(exc), type="info")
+                return False
+        elif self._store.pending_elsewhere(key):
+            raise RemoteError(f"{key} is in a bundle another git-annex process has not "
+                              f"uploaded yet")
+        try:
+            return self._present(key)
+        except ReadError as exc:
+            raise RemoteError(str(exc)) from exc
+
+    def _present(self, key: str) -> bool:
+        errors = []
+        for loc in self._locations(key):
+            try:
+                if self._bundle_exists(loc.file_id):
+                    return True
+            except ReadError as exc:
+                errors.append(exc)
+        if errors:
+            raise errors[0]
+        return False
+
+    # -- RETRIEVE ------------------------------------------------------------------------
+    def transfer_retrieve(self, key, local_file):
+        if key in self._store.pending:
+            self._flush_in_session()
+        found = self._locations(key)
+        if not found:
+            raise RemoteError(f"no location in {self.url} is recorded for {key}")
+        errors = []
+        checksum = annex_keys.checksum(key)
+        # git-annex asks for a chunked key's chunks one by one; they lie close together
+        window = CHUNK_WINDOW if annex_keys.is_chunk(key) else 0
+        for loc in found:
+            try:
+                with open(local_file, "wb") as out:
+                    read_member(self.reader, loc, out, checksum, self.annex.progress,
+                                window if loc.compressed_size < window // 4 else 0)
+                return
+            except (ReadError, OSError) as exc:
+                errors.append(str(exc))
+        # Nothing that failed its checks stays where git-annex would look for content.
+        try:
+            os.unlink(local_file)
+        except OSError:
+            pass
+        raise RemoteError("; ".join(errors))
+
+    # -- REMOVE --------------------------------------------------------------------------
+    def remove(self, key):
+        if key in self._store.pending:
+            self._flush_in_session()
+        found = self._locations(key)
+        if not found:
+            return
+        released, draft = self._released_and_draft()
+        published = [loc for loc in found if loc.file_id in released]
+        if published:
+            raise RemoteError(
+                f"{key} is in {published[0].bundle}, published with {self.pid}: Dataverse "
+                f"publications are immutable, so RDR keeps it (drop other copies instead)")
+        for loc in found:
+            live = self._live_keys(loc)
+            self.annex.seturimissing(key, loc.uri())
+            if live is None:
+                continue  # an exported bundle: it holds files in git too, it stays
+            live.discard(key)
+            if not live and loc.file_id in draft:
+                try:
+                    self.writer("removing from RDR").delete_file(loc.file_id)
+                except DataverseError as exc:
+                    self.message(f"{loc.bundle} holds nothing any more but could not be "
+                                 f"deleted from the draft: {exc}", type="info")
+                    continue
+                draft.discard(loc.file_id)
+                self._exists[loc.file_id] = (False, time.monotonic() + SERVER_TTL)
+
+    def _live_keys(self, loc: locations.Location) -> set | None:
+        """Keys still recorded in a bundle the remote made (None: not such a bundle)."""
+        if loc.file_id not in self._live:
+            index = read_index(self.reader, loc.file_id, loc.bundle_size, self.uuid)
+            if index is None:
+                self._live[loc.file_id] = None
+            else:
+                self._live[loc.file_id] = {
+                    k for k in set(index.values())
+                    if any(u.startswith(locations.prefix(self.url) + f"{loc.file_id}?")
+                           for u in self.annex.geturls(k, locations.prefix(self.url)))}
+        return self._live[loc.file_id]
+
+    # -- the end of a session, and the start of the next --------------------------------
+    def close(self):
+        store = self._store
+        if store is None:
+            return  # prepare() never ran: nothing was stored
+        try:
+            bundle = store.open
+            if bundle is not None and not bundle.members:
+                store.done(bundle)
+            elif bundle is not None and not isinstance(sys.exc_info()[1], KeyboardInterrupt):
+                self._flush_offline(bundle)
+            # interrupted (Ctrl-C): the journal stays, the next session repairs it
+        finally:
+            store.close()
+            self._store = None
+
+    def _flush_offline(self, bundle: Bundle) -> bool:
+        """Flush when git-annex no longer listens: records through plumbing, errors on
+        stderr (git-annex shows them). True if the keys are on the server."""
+        try:
+            client = self.writer("storing into RDR")
+            found = self._store.flush(bundle, client, self.pid, self.restrict,
+                                      self._description(bundle))
+            self.plumbing.register_urls([(k, loc.uri()) for k, loc in found.items()],
+                                        self.uuid)
+        except (FlushError, RemoteError, AnnexError) as exc:
+            print(f"git-annex-remote-rdr: {exc}", file=sys.stderr)
+            self._give_up(bundle)
+            print(f"git-annex-remote-rdr: the {len(bundle.members)} keys of "
+                  f"{bundle.name} are recorded as not in this remote; copy them again",
+                  file=sys.stderr)
+            return False
+        self._store.done(bundle)
+        return True
+
+    def _repair(self) -> None:
+        """Finish the flushes of sessions that died (kill -9, power loss)."""
+        for bundle in self._store.orphans():
+            self.message(f"repairing {bundle.name}: {len(bundle.members)} keys of a "
+                         f"session that ended during its upload", type="info")
+            if self._flush_offline(bundle):
+                # The keys are in this remote now, whatever the dead session told git-annex.
+                try:
+                    self.plumbing.set_present([m.key for m in bundle.members], self.uuid,
+                                              True)
+                except AnnexError as exc:
+                    self.message(f"could not record {bundle.name}'s keys: {exc}")
+
+
+def read_index(reader: BundleReader, file_id: int, size: int, remote: str) -> dict | None:
+    """A bundle's key index (member -> key), or None if it has none (an exported one) or
+    another remote made it."""
+    try:
+        with zipfile.ZipFile(RangeFile(reader, file_id, size)) as zf:
+            if INDEX not in zf.namelist():
+                return None
+            data = zf.read(INDEX)
+    except (zipfile.BadZipFile, ValueError, KeyError) as exc:
+        raise RemoteError(f"cannot read the key index of file {file_id}: {exc}") from exc
+    index = json.loads(data)
+    if index.get("format") != INDEX_FORMAT or index.get("remote") != remote:
+        return None
+    return index["keys"]
+
+
+def main():
+    """Entry point of ``git-annex-remote-rdr`` (``repack`` as first argument: repack)."""
+    if len(sys.argv) > 1 and sys.argv[1] == "repack":
+        from .repack import main as repack_main
+
+        sys.exit(repack_main(sys.argv[2:]))
+    from datalad_next.annexremotes import super_main
+
+    super_main(cls=RdrRemote, remote_name="rdr",
+               description="read annexed files from ZIP bundles on RDR (Dataverse) by "
+                           "HTTP Range, and store keys into such bundles")

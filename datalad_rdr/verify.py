@@ -1,0 +1,161 @@
+"""Verify: the server's own listing against the manifest (the RDR guide's step 7).
+
+After an export (and on ``datalad rdr-export --verify-only``), the dataset's files are listed by
+the server (the draft, or the latest published version when there is no draft) and compared
+with what the manifest says was sent:
+
+- every bundle and document of the manifest is there, under its name and folder;
+- its size and MD5 are the manifest's;
+- documents (README, documentation) are public; bundles are restricted, or public when the
+  dataset is declared open;
+- nothing else is there (no stray files).
+
+Each file gives one result (``error`` on any mismatch, with what to do) and the whole a table,
+rendered by the command after its results.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from .dataverse import Dataverse
+from .manifest import Manifest
+from .register import draft_files
+
+
+@dataclass
+class Row:
+    name: str  # the file's path on the server: folder/label
+    kind: str  # "bundle", "document" or "stray"
+    size: int | None = None  # the manifest's
+    server_size: int | None = None
+    md5: str | None = None
+    server_md5: str | None = None
+    access: str | None = None  # expected: "restricted" or "public"
+    server_access: str | None = None
+    file_id: int | None = None  # on the server
+    problems: list[str] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems
+
+
+def listing(client: Dataverse, pid: str) -> tuple[str, list[dict]]:
+    """The files the server lists for the dataset: ("draft"|"published", entries)."""
+    draft = draft_files(client, pid)
+    if draft:
+        return "draft", draft
+    return "published", client.files(pid, ":latest")
+
+
+def compare(entries: list[dict], manifest: Manifest, bundles_restricted: bool) -> list[Row]:
+    on_server = {_name(e): e for e in entries}
+    expected = [(b.filename, "bundle", b.size, b.md5,
+                 "restricted" if bundles_restricted else "public") for b in manifest.bundles]
+    expected += [(f"{d.directory}/{d.label}" if d.directory else d.label, "document", d.size,
+                  d.md5, "public") for d in manifest.documents]
+    rows = []
+    for name, kind, size, md5, access in expected:
+        row = Row(name, kind, size, md5=md5, access=access)
+        entry = on_server.pop(name, None)
+        if entry is None:
+            row.problems.append("not on the server: rerun 'datalad rdr-export' to send it "
+                                "again")
+            rows.append(row)
+            continue
+        _fill(row, entry)
+        if row.server_size != size:
+            row.problems.append(f"the server holds {row.server_size} bytes, the manifest "
+                                f"{size}: rerun 'datalad rdr-export' to send it again")
+        elif row.server_md5 != md5:
+            row.problems.append(f"MD5 {row.server_md5} on the server, {md5} in the manifest: "
+                                f"rerun 'datalad rdr-export' to send it again")
+        if row.server_access != access:
+            row.problems.append(
+                f"{row.server_access} on the server, should be {access}: rerun "
+                f"'datalad rdr-export' (or in the web UI: Edit Files > "
+                f"{'Restrict' if access == 'restricted' else 'Unrestrict'})")
+        rows.append(row)
+    for name, entry in sorted(on_server.items()):
+        row = Row(name, "stray")
+        _fill(row, entry)
+        row.problems.append("on the server but not sent by datalad-rdr (not in the "
+                            "manifest): delete it from the draft, or list it as "
+                            "documentation in the metadata file")
+        rows.append(row)
+    return rows
+
+
+def results(dataset: Path, rows: list[Row], where: str, pid: str) -> list[dict]:
+    """One result per file, then the summary carrying the rendered table."""
+    out = []
+    for row in rows:
+        if row.ok:
+            message = (f"{row.name}: {row.server_size} bytes and MD5 as in the manifest, "
+                       f"{row.server_access}")
+        else:
+            message = f"{row.name}: " + "; ".join(row.problems)
+        out.append(dict(action="rdr-verify", path=str(Path(dataset) / row.name), type="file",
+                        status="ok" if row.ok else "error", message=message,
+                        verify=asdict(row)))
+    bad = [r for r in rows if not r.ok]
+    summary = (f"verify: all {len(rows)} files of the {where} version of {pid} match the "
+               f"manifest" if not bad else
+               f"verify: {len(bad)} of {len(rows)} files of the {where} version of {pid} do "
+               f"not match the manifest: {', '.join(r.name for r in bad)}")
+    out.append(dict(action="rdr-verify", path=str(dataset), type="dataset",
+                    status="error" if bad else "ok", message=summary, pid=pid,
+                    table=render(rows)))
+    return out
+
+
+def render(rows: list[Row]) -> str:
+    """A plain-text table: file, kind, bytes, MD5, access, check."""
+    def pair(expected, found, short=False):
+        if expected is None:
+            return "-" if found is None else _short(found, short)
+        if found is None:
+            return f"{_short(expected, short)} / missing"
+        if expected == found:
+            return _short(found, short)
+        return f"{_short(expected, short)} != {_short(found, short)}"
+
+    header = ("file", "kind", "bytes", "md5", "access", "check")
+    lines = [header]
+    for r in rows:
+        lines.append((r.name, r.kind, pair(r.size, r.server_size),
+                      pair(r.md5, r.server_md5, short=True),
+                      pair(r.access, r.server_access), "ok" if r.ok else "MISMATCH"))
+    widths = [max(len(str(line[i])) for line in lines) for i in range(len(header))]
+    text = ["  ".join(str(c).ljust(w) for c, w in zip(line, widths)).rstrip()
+            for line in lines]
+    text.insert(1, "  ".join("-" * w for w in widths))
+    if any(not r.ok for r in rows):
+        text.append("(a != b: the manifest's a, the server's b)")
+    return "\n".join(text)
+
+
+def _short(value, short: bool) -> str:
+    return str(value)[:8] if short and value is not None else str(value)
+
+
+def _name(entry: dict) -> str:
+    folder = entry.get("directoryLabel") or entry["dataFile"].get("directoryLabel")
+    return f"{folder}/{entry['label']}" if folder else entry["label"]
+
+
+def _fill(row: Row, entry: dict) -> None:
+    df = entry["dataFile"]
+    row.server_size = df.get("filesize")
+    row.server_md5 = df.get("md5") or (df.get("checksum") or {}).get("value")
+    row.server_access = "restricted" if entry.get("restricted") else "public"
+    row.file_id = df.get("id")
+
+
+def run(dataset: Path, client: Dataverse, manifest: Manifest,
+        bundles_restricted: bool) -> list[dict]:
+    where, entries = listing(client, manifest.pid)
+    return results(dataset, compare(entries, manifest, bundles_restricted), where,
+                   manifest.pid)

@@ -1,0 +1,294 @@
+"""The ``rdr`` special remote, write side: ``git annex copy --to rdr`` into bundles, its
+flushes and their failures, REMOVE, repack, and ``git annex testremote``."""
+
+import json
+import os
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+from conftest import DV
+
+from datalad_rdr.sandbox.faults import Fault
+
+
+def run(cmd, cwd, token=None, check=False, env_extra=None):
+    env = dict(os.environ)
+    env.pop("DATALAD_CREDENTIAL_RDR_SECRET", None)
+    if token:
+        env["DATALAD_CREDENTIAL_RDR_SECRET"] = token
+    env.update(env_extra or {})
+    r = subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, env=env, check=False)
+    if check:
+        assert r.returncode == 0, r.stdout + r.stderr
+    return r
+
+
+@pytest.fixture
+def draft(sandbox):
+    return DV(sandbox).create_dataset()
+
+
+def make_repo(path, n=4, size=100_000, seed=1):
+    import random
+
+    rng = random.Random(seed)
+    path.mkdir()
+    run(["git", "init", "-q"], path, check=True)
+    run(["git", "annex", "init", "-q"], path, check=True)
+    for i in range(n):
+        (path / f"f{i:02d}.bin").write_bytes(rng.randbytes(size))
+    (path / "notes.txt").write_text("text is deflated in the bundle\n" * 100)
+    run(["git", "annex", "add", "-q", "."], path, check=True)
+    run(["git", "commit", "-qm", "data"], path, check=True)
+    return path
+
+
+def initremote(repo, sb, pid, *extra, name="rdr"):
+    run(["git", "annex", "initremote", name, "type=external", "externaltype=rdr",
+         "encryption=none", f"url={sb.dataverse_url}", f"pid={pid}", *extra], repo,
+        check=True)
+
+
+def whereis(repo):
+    """path -> names of the places git-annex records it in."""
+    out = run(["git", "annex", "whereis", "--json", "."], repo).stdout
+    result = {}
+    for line in out.splitlines():
+        record = json.loads(line)
+        if "info" in record:
+            continue  # a message of the remote
+        result[record["file"]] = sorted("here" if w.get("here") else
+                                        w["description"].strip("[]")
+                                        for w in record["whereis"])
+    return result
+
+
+def bundles(sb, pid):
+    return [f for f in DV(sb).files(pid) if f["label"].startswith("annex-")]
+
+
+def journals(repo):
+    return list((repo / ".git/datalad-rdr/remote").glob("*/annex-*.jsonl"))
+
+
+def test_copy_packs_keys_into_one_bundle_and_get_reads_them_back(sandbox, draft, tmp_path):
+    repo = make_repo(tmp_path / "repo")
+    initremote(repo, sandbox, draft)
+    r = run(["git", "annex", "copy", "--to", "rdr", "."], repo, token=sandbox.api_token,
+            check=True)
+    assert r.stdout.count("ok") == 5
+    assert all("rdr" in places for places in whereis(repo).values())
+    (bundle,) = bundles(sandbox, draft)  # five keys, one ZIP on the server
+    assert bundle["restricted"]
+    assert journals(repo) == []
+    run(["git", "annex", "drop", "."], repo, token=sandbox.api_token, check=True)
+    run(["git", "annex", "get", "."], repo, token=sandbox.api_token, check=True)
+    run(["git", "annex", "fsck", "."], repo, check=True)
+    # members are named by their path in the work tree
+    whereis_text = run(["git", "annex", "whereis", "notes.txt"], repo).stdout
+    assert "member=notes.txt" in whereis_text and "method=deflated" in whereis_text
+
+
+def test_datalad_push_to_rdr(sandbox, draft, tmp_path):
+    import datalad.api as dl
+
+    ds = dl.create(path=str(tmp_path / "ds"), result_renderer="disabled")
+    for name in ("a.bin", "b.bin"):
+        (tmp_path / "ds" / name).write_bytes(os.urandom(30_000))
+    ds.save(result_renderer="disabled")
+    initremote(Path(ds.path), sandbox, draft)
+    run(["datalad", "push", "--to", "rdr"], ds.path, token=sandbox.api_token, check=True)
+    assert all("rdr" in places for places in whereis(Path(ds.path)).values())
+    assert len(bundles(sandbox, draft)) == 1
+
+
+def test_a_failed_flush_leaves_no_lie(sandbox, draft, tmp_path):
+    repo = make_repo(tmp_path / "repo")
+    initremote(repo, sandbox, draft)
+    sandbox.dataverse.faults.inject(Fault("POST", "/addFiles$", count=100, status=500))
+    r = run(["git", "annex", "copy", "--to", "rdr", "."], repo, token=sandbox.api_token)
+    assert r.returncode == 0  # git-annex ignores what happens after it stops listening
+    assert "could not be stored" in r.stderr and "recorded as not in this remote" in r.stderr
+    assert all("rdr" not in places for places in whereis(repo).values())
+    r = run(["git", "annex", "drop", "f00.bin"], repo, token=sandbox.api_token)
+    assert r.returncode != 0 and "necessary cop" in r.stdout + r.stderr
+    assert journals(repo) == []
+    sandbox.dataverse.faults.clear()
+    run(["git", "annex", "copy", "--to", "rdr", "."], repo, token=sandbox.api_token,
+        check=True)
+    assert all("rdr" in places for places in whereis(repo).values())
+    run(["git", "annex", "drop", "f00.bin"], repo, token=sandbox.api_token, check=True)
+
+
+def test_a_failed_flush_after_move_puts_the_content_back(sandbox, draft, tmp_path):
+    repo = make_repo(tmp_path / "repo")
+    initremote(repo, sandbox, draft)
+    sandbox.gate.faults.inject(Fault("PUT", ".", count=100, status=403))
+    r = run(["git", "annex", "move", "--to", "rdr", "f00.bin", "f01.bin"], repo,
+            token=sandbox.api_token)
+    assert "could not be stored" in r.stderr
+    where = whereis(repo)
+    assert where["f00.bin"] == where["f01.bin"] == ["here"]
+    run(["git", "annex", "fsck", "f00.bin", "f01.bin"], repo, check=True)
+
+
+def test_a_full_bundle_is_flushed_and_a_failure_there_is_corrected(sandbox, draft,
+                                                                   tmp_path):
+    repo = make_repo(tmp_path / "repo", n=6)
+    initremote(repo, sandbox, draft, "bundlesize=250000")  # two keys per bundle
+    run(["git", "annex", "copy", "--to", "rdr", "."], repo, token=sandbox.api_token,
+        check=True)
+    sizes = [b["dataFile"]["filesize"] for b in bundles(sandbox, draft)]
+    assert len(sizes) == 3 and max(sizes) <= 250_000, sizes  # 2 + 2 + 2 and the text
+    # a flush at the cap fails: the keys it held are corrected, the key that triggered it
+    # is reported failed, the session goes on
+    repo2 = make_repo(tmp_path / "repo2", n=6, seed=2)
+    initremote(repo2, sandbox, draft, "bundlesize=250000")
+    sandbox.dataverse.faults.inject(Fault("POST", "/addFiles$", count=1, status=500))
+    r = run(["git", "annex", "copy", "--to", "rdr", "."], repo2, token=sandbox.api_token)
+    assert r.returncode != 0 and "could not be stored" in r.stdout + r.stderr
+    where = whereis(repo2)
+    assert [f for f in where if "rdr" not in where[f]] == ["f00.bin", "f01.bin", "f02.bin"]
+    run(["git", "annex", "copy", "--to", "rdr", "."], repo2, token=sandbox.api_token,
+        check=True)
+    assert all("rdr" in places for places in whereis(repo2).values())
+
+
+def test_kill_during_a_flush_is_repaired_by_the_next_session(sandbox, draft, tmp_path):
+    repo = make_repo(tmp_path / "repo")
+    initremote(repo, sandbox, draft)
+    sandbox.gate.faults.inject(Fault("PUT", ".", count=1, delay=8))  # a slow upload
+    env = dict(os.environ, DATALAD_CREDENTIAL_RDR_SECRET=sandbox.api_token)
+    copy = subprocess.Popen(["git", "annex", "copy", "--to", "rdr", "."], cwd=repo,
+                            env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True)
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        found = journals(repo)
+        if found and '"flushing"' in found[0].read_text():
+            break
+        time.sleep(0.1)
+    else:
+        pytest.fail("no flush started")
+    (journal,) = found
+    remote_pid = json.loads(journal.read_text().splitlines()[0])["pid"]
+    os.kill(remote_pid, signal.SIGKILL)  # the remote process the copy started
+    copy.communicate(timeout=60)
+    assert journal.exists()  # the dead session's promise is still open
+    assert bundles(sandbox, draft) == []
+    # any git-annex command that starts the remote repairs it, even whereis
+    r = run(["git", "annex", "whereis", "f00.bin"], repo, token=sandbox.api_token,
+            check=True)
+    assert "repairing annex-" in r.stdout + r.stderr
+    assert not journal.exists()
+    assert len(bundles(sandbox, draft)) == 1
+    assert all("rdr" in places for places in whereis(repo).values())
+    run(["git", "annex", "fsck", "--fast", "--from", "rdr", "."], repo,
+        token=sandbox.api_token, check=True)
+    run(["git", "annex", "drop", "."], repo, token=sandbox.api_token, check=True)
+    run(["git", "annex", "get", "."], repo, token=sandbox.api_token, check=True)
+    run(["git", "annex", "fsck", "."], repo, check=True)
+
+
+def test_parallel_copy_makes_bundles_within_the_cap(sandbox, draft, tmp_path):
+    repo = make_repo(tmp_path / "repo", n=16, size=150_000)
+    cap = 500_000
+    initremote(repo, sandbox, draft, f"bundlesize={cap}")
+    run(["git", "annex", "copy", "--to", "rdr", "-J4", "."], repo, token=sandbox.api_token,
+        check=True)
+    made = bundles(sandbox, draft)
+    assert all(b["dataFile"]["filesize"] <= cap for b in made)
+    assert len(made) >= 6  # 16 keys of 150 kB, at most 3 per bundle
+    assert all("rdr" in places for places in whereis(repo).values())
+    assert journals(repo) == []
+    run(["git", "annex", "drop", "."], repo, token=sandbox.api_token, check=True)
+    run(["git", "annex", "get", "-J4", "."], repo, token=sandbox.api_token, check=True)
+    run(["git", "annex", "fsck", "."], repo, check=True)
+
+
+def test_remove_from_a_draft_bundle_and_repack(sandbox, draft, tmp_path):
+    repo = make_repo(tmp_path / "repo")
+    initremote(repo, sandbox, draft)
+    token = sandbox.api_token
+    run(["git", "annex", "copy", "--to", "rdr", "."], repo, token=token, check=True)
+    (first,) = bundles(sandbox, draft)
+    run(["git", "annex", "drop", "--from", "rdr", "f00.bin", "f01.bin"], repo, token=token,
+        check=True)
+    assert bundles(sandbox, draft) == [first]  # three keys left in it
+    r = run(["git-annex-remote-rdr", "repack", "--dry-run"], repo, token=token, check=True)
+    assert "2 of 5 members removed" in r.stdout
+    r = run(["git-annex-remote-rdr", "repack"], repo, token=token, check=True)
+    assert "deleted from the draft" in r.stdout
+    (second,) = bundles(sandbox, draft)
+    assert second["dataFile"]["id"] != first["dataFile"]["id"]
+    assert second["dataFile"]["filesize"] < first["dataFile"]["filesize"]
+    run(["git", "annex", "drop", "f02.bin", "notes.txt"], repo, token=token, check=True)
+    run(["git", "annex", "get", "f02.bin", "notes.txt"], repo, token=token, check=True)
+    run(["git", "annex", "fsck", "f02.bin", "notes.txt"], repo, check=True)
+    # the last keys removed: the bundle holds nothing and leaves the draft
+    run(["git", "annex", "drop", "--from", "rdr", "."], repo, token=token, check=True)
+    assert bundles(sandbox, draft) == []
+    assert all("rdr" not in places for places in whereis(repo).values())
+
+
+def test_keys_in_a_published_bundle_cannot_be_removed(sandbox, draft, tmp_path):
+    repo = make_repo(tmp_path / "repo")
+    initremote(repo, sandbox, draft)
+    run(["git", "annex", "copy", "--to", "rdr", "."], repo, token=sandbox.api_token,
+        check=True)
+    dv = DV(sandbox)
+    r = dv.call("POST", "/api/datasets/:persistentId/actions/:publish",
+                params={"persistentId": draft, "type": "major"})
+    assert r.status_code == 200, r.text
+    while dv.call("GET", "/api/datasets/:persistentId/locks",
+                  params={"persistentId": draft}).json()["data"]:
+        time.sleep(0.1)
+    r = run(["git", "annex", "drop", "--from", "rdr", "f00.bin"], repo,
+            token=sandbox.api_token)
+    assert r.returncode != 0
+    assert "publications are immutable" in r.stdout + r.stderr
+    assert "rdr" in whereis(repo)["f00.bin"]
+
+
+def test_store_and_remove_need_a_token_and_say_so(sandbox, draft, tmp_path):
+    repo = make_repo(tmp_path / "repo", n=1)
+    initremote(repo, sandbox, draft)
+    r = run(["git", "annex", "copy", "--to", "rdr", "f00.bin"], repo)
+    assert r.returncode != 0
+    assert "storing into RDR needs an API token: no API token for" in r.stdout + r.stderr
+    assert whereis(repo)["f00.bin"] == ["here"]
+
+
+def test_initremote_explains_what_is_missing(tmp_path):
+    repo = make_repo(tmp_path / "repo", n=1)
+    r = run(["git", "annex", "initremote", "rdr", "type=external", "externaltype=rdr",
+             "encryption=none", "pid=doi:10.5072/FK2/X"], repo)
+    assert r.returncode != 0 and "url= is required" in r.stdout + r.stderr
+    r = run(["git", "annex", "initremote", "rdr", "type=external", "externaltype=rdr",
+             "encryption=none", "url=https://rdr.kuleuven.be"], repo)
+    assert r.returncode != 0 and "pid= is required" in r.stdout + r.stderr
+    r = run(["git", "annex", "initremote", "rdr", "type=external", "externaltype=rdr",
+             "encryption=none", "url=https://rdr.kuleuven.be", "pid=doi:10.5072/FK2/X",
+             "bundlesize=lots"], repo)
+    assert r.returncode != 0 and "bundlesize=: not a size" in r.stdout + r.stderr
+
+
+def test_close_without_prepare(tmp_path):
+    """git-annex may start the remote and close it before any request (testremote does)."""
+    r = subprocess.run(["git-annex-remote-rdr"], input="", capture_output=True, text=True,
+                       cwd=tmp_path, check=False)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout == "VERSION 1\n" and r.stderr == ""
+
+
+@pytest.mark.slow  # ~4-5 minutes: the 1000-chunk variants make one request per chunk
+def test_testremote_passes_every_test(sandbox, draft, tmp_path):
+    """``git annex testremote`` without --fast: chunked, encrypted, resumed, removed."""
+    repo = make_repo(tmp_path / "repo", n=1)
+    initremote(repo, sandbox, draft)
+    r = run(["git", "annex", "testremote", "rdr"], repo, token=sandbox.api_token)
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    assert "All 573 tests passed" in r.stdout + r.stderr
