@@ -194,8 +194,6 @@ def run_export(dataset: Path, opts: ExportOptions) -> Iterator[dict]:
     _save(dataset, path, f"[DATALAD RDR] export of {plan.commit[:8]} to {pid}")
     journal.clear()
     yield result(path, "ok", f"manifest of {len(records)} bundles saved", pid=pid)
-    from .remote.export_hook import remote_after_export  # docs/remote.rst
-    yield from remote_after_export(dataset, manifest, opts)  # rdr remote, records, RIA
     try:
         checked = verify.run(dataset, client, manifest, opts.restrict)
     except DataverseError as exc:
@@ -206,9 +204,12 @@ def run_export(dataset: Path, opts: ExportOptions) -> Iterator[dict]:
             yield result(dataset, "error", "not published: the server's files do not match "
                                            "the manifest (see the verify table); fix them "
                                            "and rerun with --publish")
-            return
-        yield from publish.run(dataset, client, pid, opts.publish, manifest, meta,
-                               opts.publish_timeout)
+        else:
+            yield from publish.run(dataset, client, pid, opts.publish, manifest, meta,
+                                   opts.publish_timeout)
+    # last, so that a RIA store gets the commit with the DOI too
+    from .remote.export_hook import remote_after_export  # docs/remote.rst
+    yield from remote_after_export(dataset, manifest, opts)  # rdr remote, records, RIA
 
 
 def run_verify(dataset: Path, opts: ExportOptions) -> Iterator[dict]:

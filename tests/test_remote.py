@@ -117,6 +117,9 @@ def test_clone_through_ria_alias_gets_one_file_by_range(sb, bids, tmp_path, monk
     assert "restricted or in an unpublished draft, and no API token is set" in \
         r.stdout + r.stderr
     assert not has_content(cl, T1W)
+    r = run(["datalad", "get", T1W], cl, token="not-a-token")
+    assert r.returncode != 0
+    assert "refused the API token (Bad API key)" in r.stdout + r.stderr
 
     sb.gate.stats.reset()
     run(["datalad", "get", T1W], cl, token=sb.api_token, check=True)

@@ -260,6 +260,12 @@ def test_store_and_remove_need_a_token_and_say_so(sandbox, draft, tmp_path):
     assert r.returncode != 0
     assert "storing into RDR needs an API token: no API token for" in r.stdout + r.stderr
     assert whereis(repo)["f00.bin"] == ["here"]
+    run(["git", "annex", "copy", "--to", "rdr", "f00.bin"], repo, token=sandbox.api_token,
+        check=True)
+    r = run(["git", "annex", "drop", "--from", "rdr", "f00.bin"], repo)
+    assert r.returncode != 0
+    assert "removing from RDR needs an API token" in r.stdout + r.stderr
+    assert "rdr" in whereis(repo)["f00.bin"]
 
 
 def test_initremote_explains_what_is_missing(tmp_path):
@@ -284,7 +290,7 @@ def test_close_without_prepare(tmp_path):
     assert r.stdout == "VERSION 1\n" and r.stderr == ""
 
 
-@pytest.mark.slow  # ~4-5 minutes: the 1000-chunk variants make one request per chunk
+@pytest.mark.slow  # ~2 minutes: 573 tests, 1000-chunk variants among them
 def test_testremote_passes_every_test(sandbox, draft, tmp_path):
     """``git annex testremote`` without --fast: chunked, encrypted, resumed, removed."""
     repo = make_repo(tmp_path / "repo", n=1)
