@@ -602,14 +602,15 @@ class ZipLayout:
         if lo >= hi:
             return
         with e.member.open() as f:
+            # smaller reads than the checked stream's: several raw ranges run at once
             if e.method == ZIP_STORED:
                 f.seek(lo)
-                yield from _read(f, e, lo, hi)
+                yield from _read(f, e, lo, hi, _JOIN_SIZE)
                 return
             deflate = zlib.compressobj(DEFLATE_LEVEL, zlib.DEFLATED, -15)
             out = 0
             while out < hi:
-                chunk = f.read(READ_SIZE)
+                chunk = f.read(_JOIN_SIZE)
                 compressed = deflate.compress(chunk) if chunk else deflate.flush()
                 yield from _overlap(compressed, out, lo, hi)
                 out += len(compressed)
@@ -648,11 +649,12 @@ class ZipLayout:
             yield from _overlap(compressed, out, lo, hi)
 
 
-def _read(f: BinaryIO, e: Entry, lo: int, hi: int) -> Iterator[bytes]:
+def _read(f: BinaryIO, e: Entry, lo: int, hi: int, size: int = READ_SIZE
+          ) -> Iterator[bytes]:
     """Chunks of the member's bytes [lo, hi), the file being at ``lo``."""
     pos = lo
     while pos < hi:
-        chunk = f.read(min(READ_SIZE, hi - pos))
+        chunk = f.read(min(size, hi - pos))
         if not chunk:
             raise MemberError(e.arcname, _smaller(pos, e.size))
         pos += len(chunk)
