@@ -123,3 +123,20 @@ class DV:
 @pytest.fixture
 def dv(sandbox):
     return DV(sandbox)
+
+
+@pytest.fixture
+def token_env(sandbox, monkeypatch):
+    """The sandbox, with its depositor token where rdr-export looks for it."""
+    monkeypatch.setenv("DATALAD_CREDENTIAL_RDR_SECRET", sandbox.api_token)
+    return sandbox
+
+
+def rdr_export(ds, sb, **kw):
+    """``datalad rdr-export`` of ``ds`` into the sandbox's collection; the results as a list."""
+    import datalad.api as dl
+
+    kw.setdefault("url", sb.dataverse_url)
+    kw.setdefault("collection", sb.collection)
+    return dl.rdr_export(dataset=str(ds), result_renderer="disabled", return_type="list",
+                         on_failure="ignore", **kw)

@@ -17,7 +17,7 @@ import datalad.api as dl
 import pytest
 import requests
 
-from conftest import DV
+from conftest import DV, rdr_export
 from datalad_rdr.demo import demo_metadata, make_bids_dataset
 from datalad_rdr.sandbox.faults import Fault
 
@@ -31,18 +31,9 @@ def bids(tmp_path):
                              derivatives={"fmriprep": IMAGE})
 
 
-@pytest.fixture
-def token_env(sandbox, monkeypatch):
-    monkeypatch.setenv("DATALAD_CREDENTIAL_RDR_SECRET", sandbox.api_token)
-    return sandbox
-
-
 def export(ds, sb, **kw):
-    kw.setdefault("url", sb.dataverse_url)
-    kw.setdefault("collection", sb.collection)
     kw.setdefault("max_bundle_size", CAP)
-    return dl.rdr_export(dataset=str(ds), result_renderer="disabled",
-                         return_type="list", on_failure="ignore", **kw)
+    return rdr_export(ds, sb, **kw)
 
 
 def statuses(results):

@@ -8,7 +8,7 @@ import pytest
 import requests
 import yaml
 
-from conftest import DV
+from conftest import DV, rdr_export
 from datalad_rdr import manifest as mf
 from datalad_rdr import metadata as md
 from datalad_rdr.demo import demo_metadata, make_bids_dataset
@@ -38,17 +38,8 @@ def bids(tmp_path):
     return make_bids_dataset(tmp_path / "bids", subjects=2, nifti_bytes=IMAGE)
 
 
-@pytest.fixture
-def token_env(sandbox, monkeypatch):
-    monkeypatch.setenv("DATALAD_CREDENTIAL_RDR_SECRET", sandbox.api_token)
-    return sandbox
-
-
 def export(ds, sb, **kw):
-    kw.setdefault("url", sb.dataverse_url)
-    kw.setdefault("collection", sb.collection)
-    return dl.rdr_export(dataset=str(ds), result_renderer="disabled", return_type="list",
-                         on_failure="ignore", **kw)
+    return rdr_export(ds, sb, **kw)
 
 
 def draft(sb, pid):

@@ -116,9 +116,3 @@ def test_published_export_then_openminds_from_the_same_file(token_env, bids, tmp
     assert {"identifier": f"https://doi.org/{doi}"} in [
         {k: v for k, v in n.items() if k == "identifier"} for n in graph]
     assert validation_problems(load(out)) == []
-
-
-@pytest.fixture
-def token_env(sandbox, monkeypatch):
-    monkeypatch.setenv("DATALAD_CREDENTIAL_RDR_SECRET", sandbox.api_token)
-    return sandbox

@@ -9,19 +9,13 @@ from pathlib import Path
 import datalad.api as dl
 import pytest
 
-from conftest import DV
+from conftest import DV, rdr_export
 from datalad_rdr.demo import make_bids_dataset
 
 IMAGE = 60_000
 CAP = 7 * IMAGE
 VALIDATOR = shutil.which("bids-validator-deno") or next(
     (p for p in (os.environ.get("BIDS_VALIDATOR_DENO"),) if p and os.path.exists(p)), None)
-
-
-@pytest.fixture
-def token_env(sandbox, monkeypatch):
-    monkeypatch.setenv("DATALAD_CREDENTIAL_RDR_SECRET", sandbox.api_token)
-    return sandbox
 
 
 @pytest.fixture
@@ -36,11 +30,8 @@ def no_validator(monkeypatch):
 
 
 def export(ds, sb, **kw):
-    kw.setdefault("url", sb.dataverse_url)
-    kw.setdefault("collection", sb.collection)
     kw.setdefault("max_bundle_size", CAP)
-    return dl.rdr_export(dataset=str(ds), result_renderer="disabled",
-                         return_type="list", on_failure="ignore", **kw)
+    return rdr_export(ds, sb, **kw)
 
 
 def save(ds, message="change"):

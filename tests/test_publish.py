@@ -16,18 +16,12 @@ import pytest
 import requests
 import yaml
 
-from conftest import DV
+from conftest import DV, rdr_export
 from datalad_rdr.demo import make_bids_dataset
 
 IMAGE = 60_000
 CAP = 7 * IMAGE
 DESCRIPTOR = "<html><body><h1>Data descriptor</h1><p>Flowcharts, file tree.</p></body></html>\n"
-
-
-@pytest.fixture
-def token_env(sandbox, monkeypatch):
-    monkeypatch.setenv("DATALAD_CREDENTIAL_RDR_SECRET", sandbox.api_token)
-    return sandbox
 
 
 @pytest.fixture
@@ -45,11 +39,8 @@ def bids(tmp_path):
 
 
 def export(ds, sb, **kw):
-    kw.setdefault("url", sb.dataverse_url)
-    kw.setdefault("collection", sb.collection)
     kw.setdefault("max_bundle_size", CAP)
-    return dl.rdr_export(dataset=str(ds), result_renderer="disabled",
-                         return_type="list", on_failure="ignore", **kw)
+    return rdr_export(ds, sb, **kw)
 
 
 def errors(results):
