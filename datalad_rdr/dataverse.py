@@ -17,11 +17,48 @@ from .http import Backoff, with_retries
 
 
 class DataverseError(Exception):
-    """The server refused or failed; ``status`` is the HTTP status (0: no answer)."""
+    """The server refused or failed; ``status`` is the HTTP status (0: no answer).
+
+    :func:`error` gives the subclass for a status, so callers catch by intent
+    (``except NotFound``) rather than compare numbers.
+    """
 
     def __init__(self, status: int, message: str, what: str = ""):
         self.status, self.message, self.what = status, message, what
         super().__init__(f"{what}: HTTP {status}: {message}" if what else message)
+
+
+class Unauthorized(DataverseError):
+    """401: the API token was refused (unknown, expired or revoked)."""
+
+
+class Forbidden(DataverseError):
+    """403: this user may not do this (or the server refuses the action as such)."""
+
+
+class NotFound(DataverseError):
+    """404: no such dataset, file, version or endpoint."""
+
+
+class Conflict(DataverseError):
+    """409: the dataset's state does not allow it (terms, license)."""
+
+
+class Locked(DataverseError):
+    """The dataset holds a lock that did not go away."""
+
+
+class NoAnswer(DataverseError):
+    """No HTTP answer at all (status 0): the server is unreachable."""
+
+
+_BY_STATUS = {0: NoAnswer, 401: Unauthorized, 403: Forbidden, 404: NotFound, 409: Conflict,
+              423: Locked}
+
+
+def error(status: int, message: str, what: str = "") -> DataverseError:
+    """The :class:`DataverseError` (subclass) for an HTTP status."""
+    return _BY_STATUS.get(status, DataverseError)(status, message, what)
 
 
 class Dataverse:
@@ -48,10 +85,10 @@ class Dataverse:
             else:
                 response = send()
         except requests.RequestException as exc:
-            raise DataverseError(0, f"no answer from {self.url} ({type(exc).__name__})",
-                                 what) from exc
+            raise NoAnswer(0, f"no answer from {self.url} ({type(exc).__name__})", what) \
+                from exc
         if response.status_code not in expect:
-            raise DataverseError(response.status_code, _message(response), what)
+            raise error(response.status_code, _message(response), what)
         if response.status_code == 204 or not response.content:
             return None
         if "json" not in response.headers.get("Content-Type", ""):
@@ -102,7 +139,7 @@ class Dataverse:
                 return
             if time.monotonic() > deadline:
                 kinds = ", ".join(lock["lockType"] for lock in locks)
-                raise DataverseError(423, f"dataset {pid} still locked ({kinds}) after "
+                raise Locked(423, f"dataset {pid} still locked ({kinds}) after "
                                           f"{timeout:.0f} s", "waiting for locks")
             if on_wait:
                 on_wait(locks)
@@ -156,6 +193,14 @@ class Dataverse:
         return self.call("GET", f"/api/metadatablocks/{name}",
                          what=f"reading metadata block '{name}'")
 
+    def collection_blocks(self, alias: str) -> list[dict]:
+        """The metadata blocks of a collection with their field types, requiredness as the
+        collection sets it (input levels): ``GET /api/dataverses/{alias}/metadatablocks
+        ?returnDatasetFieldTypes=true`` (Dataverses.java; fidelity row 48)."""
+        return self.call("GET", f"/api/dataverses/{alias}/metadatablocks",
+                         params={"returnDatasetFieldTypes": "true"},
+                         what=f"reading the metadata blocks of collection {alias}")
+
     def licenses(self) -> list[dict]:
         return self.call("GET", "/api/licenses", what="listing the server's licenses")
 
@@ -200,18 +245,21 @@ class Dataverse:
         ``anonymous`` leaves the token out (public files, or a token the server refuses).
         """
         headers = {"Range": f"bytes={first}-{last}"} if first is not None else {}
+        # gbrecs: not a user's download, so no guestbook entry and no Make Data Count hit
+        # (Access.java; fidelity row 41)
         if anonymous:
             self._anonymous = getattr(self, "_anonymous", None) or requests.Session()
         session = self._anonymous if anonymous else self.session
         try:
             return with_retries(
                 lambda: session.get(self.access_url(file_id), headers=headers,
+                                    params={"gbrecs": "true"},
                                     allow_redirects=False, stream=True,
                                     timeout=self.timeout),
                 what=f"reading file {file_id}", backoff=self.backoff)
         except requests.RequestException as exc:
-            raise DataverseError(0, f"no answer from {self.url} ({type(exc).__name__})",
-                                 f"reading file {file_id}") from exc
+            raise NoAnswer(0, f"no answer from {self.url} ({type(exc).__name__})",
+                           f"reading file {file_id}") from exc
 
     def versions(self, pid: str) -> list[dict]:
         """All versions of a dataset this user may see, newest first, with their files."""

@@ -27,7 +27,7 @@ from .register import RegisterError, draft_files, find_in_draft, register_bundle
 from .upload import TooSlowForUrlLifetime, Uploader, UploadError
 from .zipstream import MemberError, layout_zip
 
-log = logging.getLogger(__name__)
+log = logging.getLogger("datalad.rdr.export")
 
 
 @dataclass

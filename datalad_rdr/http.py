@@ -9,7 +9,7 @@ from dataclasses import dataclass
 
 import requests
 
-log = logging.getLogger(__name__)
+log = logging.getLogger("datalad.rdr.http")
 
 RETRY_STATUS = {429, 500, 502, 503, 504}
 

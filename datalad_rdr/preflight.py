@@ -36,7 +36,7 @@ from pathlib import Path, PurePosixPath
 from . import content
 from .plan import GB, Plan, PlannedFile
 
-log = logging.getLogger(__name__)
+log = logging.getLogger("datalad.rdr.preflight")
 
 LARGE_DATASET = 50 * GB  # RDR: datasets over 50 GB are agreed with the RDR team first
 VALIDATOR = "bids-validator-deno"

@@ -28,7 +28,7 @@ import yaml
 from . import manifest as mf
 from .dataverse import Dataverse, DataverseError
 
-log = logging.getLogger(__name__)
+log = logging.getLogger("datalad.rdr.publish")
 
 CITATION = "CITATION.cff"
 SPDX = {"CC-BY-4.0": "CC-BY-4.0", "CC0-1.0": "CC0-1.0", "CC0": "CC0-1.0",

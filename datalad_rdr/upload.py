@@ -52,7 +52,7 @@ import requests
 from .dataverse import Dataverse, DataverseError
 from .http import Backoff, retry_after, transient
 
-log = logging.getLogger(__name__)
+log = logging.getLogger("datalad.rdr.upload")
 
 
 # A PUT shorter than this says more about latency than about the link's rate: a 1 kB

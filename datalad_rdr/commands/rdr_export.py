@@ -10,6 +10,7 @@ from datalad.support.param import Parameter
 from datalad_next.commands import (
     EnsureCommandParameterization,
     ValidatedInterface,
+    build_doc,
     get_status_dict,
 )
 from datalad_next.constraints import (
@@ -31,6 +32,7 @@ from ..openminds_export import run_openminds
 from ..plan import GB
 
 
+@build_doc
 class RdrExport(ValidatedInterface):
     """Publish a dataset on RDR (Dataverse) as size-capped ZIP bundles, with provenance
 

@@ -34,7 +34,7 @@ from . import metadatablocks as mb
 from .faults import Faults
 from .s3 import parse_range
 
-log = logging.getLogger(__name__)
+log = logging.getLogger("datalad.rdr.sandbox.dataverse")
 
 MIB = 1024 * 1024
 MIN_PART_SIZE = 5 * MIB
@@ -329,6 +329,12 @@ class DataverseSandbox:
             if name in (block_name, str(i)):
                 return ok(mb.block_json(i, block_name, types))
         raise ApiError(404, f"Can't find metadata block '{name}'")
+
+    def collection_blocks(self, request, alias):
+        self.user(request)
+        if alias not in (self.settings.collection, "root"):
+            raise ApiError(404, f"Can't find dataverse with identifier='{alias}'")
+        return self.metadatablocks_list(request)
 
     def collection_view(self, request, alias):
         self.user(request)
@@ -1163,6 +1169,8 @@ _RULES = [
     Rule("/api/metadatablocks/<name>", endpoint="metadatablock_view", methods=["GET"]),
     Rule("/api/dataverses/<alias>", endpoint="collection_view", methods=["GET"]),
     Rule("/api/dataverses/<alias>/datasets", endpoint="create_dataset", methods=["POST"]),
+    Rule("/api/dataverses/<alias>/metadatablocks", endpoint="collection_blocks",
+         methods=["GET"]),
     Rule("/api/datasets/mpupload", endpoint="mpupload_complete", methods=["PUT"]),
     Rule("/api/datasets/mpupload", endpoint="mpupload_abort", methods=["DELETE"]),
     Rule("/api/datasets/<dsid>", endpoint="dataset_view", methods=["GET"]),

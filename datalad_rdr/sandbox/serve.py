@@ -12,7 +12,7 @@ class _QuietHandler(WSGIRequestHandler):
     # Werkzeug logs every request at INFO through the 'werkzeug' logger; keep the
     # sandbox's stdout clean (its first line is machine-readable JSON).
     def log_request(self, *args, **kwargs):  # noqa: D401
-        logging.getLogger("datalad_rdr.sandbox.http").debug(
+        logging.getLogger("datalad.rdr.sandbox.http").debug(
             "%s %s", self.command, self.path.split("?")[0]
         )
 
