@@ -25,10 +25,7 @@ from datalad_rdr.zipstream import (
 )
 
 COMMIT_DATE = 1700000000  # 2023-11-14 22:13:20 UTC
-SEVEN_ZIP = shutil.which("7zz") or shutil.which("7z")
-UNZIP = shutil.which("unzip")
-needs_7zip = pytest.mark.skipif(not SEVEN_ZIP, reason="7-Zip (7zz/7z) not installed")
-needs_unzip = pytest.mark.skipif(not UNZIP, reason="Info-ZIP unzip not installed")
+from tools import SEVEN_ZIP, UNZIP, needs_7zip, needs_unzip
 
 
 def members_from(root: Path, files: dict[str, bytes], checksums=True) -> list[Member]:
