@@ -297,12 +297,28 @@ def unicode_path(extra: bytes, raw_name: bytes) -> str | None:
     return None
 
 
-def decode_name(raw_name: bytes, flags: int, extra: bytes = b"") -> str:
-    """A member name as its writer meant it: UTF-8 if flagged, else Unicode Path or cp437."""
+#: Hosts (4.4.2) whose tools write names in the system's encoding, today UTF-8: Info-ZIP
+#: on Linux and macOS sets neither the UTF-8 flag nor a Unicode Path extra.
+UTF8_HOSTS = frozenset({3, 19})  # UNIX, OS X
+
+
+def decode_name(raw_name: bytes, flags: int, extra: bytes = b"", made_by: int = 0) -> str:
+    """A member name as its writer meant it.
+
+    UTF-8 if flagged (4.4.4 bit 11); else Info-ZIP's Unicode Path extra; else UTF-8 if
+    the writer ran on a UNIX-like host and the bytes are UTF-8; else IBM code page 437,
+    as the APPNOTE says (D.1).
+    """
     if flags & FLAG_UTF8:
         try:
             return raw_name.decode("utf-8")
         except UnicodeDecodeError:
             raise ValueError(f"ZIP member name {raw_name!r} is flagged UTF-8 and is "
                              f"not") from None
-    return unicode_path(extra, raw_name) or raw_name.decode("cp437")
+    name = unicode_path(extra, raw_name)
+    if name is None and made_by >> 8 in UTF8_HOSTS:
+        try:
+            name = raw_name.decode("utf-8")
+        except UnicodeDecodeError:
+            pass
+    return raw_name.decode("cp437") if name is None else name

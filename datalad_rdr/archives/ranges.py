@@ -138,7 +138,6 @@ class RangeFile(io.RawIOBase):
     def __init__(self, source, readahead: int = 65536, keep: int = 4):
         super().__init__()
         self.source, self.readahead, self.keep = source, readahead, keep
-        self.name = source.name
         self.pos = 0
         self._windows: list[tuple[int, bytes]] = []
 

@@ -7,7 +7,8 @@ a chain of coders. A *solid* archive packs many members into one folder: a membe
 then only be had by decoding its folder from the start, so it needs the whole folder
 (usually the whole archive). In a non-solid archive (``7z a -ms=off``) every member is
 a folder of its own; when that folder is one coder that Python decodes (copy, LZMA,
-LZMA2, deflate) the member is read here from its packed byte range alone, and checked
+LZMA2, deflate), or LZMA(2) behind the x86 branch filter (py7zr's default), the member
+is read here from its packed byte range alone, in one request, and checked
 against its size and CRC-32. Other members say why they need the whole archive
 (:attr:`SevenZipMember.whole_archive`), for a caller to download it and use 7-Zip.
 """
@@ -79,7 +80,6 @@ def read_directory(source, readahead: int = 65536) -> SevenZipDirectory:
         with py7zr.SevenZipFile(RangeFile(source, readahead), mode="r") as archive:
             files = list(archive.files)
             streams = archive.header.main_streams
-            solid = archive.archiveinfo().solid
     except PasswordRequired:
         raise ArchiveError(f"{source.name}: its member list is encrypted: extract it with "
                            f"7-Zip and the password") from None
@@ -95,6 +95,7 @@ def read_directory(source, readahead: int = 65536) -> SevenZipDirectory:
         index += len(folder.packed_indices)
     per_folder = streams.substreamsinfo.num_unpackstreams_folders if (
         streams and streams.substreamsinfo) else [1] * len(folders)
+    solid = any(n > 1 for n in per_folder)
     members = []
     for f in files:
         members.append(_member(f, streams, first_pack, per_folder))

@@ -175,7 +175,7 @@ def _parse_directory(data: bytes, source, shift: int) -> list[ZipMember]:
                          pos + zf.CENTRAL_HEADER_SIZE + h.name_len + h.extra_len]
             size, csize, offset, disk = zf.zip64_values(
                 extra, h.size, h.compressed_size, h.header_offset, h.disk_start)
-            name = zf.decode_name(raw, h.flags, extra)
+            name = zf.decode_name(raw, h.flags, extra, h.made_by)
         except ValueError as exc:
             raise ArchiveError(f"{source.name}: central directory entry {len(members) + 1}:"
                                f" {exc}") from None
