@@ -297,9 +297,10 @@ def unicode_path(extra: bytes, raw_name: bytes) -> str | None:
     return None
 
 
-#: Hosts (4.4.2) whose tools write names in the system's encoding, today UTF-8: Info-ZIP
-#: on Linux and macOS sets neither the UTF-8 flag nor a Unicode Path extra.
-UTF8_HOSTS = frozenset({3, 19})  # UNIX, OS X
+#: Hosts (4.4.2) of UNIX-like tools: their names are in the system's encoding, today
+#: UTF-8 (Info-ZIP on Linux and macOS sets neither the UTF-8 flag nor a Unicode Path
+#: extra), and the high 16 bits of the external attributes are a UNIX mode.
+UNIX_HOSTS = frozenset({3, 19})  # UNIX, OS X
 
 
 def decode_name(raw_name: bytes, flags: int, extra: bytes = b"", made_by: int = 0) -> str:
@@ -316,7 +317,7 @@ def decode_name(raw_name: bytes, flags: int, extra: bytes = b"", made_by: int = 
             raise ValueError(f"ZIP member name {raw_name!r} is flagged UTF-8 and is "
                              f"not") from None
     name = unicode_path(extra, raw_name)
-    if name is None and made_by >> 8 in UTF8_HOSTS:
+    if name is None and made_by >> 8 in UNIX_HOSTS:
         try:
             name = raw_name.decode("utf-8")
         except UnicodeDecodeError:

@@ -7,6 +7,7 @@ import json
 import os
 import random
 import shutil
+import stat
 import struct
 import subprocess
 import zipfile
@@ -208,6 +209,18 @@ def test_info_zip_split_archive_offsets_are_per_disk(files, tmp_path):
     assert volume_sets(["data.z01", "data.z02"])[0].missing == (3,)
 
 
+@needs_info_zip
+def test_info_zip_symlink_is_told_apart(tmp_path):
+    (tmp_path / "data.txt").write_bytes(b"data")
+    os.symlink("data.txt", tmp_path / "link")
+    subprocess.run([INFO_ZIP, "-q", "-y", "links.zip", "data.txt", "link"], cwd=tmp_path,
+                   check=True)
+    archive = open_archive(from_path(tmp_path / "links.zip"))
+    link, data = archive.get("link"), archive.get("data.txt")
+    assert link.is_symlink and not data.is_symlink and stat.S_ISREG(data.mode)
+    assert read(archive, link) == b"data.txt"  # the target, not the data
+
+
 # -- ZIPs by Python's zipfile -------------------------------------------------------------
 
 
@@ -355,6 +368,22 @@ def test_a_flipped_byte_fails_the_crc_check_naming_the_member(tmp_path, method):
         with pytest.raises(CorruptMember, match=r"CRC-32 [0-9a-f]{8}, not the "
                                                 f"{m.crc32:08x} the central directory"):
             read(archive, archive.get("sub/table.tsv"))
+
+
+def test_a_directory_that_promises_more_deflated_bytes_than_the_stream_is_damage(tmp_path):
+    path = tmp_path / "ok.zip"
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as z:
+        z.writestr("a.txt", b"abc" * 1000)
+        z.writestr("b.txt", b"more")
+    archive = open_archive(from_path(path))
+    raw = bytearray(path.read_bytes())
+    at = archive.cd_offset + 20  # the first central header's compressed size
+    struct.pack_into("<I", raw, at, struct.unpack_from("<I", raw, at)[0] + 1)
+    (tmp_path / "bad.zip").write_bytes(raw)
+    archive = open_archive(from_path(tmp_path / "bad.zip"))
+    with pytest.raises(CorruptMember, match="a.txt in bad.zip: the deflate stream does not "
+                                            "end where the central directory says"):
+        read(archive, archive.get("a.txt"))
 
 
 def test_not_a_zip_cut_short_or_damaged_directory(tmp_path):

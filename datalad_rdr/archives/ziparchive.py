@@ -17,6 +17,7 @@ the sizes and CRC-32.
 from __future__ import annotations
 
 import logging
+import stat
 import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -46,10 +47,23 @@ class ZipMember:
     size: int
     header_offset: int
     extra_len: int  # of the central header: the guess for the local header's
+    made_by: int = 0
+    external_attr: int = 0
 
     @property
     def is_dir(self) -> bool:
         return self.name.endswith("/")
+
+    @property
+    def mode(self) -> int | None:
+        """The UNIX mode (file type and permissions) if a UNIX-like tool wrote it."""
+        mode = self.external_attr >> 16
+        return mode if mode and self.made_by >> 8 in zf.UNIX_HOSTS else None
+
+    @property
+    def is_symlink(self) -> bool:
+        """A symbolic link: its content is the link's target, not data."""
+        return self.mode is not None and stat.S_ISLNK(self.mode)
 
     @property
     def encrypted(self) -> bool:
@@ -141,7 +155,7 @@ def read_directory(source) -> ZipDirectory:
                            f".z01 ... .zip) and {source.disks} were given")
     cd_start = source.disk_offset(cd_disk, cd_offset)
     shift = 0
-    if source.disks == 1 and cd_start + cd_size != records_start:
+    if disk == 0 and cd_start + cd_size != records_start:
         # Bytes before the ZIP (a self-extractor, or a cut-off prefix): offsets in the
         # directory are off by the same amount everywhere, as zipfile assumes too.
         shift = records_start - cd_size - cd_start
@@ -182,7 +196,8 @@ def _parse_directory(data: bytes, source, shift: int) -> list[ZipMember]:
         members.append(ZipMember(
             name=name, raw_name=raw, method=h.method, flags=h.flags, crc32=h.crc32,
             compressed_size=csize, size=size,
-            header_offset=source.disk_offset(disk, offset) + shift, extra_len=h.extra_len))
+            header_offset=source.disk_offset(disk, offset) + shift, extra_len=h.extra_len,
+            made_by=h.made_by, external_attr=h.external_attr))
         pos += h.length
     return members
 
@@ -290,8 +305,9 @@ class _Check:
         if self.inflate is not None:
             self.feed(b"")
             self._emit(self.inflate.flush())
-            if not self.inflate.eof:
-                raise CorruptMember(f"{self.where}: the deflate stream ends early")
+            if not self.inflate.eof or self.inflate.unused_data:
+                raise CorruptMember(f"{self.where}: the deflate stream does not end where "
+                                    f"the central directory says (damaged)")
         if self.size != self.member.size:
             raise CorruptMember(f"{self.where}: {self.size} bytes, not the "
                                 f"{self.member.size} the central directory says")
