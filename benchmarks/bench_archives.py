@@ -131,8 +131,9 @@ def main():
                 archive.read(m, io.BytesIO())
                 took = time.perf_counter() - t0
                 read_ = source.bytes_read - got
-                print(f"  {what:7} {took * 1000:8.1f} ms  {source.requests - requests} request"
-                      f"   {read_:9d} B read for {m.compressed_size} B packed, {m.size} B "
+                print(f"  {what:7} {took * 1000:8.1f} ms  "
+                      f"{source.requests - requests} request   {read_:9d} B read for "
+                      f"{m.compressed_size} B packed, {m.size} B "
                       f"(+{read_ - m.compressed_size} B: local header and slack)")
             print()
 

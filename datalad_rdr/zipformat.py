@@ -126,7 +126,8 @@ class CentralHeader:
 
     @classmethod
     def parse(cls, data: bytes, offset: int = 0) -> CentralHeader:
-        _check(data, offset, CENTRAL_HEADER_SIZE, CENTRAL_SIG, "ZIP central directory header")
+        _check(data, offset, CENTRAL_HEADER_SIZE, CENTRAL_SIG,
+               "ZIP central directory header")
         header = cls(*_CENTRAL.unpack_from(data, offset)[1:])
         if len(data) < offset + header.length:
             raise ValueError("ZIP central directory header: name, extra field or comment "
@@ -188,7 +189,8 @@ class Zip64End:
 
     @classmethod
     def parse(cls, data: bytes, offset: int = 0) -> Zip64End:
-        _check(data, offset, ZIP64_END_SIZE, ZIP64_END_SIG, "zip64 end of central directory")
+        _check(data, offset, ZIP64_END_SIZE, ZIP64_END_SIG,
+               "zip64 end of central directory")
         record = cls(*_ZIP64_END.unpack_from(data, offset)[1:])
         if record.record_size < ZIP64_END_SIZE - 12:
             raise ValueError(f"zip64 end of central directory: size {record.record_size} "

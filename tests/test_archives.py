@@ -192,10 +192,10 @@ def test_encrypted_member_is_refused_with_the_reason(files, tmp_path):
 
 @needs_info_zip
 def test_info_zip_split_archive_offsets_are_per_disk(files, tmp_path):
-    """``zip -s``: data.z01, data.z02, data.zip; offsets count from the start of each part."""
+    """``zip -s``: data.z01, data.z02, data.zip; offsets count from each part's start."""
     src, originals = files
-    subprocess.run([INFO_ZIP, "-q", "-r", "-0", "-s", "64k", str(tmp_path / "data.zip"), "."],
-                   cwd=src, check=True)
+    subprocess.run([INFO_ZIP, "-q", "-r", "-0", "-s", "64k", str(tmp_path / "data.zip"),
+                    "."], cwd=src, check=True)
     names = sorted(p.name for p in tmp_path.glob("data.z*"))
     [found] = volume_sets(names)
     assert found.style == "info-zip" and found.volumes[-1] == "data.zip"

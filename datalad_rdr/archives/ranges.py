@@ -12,6 +12,7 @@ from __future__ import annotations
 import io
 import os
 from collections.abc import Callable, Iterator
+from functools import cached_property
 
 CHUNK = 1024 * 1024
 
@@ -26,6 +27,28 @@ class CorruptMember(ArchiveError):
 
 class Unsupported(ArchiveError):
     """A member stored in a way this reader does not decode (method, encryption)."""
+
+
+class Listing:
+    """What the member lists of ZIP and 7z archives share: ``members`` in the archive's
+    order, each with a ``name``, found by name with :meth:`get`; ``source`` is what they
+    are read from."""
+
+    def __iter__(self):
+        return iter(self.members)
+
+    def __len__(self) -> int:
+        return len(self.members)
+
+    @cached_property
+    def _by_name(self) -> dict:
+        return {m.name: m for m in reversed(self.members)}  # the first of equal names
+
+    def get(self, name: str):
+        try:
+            return self._by_name[name]
+        except KeyError:
+            raise KeyError(f"{self.source.name} has no member {name!r}") from None
 
 
 class Ranges:
@@ -86,8 +109,9 @@ class Ranges:
     def disk_offset(self, disk: int, offset: int) -> int:
         """The offset in this file of ``offset`` on ``disk`` (a ZIP's disk number)."""
         if disk:
-            raise ArchiveError(f"{self.name} is the last part of a split ZIP (its directory "
-                               f"starts on part {disk + 1}): open all its parts as volumes")
+            raise ArchiveError(f"{self.name} is the last part of a split ZIP (its "
+                               f"directory starts on part {disk + 1}): open all its parts "
+                               f"as volumes")
         return offset
 
 
@@ -160,7 +184,8 @@ class RangeFile(io.RawIOBase):
         return self.pos
 
     def read(self, n: int = -1) -> bytes:
-        end = self.source.size if n is None or n < 0 else min(self.source.size, self.pos + n)
+        size = self.source.size
+        end = size if n is None or n < 0 else min(size, self.pos + n)
         out = []
         while self.pos < end:
             piece = self._cached(self.pos, end)
@@ -190,7 +215,7 @@ class RangeFile(io.RawIOBase):
 
 
 def decoded(decoder, data: bytes, piece: int = CHUNK) -> Iterator[bytes]:
-    """What a zlib or lzma decompressor makes of ``data``, at most ``piece`` bytes at a time.
+    """What a zlib or lzma decompressor makes of ``data``, ``piece`` bytes at a time.
 
     Bounded pieces let a caller stop at the member's size instead of inflating a damaged
     (or hostile) stream into memory whole.

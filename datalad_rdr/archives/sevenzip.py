@@ -19,11 +19,17 @@ import logging
 import lzma
 import struct
 import zlib
-from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import BinaryIO
 
-from .ranges import ArchiveError, CorruptMember, RangeFile, Unsupported, decoded
+from .ranges import (
+    ArchiveError,
+    CorruptMember,
+    Listing,
+    RangeFile,
+    Unsupported,
+    decoded,
+)
 
 lgr = logging.getLogger("datalad.rdr.archives")
 
@@ -49,22 +55,10 @@ class SevenZipMember:
 
 
 @dataclass
-class SevenZipDirectory:
+class SevenZipDirectory(Listing):
     source: object
     members: list[SevenZipMember]
     solid: bool
-
-    def __iter__(self) -> Iterator[SevenZipMember]:
-        return iter(self.members)
-
-    def __len__(self) -> int:
-        return len(self.members)
-
-    def get(self, name: str) -> SevenZipMember:
-        for m in self.members:
-            if m.name == name:
-                return m
-        raise KeyError(f"{self.source.name} has no member {name!r}")
 
     def read(self, member: SevenZipMember, out: BinaryIO) -> int:
         return read_member(self.source, member, out)

@@ -19,12 +19,11 @@ from __future__ import annotations
 import logging
 import stat
 import zlib
-from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import BinaryIO
 
 from .. import zipformat as zf
-from .ranges import ArchiveError, CorruptMember, Unsupported, decoded
+from .ranges import ArchiveError, CorruptMember, Listing, Unsupported, decoded
 
 lgr = logging.getLogger("datalad.rdr.archives")
 
@@ -85,7 +84,7 @@ class ZipMember:
 
 
 @dataclass
-class ZipDirectory:
+class ZipDirectory(Listing):
     """The members of a ZIP and where its directory is."""
 
     source: object
@@ -94,18 +93,6 @@ class ZipDirectory:
     cd_size: int
     zip64: bool
     comment: bytes
-
-    def __iter__(self) -> Iterator[ZipMember]:
-        return iter(self.members)
-
-    def __len__(self) -> int:
-        return len(self.members)
-
-    def get(self, name: str) -> ZipMember:
-        for m in self.members:
-            if m.name == name:
-                return m
-        raise KeyError(f"{self.source.name} has no member {name!r}")
 
     def read(self, member: ZipMember, out: BinaryIO) -> int:
         return read_member(self.source, member, out)
@@ -184,9 +171,9 @@ def _parse_directory(data: bytes, source, shift: int) -> list[ZipMember]:
     while pos < len(data):
         try:
             h = zf.CentralHeader.parse(data, pos)
-            raw = data[pos + zf.CENTRAL_HEADER_SIZE:pos + zf.CENTRAL_HEADER_SIZE + h.name_len]
-            extra = data[pos + zf.CENTRAL_HEADER_SIZE + h.name_len:
-                         pos + zf.CENTRAL_HEADER_SIZE + h.name_len + h.extra_len]
+            name_at = pos + zf.CENTRAL_HEADER_SIZE
+            raw = data[name_at:name_at + h.name_len]
+            extra = data[name_at + h.name_len:name_at + h.name_len + h.extra_len]
             size, csize, offset, disk = zf.zip64_values(
                 extra, h.size, h.compressed_size, h.header_offset, h.disk_start)
             name = zf.decode_name(raw, h.flags, extra, h.made_by)
@@ -227,7 +214,8 @@ def read_member(source, member: ZipMember, out: BinaryIO,
         while len(head) < header.length:
             chunk = next(chunks, b"")
             if not chunk:
-                raise CorruptMember(f"{where}: the local header runs past the archive's end")
+                raise CorruptMember(f"{where}: the local header runs past the "
+                                    f"archive's end")
             head += chunk
         _check_local(head, header, member, where)
         data_offset = start + header.length
