@@ -154,9 +154,9 @@ def from_bundle_reader(reader, file_id: int, size: int, name: str) -> Ranges:
 class RangeFile(io.RawIOBase):
     """A read-only, seekable file object over ranges, for libraries that want one (py7zr).
 
-    A read that misses the cache fetches at least ``readahead`` bytes in one request and
-    keeps the last ``keep`` such windows, so a reader's many small reads of a header cost
-    few requests.
+    A read that misses the cache fetches at least ``readahead`` bytes in one request (near
+    the end: the last ``readahead`` bytes) and keeps the last ``keep`` such windows, so a
+    reader's many small reads of a header cost few requests.
     """
 
     def __init__(self, source, readahead: int = 65536, keep: int = 4):
@@ -190,10 +190,15 @@ class RangeFile(io.RawIOBase):
         while self.pos < end:
             piece = self._cached(self.pos, end)
             if piece is None:
-                fetch_end = min(self.source.size, max(end, self.pos + self.readahead))
-                data = self.source.read(self.pos, fetch_end)
-                self._windows = [*self._windows[-(self.keep - 1):], (self.pos, data)]
-                piece = data[:end - self.pos]
+                first = self.pos
+                if first >= size - self.readahead:
+                    # Archive headers near the end are read back to front (7z: the header,
+                    # then its packed stream before it): one request gets them all.
+                    first = max(0, size - self.readahead)
+                last = min(size, max(end, first + self.readahead))
+                data = self.source.read(first, last)
+                self._windows = [*self._windows[-(self.keep - 1):], (first, data)]
+                piece = data[self.pos - first:end - first]
             out.append(piece)
             self.pos += len(piece)
         return b"".join(out)
@@ -213,18 +218,3 @@ class RangeFile(io.RawIOBase):
         self._windows.clear()
         super().close()
 
-
-def decoded(decoder, data: bytes, piece: int = CHUNK) -> Iterator[bytes]:
-    """What a zlib or lzma decompressor makes of ``data``, ``piece`` bytes at a time.
-
-    Bounded pieces let a caller stop at the member's size instead of inflating a damaged
-    (or hostile) stream into memory whole.
-    """
-    if hasattr(decoder, "needs_input"):  # lzma
-        yield decoder.decompress(data, piece)
-        while not decoder.needs_input and not decoder.eof:
-            yield decoder.decompress(b"", piece)
-        return
-    yield decoder.decompress(data, piece)
-    while decoder.unconsumed_tail:
-        yield decoder.decompress(decoder.unconsumed_tail, piece)

@@ -22,13 +22,13 @@ import zlib
 from dataclasses import dataclass
 from typing import BinaryIO
 
+from .codecs import sevenzip_decoder
 from .ranges import (
     ArchiveError,
     CorruptMember,
     Listing,
     RangeFile,
     Unsupported,
-    decoded,
 )
 
 lgr = logging.getLogger("datalad.rdr.archives")
@@ -138,26 +138,6 @@ def _x86_chain(folder) -> bool:
             and [(b.incoder, b.outcoder) for b in folder.bindpairs] == [(1, 0)])
 
 
-def _decoder(member: SevenZipMember):
-    """A decompressor for the member's coder(s); None for copy."""
-    props = member.properties
-    *branch, coder = member.coder.split("+")
-    if coder == "copy":
-        return None
-    if coder == "deflate":
-        return zlib.decompressobj(-15)
-    if coder == "lzma2":
-        p = props[0] if props else 0
-        dict_size = 0xFFFFFFFF if p >= 40 else (2 | (p & 1)) << (p // 2 + 11)
-        compressor = {"id": lzma.FILTER_LZMA2, "dict_size": dict_size}
-    else:
-        lc, rest = props[0] % 9, props[0] // 9
-        compressor = {"id": lzma.FILTER_LZMA1, "lc": lc, "lp": rest % 5, "pb": rest // 5,
-                      "dict_size": struct.unpack_from("<I", props, 1)[0]}
-    filters = [{"id": lzma.FILTER_X86}] * len(branch) + [compressor]
-    return lzma.LZMADecompressor(lzma.FORMAT_RAW, filters=filters)
-
-
 def read_member(source, member: SevenZipMember, out: BinaryIO) -> int:
     """Write a member read from its packed range alone to ``out``; returns bytes written.
 
@@ -171,7 +151,7 @@ def read_member(source, member: SevenZipMember, out: BinaryIO) -> int:
                           f"download the whole archive and extract it with 7-Zip")
     if member.packed is None:
         return 0  # a directory or an empty file
-    decoder = _decoder(member)
+    decoder = sevenzip_decoder(member.coder, member.properties)
     crc = size = 0
 
     def emit(data: bytes) -> None:
@@ -184,10 +164,10 @@ def read_member(source, member: SevenZipMember, out: BinaryIO) -> int:
 
     try:
         for chunk in source.stream(*member.packed):
-            for data in [chunk] if decoder is None else decoded(decoder, chunk):
+            for data in [chunk] if decoder is None else decoder.pieces(chunk):
                 emit(data)
-        if member.coder == "deflate":
-            emit(decoder.flush())
+        if decoder is not None:
+            emit(decoder.end()[0])  # 7z's LZMA has no end marker: size and CRC-32 tell
     except (lzma.LZMAError, zlib.error) as exc:
         raise CorruptMember(f"{where}: cannot decode ({exc}): the archive is damaged"
                             ) from None

@@ -17,13 +17,15 @@ the sizes and CRC-32.
 from __future__ import annotations
 
 import logging
+import lzma
 import stat
 import zlib
 from dataclasses import dataclass
 from typing import BinaryIO
 
 from .. import zipformat as zf
-from .ranges import ArchiveError, CorruptMember, Listing, Unsupported, decoded
+from .codecs import ZIP_METHODS, zip_decoder
+from .ranges import ArchiveError, CorruptMember, Listing, Unsupported
 
 lgr = logging.getLogger("datalad.rdr.archives")
 
@@ -78,8 +80,9 @@ class ZipMember:
         """Why this member cannot be read here, or None."""
         if self.encrypted:
             return "encrypted"
-        if self.method not in (zf.STORED, zf.DEFLATED):
-            return f"compressed with {self.method_name} (only stored and deflated are read)"
+        if self.method not in ZIP_METHODS:
+            return (f"compressed with {self.method_name} (stored, deflated, Deflate64, "
+                    f"bzip2 and LZMA are read)")
         return None
 
 
@@ -261,11 +264,11 @@ def _check_local(head: bytes, h: zf.LocalHeader, member: ZipMember, where: str) 
 
 
 class _Check:
-    """Inflate (if deflated), count and CRC the member's bytes on their way to ``out``."""
+    """Decode, count and CRC the member's bytes on their way to ``out``."""
 
     def __init__(self, member: ZipMember, out: BinaryIO, where: str):
         self.member, self.out, self.where = member, out, where
-        self.inflate = zlib.decompressobj(-15) if member.method == zf.DEFLATED else None
+        self.decoder = zip_decoder(member.method, member.flags)
         self.crc = self.size = 0
 
     def _emit(self, data: bytes) -> None:
@@ -279,23 +282,25 @@ class _Check:
         self.out.write(data)
 
     def feed(self, data: bytes) -> None:
-        if self.inflate is None:
+        if self.decoder is None:
             self._emit(data)
             return
         try:
-            for piece in decoded(self.inflate, data):
+            for piece in self.decoder.pieces(data):
                 self._emit(piece)
-        except zlib.error as exc:
-            raise CorruptMember(f"{self.where}: cannot inflate ({exc}): the archive is "
+        except (zlib.error, OSError, EOFError, lzma.LZMAError, ValueError) as exc:
+            raise CorruptMember(f"{self.where}: cannot decompress ({exc}): the archive is "
                                 f"damaged") from None
 
     def finish(self) -> None:
-        if self.inflate is not None:
+        if self.decoder is not None:
             self.feed(b"")
-            self._emit(self.inflate.flush())
-            if not self.inflate.eof or self.inflate.unused_data:
-                raise CorruptMember(f"{self.where}: the deflate stream does not end where "
-                                    f"the central directory says (damaged)")
+            tail, ended = self.decoder.end()
+            self._emit(tail)
+            if not ended:
+                raise CorruptMember(f"{self.where}: the {self.member.method_name} stream "
+                                    f"does not end where the central directory says "
+                                    f"(damaged)")
         if self.size != self.member.size:
             raise CorruptMember(f"{self.where}: {self.size} bytes, not the "
                                 f"{self.member.size} the central directory says")
