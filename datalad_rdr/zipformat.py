@@ -263,11 +263,12 @@ def zip64_values(extra: bytes, size: int, compressed_size: int, header_offset: i
 
     The extra holds, in this order, only the values whose fixed field is saturated.
     """
+    if SATURATED_32 not in (size, compressed_size, header_offset) and (
+            disk_start != SATURATED_16):
+        return size, compressed_size, header_offset, disk_start
     values = [size, compressed_size, header_offset, disk_start]
     wanted = [i for i, (v, full) in enumerate(zip(values, (SATURATED_32,) * 3 + (
         SATURATED_16,))) if v == full]
-    if not wanted:
-        return size, compressed_size, header_offset, disk_start
     block = next((data for header_id, data in iter_extra(extra)
                   if header_id == ZIP64_EXTRA_ID), None)
     if block is None:
