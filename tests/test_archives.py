@@ -283,19 +283,33 @@ def test_listing_10000_members_reads_the_central_directory_not_the_archive(tmp_p
         LOCAL_SLACK + m.size)
 
 
-def test_zip64_more_than_65535_members(tmp_path):
-    path = tmp_path / "zip64.zip"
+@pytest.fixture(scope="module")
+def zip64_archive(tmp_path_factory):
+    path = tmp_path_factory.mktemp("zip64") / "zip64.zip"
     many_members(path, 65_600, size=1)
-    source = from_path(path)
+    return path
+
+
+def test_zip64_more_than_65535_members(zip64_archive):
+    source = from_path(zip64_archive)
     archive = open_archive(source)
     assert archive.zip64 and len(archive) == 65_600
-    raw = path.read_bytes()
+    raw = zip64_archive.read_bytes()
     end = zf.End.parse(raw, zf.find_end(raw[-zf.TAIL_SIZE:]) + len(raw) - zf.TAIL_SIZE)
     assert end.total_entries == 0xFFFF and end.needs_zip64
     assert source.requests == 2
     assert source.bytes_read == archive.cd_size + zf.ZIP64_END_SIZE + (
         zf.ZIP64_LOCATOR_SIZE + zf.END_SIZE)
     assert read(archive, archive.members[-1]) == b"65599"
+
+
+def test_zip64_with_bytes_before_it(zip64_archive, tmp_path):
+    """The locator's offset is then off too: the record is found just before it."""
+    prefixed = tmp_path / "sfx.zip"
+    prefixed.write_bytes(b"#!/bin/sh\nexit 0\n" * 1000 + zip64_archive.read_bytes())
+    archive = open_archive(from_path(prefixed))
+    assert archive.zip64 and len(archive) == 65_600
+    assert read(archive, archive.get("d065/f065535.txt")) == b"65535"
 
 
 def test_local_extra_longer_than_the_central_costs_one_more_request(tmp_path):

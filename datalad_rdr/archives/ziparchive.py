@@ -33,6 +33,7 @@ lgr = logging.getLogger("datalad.rdr.archives")
 #: extra fields are usually as long as the central one, or a little longer (timestamps,
 #: zip64 sizes that the central header did not need).
 LOCAL_SLACK = 256
+_ZIP64_END_SIG = zf.ZIP64_END_SIG.to_bytes(4, "little")
 
 
 @dataclass(frozen=True, slots=True)
@@ -130,6 +131,10 @@ def read_directory(source) -> ZipDirectory:
         try:
             locator = zf.Zip64Locator.parse(tail, locator_pos)
             at = source.disk_offset(locator.zip64_end_disk, locator.zip64_end_offset)
+            before = tail_start + locator_pos - zf.ZIP64_END_SIZE
+            if at != before and before >= tail_start and tail[
+                    before - tail_start:before - tail_start + 4] == _ZIP64_END_SIG:
+                at = before  # bytes before the ZIP moved it, as below; zipfile looks here
             if at >= tail_start and at + zf.ZIP64_END_SIZE <= source.size:
                 record = zf.Zip64End.parse(tail, at - tail_start)
             else:
