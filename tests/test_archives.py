@@ -576,6 +576,22 @@ def test_7z_volumes_and_damage(files, tmp_path):
         open_archive(from_path(notes))
 
 
+@needs_7zip
+def test_encrypted_7z_members_or_member_list(files, tmp_path):
+    src, originals = files
+    seven_zip("a", "-ms=off", "-psecret", str(tmp_path / "locked.7z"), "README",
+              "participants.tsv", cwd=src)
+    archive = open_archive(from_path(tmp_path / "locked.7z"))
+    member = archive.get("participants.tsv")
+    assert member.whole_archive == "encrypted"
+    assert member.size == len(originals["participants.tsv"])
+    with pytest.raises(Unsupported, match="participants.tsv in locked.7z: encrypted"):
+        read(archive, member)
+    seven_zip("a", "-psecret", "-mhe=on", str(tmp_path / "hidden.7z"), "README", cwd=src)
+    with pytest.raises(ArchiveError, match="hidden.7z: its member list is encrypted"):
+        open_archive(from_path(tmp_path / "hidden.7z"))
+
+
 # -- On the server --------------------------------------------------------------------
 
 

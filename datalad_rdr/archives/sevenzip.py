@@ -95,7 +95,7 @@ def read_directory(source, readahead: int = 65536) -> SevenZipDirectory:
         members.append(_member(f, streams, first_pack, per_folder))
     lgr.debug("%s: %d members, solid=%s, %d requests", source.name, len(members), solid,
               source.requests)
-    return SevenZipDirectory(source, members, bool(solid))
+    return SevenZipDirectory(source, members, solid)
 
 
 def _member(f, streams, first_pack, per_folder) -> SevenZipMember:
@@ -105,6 +105,9 @@ def _member(f, streams, first_pack, per_folder) -> SevenZipMember:
                               f.is_directory, None, None, b"", None)
     folder = f.folder
     folder_index, pack_index = first_pack[id(folder)]
+    crc = f.crc32
+    if crc is None and per_folder[folder_index] == 1 and folder.digestdefined:
+        crc = folder.crc  # a folder of one member may carry its CRC-32 itself
     coders = folder.coders
     methods = [c["method"] for c in coders]
     why = None
@@ -116,12 +119,12 @@ def _member(f, streams, first_pack, per_folder) -> SevenZipMember:
             (len(coders) == 1 and methods[0] in _CODERS) or _x86_chain(folder))):
         why = f"packed with 7z coders {'+'.join(map(_coder_name, methods))}"
     if why:
-        return SevenZipMember(name, f.uncompressed, f.crc32, False, None, None, b"", why)
+        return SevenZipMember(name, f.uncompressed, crc, False, None, None, b"", why)
     start = (SIGNATURE_HEADER_SIZE + streams.packinfo.packpos
              + streams.packinfo.packpositions[pack_index])
     end = start + streams.packinfo.packsizes[pack_index]
     coder = "+".join(_coder_name(m) for m in reversed(methods))
-    return SevenZipMember(name, f.uncompressed, f.crc32, False, (start, end), coder,
+    return SevenZipMember(name, f.uncompressed, crc, False, (start, end), coder,
                           coders[0]["properties"] or b"", None)
 
 
