@@ -18,6 +18,7 @@ import struct
 import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import ClassVar
 
 # -- Signatures (4.3.x) and sizes of the fixed parts -------------------------
 
@@ -73,9 +74,27 @@ def _check(data: bytes, offset: int, size: int, sig: int, what: str) -> None:
         raise ValueError(f"no {what} here (signature {found:08x}, not {sig:08x})")
 
 
+class _Record:
+    """A fixed-layout record: ``parse`` checks its signature and length, then unpacks."""
+
+    __slots__ = ()
+    _layout: ClassVar[struct.Struct]
+    _signature: ClassVar[int]
+    _what: ClassVar[str]
+
+    @classmethod
+    def parse(cls, data: bytes, offset: int = 0):
+        _check(data, offset, cls._layout.size, cls._signature, cls._what)
+        return cls(*cls._layout.unpack_from(data, offset)[1:])
+
+
 @dataclass(frozen=True, slots=True)
-class LocalHeader:
+class LocalHeader(_Record):
     """4.3.7 local file header; ``name`` and ``extra`` follow the 30 fixed bytes."""
+
+    _layout = _LOCAL
+    _signature = LOCAL_SIG
+    _what = "ZIP local header"
 
     version_needed: int
     flags: int
@@ -93,15 +112,15 @@ class LocalHeader:
         """Bytes from the header's signature to the member's first data byte."""
         return LOCAL_HEADER_SIZE + self.name_len + self.extra_len
 
-    @classmethod
-    def parse(cls, data: bytes, offset: int = 0) -> LocalHeader:
-        _check(data, offset, LOCAL_HEADER_SIZE, LOCAL_SIG, "ZIP local header")
-        return cls(*_LOCAL.unpack_from(data, offset)[1:])
 
 
 @dataclass(frozen=True, slots=True)
-class CentralHeader:
+class CentralHeader(_Record):
     """4.3.12 central directory file header (fixed part; sizes may be saturated)."""
+
+    _layout = _CENTRAL
+    _signature = CENTRAL_SIG
+    _what = "ZIP central directory header"
 
     made_by: int
     version_needed: int
@@ -126,9 +145,7 @@ class CentralHeader:
 
     @classmethod
     def parse(cls, data: bytes, offset: int = 0) -> CentralHeader:
-        _check(data, offset, CENTRAL_HEADER_SIZE, CENTRAL_SIG,
-               "ZIP central directory header")
-        header = cls(*_CENTRAL.unpack_from(data, offset)[1:])
+        header = super(CentralHeader, cls).parse(data, offset)
         if len(data) < offset + header.length:
             raise ValueError("ZIP central directory header: name, extra field or comment "
                              "cut short")
@@ -136,8 +153,12 @@ class CentralHeader:
 
 
 @dataclass(frozen=True, slots=True)
-class End:
+class End(_Record):
     """4.3.16 end of central directory record."""
+
+    _layout = _END
+    _signature = END_SIG
+    _what = "ZIP end of central directory record"
 
     disk: int                 # number of this disk (the last one)
     cd_disk: int              # disk where the central directory starts
@@ -153,29 +174,29 @@ class End:
                                  self.total_entries)
                 or SATURATED_32 in (self.cd_size, self.cd_offset))
 
-    @classmethod
-    def parse(cls, data: bytes, offset: int = 0) -> End:
-        _check(data, offset, END_SIZE, END_SIG, "ZIP end of central directory record")
-        return cls(*_END.unpack_from(data, offset)[1:])
 
 
 @dataclass(frozen=True, slots=True)
-class Zip64Locator:
+class Zip64Locator(_Record):
     """4.3.15 zip64 end of central directory locator (just before the end record)."""
+
+    _layout = _ZIP64_LOCATOR
+    _signature = ZIP64_LOCATOR_SIG
+    _what = "zip64 end locator"
 
     zip64_end_disk: int
     zip64_end_offset: int     # on ``zip64_end_disk``
     total_disks: int
 
-    @classmethod
-    def parse(cls, data: bytes, offset: int = 0) -> Zip64Locator:
-        _check(data, offset, ZIP64_LOCATOR_SIZE, ZIP64_LOCATOR_SIG, "zip64 end locator")
-        return cls(*_ZIP64_LOCATOR.unpack_from(data, offset)[1:])
 
 
 @dataclass(frozen=True, slots=True)
-class Zip64End:
+class Zip64End(_Record):
     """4.3.14 zip64 end of central directory record (the extensible data is skipped)."""
+
+    _layout = _ZIP64_END
+    _signature = ZIP64_END_SIG
+    _what = "zip64 end of central directory"
 
     record_size: int          # bytes after this field: 44 + extensible data
     made_by: int
@@ -189,9 +210,7 @@ class Zip64End:
 
     @classmethod
     def parse(cls, data: bytes, offset: int = 0) -> Zip64End:
-        _check(data, offset, ZIP64_END_SIZE, ZIP64_END_SIG,
-               "zip64 end of central directory")
-        record = cls(*_ZIP64_END.unpack_from(data, offset)[1:])
+        record = super(Zip64End, cls).parse(data, offset)
         if record.record_size < ZIP64_END_SIZE - 12:
             raise ValueError(f"zip64 end of central directory: size {record.record_size} "
                              f"is less than its fixed fields")

@@ -175,18 +175,6 @@ def test_7zip_volumes_missing_or_out_of_order_fail_clearly(files, tmp_path):
         read(archive, archive.get("README"))
 
 
-@needs_7zip
-def test_encrypted_member_is_refused_with_the_reason(files, tmp_path):
-    src, _ = files
-    seven_zip("a", "-tzip", "-psecret", str(tmp_path / "locked.zip"), "README",
-              "participants.tsv", cwd=src)
-    archive = open_archive(from_path(tmp_path / "locked.zip"))
-    member = archive.get("participants.tsv")
-    assert member.encrypted
-    with pytest.raises(Unsupported, match="participants.tsv in locked.zip: encrypted"):
-        read(archive, member)
-
-
 # -- ZIPs by Info-ZIP: split into disks ---------------------------------------------------
 
 
@@ -577,16 +565,25 @@ def test_7z_volumes_and_damage(files, tmp_path):
 
 
 @needs_7zip
-def test_encrypted_7z_members_or_member_list(files, tmp_path):
+@pytest.mark.parametrize("kind", ["zip", "7z"])
+def test_encrypted_members_are_refused_with_the_reason(files, tmp_path, kind):
     src, originals = files
-    seven_zip("a", "-ms=off", "-psecret", str(tmp_path / "locked.7z"), "README",
-              "participants.tsv", cwd=src)
-    archive = open_archive(from_path(tmp_path / "locked.7z"))
+    seven_zip("a", "-tzip" if kind == "zip" else "-ms=off", "-psecret",
+              str(tmp_path / f"locked.{kind}"), "README", "participants.tsv", cwd=src)
+    archive = open_archive(from_path(tmp_path / f"locked.{kind}"))
     member = archive.get("participants.tsv")
-    assert member.whole_archive == "encrypted"
     assert member.size == len(originals["participants.tsv"])
-    with pytest.raises(Unsupported, match="participants.tsv in locked.7z: encrypted"):
+    if kind == "zip":
+        assert member.encrypted
+    else:
+        assert member.whole_archive == "encrypted"
+    with pytest.raises(Unsupported, match=f"participants.tsv in locked.{kind}: encrypted"):
         read(archive, member)
+
+
+@needs_7zip
+def test_encrypted_7z_member_list_needs_the_password(files, tmp_path):
+    src, _ = files
     seven_zip("a", "-psecret", "-mhe=on", str(tmp_path / "hidden.7z"), "README", cwd=src)
     with pytest.raises(ArchiveError, match="hidden.7z: its member list is encrypted"):
         open_archive(from_path(tmp_path / "hidden.7z"))
