@@ -610,7 +610,7 @@ def upload_by_hand(dv, pid, path: Path) -> int:
 @needs_7zip
 def test_split_volumes_on_the_server_read_by_range_requests(sandbox, files, tmp_path):
     """Volumes uploaded by hand to a draft: listed and read through the access API."""
-    from datalad_rdr.remote.reader import BundleReader
+    from datalad_rdr.remote.reader import BundleReader, Gone
 
     src, originals = files
     seven_zip("a", "-tzip", "-v100k", str(tmp_path / "data.zip"), ".", cwd=src)
@@ -624,3 +624,8 @@ def test_split_volumes_on_the_server_read_by_range_requests(sandbox, files, tmp_
     archive = open_archive(source)
     assert source.requests == (1 if source.parts[-1].size >= zf.TAIL_SIZE else 2)
     check_members(archive, originals)
+    # a volume deleted from the draft: the transport's own error, naming the file
+    gone = from_bundle_reader(reader, max(ids) + 1000, volumes[-1].stat().st_size,
+                              volumes[-1].name)
+    with pytest.raises(Gone, match=f"file {max(ids) + 1000} is not on"):
+        open_archive(Volumes([*source.parts[:-1], gone]))
