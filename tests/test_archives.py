@@ -317,6 +317,14 @@ def test_local_extra_longer_than_the_central_costs_one_more_request(tmp_path):
     assert offset == m.header_offset + 30 + len("big.bin") + 20
     out = io.BytesIO()
     assert read_member(source, m, out) == offset and source.requests == 4
+    # an empty member: the request (30 bytes + name) ends inside the local extra field
+    with zipfile.ZipFile(path, "a") as z, z.open("empty", "w", force_zip64=True):
+        pass
+    source = from_path(path)
+    m = open_archive(source).get("empty")
+    out = io.BytesIO()
+    assert read_member(source, m, out, slack=0) == m.header_offset + 30 + 5 + 20
+    assert out.getvalue() == b"" and source.requests == 3
 
 
 def test_archive_comment_and_bytes_before_the_zip(tmp_path):

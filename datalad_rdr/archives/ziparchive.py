@@ -222,9 +222,13 @@ def read_member(source, member: ZipMember, out: BinaryIO,
         while len(head) < header.length:
             chunk = next(chunks, b"")
             if not chunk:
+                break
+            head += chunk
+        if len(head) < header.length:  # a local extra longer than the slack and the data
+            if start + header.length > source.size:
                 raise CorruptMember(f"{where}: the local header runs past the "
                                     f"archive's end")
-            head += chunk
+            head += source.read(start + len(head), start + header.length)
         _check_local(head, header, member, where)
         data_offset = start + header.length
         data_end = data_offset + member.compressed_size
