@@ -23,7 +23,7 @@ from datalad.api import clone, create
 from datalad_rdr.commands.zenodo_sync import ZenodoSync  # noqa: F401 - binds ds.zenodo_sync
 from datalad_rdr.sandbox.cli import Sandbox
 from datalad_rdr.sandbox.invenio import Fault
-from datalad_rdr.zenodo_sync import Member, build_zip
+from datalad_rdr.zenodo.members import Member, build_zip
 
 RDM = "application/vnd.inveniordm.v1+json"
 CREDENTIAL = "zenodosandbox"  # DATALAD_CREDENTIAL_ZENODOSANDBOX_{SECRET,REALM}
@@ -353,9 +353,15 @@ def test_stepup_3_1_config_with_token_file_and_readme(zenodo, tmp_path):
     root = tmp_path / "ds"
     ds = make_dataset(root, {"data.csv": "1\n", "notes.txt": "n\n",
                              "README.md": "Some *notes*.\n"}, config)
-    # no token file: validated, nothing sent
-    results = ok(sync(ds))
+    # no token file: validated, nothing sent; a dry run asked for no more...
+    results = ok(sync(ds, dry_run=True))
+    assert "zenodo.yaml is valid: 2 file(s)" in results[-1]["message"]
+    # ...but a sync did not happen, and says so with how to give the token (not "ok")
+    results = sync(ds)
+    assert [r["status"] for r in results] == ["impossible"]
     assert "nothing was sent" in results[-1]["message"]
+    assert "datalad credentials set zenodo secret=<token> realm=http://127.0.0.1:" in \
+        results[-1]["message"]
     assert stats(zenodo)["requests"] == 0
     token = tmp_path / "token.txt"
     token.write_text(zenodo.zenodo_settings.token + "\n")

@@ -1,4 +1,4 @@
-"""``datalad zenodo-sync``: the command; the work is in :mod:`datalad_rdr.zenodo_sync`."""
+"""``datalad zenodo-sync``: the command; the work is in :mod:`datalad_rdr.zenodo`."""
 
 from __future__ import annotations
 
@@ -22,7 +22,7 @@ from datalad_next.constraints import (
     EnsureStr,
 )
 
-from ..zenodo_sync import sync
+from ..zenodo.sync import sync
 
 
 class EnsurePaths(EnsureListOf):
