@@ -688,3 +688,90 @@ def test_command_line(zenodo, tmp_path):
     run = subprocess.run([datalad, "zenodo-sync", "--help"],
                          capture_output=True, text=True, timeout=120)
     assert "StepUp" in run.stdout and "--publish" in run.stdout
+
+
+# -- the token: one credential workflow with RDR ----------------------------------------------
+@pytest.fixture
+def own_home(tmp_path):
+    """A shell of a user with a home of their own: git config and a plain-text keyring there,
+    so stored credentials (and their last-used mark) are seen, and nothing else is."""
+    home = tmp_path / "home"
+    home.mkdir()
+    env = {k: v for k, v in os.environ.items()
+           if not k.startswith(("DATALAD_CREDENTIAL_", "XDG_", "REPREP_"))}
+    env.update(HOME=str(home), PYTHON_KEYRING_BACKEND="keyrings.alt.file.PlaintextKeyring")
+    return env
+
+
+def datalad_cli(args, cwd, env):
+    exe = os.path.join(os.path.dirname(sys.executable), "datalad")
+    return subprocess.run([exe, *args], cwd=cwd, env=env, capture_output=True, text=True,
+                          timeout=300)
+
+
+def global_config(env) -> str:
+    return subprocess.run(["git", "config", "--global", "--list"], env=env,
+                          capture_output=True, text=True).stdout
+
+
+def test_accepted_token_is_marked_last_used_and_never_shown(zenodo, own_home, tmp_path):
+    token = zenodo.zenodo_settings.token
+    root = tmp_path / "ds"
+    make_dataset(root, {"data.csv": "1\n", "notes.txt": "n\n"},
+                 minimal_config(zenodo.zenodo_url))
+    # stored under a name of the user's choosing: found by its realm, the server's URL
+    stored = datalad_cli(["credentials", "set", "mysandbox", f"secret={token}",
+                          f"realm={zenodo.zenodo_url}"], root, own_home)
+    assert stored.returncode == 0, stored.stderr
+    assert "last-used" not in global_config(own_home)
+
+    run = datalad_cli(["-l", "debug", "zenodo-sync"], root, own_home)
+    assert run.returncode == 0, run.stdout + run.stderr
+    assert "created: record" in run.stdout
+    assert token not in run.stdout + run.stderr  # not even at -l debug
+    config = global_config(own_home)
+    assert "datalad.credential.mysandbox.last-used=" in config
+    assert token not in config
+    assert token not in (root / ".git/config").read_text()
+
+    # a rerun with nothing to do says so (it once read "updated ..., 0 bytes sent")
+    run = datalad_cli(["zenodo-sync"], root, own_home)
+    assert run.returncode == 0, run.stdout + run.stderr
+    assert "is up to date: nothing changed, nothing sent" in run.stdout
+
+
+def test_refused_token_gets_a_hint_and_is_not_marked(zenodo, own_home, tmp_path):
+    root = tmp_path / "ds"
+    make_dataset(root, {"data.csv": "1\n", "notes.txt": "n\n"},
+                 minimal_config(zenodo.zenodo_url))
+    stored = datalad_cli(["credentials", "set", "stale", "secret=expired-token",
+                          f"realm={zenodo.zenodo_url}"], root, own_home)
+    assert stored.returncode == 0, stored.stderr
+    run = datalad_cli(["zenodo-sync", "--credential", "stale"], root, own_home)
+    assert run.returncode != 0
+    assert "HTTP 403: Permission denied." in run.stdout + run.stderr
+    assert "Zenodo refused the token from credential stale" in run.stdout + run.stderr
+    assert "last-used" not in global_config(own_home)
+    assert not (root / ".zenodo-record-id.txt").exists()
+
+    # the same on a published record (trial 6.13: its draft read answered 403, no hint)
+    good = {**own_home, "DATALAD_CREDENTIAL_GOOD_SECRET": zenodo.zenodo_settings.token}
+    published = datalad_cli(["zenodo-sync", "--publish", "--credential", "good"], root, good)
+    assert published.returncode == 0, published.stdout
+    assert "last-used" not in global_config(own_home)  # a credential of the environment
+    run = datalad_cli(["zenodo-sync", "--credential", "stale"], root, own_home)
+    assert run.returncode != 0
+    assert f"reading draft {record_id(root)}: HTTP 403" in run.stdout
+    assert "Zenodo refused the token from credential stale" in run.stdout
+    assert "last-used" not in global_config(own_home)
+
+
+def test_credential_named_but_missing_says_how_to_set_it(zenodo, own_home, tmp_path):
+    root = tmp_path / "ds"
+    make_dataset(root, {"data.csv": "1\n", "notes.txt": "n\n"},
+                 minimal_config(zenodo.zenodo_url))
+    run = datalad_cli(["zenodo-sync", "--credential", "nosuch"], root, own_home)
+    assert run.returncode != 0
+    assert "no credential 'nosuch'" in run.stdout + run.stderr
+    assert "DATALAD_CREDENTIAL_NOSUCH_SECRET" in run.stdout + run.stderr
+    assert stats(zenodo)["requests"] == 0

@@ -32,13 +32,41 @@ from datalad.log import log_progress
 from ..credentials import Credential, CredentialError, how_to_set, obtain, realm
 from ..http import Backoff
 from . import state as saved_state
-from .client import MAX_BYTES, MAX_FILES, FileEntry, Forbidden, NotFound, Record, Zenodo, \
-    ZenodoError
-from .config import RELATION_TYPES, ConfigError, SyncConfig, _drop_empty, find_config, \
-    load_config
-from .decide import FilePlan, compare_versions, metadata_changes, needs_content, plan_files
-from .members import Member, _md5_of, _readable, _show, _size, build_zip, check_limits, \
-    plan_members
+from .client import (
+    MAX_BYTES,
+    MAX_FILES,
+    FileEntry,
+    Forbidden,
+    NotFound,
+    Record,
+    Zenodo,
+    ZenodoError,
+)
+from .config import (
+    RELATION_TYPES,
+    ConfigError,
+    SyncConfig,
+    _drop_empty,
+    find_config,
+    load_config,
+)
+from .decide import (
+    FilePlan,
+    compare_versions,
+    metadata_changes,
+    needs_content,
+    plan_files,
+)
+from .members import (
+    Member,
+    _md5_of,
+    _readable,
+    _show,
+    _size,
+    build_zip,
+    check_limits,
+    plan_members,
+)
 
 lgr = logging.getLogger("datalad.rdr.zenodo")
 
