@@ -561,6 +561,32 @@ def test_zip_is_deterministic(tmp_path):
         build_zip(m, tmp_path / f"{n}.zip")
         md5s.append(m.md5)
     assert md5s[0] == md5s[1]
+    assert m.md5 == hashlib.md5((tmp_path / "1.zip").read_bytes()).hexdigest()
+
+
+def test_zip_comes_from_the_bundle_writer(tmp_path):
+    """The project's one ZIP writer (datalad_rdr.zipstream): compressed formats are STORED,
+    and names it could not write are refused before anything is sent."""
+    folder = tmp_path / "figs"
+    write(folder / "plot.png", os.urandom(5000))
+    write(folder / "notes.txt", "text " * 200)
+    m = Member("figs.zip", sorted(folder.rglob("*")), "figs", folder, zip_root=tmp_path)
+    build_zip(m, tmp_path / "figs.zip")
+    with zipfile.ZipFile(tmp_path / "figs.zip") as zf:
+        methods = {i.filename: i.compress_type for i in zf.infolist()}
+        assert zf.testzip() is None
+    assert methods == {"figs/notes.txt": zipfile.ZIP_DEFLATED,
+                       "figs/plot.png": zipfile.ZIP_STORED}
+
+
+def test_zip_member_name_it_cannot_hold_is_refused(zenodo, tmp_path):
+    ds = make_dataset(tmp_path / "ds", {"src/back\\slash.py": "x\n", "data.csv": "1\n",
+                                        "notes.txt": "n\n"},
+                      minimal_config(zenodo.zenodo_url) + "  - zip: src\n")
+    results = sync(ds)
+    assert [r["status"] for r in results] == ["impossible"]
+    assert "backslash" in results[0]["message"] and "src" in results[0]["message"]
+    assert stats(zenodo)["requests"] == 0
 
 
 # -- failures, limits and refusals ----------------------------------------------------------
