@@ -8,6 +8,7 @@ StepUp's file unchanged and sends what StepUp sends.
 
 from __future__ import annotations
 
+import datetime as dt
 import hashlib
 import json
 import os
@@ -801,3 +802,38 @@ def test_credential_named_but_missing_says_how_to_set_it(zenodo, own_home, tmp_p
     assert "no credential 'nosuch'" in run.stdout + run.stderr
     assert "DATALAD_CREDENTIAL_NOSUCH_SECRET" in run.stdout + run.stderr
     assert stats(zenodo)["requests"] == 0
+
+
+# -- access: an embargo ----------------------------------------------------------------------
+def embargo_config(endpoint, embargo: str, files="restricted"):
+    return minimal_config(endpoint) + f"access:\n  files: {files}\n  embargo:\n{embargo}"
+
+
+def test_embargo_is_checked_before_anything_is_sent(zenodo, tmp_path):
+    config = embargo_config(zenodo.zenodo_url, "    until: 2020-01-01\n", files="public")
+    ds = make_dataset(tmp_path / "ds", {"data.csv": "1\n", "notes.txt": "n\n"}, config)
+    results = sync(ds, dry_run=True)
+    assert [r["status"] for r in results] == ["impossible"]
+    problems = results[0]["problems"]
+    assert any(p.startswith("access.embargo.until: 2020-01-01 is not in the future")
+               for p in problems)
+    assert any(p.startswith("access.embargo.reason: required") for p in problems)
+    assert "access.files: an active embargo needs files: restricted" in problems
+    assert stats(zenodo)["requests"] == 0
+
+
+def test_embargo_is_sent_kept_and_published(with_credential, tmp_path):
+    sb = with_credential
+    until = (dt.date.today() + dt.timedelta(days=400)).isoformat()
+    config = embargo_config(sb.zenodo_url, f"    until: {until}\n"
+                                           "    reason: 'Until the article is out'\n")
+    root = tmp_path / "ds"
+    ds = make_dataset(root, {"data.csv": "1\n", "notes.txt": "n\n"}, config)
+    ok(sync(ds, publish=True))
+    access = api(sb, "GET", f"/records/{record_id(root)}").json()["access"]
+    assert access["files"] == "restricted" and access["status"] == "embargoed"
+    assert access["embargo"] == {"active": True, "until": until,
+                                 "reason": "Until the article is out"}
+    sb.zenodo.stats.reset()
+    ok(sync(ds))  # what Zenodo keeps is what the config says: nothing to change
+    assert stats(sb)["changing"] == 0

@@ -11,6 +11,7 @@ metadata.yaml.
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import os
 import re
@@ -344,8 +345,8 @@ class _Reader:
                 out[CUSTOM_FIELDS[name]] = nested
         return out
 
-    def access(self, value) -> dict:
-        a = self.mapping(value, "access", {"record", "files"})
+    def access(self, value, today: dt.date | None = None) -> dict:
+        a = self.mapping(value, "access", {"record", "files", "embargo"})
         out = {}
         for level in ("record", "files"):
             v = a.get(level, "public")
@@ -353,7 +354,53 @@ class _Reader:
                 self.bad(f"access.{level}", "public or restricted")
                 v = "public"
             out[level] = v
+        if a.get("embargo") is not None:
+            embargo = self.embargo(a["embargo"], today or dt.date.today())
+            active = isinstance(a["embargo"], dict) and a["embargo"].get("active", True) is True
+            if active and out["files"] != "restricted":
+                # an embargo keeps restricted files from the public until a date; with
+                # public files it would hide nothing
+                self.bad("access.files", "an active embargo needs files: restricted")
+            if embargo:
+                out["embargo"] = embargo
         return out
+
+    def embargo(self, value, today: dt.date) -> dict | None:
+        """Zenodo's ``access.embargo``. ``until`` must lie ahead (Zenodo would save the draft,
+        list the error and refuse to publish it) and the reason is what visitors read on the
+        record's page, so both are checked here, before anything is sent."""
+        e = self.mapping(value, "access.embargo", {"active", "until", "reason"})
+        active = e.get("active", True)
+        if not isinstance(active, bool):
+            self.bad("access.embargo.active", "true or false")
+            return None
+        until = e.get("until")
+        if isinstance(until, dt.datetime):
+            until = until.date()
+        if isinstance(until, str):
+            try:
+                until = dt.date.fromisoformat(until)
+            except ValueError:
+                self.bad("access.embargo.until", f"not a date: {until!r} (YYYY-MM-DD)")
+                return None
+        if until is not None and not isinstance(until, dt.date):
+            self.bad("access.embargo.until", f"not a date: {until!r} (YYYY-MM-DD)")
+            return None
+        reason = self.string(e, "reason", "access.embargo.")
+        if not active:
+            return {"active": False}
+        if until is None:
+            self.bad("access.embargo.until", "required: the day the files become public")
+        elif until <= today:
+            self.bad("access.embargo.until", f"{until.isoformat()} is not in the future "
+                                             "(once it has passed, Zenodo has lifted the "
+                                             "embargo: remove the embargo block)")
+        if reason is None:
+            self.bad("access.embargo.reason", "required: why the files are embargoed "
+                                              "(shown on the record's page)")
+        if until is None or until <= today or reason is None:
+            return None
+        return {"active": True, "until": until.isoformat(), "reason": reason}
 
 
 @dataclass
