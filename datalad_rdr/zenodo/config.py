@@ -88,7 +88,7 @@ NESTED_FIELDS = {
 
 
 
-def _drop_empty(**values) -> dict:
+def drop_empty(**values) -> dict:
     """A JSON object without the unset keys (as StepUp builds them, so both send the same)."""
     return {k: v for k, v in values.items() if v is not None and v != [] and v != {}}
 
@@ -192,9 +192,9 @@ class _Reader:
                 identifiers.append({"scheme": scheme, "identifier": bare})
         affiliations = [self.organization(a, f"{where}.affiliations[{i}]")
                         for i, a in enumerate(self.items(c, "affiliations", f"{where}."))]
-        person = _drop_empty(type="personal", family_name=family, given_name=given,
+        person = drop_empty(type="personal", family_name=family, given_name=given,
                              identifiers=identifiers)
-        return _drop_empty(person_or_org=person,
+        return drop_empty(person_or_org=person,
                            affiliations=[a for a in affiliations if a])
 
     def identifier(self, value, where: str) -> dict | None:
@@ -213,7 +213,7 @@ class _Reader:
             self.bad(f"{where}.scheme", f"unknown identifier scheme {scheme!r}")
             return None
         identifier = self._check_identifier(scheme, identifier, where)
-        return _drop_empty(scheme=scheme, identifier=identifier)
+        return drop_empty(scheme=scheme, identifier=identifier)
 
     def _check_identifier(self, scheme, identifier: str, where: str) -> str:
         """The identifier as Zenodo stores it: a DOI without https://doi.org/ or doi:."""
@@ -261,7 +261,7 @@ class _Reader:
             self.bad(f"{where}.award", "give either 'id', or 'title' and/or 'number'")
         identifiers = [self.identifier(i, f"{where}.award.identifiers[{n}]")
                        for n, i in enumerate(self.items(a, "identifiers", f"{where}.award."))]
-        award = _drop_empty(id=award_id, title=None if title is None else {"en": title},
+        award = drop_empty(id=award_id, title=None if title is None else {"en": title},
                             number=number, identifiers=[i for i in identifiers if i])
         return {"funder": funder, "award": award} if funder else None
 
@@ -289,7 +289,7 @@ class _Reader:
                    for i, r in enumerate(self.items(m, "related", w))]
         funding = [self.funding(f, f"{w}funding[{i}]")
                    for i, f in enumerate(self.items(m, "funding", w))]
-        return _drop_empty(
+        return drop_empty(
             title=title,
             version=version,
             resource_type={"id": rtype} if rtype else None,
@@ -340,7 +340,7 @@ class _Reader:
                     values[key] = [i for i in ids if i]
                 else:
                     values[key] = self.string(section, key, f"{w}{name}.")
-            nested = _drop_empty(**values)
+            nested = drop_empty(**values)
             if nested:
                 out[CUSTOM_FIELDS[name]] = nested
         return out

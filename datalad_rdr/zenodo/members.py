@@ -89,7 +89,7 @@ def _md5_from_key(key: str) -> str | None:
     return m.group(1) if m else None
 
 
-def _md5_of(path: Path) -> str:
+def md5_of(path: Path) -> str:
     with open(path, "rb") as fh:
         return hashlib.file_digest(fh, "md5").hexdigest()
 
@@ -124,7 +124,7 @@ def plan_members(ds, config: SyncConfig, known: dict, max_files: int = MAX_FILES
         if other is not m:
             problems.append(
                 f"two files would be called {m.key!r} on Zenodo, which has no folders: "
-                f"{_show(other.path, ds)} and {_show(m.path, ds)}; rename one, or send "
+                f"{shown(other.path, ds)} and {shown(m.path, ds)}; rename one, or send "
                 "a folder as a ZIP")
     if problems:
         raise ConfigError(problems, config.path.name)
@@ -150,7 +150,7 @@ def plan_members(ds, config: SyncConfig, known: dict, max_files: int = MAX_FILES
         elif path.exists():
             m.size = path.stat().st_size
         else:
-            problems.append(f"{_show(path, ds)}: no content here and not annexed")
+            problems.append(f"{shown(path, ds)}: no content here and not annexed")
     if problems:
         raise ConfigError(problems, config.path.name)
     check_limits(members, ds, max_bytes)
@@ -159,12 +159,12 @@ def plan_members(ds, config: SyncConfig, known: dict, max_files: int = MAX_FILES
 
 def check_limits(members: list[Member], ds, max_bytes: int) -> None:
     """Zenodo's quota is per record and so per file; refuse what cannot fit, by name."""
-    problems = [f"{_show(m.path, ds)} ({m.key}) is {_size(m.size)}, over the "
-                f"{_size(max_bytes)} Zenodo takes per record"
+    problems = [f"{shown(m.path, ds)} ({m.key}) is {human_size(m.size)}, over the "
+                f"{human_size(max_bytes)} Zenodo takes per record"
                 for m in members if m.size is not None and m.size > max_bytes]
     total = sum(m.size or 0 for m in members)
     if not problems and total > max_bytes:
-        problems.append(f"the files add up to {_size(total)}, over the {_size(max_bytes)} "
+        problems.append(f"the files add up to {human_size(total)}, over the {human_size(max_bytes)} "
                         "Zenodo takes per record")
     if problems:
         raise ConfigError(problems, "limits")
@@ -180,7 +180,7 @@ def _fingerprint(m: Member, info: dict) -> str:
         elif st.get("gitshasum") and st.get("state") == "clean":
             ident = "git:" + st["gitshasum"]
         else:
-            ident = "md5:" + _md5_of(path)
+            ident = "md5:" + md5_of(path)
         h.update(f"{_arcname(path, m.zip_root)}\0{ident}\0{_mode(path)}\n".encode())
     return h.hexdigest()
 
@@ -207,6 +207,41 @@ ZIP_EPOCH = datetime(1980, 1, 1, tzinfo=UTC)
 ZIP_FORMAT = "zenodo-sync zip 1\n"
 
 
+class FetchError(Exception):
+    """Content to send could not be brought here (``datalad get`` failed)."""
+
+
+def materialize(ds, members: list[Member], workdir: Path | None, dry_run: bool,
+                notes: list[str]) -> None:
+    """Bring the bytes of ``members`` here: fetch annexed content, build ZIPs (in
+    ``workdir``), and compute MD5s. A dry run fetches nothing; it notes what it would fetch."""
+    if not members:
+        return
+    wanted = [f for m in members for f in (m.files if m.is_zip else [m.files[0]])
+              if not content_here(f)]
+    if wanted and dry_run:
+        for m in members:
+            if any(not content_here(f) for f in m.files):
+                notes.append(f"{m.key}: content not here, would be fetched")
+        members = [m for m in members if all(content_here(f) for f in m.files)]
+    elif wanted:
+        failed = [r for r in ds.get(path=[str(f) for f in wanted], result_renderer="disabled",
+                                    on_failure="ignore", return_type="list")
+                  if r.get("status") in ("error", "impossible")]
+        if failed:
+            raise FetchError("cannot fetch the content to send: " + "; ".join(
+                f"{shown(Path(r['path']), ds)}: {r.get('message')}" for r in failed))
+    for m in members:
+        if m.is_zip:
+            if m.local is None:
+                build_zip(m, workdir / m.key)
+        else:
+            m.local = m.files[0]
+            if m.md5 is None:
+                m.md5 = md5_of(m.local)
+            m.size = m.local.stat().st_size
+
+
 def build_zip(m: Member, dest: Path) -> None:
     """A deterministic ZIP from the project's one ZIP writer: same files, same bytes."""
     layout = layout_zip([zipstream.Member(_arcname(p, m.zip_root), p.stat().st_size,
@@ -218,14 +253,14 @@ def build_zip(m: Member, dest: Path) -> None:
     m.local, m.size, m.md5 = dest, layout.size, layout.md5
 
 
-def _show(path: Path, ds) -> str:
+def shown(path: Path, ds) -> str:
     try:
         return path.relative_to(ds.path).as_posix()
     except ValueError:
         return str(path)
 
 
-def _size(n: int | None) -> str:
+def human_size(n: int | None) -> str:
     if n is None:
         return "? bytes"
     for unit in ("bytes", "kB", "MB", "GB", "TB"):
@@ -235,7 +270,7 @@ def _size(n: int | None) -> str:
     return f"{n} bytes"
 
 
-def _readable(path: Path) -> bool:
+def content_here(path: Path) -> bool:
     """The file's bytes are here (an absent annexed file is a dangling symlink or a pointer)."""
     if not path.exists():
         return False

@@ -32,43 +32,15 @@ from datalad.log import log_progress
 from ..credentials import Credential, CredentialError, how_to_set, obtain, realm
 from ..http import Backoff
 from . import state as saved_state
-from .client import (
-    MAX_BYTES,
-    MAX_FILES,
-    FileEntry,
-    Forbidden,
-    NotFound,
-    Record,
-    Zenodo,
-    ZenodoError,
-)
-from .config import (
-    RELATION_TYPES,
-    ConfigError,
-    SyncConfig,
-    _drop_empty,
-    find_config,
-    load_config,
-)
-from .decide import (
-    FilePlan,
-    compare_versions,
-    metadata_changes,
-    needs_content,
-    plan_files,
-)
-from .members import (
-    Member,
-    _md5_of,
-    _readable,
-    _show,
-    _size,
-    build_zip,
-    check_limits,
-    plan_members,
-)
+from .client import (MAX_BYTES, MAX_FILES, FileEntry, Forbidden, NotFound, Record, Zenodo,
+                     ZenodoError)
+from .config import RELATION_TYPES, ConfigError, SyncConfig, drop_empty, find_config, \
+    load_config
+from .decide import FilePlan, compare_versions, metadata_changes, needs_content, plan_files
+from .members import (FetchError, Member, check_limits, human_size, materialize, plan_members,
+                      shown)
 
-lgr = logging.getLogger("datalad.rdr.zenodo")
+lgr = logging.getLogger("datalad.rdr.zenodo.sync")
 
 ACTION = "zenodo-sync"
 DEFAULT_CREDENTIAL = "zenodo"
@@ -133,7 +105,7 @@ class Sync:
             return None
         rid = path.read_text().strip()
         if not rid:
-            raise SyncError(f"{_show(path, self.ds)} is empty; remove it to create a new "
+            raise SyncError(f"{shown(path, self.ds)} is empty; remove it to create a new "
                             "record, or put the record id in it")
         return rid
 
@@ -164,7 +136,7 @@ class Sync:
                     yield from self._refresh_draft(rid, draft)
                 else:
                     yield from self._published(rid, draft)
-        except (SyncError, ZenodoError, ConfigError):
+        except (SyncError, FetchError, ZenodoError, ConfigError):
             # A draft made before the failure exists on Zenodo: remember it all the same.
             yield from self._remember()
             raise
@@ -177,7 +149,7 @@ class Sync:
         """Without a token: the config and the files were checked. That is all a dry run
         asks for; a real run did not do what it was asked, and says how to give a token."""
         total = sum(m.size or 0 for m in self.members)
-        message = (f"{self.name} is valid: {len(self.members)} file(s), {_size(total)}, for "
+        message = (f"{self.name} is valid: {len(self.members)} file(s), {human_size(total)}, for "
                    f"{self.config.endpoint}")
         fix = (f"no Zenodo token for {realm(self.config.endpoint)}, so nothing was sent: "
                f"{how_to_set(DEFAULT_CREDENTIAL, self.config.endpoint)} (or StepUp's "
@@ -234,7 +206,7 @@ class Sync:
         try:
             record = self.client.record(rid)
         except NotFound:
-            raise SyncError(f"record {rid} (from {_show(self.config.path_record_id, self.ds)})"
+            raise SyncError(f"record {rid} (from {shown(self.config.path_record_id, self.ds)})"
                             f" is neither a draft nor a published record on "
                             f"{self.config.endpoint}; if its draft was discarded, remove that "
                             "file to create a new record") from None
@@ -245,7 +217,7 @@ class Sync:
                 raise SyncError(
                     f"record {rid} (version {record.version}) is not the latest version "
                     f"on Zenodo; {latest} (version {other.version}) is. Update "
-                    f"{_show(self.config.path_record_id, self.ds)} and metadata.version "
+                    f"{shown(self.config.path_record_id, self.ds)} and metadata.version "
                     "(e.g. pull your collaborators' work)")
             self.notes.append(f"followed to the latest version {latest}")
             rid, record, edit_draft = latest, other, self.client.draft(latest)
@@ -339,36 +311,12 @@ class Sync:
 
     # -- files -------------------------------------------------------------------------
     def _materialize(self, members: list[Member]) -> None:
-        """Bring the bytes of ``members`` here: fetch annexed content, build ZIPs, and
-        compute MD5s. Then check the limits again (a ZIP's size is known only now)."""
-        if not members:
-            return
-        wanted = [f for m in members for f in (m.files if m.is_zip else [m.files[0]])
-                  if not _readable(f)]
-        if wanted and self.settings.dry_run:
-            for m in members:  # a dry run reports, it does not fetch
-                if any(not _readable(f) for f in m.files):
-                    self.notes.append(f"{m.key}: content not here, would be fetched")
-            members = [m for m in members if all(_readable(f) for f in m.files)]
-        elif wanted:
-            failed = [r for r in self.ds.get(path=[str(f) for f in wanted],
-                                             result_renderer="disabled",
-                                             on_failure="ignore", return_type="list")
-                      if r.get("status") in ("error", "impossible")]
-            if failed:
-                raise SyncError("cannot fetch the content to send: " + "; ".join(
-                    f"{_show(Path(r['path']), self.ds)}: {r.get('message')}" for r in failed))
-        for m in members:
-            if m.is_zip:
-                if m.local is None:
-                    if self._tmp is None:
-                        self._tmp = tempfile.TemporaryDirectory(prefix="zenodo-sync-")
-                    build_zip(m, Path(self._tmp.name) / m.key)
-            else:
-                m.local = m.files[0]
-                if m.md5 is None:
-                    m.md5 = _md5_of(m.local)
-                m.size = m.local.stat().st_size
+        """Bring the bytes of ``members`` here, then check the limits again (a ZIP's size is
+        known only once it is built)."""
+        if self._tmp is None and any(m.is_zip and m.local is None for m in members):
+            self._tmp = tempfile.TemporaryDirectory(prefix="zenodo-sync-")
+        materialize(self.ds, members, Path(self._tmp.name) if self._tmp else None,
+                    self.settings.dry_run, self.notes)
         check_limits(self.members, self.ds, self.settings.max_bytes)
 
     def _sync_files(self, rid: str, online: dict[str, FileEntry]) -> Iterator[dict]:
@@ -406,7 +354,7 @@ class Sync:
                             f"{m.md5}; the file changed while it was sent, or the "
                             "transfer was corrupted. Run again")
         self.sent_bytes += m.size
-        return self._file_result(m, "ok", f"{verb} in draft {rid} ({_size(m.size)}, "
+        return self._file_result(m, "ok", f"{verb} in draft {rid} ({human_size(m.size)}, "
                                           f"md5:{m.md5})", bytes=m.size)
 
     def _file_result(self, m: Member, status: str, message: str, **kw) -> dict:
@@ -418,7 +366,7 @@ class Sync:
             yield self.result("ok", f"would delete {key} (no longer listed)", zenodo_key=key)
         for m in plan.send:
             verb = "replace" if m in plan.replace else "upload"
-            yield self._file_result(m, "ok", f"would {verb} ({_size(m.size)})")
+            yield self._file_result(m, "ok", f"would {verb} ({human_size(m.size)})")
         for m in plan.same:
             yield self._file_result(m, "notneeded", "unchanged")
         for note in self.notes:
@@ -493,7 +441,7 @@ class Sync:
         where = (f"record {self.rid} (version {self.config.version}, "
                  f"{'published' if published else 'draft'})")
         if self.client.changed:
-            message = f"{what}: {where}, {_size(self.sent_bytes)} sent"
+            message = f"{what}: {where}, {human_size(self.sent_bytes)} sent"
         else:  # "updated ..., 0 bytes sent" read as if something had been done
             message = f"{where} is up to date: nothing changed, nothing sent"
         if self.notes:
@@ -522,9 +470,9 @@ class Sync:
         state["versions"] = sorted(versions.values(), key=lambda v: int(v["record_id"])
                                    if v["record_id"].isdigit() else 0)
         state["doi"] = doi
-        state["files"] = {m.key: _drop_empty(
-            md5=m.md5, size=m.size, path=_show(m.path, self.ds), annex_key=m.annex_key,
-            zip_of=_show(m.source, self.ds) if m.is_zip else None,
+        state["files"] = {m.key: drop_empty(
+            md5=m.md5, size=m.size, path=shown(m.path, self.ds), annex_key=m.annex_key,
+            zip_of=shown(m.source, self.ds) if m.is_zip else None,
             fingerprint=m.fingerprint) for m in self.members}
         failed = saved_state.save(
             self.ds, self.name, state, [self.config.path_record_id],
@@ -618,6 +566,6 @@ def sync(ds, config_path: Path | None, paths=(), *, description: Path | None = N
     except Forbidden as exc:
         yield get_status_dict(action=ACTION, ds=ds, path=where, type="file",
                               status="error", message=_refused(exc, token, config))
-    except (SyncError, ZenodoError) as exc:
+    except (SyncError, FetchError, ZenodoError) as exc:
         yield get_status_dict(action=ACTION, ds=ds, path=where, type="file",
                               status="error", message=str(exc))
