@@ -356,7 +356,8 @@ class _Reader:
             out[level] = v
         if a.get("embargo") is not None:
             embargo = self.embargo(a["embargo"], today or dt.date.today())
-            active = isinstance(a["embargo"], dict) and a["embargo"].get("active", True) is True
+            given = a["embargo"]
+            active = isinstance(given, dict) and given.get("active", True) is True
             if active and out["files"] != "restricted":
                 # an embargo keeps restricted files from the public until a date; with
                 # public files it would hide nothing

@@ -109,4 +109,5 @@ def plan_files(members: list[Member], online: dict[str, FileEntry]) -> FilePlan:
 def needs_content(members: list[Member], online: dict[str, FileEntry]) -> list[Member]:
     """Members whose bytes must be here: MD5 unknown, or to be sent."""
     return [m for m in members
-            if m.md5 is None or (online.get(m.key) or FileEntry(m.key, None, None)).md5 != m.md5]
+            if m.md5 is None or
+            (online.get(m.key) or FileEntry(m.key, None, None)).md5 != m.md5]

@@ -164,8 +164,8 @@ def check_limits(members: list[Member], ds, max_bytes: int) -> None:
                 for m in members if m.size is not None and m.size > max_bytes]
     total = sum(m.size or 0 for m in members)
     if not problems and total > max_bytes:
-        problems.append(f"the files add up to {human_size(total)}, over the {human_size(max_bytes)} "
-                        "Zenodo takes per record")
+        problems.append(f"the files add up to {human_size(total)}, over the "
+                        f"{human_size(max_bytes)} Zenodo takes per record")
     if problems:
         raise ConfigError(problems, "limits")
 
@@ -271,7 +271,8 @@ def human_size(n: int | None) -> str:
 
 
 def content_here(path: Path) -> bool:
-    """The file's bytes are here (an absent annexed file is a dangling symlink or a pointer)."""
+    """The file's bytes are here (an absent annexed file is a dangling symlink or a
+    pointer)."""
     if not path.exists():
         return False
     if path.is_symlink() or path.stat().st_size > 1024:

@@ -149,17 +149,17 @@ class Sync:
         """Without a token: the config and the files were checked. That is all a dry run
         asks for; a real run did not do what it was asked, and says how to give a token."""
         total = sum(m.size or 0 for m in self.members)
-        message = (f"{self.name} is valid: {len(self.members)} file(s), {human_size(total)}, for "
-                   f"{self.config.endpoint}")
-        fix = (f"no Zenodo token for {realm(self.config.endpoint)}, so nothing was sent: "
-               f"{how_to_set(DEFAULT_CREDENTIAL, self.config.endpoint)} (or StepUp's "
+        valid = (f"{self.name} is valid: {len(self.members)} file(s), {human_size(total)}, "
+                 f"for {self.config.endpoint}")
+        fix = (f"{how_to_set(DEFAULT_CREDENTIAL, self.config.endpoint)} (or StepUp's "
                "path_token file, or REPREP_ZENODO_TOKEN)")
-        status = "ok" if self.settings.dry_run else "impossible"
+        extra = dict(zenodo_files=[m.key for m in self.members], zenodo_body=self.body(None))
         if self.settings.dry_run:
-            fix = "no token, so Zenodo was not read (" + fix.split(": ", 1)[1] + ")"
-        return self.result(status, f"{message}; {fix}",
-                           zenodo_files=[m.key for m in self.members],
-                           zenodo_body=self.body(None))
+            return self.result("ok", f"{valid}; no token, so Zenodo was not read (to sync: "
+                                     f"{fix})", **extra)
+        return self.result("impossible", f"{valid}; no Zenodo token for "
+                           f"{realm(self.config.endpoint)}, so nothing was sent: {fix}",
+                           **extra)
 
     def _first_run(self) -> Iterator[dict]:
         if self.settings.dry_run:
@@ -232,7 +232,8 @@ class Sync:
             raise SyncError(f"metadata.version {self.config.version} is older than the "
                             f"published version {record.version} of record {rid}")
 
-    def _same_version(self, rid: str, record: Record, edit_draft: Record | None) -> Iterator[dict]:
+    def _same_version(self, rid: str, record: Record,
+                      edit_draft: Record | None) -> Iterator[dict]:
         online = record.files
         self._materialize([m for m in self.members if m.md5 is None])
         plan = plan_files(self.members, online)
@@ -434,7 +435,7 @@ class Sync:
         if rid not in self.state["urls_registered"]:
             self.state["urls_registered"].append(rid)
 
-    # -- remember ------------------------------------------------------------------------------
+    # -- remember ---------------------------------------------------------------------
     def _summary(self, what: str) -> dict:
         record = self.record
         published = bool(record and record.is_published)
@@ -535,7 +536,8 @@ def _refused(exc: Forbidden, token: Credential, config: SyncConfig) -> str:
     return (f"{exc}. Zenodo refused the token from {token.source} for {config.endpoint}: "
             "check that it is a valid personal access token of that server with the scopes "
             "deposit:write and deposit:actions, and that its owner owns the record "
-            f"(to replace it: {how_to_set(token.name or DEFAULT_CREDENTIAL, config.endpoint)})")
+            f"(to replace it: "
+            f"{how_to_set(token.name or DEFAULT_CREDENTIAL, config.endpoint)})")
 
 
 def sync(ds, config_path: Path | None, paths=(), *, description: Path | None = None,
