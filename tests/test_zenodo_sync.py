@@ -837,3 +837,41 @@ def test_embargo_is_sent_kept_and_published(with_credential, tmp_path):
     sb.zenodo.stats.reset()
     ok(sync(ds))  # what Zenodo keeps is what the config says: nothing to change
     assert stats(sb)["changing"] == 0
+
+
+# -- the client: Zenodo's answers read once, refusals by kind --------------------------------
+def test_client_reads_records_and_names_refusals(zenodo, tmp_path):
+    from datalad_rdr.zenodo.client import Forbidden, Locked, NotFound, Zenodo
+
+    client = Zenodo(zenodo.zenodo_url, zenodo.zenodo_settings.token)
+    body = {"metadata": {"title": "Client test", "resource_type": {"id": "dataset"},
+                         "publisher": "Zenodo",
+                         "publication_date": "2026-01-01",
+                         "creators": [{"person_or_org": {"type": "personal",
+                                                         "family_name": "Doe"}}]},
+            "files": {"enabled": True}}
+    draft = client.create_draft(body)
+    assert not draft.is_published and draft.files == {} and draft.version_index == 1
+    (tmp_path / "a.txt").write_bytes(b"abc")
+    client.init_files(draft.id, ["a.txt"])
+    client.init_files(draft.id, ["a.txt"])  # a retried announcement is no error
+    committed, sent = client.upload(draft.id, "a.txt", str(tmp_path / "a.txt"), 3)
+    assert committed.md5 == sent == hashlib.md5(b"abc").hexdigest() and committed.size == 3
+    record = client.publish(draft.id)
+    assert record.is_published and record.doi and record.concept_doi
+    assert record.files["a.txt"].md5 == committed.md5
+    assert client.token_accepted and client.changed
+
+    assert client.draft(record.id) is None  # published, not being edited
+    with pytest.raises(NotFound):
+        client.record("999999999")
+    client.edit(record.id)
+    client.init_files(record.id, ["b.txt"])
+    with pytest.raises(Locked):  # a published version's files cannot change
+        client.upload(record.id, "b.txt", str(tmp_path / "a.txt"), 3)
+
+    stranger = Zenodo(zenodo.zenodo_url, "not-a-token")
+    with pytest.raises(Forbidden, match="Permission denied"):
+        stranger.draft(record.id)
+    assert stranger.record(record.id).id == record.id  # public: proves nothing
+    assert not stranger.token_accepted
