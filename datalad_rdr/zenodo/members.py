@@ -17,7 +17,7 @@ from datetime import UTC, datetime
 from functools import partial
 from pathlib import Path
 
-from .. import zipstream
+from ..zipstream import Member as ZipMember
 from ..zipstream import check_arcname, layout_zip
 from .client import MAX_BYTES, MAX_FILES
 from .config import ConfigError, PathSpec, SyncConfig
@@ -244,8 +244,8 @@ def materialize(ds, members: list[Member], workdir: Path | None, dry_run: bool,
 
 def build_zip(m: Member, dest: Path) -> None:
     """A deterministic ZIP from the project's one ZIP writer: same files, same bytes."""
-    layout = layout_zip([zipstream.Member(_arcname(p, m.zip_root), p.stat().st_size,
-                                          partial(open, p, "rb")) for p in m.files],
+    layout = layout_zip([ZipMember(_arcname(p, m.zip_root), p.stat().st_size,
+                                   partial(open, p, "rb")) for p in m.files],
                         mtime=ZIP_EPOCH)
     with open(dest, "wb") as out:
         for chunk in layout.iter_range():
