@@ -375,6 +375,21 @@ def test_stepup_3_1_config_with_token_file_and_readme(zenodo, tmp_path):
     assert draft["custom_fields"] == {"code:codeRepository": "https://github.com/example/repo"}
 
 
+def test_identifiers_are_judged_as_in_metadata_yaml_and_sent_bare(zenodo, tmp_path):
+    """ORCID and DOI checks are datalad_rdr.identifiers': their URL forms are taken, and
+    Zenodo gets the bare identifier."""
+    config = minimal_config(zenodo.zenodo_url).replace(
+        "given_name: Jane",
+        "given_name: Jane\n      identifiers: {orcid: 'https://orcid.org/0000-0002-1825-0097'}"
+    ).replace("paths:", "  related:\n    - {scheme: doi, identifier: "
+                        "'https://doi.org/10.1234/abc', relation_type: cites}\npaths:")
+    ds = make_dataset(tmp_path / "ds", {"data.csv": "1\n", "notes.txt": "n\n"}, config)
+    metadata = ok(sync(ds, dry_run=True))[-1]["zenodo_body"]["metadata"]
+    assert metadata["creators"][0]["person_or_org"]["identifiers"] == \
+        [{"scheme": "orcid", "identifier": "0000-0002-1825-0097"}]
+    assert metadata["related_identifiers"][0]["identifier"] == "10.1234/abc"
+
+
 def test_config_problems_are_listed_before_anything_is_sent(zenodo, tmp_path):
     config = minimal_config(zenodo.zenodo_url, version="1.0").replace(
         "version: '1.0'", "version: 1.0").replace(
@@ -712,6 +727,13 @@ def test_command_line(zenodo, tmp_path):
     lines = [json.loads(line) for line in run.stdout.splitlines() if line.startswith("{")]
     assert any("would create a draft" in r["message"] for r in lines)
     assert zenodo.zenodo_settings.token not in run.stdout + run.stderr
+    # without a token a sync is not a success a CI job could believe (trial 6.2)
+    no_token = {k: v for k, v in os.environ.items()
+                if not k.startswith(("DATALAD_CREDENTIAL_", "REPREP_"))}
+    run = subprocess.run([datalad, "zenodo-sync"], cwd=root, capture_output=True,
+                         text=True, env=no_token, timeout=120)
+    assert run.returncode != 0
+    assert "nothing was sent: set DATALAD_CREDENTIAL_ZENODO_SECRET" in run.stdout
     run = subprocess.run([datalad, "zenodo-sync", "--help"],
                          capture_output=True, text=True, timeout=120)
     assert "StepUp" in run.stdout and "--publish" in run.stdout
@@ -778,6 +800,7 @@ def test_refused_token_gets_a_hint_and_is_not_marked(zenodo, own_home, tmp_path)
     assert run.returncode != 0
     assert "HTTP 403: Permission denied." in run.stdout + run.stderr
     assert "Zenodo refused the token from credential stale" in run.stdout + run.stderr
+    assert "expired-token" not in run.stdout + run.stderr
     assert "last-used" not in global_config(own_home)
     assert not (root / ".zenodo-record-id.txt").exists()
 
