@@ -88,8 +88,9 @@ class ZenodoSync(ValidatedInterface):
     configuration and the files are validated and nothing is sent: fine for ``--dry-run``;
     otherwise the result is "impossible" and says how to store a token.
 
-    ``access`` may hold an embargo (``embargo: {until: YYYY-MM-DD, reason: ...}`` with
-    ``files: restricted``); the date must lie ahead and a reason be given.
+    DataLad addition to ``access`` (StepUp refuses it): an embargo, ``embargo: {until:
+    YYYY-MM-DD, reason: ...}`` with ``files: restricted``; the date must lie ahead and a
+    reason be given.
 
     What was done is remembered in the dataset and saved with ``datalad save``: StepUp's
     ``path_record_id`` file (the latest version's record id) and ``.datalad/rdr/zenodo.json``
