@@ -90,7 +90,7 @@ def obtain(config, url: str, name: str | None = None,
     """
     credman = CredentialManager(config)
     if name:
-        cred = credman.get(name, _prompt=None)
+        cred = credman.get(name, _prompt=None, _type_hint="token")
         if not cred or not cred.get("secret"):
             raise CredentialError(f"no credential {name!r} with a secret: "
                                   f"{how_to_set(name, url)}")
@@ -98,7 +98,7 @@ def obtain(config, url: str, name: str | None = None,
     for found, cred in credman.query(_sortby="last-used"):
         if cred.get("secret") and _same_realm(cred, url):
             return Credential(found, cred["secret"], f"credential {found}", cred, config)
-    cred = credman.get(default_name, _prompt=None)
+    cred = credman.get(default_name, _prompt=None, _type_hint="token")
     if cred and cred.get("secret"):
         if cred.get("realm") and not _same_realm(cred, url):
             raise CredentialError(
