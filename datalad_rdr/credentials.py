@@ -1,10 +1,34 @@
-"""API tokens from datalad-next's credential manager; never logged, never in git config."""
+"""API tokens for RDR and Zenodo, from datalad-next's credential manager.
+
+One workflow for both servers, as datalad-next's ``download`` and datalad-dataverse do it:
+
+1. **obtain** (:func:`obtain`): the credential named by ``--credential``; else the last
+   used credential whose ``realm`` is the server's; else the credential of the default name
+   (``rdr``, ``zenodo``), so that ``DATALAD_CREDENTIAL_RDR_SECRET`` alone works.
+2. **use** its :attr:`Credential.secret`.
+3. **mark it used** (:meth:`Credential.mark_used`) only once the server accepted it, so that
+   a refused token never becomes the one picked next time.
+
+The realm rule (:func:`realm`): a server is ``scheme://host[:port]``; a credential's
+``realm`` may be written as any URL on that server (``https://zenodo.org/api`` and
+``https://zenodo.org`` are the same realm). A default-name credential whose realm is another
+server's is not sent there.
+
+The secret is never logged and never written to git config: it stays where it came from
+(the keyring or the environment); marking a credential used writes only ``last-used`` (and
+the properties it already had) through the credential manager.
+"""
 
 from __future__ import annotations
 
+import logging
+import os
+from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
 from datalad_next.credman import CredentialManager
+
+lgr = logging.getLogger("datalad.rdr.credentials")
 
 
 class CredentialError(Exception):
@@ -12,26 +36,82 @@ class CredentialError(Exception):
 
 
 def realm(url: str) -> str:
-    parts = urlsplit(url)
-    return f"{parts.scheme}://{parts.netloc}"
+    """The server of ``url``, as credentials name it: ``scheme://host[:port]``."""
+    parts = urlsplit(url.strip())
+    return f"{parts.scheme.lower()}://{parts.netloc.lower()}"
+
+
+def env_variable(name: str) -> str:
+    """Where datalad-next reads the secret of credential ``name`` from the environment."""
+    return f"DATALAD_CREDENTIAL_{name.upper().replace('-', '_')}_SECRET"
+
+
+def how_to_set(name: str, url: str) -> str:
+    """The fix for a missing token, for a message."""
+    return (f"set {env_variable(name)}, or store one with 'datalad credentials set {name} "
+            f"secret=<token> realm={realm(url)}'")
+
+
+@dataclass
+class Credential:
+    """A token for one server; ``name`` is None when it did not come from the manager."""
+
+    name: str | None
+    secret: str = field(repr=False)
+    source: str  # for messages: "credential zenodo", "token file ~/.zenodo"; never the secret
+    _props: dict = field(default_factory=dict, repr=False)
+    _config: object = field(default=None, repr=False)
+
+    def mark_used(self) -> None:
+        """Remember the credential as the last one that worked for its realm.
+
+        Call it only after the server accepted the token. A credential given by environment
+        variables is left alone: writing it would copy a secret the user gave for one session
+        into the keyring.
+        """
+        if self.name is None or self._config is None or env_variable(self.name) in os.environ:
+            return
+        try:
+            CredentialManager(self._config).set(self.name, _lastused=True, **self._props)
+        except Exception as exc:  # noqa: BLE001 - remembering is a convenience only
+            lgr.debug("could not mark credential %s as used: %s", self.name,
+                      type(exc).__name__)
+
+
+def _same_realm(cred: dict, url: str) -> bool:
+    return bool(cred.get("realm")) and realm(cred["realm"]) == realm(url)
+
+
+def obtain(config, url: str, name: str | None = None,
+           default_name: str = "rdr") -> Credential:
+    """The credential for the server of ``url`` (see the module docstring for the order).
+
+    Raises :class:`CredentialError` saying how to set one.
+    """
+    credman = CredentialManager(config)
+    if name:
+        cred = credman.get(name, _prompt=None, _type_hint="token")
+        if not cred or not cred.get("secret"):
+            raise CredentialError(f"no credential {name!r} with a secret: "
+                                  f"{how_to_set(name, url)}")
+        return Credential(name, cred["secret"], f"credential {name}", cred, config)
+    for found, cred in credman.query(_sortby="last-used"):
+        if cred.get("secret") and _same_realm(cred, url):
+            return Credential(found, cred["secret"], f"credential {found}", cred, config)
+    cred = credman.get(default_name, _prompt=None, _type_hint="token")
+    if cred and cred.get("secret"):
+        if cred.get("realm") and not _same_realm(cred, url):
+            raise CredentialError(
+                f"credential {default_name!r} is for {realm(cred['realm'])}, not "
+                f"{realm(url)}: give --credential, or {how_to_set(default_name, url)}")
+        return Credential(default_name, cred["secret"], f"credential {default_name}", cred,
+                          config)
+    raise CredentialError(f"no API token for {realm(url)}: {how_to_set(default_name, url)}")
 
 
 def obtain_token(config, url: str, name: str | None = None,
                  default_name: str = "rdr") -> tuple[str, str]:
-    """The token for ``url``: the named credential, else the last used one for its realm,
-    else the credential ``default_name`` (so DATALAD_CREDENTIAL_RDR_SECRET works)."""
-    credman = CredentialManager(config)
-    attempts = ([dict(name=name)] if name else
-                [dict(query_props={"realm": realm(url)}), dict(name=default_name)])
-    for kwargs in attempts:
-        try:
-            found, cred = credman.obtain(type_hint="token", expected_props=["secret"],
-                                         **kwargs)
-            return found or kwargs.get("name") or "", cred["secret"]
-        except ValueError:
-            continue
-    env = f"DATALAD_CREDENTIAL_{(name or default_name).upper().replace('-', '_')}_SECRET"
-    raise CredentialError(
-        f"no API token for {realm(url)}: set {env}, or store one with "
-        f"'datalad credentials set {name or default_name} secret=<token> "
-        f"realm={realm(url)}'")
+    """(credential name, secret) for ``url``: :func:`obtain` for callers that need no
+    :meth:`Credential.mark_used`."""
+    cred = obtain(config, url, name, default_name)
+    return cred.name or "", cred.secret

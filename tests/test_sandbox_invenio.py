@@ -164,6 +164,28 @@ def test_update_keeps_the_draft_and_reports_errors_in_a_200(zenodo):
     assert r.status_code == 412
 
 
+def test_embargo_is_checked_kept_and_shown(zenodo):
+    """invenio-rdm-records' EmbargoSchema: an active embargo must end in the future."""
+    import datetime as dt
+
+    rid = zenodo.create()["id"]
+    past = {"record": "public", "files": "restricted",
+            "embargo": {"active": True, "until": "2020-01-01", "reason": "r"}}
+    r = zenodo.call("PUT", f"/records/{rid}/draft",
+                    json={"metadata": METADATA, "access": past})
+    errors = {e["field"]: e["messages"] for e in r.json()["errors"]}
+    assert errors["access.embargo.until"] == ["Embargo end date must be set to a future date."]
+    assert r.json()["access"]["embargo"] == {"active": False, "reason": None}
+    until = (dt.date.today() + dt.timedelta(days=30)).isoformat()
+    future = {**past, "embargo": {"active": True, "until": until, "reason": "r"}}
+    r = zenodo.call("PUT", f"/records/{rid}/draft",
+                    json={"metadata": METADATA, "access": future})
+    assert "errors" not in r.json() or not any(
+        e["field"].startswith("access") for e in r.json()["errors"])
+    access = zenodo.call("GET", f"/records/{rid}/draft").json()["access"]
+    assert access["embargo"] == future["embargo"] and access["status"] == "embargoed"
+
+
 def test_without_the_rdm_accept_header_zenodo_answers_legacy_json(zenodo):
     rid = zenodo.create()["id"]
     zenodo.upload(rid, "data.csv", b"a,b\n")

@@ -8,6 +8,7 @@ StepUp's file unchanged and sends what StepUp sends.
 
 from __future__ import annotations
 
+import datetime as dt
 import hashlib
 import json
 import os
@@ -23,7 +24,7 @@ from datalad.api import clone, create
 from datalad_rdr.commands.zenodo_sync import ZenodoSync  # noqa: F401 - binds ds.zenodo_sync
 from datalad_rdr.sandbox.cli import Sandbox
 from datalad_rdr.sandbox.invenio import Fault
-from datalad_rdr.zenodo_sync import Member, build_zip
+from datalad_rdr.zenodo.members import Member, build_zip
 
 RDM = "application/vnd.inveniordm.v1+json"
 CREDENTIAL = "zenodosandbox"  # DATALAD_CREDENTIAL_ZENODOSANDBOX_{SECRET,REALM}
@@ -353,9 +354,15 @@ def test_stepup_3_1_config_with_token_file_and_readme(zenodo, tmp_path):
     root = tmp_path / "ds"
     ds = make_dataset(root, {"data.csv": "1\n", "notes.txt": "n\n",
                              "README.md": "Some *notes*.\n"}, config)
-    # no token file: validated, nothing sent
-    results = ok(sync(ds))
+    # no token file: validated, nothing sent; a dry run asked for no more...
+    results = ok(sync(ds, dry_run=True))
+    assert "zenodo.yaml is valid: 2 file(s)" in results[-1]["message"]
+    # ...but a sync did not happen, and says so with how to give the token (not "ok")
+    results = sync(ds)
+    assert [r["status"] for r in results] == ["impossible"]
     assert "nothing was sent" in results[-1]["message"]
+    assert "datalad credentials set zenodo secret=<token> realm=http://127.0.0.1:" in \
+        results[-1]["message"]
     assert stats(zenodo)["requests"] == 0
     token = tmp_path / "token.txt"
     token.write_text(zenodo.zenodo_settings.token + "\n")
@@ -366,6 +373,21 @@ def test_stepup_3_1_config_with_token_file_and_readme(zenodo, tmp_path):
     assert (person["family_name"], person["given_name"]) == ("Doe", "Jane")
     assert draft["metadata"]["description"] == "<p>Some <em>notes</em>.</p>\n"
     assert draft["custom_fields"] == {"code:codeRepository": "https://github.com/example/repo"}
+
+
+def test_identifiers_are_judged_as_in_metadata_yaml_and_sent_bare(zenodo, tmp_path):
+    """ORCID and DOI checks are datalad_rdr.identifiers': their URL forms are taken, and
+    Zenodo gets the bare identifier."""
+    config = minimal_config(zenodo.zenodo_url).replace(
+        "given_name: Jane",
+        "given_name: Jane\n      identifiers: {orcid: 'https://orcid.org/0000-0002-1825-0097'}"
+    ).replace("paths:", "  related:\n    - {scheme: doi, identifier: "
+                        "'https://doi.org/10.1234/abc', relation_type: cites}\npaths:")
+    ds = make_dataset(tmp_path / "ds", {"data.csv": "1\n", "notes.txt": "n\n"}, config)
+    metadata = ok(sync(ds, dry_run=True))[-1]["zenodo_body"]["metadata"]
+    assert metadata["creators"][0]["person_or_org"]["identifiers"] == \
+        [{"scheme": "orcid", "identifier": "0000-0002-1825-0097"}]
+    assert metadata["related_identifiers"][0]["identifier"] == "10.1234/abc"
 
 
 def test_config_problems_are_listed_before_anything_is_sent(zenodo, tmp_path):
@@ -555,6 +577,32 @@ def test_zip_is_deterministic(tmp_path):
         build_zip(m, tmp_path / f"{n}.zip")
         md5s.append(m.md5)
     assert md5s[0] == md5s[1]
+    assert m.md5 == hashlib.md5((tmp_path / "1.zip").read_bytes()).hexdigest()
+
+
+def test_zip_comes_from_the_bundle_writer(tmp_path):
+    """The project's one ZIP writer (datalad_rdr.zipstream): compressed formats are STORED,
+    and names it could not write are refused before anything is sent."""
+    folder = tmp_path / "figs"
+    write(folder / "plot.png", os.urandom(5000))
+    write(folder / "notes.txt", "text " * 200)
+    m = Member("figs.zip", sorted(folder.rglob("*")), "figs", folder, zip_root=tmp_path)
+    build_zip(m, tmp_path / "figs.zip")
+    with zipfile.ZipFile(tmp_path / "figs.zip") as zf:
+        methods = {i.filename: i.compress_type for i in zf.infolist()}
+        assert zf.testzip() is None
+    assert methods == {"figs/notes.txt": zipfile.ZIP_DEFLATED,
+                       "figs/plot.png": zipfile.ZIP_STORED}
+
+
+def test_zip_member_name_it_cannot_hold_is_refused(zenodo, tmp_path):
+    ds = make_dataset(tmp_path / "ds", {"src/back\\slash.py": "x\n", "data.csv": "1\n",
+                                        "notes.txt": "n\n"},
+                      minimal_config(zenodo.zenodo_url) + "  - zip: src\n")
+    results = sync(ds)
+    assert [r["status"] for r in results] == ["impossible"]
+    assert "backslash" in results[0]["message"] and "src" in results[0]["message"]
+    assert stats(zenodo)["requests"] == 0
 
 
 # -- failures, limits and refusals ----------------------------------------------------------
@@ -679,6 +727,174 @@ def test_command_line(zenodo, tmp_path):
     lines = [json.loads(line) for line in run.stdout.splitlines() if line.startswith("{")]
     assert any("would create a draft" in r["message"] for r in lines)
     assert zenodo.zenodo_settings.token not in run.stdout + run.stderr
+    # without a token a sync is not a success a CI job could believe (trial 6.2)
+    no_token = {k: v for k, v in os.environ.items()
+                if not k.startswith(("DATALAD_CREDENTIAL_", "REPREP_"))}
+    run = subprocess.run([datalad, "zenodo-sync"], cwd=root, capture_output=True,
+                         text=True, env=no_token, timeout=120)
+    assert run.returncode != 0
+    assert "nothing was sent: set DATALAD_CREDENTIAL_ZENODO_SECRET" in run.stdout
     run = subprocess.run([datalad, "zenodo-sync", "--help"],
                          capture_output=True, text=True, timeout=120)
     assert "StepUp" in run.stdout and "--publish" in run.stdout
+
+
+# -- the token: one credential workflow with RDR ----------------------------------------------
+@pytest.fixture
+def own_home(tmp_path):
+    """A shell of a user with a home of their own: git config and a plain-text keyring there,
+    so stored credentials (and their last-used mark) are seen, and nothing else is."""
+    home = tmp_path / "home"
+    home.mkdir()
+    env = {k: v for k, v in os.environ.items()
+           if not k.startswith(("DATALAD_CREDENTIAL_", "XDG_", "REPREP_"))}
+    env.update(HOME=str(home), PYTHON_KEYRING_BACKEND="keyrings.alt.file.PlaintextKeyring")
+    return env
+
+
+def datalad_cli(args, cwd, env):
+    exe = os.path.join(os.path.dirname(sys.executable), "datalad")
+    return subprocess.run([exe, *args], cwd=cwd, env=env, capture_output=True, text=True,
+                          timeout=300)
+
+
+def global_config(env) -> str:
+    return subprocess.run(["git", "config", "--global", "--list"], env=env,
+                          capture_output=True, text=True).stdout
+
+
+def test_accepted_token_is_marked_last_used_and_never_shown(zenodo, own_home, tmp_path):
+    token = zenodo.zenodo_settings.token
+    root = tmp_path / "ds"
+    make_dataset(root, {"data.csv": "1\n", "notes.txt": "n\n"},
+                 minimal_config(zenodo.zenodo_url))
+    # stored under a name of the user's choosing: found by its realm, the server's URL
+    stored = datalad_cli(["credentials", "set", "mysandbox", f"secret={token}",
+                          f"realm={zenodo.zenodo_url}"], root, own_home)
+    assert stored.returncode == 0, stored.stderr
+    assert "last-used" not in global_config(own_home)
+
+    run = datalad_cli(["-l", "debug", "zenodo-sync"], root, own_home)
+    assert run.returncode == 0, run.stdout + run.stderr
+    assert "created: record" in run.stdout
+    assert token not in run.stdout + run.stderr  # not even at -l debug
+    config = global_config(own_home)
+    assert "datalad.credential.mysandbox.last-used=" in config
+    assert token not in config
+    assert token not in (root / ".git/config").read_text()
+
+    # a rerun with nothing to do says so (it once read "updated ..., 0 bytes sent")
+    run = datalad_cli(["zenodo-sync"], root, own_home)
+    assert run.returncode == 0, run.stdout + run.stderr
+    assert "is up to date: nothing changed, nothing sent" in run.stdout
+
+
+def test_refused_token_gets_a_hint_and_is_not_marked(zenodo, own_home, tmp_path):
+    root = tmp_path / "ds"
+    make_dataset(root, {"data.csv": "1\n", "notes.txt": "n\n"},
+                 minimal_config(zenodo.zenodo_url))
+    stored = datalad_cli(["credentials", "set", "stale", "secret=expired-token",
+                          f"realm={zenodo.zenodo_url}"], root, own_home)
+    assert stored.returncode == 0, stored.stderr
+    run = datalad_cli(["zenodo-sync", "--credential", "stale"], root, own_home)
+    assert run.returncode != 0
+    assert "HTTP 403: Permission denied." in run.stdout + run.stderr
+    assert "Zenodo refused the token from credential stale" in run.stdout + run.stderr
+    assert "expired-token" not in run.stdout + run.stderr
+    assert "last-used" not in global_config(own_home)
+    assert not (root / ".zenodo-record-id.txt").exists()
+
+    # the same on a published record (trial 6.13: its draft read answered 403, no hint)
+    good = {**own_home, "DATALAD_CREDENTIAL_GOOD_SECRET": zenodo.zenodo_settings.token}
+    published = datalad_cli(["zenodo-sync", "--publish", "--credential", "good"], root, good)
+    assert published.returncode == 0, published.stdout
+    assert "last-used" not in global_config(own_home)  # a credential of the environment
+    run = datalad_cli(["zenodo-sync", "--credential", "stale"], root, own_home)
+    assert run.returncode != 0
+    assert f"reading draft {record_id(root)}: HTTP 403" in run.stdout
+    assert "Zenodo refused the token from credential stale" in run.stdout
+    assert "last-used" not in global_config(own_home)
+
+
+def test_credential_named_but_missing_says_how_to_set_it(zenodo, own_home, tmp_path):
+    root = tmp_path / "ds"
+    make_dataset(root, {"data.csv": "1\n", "notes.txt": "n\n"},
+                 minimal_config(zenodo.zenodo_url))
+    run = datalad_cli(["zenodo-sync", "--credential", "nosuch"], root, own_home)
+    assert run.returncode != 0
+    assert "no credential 'nosuch'" in run.stdout + run.stderr
+    assert "DATALAD_CREDENTIAL_NOSUCH_SECRET" in run.stdout + run.stderr
+    assert stats(zenodo)["requests"] == 0
+
+
+# -- access: an embargo ----------------------------------------------------------------------
+def embargo_config(endpoint, embargo: str, files="restricted"):
+    return minimal_config(endpoint) + f"access:\n  files: {files}\n  embargo:\n{embargo}"
+
+
+def test_embargo_is_checked_before_anything_is_sent(zenodo, tmp_path):
+    config = embargo_config(zenodo.zenodo_url, "    until: 2020-01-01\n", files="public")
+    ds = make_dataset(tmp_path / "ds", {"data.csv": "1\n", "notes.txt": "n\n"}, config)
+    results = sync(ds, dry_run=True)
+    assert [r["status"] for r in results] == ["impossible"]
+    problems = results[0]["problems"]
+    assert any(p.startswith("access.embargo.until: 2020-01-01 is not in the future")
+               for p in problems)
+    assert any(p.startswith("access.embargo.reason: required") for p in problems)
+    assert "access.files: an active embargo needs files: restricted" in problems
+    assert stats(zenodo)["requests"] == 0
+
+
+def test_embargo_is_sent_kept_and_published(with_credential, tmp_path):
+    sb = with_credential
+    until = (dt.date.today() + dt.timedelta(days=400)).isoformat()
+    config = embargo_config(sb.zenodo_url, f"    until: {until}\n"
+                                           "    reason: 'Until the article is out'\n")
+    root = tmp_path / "ds"
+    ds = make_dataset(root, {"data.csv": "1\n", "notes.txt": "n\n"}, config)
+    ok(sync(ds, publish=True))
+    access = api(sb, "GET", f"/records/{record_id(root)}").json()["access"]
+    assert access["files"] == "restricted" and access["status"] == "embargoed"
+    assert access["embargo"] == {"active": True, "until": until,
+                                 "reason": "Until the article is out"}
+    sb.zenodo.stats.reset()
+    ok(sync(ds))  # what Zenodo keeps is what the config says: nothing to change
+    assert stats(sb)["changing"] == 0
+
+
+# -- the client: Zenodo's answers read once, refusals by kind --------------------------------
+def test_client_reads_records_and_names_refusals(zenodo, tmp_path):
+    from datalad_rdr.zenodo.client import Forbidden, Locked, NotFound, Zenodo
+
+    client = Zenodo(zenodo.zenodo_url, zenodo.zenodo_settings.token)
+    body = {"metadata": {"title": "Client test", "resource_type": {"id": "dataset"},
+                         "publisher": "Zenodo",
+                         "publication_date": "2026-01-01",
+                         "creators": [{"person_or_org": {"type": "personal",
+                                                         "family_name": "Doe"}}]},
+            "files": {"enabled": True}}
+    draft = client.create_draft(body)
+    assert not draft.is_published and draft.files == {} and draft.version_index == 1
+    (tmp_path / "a.txt").write_bytes(b"abc")
+    client.init_files(draft.id, ["a.txt"])
+    client.init_files(draft.id, ["a.txt"])  # a retried announcement is no error
+    committed, sent = client.upload(draft.id, "a.txt", str(tmp_path / "a.txt"), 3)
+    assert committed.md5 == sent == hashlib.md5(b"abc").hexdigest() and committed.size == 3
+    record = client.publish(draft.id)
+    assert record.is_published and record.doi and record.concept_doi
+    assert record.files["a.txt"].md5 == committed.md5
+    assert client.token_accepted and client.changed
+
+    assert client.draft(record.id) is None  # published, not being edited
+    with pytest.raises(NotFound):
+        client.record("999999999")
+    client.edit(record.id)
+    client.init_files(record.id, ["b.txt"])
+    with pytest.raises(Locked):  # a published version's files cannot change
+        client.upload(record.id, "b.txt", str(tmp_path / "a.txt"), 3)
+
+    stranger = Zenodo(zenodo.zenodo_url, "not-a-token")
+    with pytest.raises(Forbidden, match="Permission denied"):
+        stranger.draft(record.id)
+    assert stranger.record(record.id).id == record.id  # public: proves nothing
+    assert not stranger.token_accepted

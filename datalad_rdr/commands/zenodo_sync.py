@@ -1,4 +1,4 @@
-"""``datalad zenodo-sync``: the command; the work is in :mod:`datalad_rdr.zenodo_sync`."""
+"""``datalad zenodo-sync``: the command; the work is in :mod:`datalad_rdr.zenodo`."""
 
 from __future__ import annotations
 
@@ -22,7 +22,7 @@ from datalad_next.constraints import (
     EnsureStr,
 )
 
-from ..zenodo_sync import sync
+from ..zenodo.sync import sync
 
 
 class EnsurePaths(EnsureListOf):
@@ -77,12 +77,20 @@ class ZenodoSync(ValidatedInterface):
     Requests answered 429 (Retry-After honoured), 5xx or with the gateway's HTML 504 page
     are retried with backoff; an upload interrupted by a crash is completed on the next run.
 
-    The token comes from DataLad's credential manager: ``--credential NAME``, else the last
-    used credential whose ``realm`` is the endpoint URL (e.g. ``DATALAD_CREDENTIAL_ZENODO_SECRET``
-    with ``DATALAD_CREDENTIAL_ZENODO_REALM=https://zenodo.org/api``), else a credential named
-    ``zenodo``; then StepUp's token file (``path_token`` or ``REPREP_PATH_ZENODO_TOKEN``),
-    then ``REPREP_ZENODO_TOKEN``. It is sent as a header only and never logged. Without a
-    token, the configuration and the files are validated and nothing is sent, as StepUp does.
+    The token comes from DataLad's credential manager, found as ``rdr-export`` finds
+    RDR's: ``--credential NAME``, else the last used credential whose ``realm`` is the
+    endpoint's server (``https://zenodo.org``; ``https://zenodo.org/api`` counts too), else a
+    credential named ``zenodo`` (e.g. ``DATALAD_CREDENTIAL_ZENODO_SECRET``); then StepUp's
+    token file (``path_token`` or ``REPREP_PATH_ZENODO_TOKEN``), then
+    ``REPREP_ZENODO_TOKEN``. It is sent as a header only and never logged, and a stored
+    credential is marked "last used" only once Zenodo accepted it. A refused token is
+    reported with where it came from and how to replace it. Without a token the
+    configuration and the files are validated and nothing is sent: fine for ``--dry-run``;
+    otherwise the result is "impossible" and says how to store a token.
+
+    DataLad addition to ``access`` (StepUp refuses it): an embargo, ``embargo: {until:
+    YYYY-MM-DD, reason: ...}`` with ``files: restricted``; the date must lie ahead and a
+    reason be given.
 
     What was done is remembered in the dataset and saved with ``datalad save``: StepUp's
     ``path_record_id`` file (the latest version's record id) and ``.datalad/rdr/zenodo.json``

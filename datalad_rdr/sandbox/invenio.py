@@ -358,12 +358,31 @@ def load_record_input(body: dict) -> tuple[dict, list]:
                              "You don't have permissions to manage record access."))
             access["record"] = "public"
         if isinstance(access_in.get("embargo"), dict):
-            access["embargo"] = copy.deepcopy(access_in["embargo"])
+            embargo = copy.deepcopy(access_in["embargo"])
+            found = _embargo_problems(embargo)
+            problems.extend(found)
+            if not found:
+                access["embargo"] = embargo
     files = body.get("files") if isinstance(body.get("files"), dict) else {}
     custom = body.get("custom_fields") if isinstance(body.get("custom_fields"), dict) else {}
     data = {"metadata": metadata, "access": access, "files": files,
             "custom_fields": copy.deepcopy(custom)}
     return data, _as_errors(problems)
+
+
+def _embargo_problems(embargo: dict) -> list:
+    """invenio-rdm-records' EmbargoSchema: an active embargo ends in the future, an inactive
+    one has no end ahead."""
+    try:
+        until = dt.date.fromisoformat(embargo["until"]) if embargo.get("until") else None
+    except (TypeError, ValueError):
+        return [("access.embargo.until", "Not a valid date.")]
+    today = dt.datetime.now(dt.UTC).date()
+    if embargo.get("active") and (until is None or until <= today):
+        return [("access.embargo.until", "Embargo end date must be set to a future date.")]
+    if embargo.get("active") is False and until is not None and until > today:
+        return [("access.embargo.until", "Embargo end date must be unset or in the past.")]
+    return []
 
 
 def publish_problems(snap: Snapshot) -> list:
@@ -728,8 +747,9 @@ class InvenioSandbox:
             status = "published"
         else:
             status = "new_version_draft" if record.index > 1 else "draft"
-        access = {**snap.access, "status": "open" if snap.access["files"] == "public"
-                  else "restricted"}
+        embargoed = (snap.access.get("embargo") or {}).get("active")
+        access = {**snap.access, "status": "embargoed" if embargoed else
+                  "open" if snap.access["files"] == "public" else "restricted"}
         access.setdefault("embargo", {"active": False, "reason": None})
         data = {
             "id": record.id,
