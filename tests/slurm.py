@@ -5,6 +5,7 @@ The cluster is a real one: CI starts a single node on localhost with ``.ci/slurm
 PATH. There is no accounting database on the CI node, so ``sacct`` does not answer there; job
 state comes from ``scontrol show job``, which keeps finished jobs for ``MinJobAge`` seconds.
 """
+import functools
 import os
 import shutil
 import subprocess
@@ -62,8 +63,16 @@ def unusable_reason():
     conf = slurm_conf()
     if conf and not os.path.exists(conf):
         return f"SLURM_CONF={conf} does not exist; {START_HINT}"
+    return _cluster_reason(shutil.which("sinfo"), conf)
+
+
+# A controller that does not answer costs sinfo's retries (about 10 s): ask once per session.
+@functools.lru_cache(maxsize=None)
+def _cluster_reason(sinfo, conf):
+    if sinfo is None:
+        return f"sinfo is not on PATH (incomplete SLURM client); {START_HINT}"
     try:
-        proc = subprocess.run(["sinfo", "-h", "-o", "%t"], env=slurm_env(),
+        proc = subprocess.run([sinfo, "-h", "-o", "%t"], env=slurm_env(),
                               capture_output=True, text=True, timeout=15)
     except subprocess.TimeoutExpired:
         return f"sinfo gave no answer within 15 s (slurmctld down?); {START_HINT}"
