@@ -7,10 +7,13 @@ node of `.ci/slurm start`); they skip where sbatch is absent and fail in CI.
 """
 import os
 import socket
+import subprocess
+from pathlib import Path
 
 import pytest
 
-from slurm import job_states, require_slurm, run, unusable_reason, wait_for, FINISHED_STATES
+from slurm import (DEFAULT_STATE_DIR, FINISHED_STATES, job_states, require_slurm, run,
+                   slurm_conf, unusable_reason, wait_for)
 
 
 @pytest.fixture
@@ -131,3 +134,43 @@ def test_with_sbatch_but_no_cluster_the_tests_fail_naming_the_cause(monkeypatch,
     monkeypatch.setenv("SLURM_CONF", str(tmp_path / "no-such.conf"))
     with pytest.raises(pytest.fail.Exception, match=r"SLURM_CONF=.*no-such.conf does not exist"):
         require_slurm()
+
+
+# `.ci/slurm` itself, where it runs the cluster the tests use.
+
+CI_SLURM = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+                        ".ci", "slurm")
+
+
+def _ci_slurm(*args, **env):
+    return subprocess.run(["bash", CI_SLURM, *args], env={**os.environ, **env},
+                          capture_output=True, text=True, timeout=60)
+
+
+def test_ci_slurm_start_again_keeps_the_running_cluster():
+    require_slurm()
+    conf = slurm_conf()
+    if conf is None or os.path.dirname(conf) != os.environ.get("SLURM_STATE_DIR",
+                                                               DEFAULT_STATE_DIR):
+        pytest.skip(f"the cluster in use ({conf or 'the system default'}) is not .ci/slurm's")
+    pids = {name: (Path(conf).parent / name).read_text() for name in ("slurmctld.pid",
+                                                                       "slurmd.pid")}
+    proc = _ci_slurm("start")
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout == f"export SLURM_CONF={conf}\n"
+    assert "already running" in proc.stderr
+    assert {name: (Path(conf).parent / name).read_text() for name in pids} == pids
+
+
+def test_ci_slurm_start_refuses_a_port_taken(tmp_path):
+    require_slurm()
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        proc = _ci_slurm("start", SLURM_STATE_DIR=str(tmp_path / "state"),
+                         SLURM_CTLD_PORT=str(port))
+    assert proc.returncode == 1
+    assert proc.stdout == ""
+    assert f"port {port} is taken; set SLURM_CTLD_PORT to a free one" in proc.stderr
+    assert not (tmp_path / "state" / "slurm.conf").exists()
