@@ -451,6 +451,19 @@ def test_an_existing_dataset_is_checked_against_its_own_collection(token_env, bi
     assert plain(draft(sb, pid_of(first)))["title"] == "datalad-rdr demo dataset"
 
 
+def test_a_server_that_does_not_say_the_collection_is_checked_as_installed(make_sandbox,
+                                                                         bids, monkeypatch):
+    sb = make_sandbox("rdr", version="6.0")  # no returnOwners before 6.1
+    monkeypatch.setenv("DATALAD_CREDENTIAL_RDR_SECRET", sb.api_token)
+    pid = pid_of(export(bids, sb))
+    write_metadata(bids, title="A better title")
+    updated = next(r for r in export(bids, sb) if "metadata of" in r.get("message", ""))
+    assert updated["status"] == "ok", updated
+    assert (f"{sb.dataverse_url} does not say which collection holds {pid}: its "
+            f"installation's required fields were checked, not the collection's") \
+        in updated["message"]
+
+
 def test_a_collection_the_server_lacks_is_named(token_env, bids):
     errors = [r for r in export(bids, token_env, collection="nosuch") if r["status"] == "error"]
     assert len(errors) == 1

@@ -521,7 +521,8 @@ class DataverseSandbox:
         user = self.user(request)
         ds = self.find_dataset(request, dsid)
         data = self.dataset_json(ds, self.select_version(ds, ":latest", user), user)
-        if request.args.get("returnOwners", "").lower() == "true":  # 6.1+ (JsonPrinter)
+        owners = request.args.get("returnOwners", "").lower() == "true"
+        if owners and _version(self.settings.version) >= (6, 1):  # JsonPrinter, 6.1+
             data["isPartOf"] = {"type": "DATAVERSE", "identifier": ds.collection,
                                 "isReleased": True, "displayName": ds.collection}
         return ok(data)
@@ -1153,6 +1154,10 @@ class DataverseSandbox:
         body = self.s3.get_object(**params)["Body"]
         return Response(iter(lambda: body.read(CHUNK), b""), status=status,
                         headers=headers, direct_passthrough=True)
+
+
+def _version(text: str) -> tuple[int, ...]:
+    return tuple(int(p) for p in text.split(".") if p.isdigit())
 
 
 def _as_bool(value) -> bool:
