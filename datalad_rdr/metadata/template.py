@@ -35,6 +35,7 @@ contact:
 # One or more subjects from the server's list, e.g. on RDR "Psychology and cognitive
 # sciences", "Basic sciences", "Biological sciences"; on a stock Dataverse "Medicine, Health
 # and Life Sciences". A value the server does not have is named, with the allowed ones.
+# Needed only where the server requires a subject (a stock Dataverse does).
 subject: []
 
 # Free keywords (RDR requires at least one).
@@ -62,8 +63,10 @@ license: {license}
 #   The custom terms.
 
 # restricted: data bundles are restricted (README and documentation stay public); RDR asks
-# for the legitimate reason to opt out of open access: one of "privacy", "intellectual
-# property rights", "ethical aspects", "aspects of dual use", "other".
+# for the legitimate reason to opt out of open access, one of its list (the export names
+# the server's own choices when this is empty or not one of them; in RDR's test
+# configuration: "privacy", "intellectual property rights", "ethical aspects", "aspects of
+# dual use", "other").
 # open: every file is public.
 access: restricted
 opt_out_reason:
