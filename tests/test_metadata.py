@@ -156,6 +156,47 @@ def test_every_problem_of_the_file_is_listed_at_once_with_its_line(tmp_path):
                for m in message)
 
 
+def in_days(days):
+    import datetime as dt
+    return (dt.date.today() + dt.timedelta(days=days)).isoformat()
+
+
+EMBARGO = {"access": "embargoed", "opt_out_reason": None, "embargo_until": in_days(200),
+           "embargo_reason": "the paper is under review", "after_embargo": "open"}
+
+
+def test_an_embargo_is_accepted_with_its_end_reason_and_what_follows(tmp_path):
+    (tmp_path / "README").write_text("A dataset.\n")
+    data = {k: v for k, v in {**GOOD, **EMBARGO}.items() if v is not None}
+    meta = md.parse(yaml.safe_dump(data), tmp_path, max_embargo_months=12)
+    assert meta.access == "embargoed" and meta.embargo_until.isoformat() == in_days(200)
+    assert meta.embargo_reason == "the paper is under review" and meta.after_embargo == "open"
+    text = yaml.safe_dump(data).replace(f"'{in_days(200)}'", in_days(200))  # a YAML date
+    assert md.parse(text, tmp_path).embargo_until.isoformat() == in_days(200)
+
+
+@pytest.mark.parametrize("change, field, words", [
+    ({"embargo_until": in_days(-1)}, "embargo_until", "is not in the future"),
+    ({"embargo_until": "soon"}, "embargo_until", "is not a date: 'soon'; write it as YYYY-MM"),
+    ({"embargo_until": None}, "embargo_until", "'embargo_until' is missing"),
+    ({"embargo_until": in_days(800)}, "embargo_until", "is more than 12 months away, the "
+                                                       "server's maximum; end the embargo by"),
+    ({"embargo_reason": None}, "embargo_reason", "access is embargoed: add 'embargo_reason"),
+    ({"after_embargo": None}, "after_embargo", "add 'after_embargo: open' (or restricted)"),
+    ({"after_embargo": "closed"}, "after_embargo", "'closed' is neither 'open' nor"),
+    ({"access": "open", "embargo_reason": None, "after_embargo": None}, "embargo_until",
+     "is given but access is 'open'; set 'access: "
+                                          "embargoed' or remove it"),
+])
+def test_a_wrong_embargo_is_named_with_the_fix(tmp_path, change, field, words):
+    (tmp_path / "README").write_text("A dataset.\n")
+    data = {k: v for k, v in {**GOOD, **EMBARGO, **change}.items() if v is not None}
+    with pytest.raises(md.MetadataError) as err:
+        md.parse(yaml.safe_dump(data), tmp_path, max_embargo_months=12)
+    assert err.value.field == field, str(err.value)
+    assert words in str(err.value) and "\n" not in str(err.value)
+
+
 def test_yaml_syntax_error_names_the_line(tmp_path):
     with pytest.raises(md.MetadataError, match=r"not valid YAML \(line 2\)"):
         md.parse("title: x\nauthors: a: b\n", tmp_path)

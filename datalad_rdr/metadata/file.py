@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -24,7 +25,8 @@ LICENSES = {
 DATAVERSE_LICENSE = {"CC-BY-4.0": "CC BY 4.0", "CC0-1.0": "CC0 1.0"}
 LICENSE_URI = {"CC-BY-4.0": "http://creativecommons.org/licenses/by/4.0",
                "CC0-1.0": "http://creativecommons.org/publicdomain/zero/1.0"}
-ACCESS = ("restricted", "open")
+ACCESS = ("restricted", "open", "embargoed")
+AFTER_EMBARGO = ("open", "restricted")
 
 
 @dataclass
@@ -57,6 +59,11 @@ class DatasetMetadata:
     terms_of_use: str | None = None  # the custom terms when license == "custom"
     access: str = "restricted"  # "restricted" (bundles restricted) or "open"
     opt_out_reason: str | None = None  # legitimate reason for restricted access
+    # access: embargoed -- closed until the date, then open or restricted (the export's use of
+    # it comes later: for now the bundles are restricted as for restricted access)
+    embargo_until: dt.date | None = None
+    embargo_reason: str | None = None
+    after_embargo: str | None = None  # "open" or "restricted"
     documentation: list[str] = field(default_factory=list)  # dataset paths sent public,
     # as separate files, besides the README (which is always sent)
     grants: list[Grant] = field(default_factory=list)  # funding, structured (agency, number)
@@ -68,12 +75,14 @@ class DatasetMetadata:
     lines: dict[str, int] = field(default_factory=dict, repr=False)  # entry -> YAML line
 
 
-def load(dataset: Path, commit: str = "HEAD") -> DatasetMetadata | None:
+def load(dataset: Path, commit: str = "HEAD",
+         max_embargo_months: int | None = None) -> DatasetMetadata | None:
     """The dataset's metadata as `commit` has it (the README for the description too), or
     None when neither the commit nor the work tree has a metadata file.
 
     Raises MetadataError listing every problem (field, YAML line, fix) when the file is
-    there but incomplete or invalid, or is in the work tree only.
+    there but incomplete or invalid, or is in the work tree only. An embargo may end at
+    most `max_embargo_months` from today (the server's maximum, when the caller knows it).
     """
     dataset = Path(dataset)
     snapshot = Snapshot(dataset, commit)
@@ -91,16 +100,17 @@ def load(dataset: Path, commit: str = "HEAD") -> DatasetMetadata | None:
         text = data.decode("utf-8")
     except UnicodeDecodeError as exc:
         raise MetadataError(f"{METADATA}: cannot be read ({exc}); save it as UTF-8") from exc
-    return _parse(text, snapshot)
+    return _parse(text, snapshot, max_embargo_months)
 
 
-def parse(text: str, dataset: Path | None = None) -> DatasetMetadata:
+def parse(text: str, dataset: Path | None = None,
+          max_embargo_months: int | None = None) -> DatasetMetadata:
     """Check the YAML text of a metadata file; `dataset` (a directory) supplies the README
     and the documentation paths."""
-    return _parse(text, Snapshot(dataset))
+    return _parse(text, Snapshot(dataset), max_embargo_months)
 
 
-def _parse(text: str, files: Snapshot) -> DatasetMetadata:
+def _parse(text: str, files: Snapshot, max_embargo_months: int | None) -> DatasetMetadata:
     try:
         data = yaml.safe_load(text)
         lines = _lines(yaml.compose(text, Loader=yaml.SafeLoader))
@@ -114,7 +124,7 @@ def _parse(text: str, files: Snapshot) -> DatasetMetadata:
     if not isinstance(data, dict):
         raise MetadataError(f"{METADATA}: expected 'field: value' lines, found "
                             f"{type(data).__name__}; {TEMPLATE_HINT}")
-    return _Reader(data, files, lines).read()
+    return _Reader(data, files, lines, max_embargo_months).read()
 
 
 def _lines(node, path: str = "", out: dict | None = None) -> dict[str, int]:
@@ -134,9 +144,11 @@ def _lines(node, path: str = "", out: dict | None = None) -> dict[str, int]:
 
 # -- checking ------------------------------------------------------------------------------
 
+EMBARGO_KEYS = ("embargo_until", "embargo_reason", "after_embargo")
 FIELDS = ("title", "authors", "contact", "description", "subject", "keywords",
           "department", "related_publication", "code_repository", "code_doi", "funding",
-          "license", "terms_of_use", "access", "opt_out_reason", "documentation", "ebrains")
+          "license", "terms_of_use", "access", "opt_out_reason", *EMBARGO_KEYS,
+          "documentation", "ebrains")
 EBRAINS_KEYS = ("data_types", "techniques", "experimental_approaches", "ethics_assessment")
 PERSON_KEYS = {"name", "affiliation", "orcid", "email"}
 
@@ -144,9 +156,11 @@ PERSON_KEYS = {"name", "affiliation", "orcid", "email"}
 class _Reader:
     """Reads every entry, noting each problem and going on, so that all are told at once."""
 
-    def __init__(self, data: dict, files: Snapshot, lines: dict[str, int]):
+    def __init__(self, data: dict, files: Snapshot, lines: dict[str, int],
+                 max_embargo_months: int | None = None):
         self.data, self.files = data, files
         self.problems = Problems(lines)
+        self.max_embargo_months = max_embargo_months
 
     def fail(self, name: str, problem: str, fix: str) -> None:
         self.problems.add(name, f"'{name}' {problem}; {fix}")
@@ -249,12 +263,13 @@ class _Reader:
                            fix="add 'access: restricted' (with opt_out_reason) or "
                                "'access: open'")
         if access is not None and access.lower() not in ACCESS:
-            self.fail("access", f"{access!r} is neither 'restricted' nor 'open'",
-                      "write 'access: restricted' or 'access: open'")
+            self.fail("access", f"{access!r} is not one of {', '.join(ACCESS)}",
+                      "write 'access: restricted', 'access: open' or 'access: embargoed'")
         access = (access or "").lower()
         # required where the server has a field for it, and told with the server's choices
         # (server.py): the file alone does not know them
         reason = self.text("opt_out_reason", d.get("opt_out_reason"))
+        until, why, after = self.embargo(d, access)
         documentation = self.documentation(d.get("documentation"))
         keywords = self.texts("keywords", d.get("keywords"))
         related = self.doi("related_publication", d.get("related_publication"))
@@ -268,8 +283,56 @@ class _Reader:
             code_repository=code_repository, code_doi=code_doi,
             funding=[f"{g.agency} {g.number}" if g.number else g.agency for g in grants],
             license=license, terms_of_use=terms, access=access, opt_out_reason=reason,
+            embargo_until=until, embargo_reason=why, after_embargo=after,
             documentation=documentation, grants=grants, description_from_readme=from_readme,
             department=department, ebrains=ebrains, lines=self.problems.lines)
+
+    def embargo(self, d: dict, access: str) -> tuple[dt.date | None, str | None, str | None]:
+        """The embargo's end (a date in the future, within the server's maximum), its reason,
+        and the access after it."""
+        if access != "embargoed":
+            for key in EMBARGO_KEYS:
+                if d.get(key) not in (None, ""):
+                    self.fail(key, f"is given but access is {access or 'not set'!r}",
+                              "set 'access: embargoed' or remove it")
+            return None, None, None
+        until = self.date("embargo_until", d.get("embargo_until"))
+        today = dt.date.today()
+        if until is not None and until <= today:
+            self.fail("embargo_until", f"{until.isoformat()} is not in the future",
+                      "give the date the embargo ends, after today")
+        elif until is not None and self.max_embargo_months is not None:
+            limit = _add_months(today, self.max_embargo_months)
+            if until > limit:
+                self.fail("embargo_until", f"{until.isoformat()} is more than "
+                          f"{self.max_embargo_months} months away, the server's maximum",
+                          f"end the embargo by {limit.isoformat()}")
+        why = self.text("embargo_reason", d.get("embargo_reason"), required=True,
+                        fix="access is embargoed: add 'embargo_reason: ...' saying why "
+                            "(e.g. the paper is under review)")
+        after = self.text("after_embargo", d.get("after_embargo"), required=True,
+                          fix="access is embargoed: add 'after_embargo: open' (or "
+                              "restricted) for what happens at the date")
+        if after is not None and after.lower() not in AFTER_EMBARGO:
+            self.fail("after_embargo", f"{after!r} is neither 'open' nor 'restricted'",
+                      "write 'after_embargo: open' or 'after_embargo: restricted'")
+            after = None
+        return until, why, after.lower() if after else None
+
+    def date(self, name: str, value) -> dt.date | None:
+        if value is None or value == "":
+            self.fail(name, "is missing", f"add '{name}: YYYY-MM-DD'")
+            return None
+        if isinstance(value, dt.datetime):
+            return value.date()
+        if isinstance(value, dt.date):  # YAML reads 2027-06-30 as a date already
+            return value
+        try:
+            return dt.date.fromisoformat(str(value).strip())
+        except ValueError:
+            self.fail(name, f"is not a date: {value!r}", "write it as YYYY-MM-DD, e.g. "
+                                                          "2027-06-30")
+            return None
 
     def description(self, value) -> tuple[str, bool]:
         description = self.text("description", value)
@@ -334,3 +397,11 @@ class _Reader:
         self.unknown("ebrains", value, EBRAINS_KEYS, f"known: {', '.join(EBRAINS_KEYS)}")
         return {key: self.texts(f"ebrains.{key}", value.get(key)) for key in EBRAINS_KEYS
                 if value.get(key)}
+
+
+def _add_months(day: dt.date, months: int) -> dt.date:
+    """The same day `months` later (the month's last day where it is shorter)."""
+    month = day.month - 1 + months
+    year, month = day.year + month // 12, month % 12 + 1
+    last = (dt.date(year + month // 12, month % 12 + 1, 1) - dt.timedelta(days=1)).day
+    return dt.date(year, month, min(day.day, last))

@@ -70,6 +70,11 @@ license: {license}
 # open: every file is public.
 access: restricted
 opt_out_reason:
+# embargoed: closed until a date, then open or restricted:
+# access: embargoed
+# embargo_until: 2027-06-30
+# embargo_reason: the paper is under review
+# after_embargo: open
 
 # Files sent public and separately besides the README (e.g. an HTML data descriptor),
 # as paths in the dataset.
