@@ -111,6 +111,7 @@ GOOD = yaml.safe_load(demo_metadata())
     ({"license": "GPL"}, "license", "use CC-BY-4.0, CC0-1.0, or custom"),
     ({"license": "custom"}, "terms_of_use", "license is custom"),
     ({"access": None}, "access", "'access' is missing"),
+    ({"access": "public"}, "access", "'public' is not one of restricted, open, embargoed"),
     ({"authors": [{"name": "Doe, Jane", "orcid": "0000-0002-1825-0098"}]},
      "authors[0].orcid", "not a valid ORCID"),
     ({"related_publication": "not a doi"}, "related_publication", "not a DOI"),
@@ -183,7 +184,7 @@ def test_an_embargo_is_accepted_with_its_end_reason_and_what_follows(tmp_path):
                                                        "server's maximum; end the embargo by"),
     ({"embargo_reason": None}, "embargo_reason", "access is embargoed: add 'embargo_reason"),
     ({"after_embargo": None}, "after_embargo", "add 'after_embargo: open' (or restricted)"),
-    ({"after_embargo": "closed"}, "after_embargo", "'closed' is neither 'open' nor"),
+    ({"after_embargo": "closed"}, "after_embargo", "'closed' is not one of open, restricted; write 'after_embargo: open' or"),
     ({"access": "open", "embargo_reason": None, "after_embargo": None}, "embargo_until",
      "is given but access is 'open'; set 'access: "
                                           "embargoed' or remove it"),

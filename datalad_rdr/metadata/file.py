@@ -259,13 +259,9 @@ class _Reader:
                       "write it as https://github.com/owner/repo")
         grants = self.grants(d.get("funding"))
         license, terms = self.license(d)
-        access = self.text("access", d.get("access"), required=True,
-                           fix="add 'access: restricted' (with opt_out_reason) or "
-                               "'access: open'")
-        if access is not None and access.lower() not in ACCESS:
-            self.fail("access", f"{access!r} is not one of {', '.join(ACCESS)}",
-                      "write 'access: restricted', 'access: open' or 'access: embargoed'")
-        access = (access or "").lower()
+        access = self.choice("access", d.get("access"), ACCESS,
+                             fix="add 'access: restricted' (with opt_out_reason) or "
+                                 "'access: open'") or ""
         # required where the server has a field for it, and told with the server's choices
         # (server.py): the file alone does not know them
         reason = self.text("opt_out_reason", d.get("opt_out_reason"))
@@ -310,14 +306,19 @@ class _Reader:
         why = self.text("embargo_reason", d.get("embargo_reason"), required=True,
                         fix="access is embargoed: add 'embargo_reason: ...' saying why "
                             "(e.g. the paper is under review)")
-        after = self.text("after_embargo", d.get("after_embargo"), required=True,
-                          fix="access is embargoed: add 'after_embargo: open' (or "
-                              "restricted) for what happens at the date")
-        if after is not None and after.lower() not in AFTER_EMBARGO:
-            self.fail("after_embargo", f"{after!r} is neither 'open' nor 'restricted'",
-                      "write 'after_embargo: open' or 'after_embargo: restricted'")
-            after = None
-        return until, why, after.lower() if after else None
+        after = self.choice("after_embargo", d.get("after_embargo"), AFTER_EMBARGO,
+                            fix="access is embargoed: add 'after_embargo: open' (or "
+                                "restricted) for what happens at the date")
+        return until, why, after
+
+    def choice(self, name: str, value, allowed, fix: str) -> str | None:
+        """A required value, one of `allowed` (without regard to case)."""
+        value = self.text(name, value, required=True, fix=fix)
+        if value is not None and value.lower() not in allowed:
+            self.fail(name, f"{value!r} is not one of {', '.join(allowed)}",
+                      "write " + " or ".join(f"'{name}: {a}'" for a in allowed))
+            return None
+        return value.lower() if value is not None else None
 
     def date(self, name: str, value) -> dt.date | None:
         if value is None or value == "":
