@@ -184,7 +184,8 @@ def test_an_embargo_is_accepted_with_its_end_reason_and_what_follows(tmp_path):
                                                        "server's maximum; end the embargo by"),
     ({"embargo_reason": None}, "embargo_reason", "access is embargoed: add 'embargo_reason"),
     ({"after_embargo": None}, "after_embargo", "add 'after_embargo: open' (or restricted)"),
-    ({"after_embargo": "closed"}, "after_embargo", "'closed' is not one of open, restricted; write 'after_embargo: open' or"),
+    ({"after_embargo": "closed"}, "after_embargo",
+     "'closed' is not one of open, restricted; write 'after_embargo: open' or"),
     ({"access": "open", "embargo_reason": None, "after_embargo": None}, "embargo_until",
      "is given but access is 'open'; set 'access: "
                                           "embargoed' or remove it"),
@@ -334,7 +335,8 @@ def test_every_problem_the_server_finds_is_listed_at_once(token_env, bids):
     errors = [r for r in export(bids, sb) if r["status"] == "error"]
     assert len(errors) == 1, errors
     lines = errors[0]["message"].splitlines()
-    assert lines[0] == f"{md.METADATA}: 4 problems; fix them all, 'datalad save', and export again:"
+    assert lines[0] == (f"{md.METADATA}: 4 problems; fix them all, 'datalad save', and "
+                        f"export again:")
     assert any("'subject' 'Medicine, Health and Life Sciences' is not one of" in x for x in lines)
     assert any("'department' 'Department of Nowhere' is not one of" in x for x in lines)
     assert any("'keywords' is missing" in x for x in lines)
