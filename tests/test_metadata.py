@@ -387,6 +387,7 @@ def test_a_server_that_does_not_require_a_subject_gets_none(sandbox, bids):
     mapping = server_mapping(sandbox, meta, optional_subject)
     mapping.check()
     assert "subject" not in mapping.fields["citation"]
+    assert "subject" not in mapping.managed()["citation"]  # one set in the web UI is kept
     with pytest.raises(md.MetadataError, match="'subject' is missing"):
         server_mapping(sandbox, meta).check()  # the sandbox's RDR profile requires one
 

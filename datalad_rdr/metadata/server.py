@@ -261,6 +261,8 @@ class Mapping:
         """The fields the metadata file owns, per block: replaced (or removed) on update."""
         out = {"citation": {"title", "author", "datasetContact", "dsDescription", "subject",
                             "keyword", "grantNumber", "publication", "relatedMaterial"}}
+        if not self.md.subject:  # optional where the server does not require it: a subject
+            out["citation"].discard("subject")  # given in the web UI is then kept
         for path in (self.rdr.technical_format, self.rdr.access, self.rdr.opt_out,
                      self.rdr.department):
             if path:
