@@ -201,6 +201,15 @@ class Dataverse:
                          params={"returnDatasetFieldTypes": "true"},
                          what=f"reading the metadata blocks of collection {alias}")
 
+    def dataset_collection(self, pid: str) -> str | None:
+        """The alias of the collection that holds the dataset: ``isPartOf`` of the dataset
+        with ``returnOwners=true`` (6.1+; JsonPrinter); None when the server does not say."""
+        data = self.call("GET", "/api/datasets/:persistentId/",
+                         params={**self._pid(pid), "returnOwners": "true"},
+                         what=f"reading the collection of {pid}")
+        owner = (data or {}).get("isPartOf") or {}
+        return owner.get("identifier") if owner.get("type") == "DATAVERSE" else None
+
     def licenses(self) -> list[dict]:
         return self.call("GET", "/api/licenses", what="listing the server's licenses")
 

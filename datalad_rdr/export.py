@@ -65,7 +65,7 @@ def run_export(dataset: Path, opts: ExportOptions) -> Iterator[dict]:
         return
     meta, meta_problem = None, None
     try:
-        meta = metadata.load(dataset)
+        meta = metadata.load(dataset, plan.commit)  # the exported commit's, as the bundles
         opts = replace(opts, restrict=bundles_restricted(opts, meta))
     except metadata.MetadataError as exc:
         meta_problem = exc
@@ -100,8 +100,9 @@ def run_export(dataset: Path, opts: ExportOptions) -> Iterator[dict]:
     try:
         client.check_token()
         # checked against the server's own fields before a draft is made or a byte is sent
-        mapping = metadata.server_mapping(dataset, client, meta, plan, opts.url)
         pid = opts.pid or _known_pid(dataset, opts.url)
+        mapping = metadata.server_mapping(dataset, client, meta, plan, opts.url,
+                                          collection=opts.collection, pid=pid)
         if pid:
             yield metadata.sync_draft(client, pid, mapping, result(dataset, "ok", "", pid=pid),
                                       opts.lock_timeout)

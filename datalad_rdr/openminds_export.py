@@ -213,10 +213,10 @@ def run_openminds(dataset: Path, out: Path, commit: str = "HEAD", recursive: boo
 
     base = {"action": "rdr-openminds", "type": "file", "path": str(out)}
     try:
-        md = load(dataset)
+        plan = make_plan(dataset, commit, recursive=recursive)
+        md = load(dataset, plan.commit)
         if md is None:
             raise MetadataError(missing_message().replace("; nothing was uploaded", ""))
-        plan = make_plan(dataset, commit, recursive=recursive)
         summary = write(dataset, out, md, [f.path for b in plan.bundles for f in b.files])
     except (MetadataError, PlanError, subprocess.CalledProcessError) as exc:
         yield {**base, "status": "error", "message": str(exc).strip()}

@@ -1,6 +1,7 @@
 """The metadata file: template, checks, and the RDR record made from it (against the sandbox)."""
 
 import json
+import subprocess
 from pathlib import Path
 
 import datalad.api as dl
@@ -70,17 +71,22 @@ def test_template_from_the_command_names_what_is_missing_and_loads_once_filled(t
     assert text.startswith("# Publication metadata")
     # what the dataset says is filled in: dataset_description.json's name and authors
     assert 'title: "datalad-rdr demo dataset"' in text and '"Roe, Richard"' in text
-    with pytest.raises(md.MetadataError) as err:
+    # the export reads the commit it exports: a file not saved is named as such
+    with pytest.raises(md.MetadataError, match="in the work tree but not in commit HEAD"):
         md.load(ds)
-    # git's user.email fills the contact's email where the machine has one
-    first_empty = "subject" if '  email: "' in text else "contact.email"
-    assert err.value.field == first_empty and f"'{first_empty}' is missing" in str(err.value)
+    dl.save(dataset=str(ds), result_renderer="disabled")
+    if '  email: "' not in text:  # git's user.email fills the contact's email where set
+        with pytest.raises(md.MetadataError) as err:
+            md.load(ds)
+        assert err.value.field == "contact.email"
+        assert "'contact.email' is missing" in str(err.value)
 
     filled = (text.replace("  email: \n", "  email: jane@example.org\n")
               .replace("subject: []", 'subject: ["Psychology and cognitive sciences"]')
               .replace("keywords: []", "keywords: [fMRI]")
               .replace("opt_out_reason:", "opt_out_reason: privacy"))
     (ds / md.METADATA).write_text(filled)
+    dl.save(dataset=str(ds), result_renderer="disabled")
     meta = md.load(ds)
     assert meta.title == "datalad-rdr demo dataset"
     assert [a.name for a in meta.authors] == ["Doe, Jane", "Roe, Richard"]
@@ -102,11 +108,10 @@ GOOD = yaml.safe_load(demo_metadata())
     ({"title": None}, "title", "'title' is missing"),
     ({"authors": []}, "authors", "'authors' is missing"),
     ({"contact": {"name": "Doe, Jane"}}, "contact.email", "RDR requires a contact email"),
-    ({"subject": None}, "subject", "'subject' is missing"),
     ({"license": "GPL"}, "license", "use CC-BY-4.0, CC0-1.0, or custom"),
     ({"license": "custom"}, "terms_of_use", "license is custom"),
     ({"access": None}, "access", "'access' is missing"),
-    ({"opt_out_reason": None}, "opt_out_reason", "legitimate reason"),
+    ({"access": "public"}, "access", "'public' is not one of restricted, open, embargoed"),
     ({"authors": [{"name": "Doe, Jane", "orcid": "0000-0002-1825-0098"}]},
      "authors[0].orcid", "not a valid ORCID"),
     ({"related_publication": "not a doi"}, "related_publication", "not a DOI"),
@@ -120,6 +125,77 @@ def test_a_missing_or_wrong_field_is_named_with_the_fix(tmp_path, change, field,
     with pytest.raises(md.MetadataError) as err:
         md.parse(yaml.safe_dump(data), tmp_path)
     assert err.value.field == field
+    assert words in str(err.value) and "\n" not in str(err.value)
+
+
+def test_every_problem_of_the_file_is_listed_at_once_with_its_line(tmp_path):
+    """new-user-trial 1.4: one problem per run took five runs to get through."""
+    (tmp_path / "README").write_text("A dataset.\n")
+    data = {**GOOD, "titel": "typo",
+            "authors": [{"name": "Doe, Jane", "orcid": "0000-0002-1825-0098"}],
+            "contact": {"name": "Doe, Jane"}, "license": "GPL", "code_repository": "github.com/x"}
+    del data["title"]
+    text = yaml.safe_dump(data, sort_keys=False)
+    with pytest.raises(md.MetadataError) as err:
+        md.parse(text, tmp_path)
+    lines = text.splitlines()
+    found = {p.field: p for p in err.value.problems}
+    assert set(found) == {"title", "titel", "authors[0].orcid", "contact.email", "license",
+                          "code_repository"}
+    assert err.value.field == "titel"  # the first, in the file's order of checks
+    message = str(err.value).splitlines()
+    assert message[0].startswith(f"{md.METADATA}: 6 problems")
+    assert len(message) == 7
+    starts = {"titel": "titel: typo", "authors[0].orcid": "orcid:", "contact.email": "contact:",
+              "license": "license: GPL", "code_repository": "code_repository: github.com/x"}
+    assert found["title"].line is None  # absent: no line to point at
+    for name, start in starts.items():  # the entry's line, or that of the person it is in
+        assert lines[found[name].line - 1].lstrip("- ").startswith(start), name
+    for p in found.values():
+        assert f"  {p.show()}" in message
+    assert any(m.startswith("  line ") and "'license' 'GPL' is not supported" in m
+               for m in message)
+
+
+def in_days(days):
+    import datetime as dt
+    return (dt.date.today() + dt.timedelta(days=days)).isoformat()
+
+
+EMBARGO = {"access": "embargoed", "opt_out_reason": None, "embargo_until": in_days(200),
+           "embargo_reason": "the paper is under review", "after_embargo": "open"}
+
+
+def test_an_embargo_is_accepted_with_its_end_reason_and_what_follows(tmp_path):
+    (tmp_path / "README").write_text("A dataset.\n")
+    data = {k: v for k, v in {**GOOD, **EMBARGO}.items() if v is not None}
+    meta = md.parse(yaml.safe_dump(data), tmp_path, max_embargo_months=12)
+    assert meta.access == "embargoed" and meta.embargo_until.isoformat() == in_days(200)
+    assert meta.embargo_reason == "the paper is under review" and meta.after_embargo == "open"
+    text = yaml.safe_dump(data).replace(f"'{in_days(200)}'", in_days(200))  # a YAML date
+    assert md.parse(text, tmp_path).embargo_until.isoformat() == in_days(200)
+
+
+@pytest.mark.parametrize("change, field, words", [
+    ({"embargo_until": in_days(-1)}, "embargo_until", "is not in the future"),
+    ({"embargo_until": "soon"}, "embargo_until", "is not a date: 'soon'; write it as YYYY-MM"),
+    ({"embargo_until": None}, "embargo_until", "'embargo_until' is missing"),
+    ({"embargo_until": in_days(800)}, "embargo_until", "is more than 12 months away, the "
+                                                       "server's maximum; end the embargo by"),
+    ({"embargo_reason": None}, "embargo_reason", "access is embargoed: add 'embargo_reason"),
+    ({"after_embargo": None}, "after_embargo", "add 'after_embargo: open' (or restricted)"),
+    ({"after_embargo": "closed"}, "after_embargo",
+     "'closed' is not one of open, restricted; write 'after_embargo: open' or"),
+    ({"access": "open", "embargo_reason": None, "after_embargo": None}, "embargo_until",
+     "is given but access is 'open'; set 'access: "
+                                          "embargoed' or remove it"),
+])
+def test_a_wrong_embargo_is_named_with_the_fix(tmp_path, change, field, words):
+    (tmp_path / "README").write_text("A dataset.\n")
+    data = {k: v for k, v in {**GOOD, **EMBARGO, **change}.items() if v is not None}
+    with pytest.raises(md.MetadataError) as err:
+        md.parse(yaml.safe_dump(data), tmp_path, max_embargo_months=12)
+    assert err.value.field == field, str(err.value)
     assert words in str(err.value) and "\n" not in str(err.value)
 
 
@@ -217,11 +293,13 @@ def test_stock_dataverse_gets_the_code_doi_as_a_related_publication(make_sandbox
 
 @pytest.mark.parametrize("problem, words", [
     ("no-file", "run 'datalad rdr-export --metadata-template'"),
-    ("no-subject", "'subject' is missing"),
     ("no-keywords", "'keywords' is missing; http"),  # required by RDR's block only
     ("foreign-subject", "'subject' 'Medicine, Health and Life Sciences' is not one of the "
                         "server's values for Subject"),
     ("bad-opt-out", "'opt_out_reason' 'GDPR' is not one of the server's values"),
+    # new-user-trial 1.5: the hint gives the server's own choices, not an invented example
+    ("no-opt-out", "'opt_out_reason' is missing; access is restricted: add 'opt_out_reason: "
+                   "...' with the legitimate reason to opt out of open access, one of http"),
     ("no-department", "'department' is missing"),
 ])
 def test_incomplete_metadata_stops_the_export_before_anything_is_sent(token_env, bids,
@@ -232,18 +310,211 @@ def test_incomplete_metadata_stops_the_export_before_anything_is_sent(token_env,
                   result_renderer="disabled")
     else:
         write_metadata(bids, **{
-            "no-subject": {"subject": None}, "no-keywords": {"keywords": []},
+            "no-opt-out": {"opt_out_reason": None}, "no-keywords": {"keywords": []},
             "foreign-subject": {"subject": ["Medicine, Health and Life Sciences"]},
             "bad-opt-out": {"opt_out_reason": "GDPR"},
             "no-department": {"department": []}}[problem])
     results = export(bids, sb)
     errors = [r for r in results if r["status"] == "error"]
     assert len(errors) == 1 and words in errors[0]["message"], results
+    if problem == "no-opt-out":
+        assert errors[0]["message"].endswith(
+            "'s: privacy; intellectual property rights; ethical aspects; aspects of dual use; "
+            "other; or set 'access: open'; nothing was uploaded")
     assert "nothing was uploaded" in errors[0]["message"]
     assert "\n" not in errors[0]["message"]
     assert sb.gate.stats.bytes_received == 0  # nothing uploaded
     assert sb.dataverse.datasets == {}  # no draft created
     assert not (bids / ".datalad/rdr/manifest.json").exists()
+
+
+def test_every_problem_the_server_finds_is_listed_at_once(token_env, bids):
+    sb = token_env
+    write_metadata(bids, subject=["Medicine, Health and Life Sciences"], keywords=[],
+                   department=["Department of Nowhere"], opt_out_reason=None)
+    errors = [r for r in export(bids, sb) if r["status"] == "error"]
+    assert len(errors) == 1, errors
+    lines = errors[0]["message"].splitlines()
+    assert lines[0] == (f"{md.METADATA}: 4 problems; fix them all, 'datalad save', and "
+                        f"export again:")
+    assert any("'subject' 'Medicine, Health and Life Sciences' is not one of" in x for x in lines)
+    assert any("'department' 'Department of Nowhere' is not one of" in x for x in lines)
+    assert any("'keywords' is missing" in x for x in lines)
+    assert any("'opt_out_reason' is missing" in x for x in lines)
+    # the YAML line of each entry the file has
+    text = (bids / md.METADATA).read_text().splitlines()
+    subject = next(x for x in lines if "'subject'" in x)
+    number = int(subject.split("line ")[1].split(":")[0])
+    assert text[number - 1].startswith("subject:")
+    assert sb.gate.stats.bytes_received == 0 and sb.dataverse.datasets == {}
+
+
+def test_subject_is_required_only_where_the_server_requires_it(token_env, bids):
+    """Production RDR does not require a subject (fidelity row 43): none is sent then."""
+    sb = token_env
+    write_metadata(bids, subject=None)
+    results = export(bids, sb)
+    block = DV(sb).call("GET", "/api/metadatablocks/citation").json()["data"]["fields"]
+    if block["subject"]["isRequired"]:
+        errors = [r for r in results if r["status"] == "error"]
+        assert len(errors) == 1 and "'subject' is missing; " in errors[0]["message"]
+        assert "requires Subject (citation/subject); one of: " in errors[0]["message"]
+    else:
+        assert all(r["status"] in ("ok", "notneeded") for r in results), results
+        assert "subject" not in plain(draft(sb, pid_of(results)))
+
+
+def server_mapping(sb, meta, change=None, licenses=None):
+    """A Mapping onto the sandbox's own blocks, `change(blocks)` applied first (a server with
+    other requirements than the sandbox's profiles have)."""
+    from datalad_rdr.dataverse import Dataverse
+
+    client = Dataverse(sb.dataverse_url, sb.api_token)
+    blocks, _ = md.server_blocks(client, ["citation"], "the server", sb.collection)
+    if change:
+        change(blocks["citation"]["fields"])
+    return md.Mapping(meta, ["zip"], md.RdrFields(), blocks,
+                      client.licenses() if licenses is None else licenses)
+
+
+def test_a_server_that_does_not_require_a_subject_gets_none(sandbox, bids):
+    meta = md.parse(yaml.safe_dump({**GOOD, "subject": None}), bids)
+    assert meta.subject == []
+
+    def optional_subject(fields):
+        fields["subject"]["isRequired"] = False
+
+    mapping = server_mapping(sandbox, meta, optional_subject)
+    mapping.check()
+    assert "subject" not in mapping.fields["citation"]
+    assert "subject" not in mapping.managed()["citation"]  # one set in the web UI is kept
+    with pytest.raises(md.MetadataError, match="'subject' is missing"):
+        server_mapping(sandbox, meta).check()  # the sandbox's RDR profile requires one
+
+
+def test_a_required_child_of_an_optional_compound_is_required_only_with_a_sibling(sandbox,
+                                                                                bids):
+    """DatasetFieldValidator (fidelity row 46): grantNumber is optional; its agency is
+    required only in an entry that has something else filled."""
+    def agency_required(fields):
+        fields["grantNumber"]["childFields"]["grantNumberAgency"]["isRequired"] = True
+        fields["grantNumber"]["childFields"]["grantNumberValue"]["isRequired"] = True
+
+    unfunded = md.parse(yaml.safe_dump(GOOD), bids)
+    server_mapping(sandbox, unfunded, agency_required).check()  # no funding: nothing needed
+    funded = md.parse(yaml.safe_dump({**GOOD, "funding": ["FWO"]}), bids)
+    with pytest.raises(md.MetadataError) as err:
+        server_mapping(sandbox, funded, agency_required).check()
+    assert err.value.field == "funding"
+    assert "'funding' lacks what the server requires: Funding Information Identifier" \
+        in str(err.value)
+
+
+@pytest.mark.parametrize("licenses, name", [
+    (None, "CC BY 4.0"),  # the sandbox's, as a stock Dataverse names them
+    ([{"name": "CC-BY-4.0", "uri": "https://creativecommons.org/licenses/by/4.0/"}],
+     "CC-BY-4.0"),  # RDR's (fidelity row 42-47)
+    # by URI first: a name that looks right but names another license loses
+    ([{"name": "CC BY 4.0", "uri": "https://example.org/our-own-terms"},
+      {"name": "Creative Commons Attribution", "uri": "https://creativecommons.org/licenses/"
+                                                      "by/4.0/"}],
+     "Creative Commons Attribution"),
+    ([{"name": "CC-BY-4.0", "uri": "https://example.org/elsewhere"}], "CC-BY-4.0"),  # by name
+])
+def test_the_license_is_found_by_uri_then_by_name(sandbox, bids, licenses, name):
+    mapping = server_mapping(sandbox, md.parse(yaml.safe_dump(GOOD), bids), licenses=licenses)
+    assert mapping.license()["license"]["name"] == name
+
+
+def test_an_inactive_or_missing_license_is_named_with_the_offered_ones(sandbox, bids):
+    offered = [{"name": "CC-BY-4.0", "uri": "https://creativecommons.org/licenses/by/4.0/",
+                "active": False}, {"name": "CC0-1.0", "uri": "https://creativecommons.org/"
+                                                             "publicdomain/zero/1.0/"}]
+    mapping = server_mapping(sandbox, md.parse(yaml.safe_dump(GOOD), bids), licenses=offered)
+    with pytest.raises(md.MetadataError, match=r"'license' CC-BY-4.0 is not offered by the "
+                                               r"server \(it offers: CC0-1.0\)"):
+        mapping.check()
+
+
+def test_the_metadata_and_readme_are_read_from_the_exported_commit(token_env, bids):
+    """The bundles hold the exported commit; the record must describe that commit too."""
+    sb = token_env
+    first = subprocess.run(["git", "-C", str(bids), "rev-parse", "HEAD"], capture_output=True,
+                           text=True, check=True).stdout.strip()
+    write_metadata(bids, title="The later title")
+    write_metadata(bids, save=False, title="Edited, not saved")
+    (bids / "README").write_text("Edited, not saved either.\n")
+    now = md.load(bids)
+    assert now.title == "The later title"  # HEAD's, not the work tree's
+    assert now.description.startswith("Generated by datalad-rdr")  # HEAD's README
+    assert md.load(bids, commit=first).title == "datalad-rdr demo dataset"
+
+    results = export(bids, sb, commit=first, ignore_preflight=["all"])
+    assert all(r["status"] in ("ok", "notneeded") for r in results), results
+    got = plain(draft(sb, pid_of(results)))
+    assert got["title"] == "datalad-rdr demo dataset"
+    assert got["dsDescription"][0]["dsDescriptionValue"].startswith("Generated by datalad-rdr")
+
+
+def test_a_metadata_file_only_in_the_work_tree_is_named(tmp_path):
+    ds = make_bids_dataset(tmp_path / "bids", subjects=1, nifti_bytes=IMAGE, metadata=None)
+    assert md.load(ds) is None  # neither committed nor written: the export says to write one
+    write_metadata(ds, save=False)
+    with pytest.raises(md.MetadataError) as err:
+        md.load(ds)
+    assert str(err.value) == (f"{md.METADATA} is in the work tree but not in commit HEAD, the "
+                              f"one exported; 'datalad save' it and export again")
+    with pytest.raises(md.MetadataError, match="has no commit 'nosuch'"):
+        md.load(ds, commit="nosuch")
+
+
+def test_required_fields_are_the_collections_own(make_sandbox, bids, monkeypatch):
+    """A collection can require more than the installation (input levels; fidelity row 48)."""
+    sb = make_sandbox("rdr", input_levels=["grantNumber"])
+    monkeypatch.setenv("DATALAD_CREDENTIAL_RDR_SECRET", sb.api_token)
+    installation = DV(sb).call("GET", "/api/metadatablocks/citation").json()["data"]
+    assert not installation["fields"]["grantNumber"]["isRequired"]
+    errors = [r for r in export(bids, sb) if r["status"] == "error"]
+    assert len(errors) == 1 and ("'funding' is missing; " in errors[0]["message"])
+    assert "requires Funding Information (citation/grantNumber)" in errors[0]["message"]
+    assert sb.dataverse.datasets == {} and sb.gate.stats.bytes_received == 0
+
+    write_metadata(bids, funding=[{"agency": "FWO", "grant": "G0A1234N"}])
+    results = export(bids, sb)
+    assert all(r["status"] in ("ok", "notneeded") for r in results), results
+
+
+def test_an_existing_dataset_is_checked_against_its_own_collection(token_env, bids):
+    sb = token_env
+    first = export(bids, sb)
+    assert all(r["status"] in ("ok", "notneeded") for r in first), first
+    sb.dataverse_settings.input_levels.append("grantNumber")  # the curators require funding
+    write_metadata(bids, title="A better title")
+    # another --collection does not matter: the dataset is where it is
+    errors = [r for r in export(bids, sb, collection="root") if r["status"] == "error"]
+    assert len(errors) == 1 and "'funding' is missing; " in errors[0]["message"], errors
+    assert plain(draft(sb, pid_of(first)))["title"] == "datalad-rdr demo dataset"
+
+
+def test_a_server_that_does_not_say_the_collection_is_checked_as_installed(make_sandbox,
+                                                                         bids, monkeypatch):
+    sb = make_sandbox("rdr", version="6.0")  # no returnOwners before 6.1
+    monkeypatch.setenv("DATALAD_CREDENTIAL_RDR_SECRET", sb.api_token)
+    pid = pid_of(export(bids, sb))
+    write_metadata(bids, title="A better title")
+    updated = next(r for r in export(bids, sb) if "metadata of" in r.get("message", ""))
+    assert updated["status"] == "ok", updated
+    assert (f"{sb.dataverse_url} does not say which collection holds {pid}: its "
+            f"installation's required fields were checked, not the collection's") \
+        in updated["message"]
+
+
+def test_a_collection_the_server_lacks_is_named(token_env, bids):
+    errors = [r for r in export(bids, token_env, collection="nosuch") if r["status"] == "error"]
+    assert len(errors) == 1
+    assert "has no collection 'nosuch'; give an existing one with --collection" \
+        in errors[0]["message"]
+    assert token_env.dataverse.datasets == {}
 
 
 def test_a_changed_metadata_file_updates_the_draft_and_keeps_hand_edits(token_env, bids):

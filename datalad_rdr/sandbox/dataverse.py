@@ -72,6 +72,10 @@ class DataverseSettings:
     # Which citation block is installed: "dataverse" (stock 6.7.1) or "rdr" (KU Leuven's,
     # with its required fields and vocabularies; see metadatablocks.py).
     citation: str = "dataverse"
+    # Fields the collection requires through its input levels beyond the installation's
+    # (Dataverses.java; fidelity row 48): served by the collection's block listing and
+    # enforced for its datasets.
+    input_levels: list = field(default_factory=list)
 
     def __post_init__(self):
         # Dataverse uses 5 MiB when a smaller part size is configured (ref §1.1).
@@ -314,10 +318,10 @@ class DataverseSandbox:
                     "isDefault": i == 1} for i, (name, uri) in
                    enumerate(LICENSES.items(), 1)])
 
-    def metadatablocks_list(self, request):
+    def metadatablocks_list(self, request, collection=None):
         with_fields = request.args.get("returnDatasetFieldTypes", "").lower() == "true"
         out = []
-        for i, (name, types) in enumerate(self.metadata_types().items(), 1):
+        for i, (name, types) in enumerate(self.metadata_types(collection).items(), 1):
             block = mb.block_json(i, name, types)
             if not with_fields:
                 block.pop("fields")
@@ -334,7 +338,7 @@ class DataverseSandbox:
         self.user(request)
         if alias not in (self.settings.collection, "root"):
             raise ApiError(404, f"Can't find dataverse with identifier='{alias}'")
-        return self.metadatablocks_list(request)
+        return self.metadatablocks_list(request, alias)
 
     def collection_view(self, request, alias):
         self.user(request)
@@ -361,7 +365,7 @@ class DataverseSandbox:
             if not self.is_super(user):
                 raise ApiError(400, "You may not add files via this api.")
         fields, blocks = self._read_blocks(version_json.get("metadataBlocks", {}))
-        self._validate(fields, blocks)
+        self._validate(fields, blocks, alias)
         license_, terms = self._read_license(version_json)
         ds = Dataset(self.next_id(), self._new_identifier(), alias, user,
                      [Version(self.next_id(), fields, blocks, license_, terms)])
@@ -387,8 +391,14 @@ class DataverseSandbox:
                 blocks[name] = entries
         return fields, blocks
 
-    def metadata_types(self) -> dict:
-        return mb.blocks_for(self.settings.citation, self.settings.required_blocks)
+    def metadata_types(self, collection: str | None = None) -> dict:
+        types = mb.blocks_for(self.settings.citation, self.settings.required_blocks)
+        if collection == self.settings.collection:
+            for name in self.settings.input_levels:
+                found = mb.find_type(types, name)
+                if found:
+                    types[found[0]][name] = {**found[1], "required": True}
+        return types
 
     def _parse_check(self, fields: list[dict]) -> None:
         types = self.metadata_types()
@@ -398,9 +408,10 @@ class DataverseSandbox:
         except mb.ParseError as exc:
             raise ApiError(400, f"Error parsing Json: {exc}") from None
 
-    def _validate(self, fields: dict, blocks: dict) -> None:
+    def _validate(self, fields: dict, blocks: dict, collection: str | None = None) -> None:
         self._parse_check([*fields.values(), *(f for b in blocks.values() for f in b.values())])
-        missing = mb.missing_required(self.metadata_types(), {"citation": fields, **blocks})
+        missing = mb.missing_required(self.metadata_types(collection),
+                                      {"citation": fields, **blocks})
         if missing:
             raise ApiError(400, "Validation Failed: " + " ".join(
                 f"{label} is required." for label in missing))
@@ -509,7 +520,12 @@ class DataverseSandbox:
     def dataset_view(self, request, dsid):
         user = self.user(request)
         ds = self.find_dataset(request, dsid)
-        return ok(self.dataset_json(ds, self.select_version(ds, ":latest", user), user))
+        data = self.dataset_json(ds, self.select_version(ds, ":latest", user), user)
+        owners = request.args.get("returnOwners", "").lower() == "true"
+        if owners and _version(self.settings.version) >= (6, 1):  # JsonPrinter, 6.1+
+            data["isPartOf"] = {"type": "DATAVERSE", "identifier": ds.collection,
+                                "isReleased": True, "displayName": ds.collection}
+        return ok(data)
 
     def versions_list(self, request, dsid):
         user = self.user(request)
@@ -572,7 +588,7 @@ class DataverseSandbox:
                                     f"data and does not allow multiples. Use "
                                     f"replace=true to replace existing data ({name})")
         try:
-            self._validate(draft.fields, draft.blocks)
+            self._validate(draft.fields, draft.blocks, ds.collection)
         except ApiError:
             draft.fields, draft.blocks = before  # the update command rolls back
             raise
@@ -594,7 +610,7 @@ class DataverseSandbox:
         except ValueError:
             raise ApiError(400, "Error parsing Json: malformed body") from None
         fields, blocks = self._read_blocks(body.get("metadataBlocks", {}))
-        self._validate(fields, blocks)
+        self._validate(fields, blocks, ds.collection)
         license_, terms = self._read_license(body)
         draft = self.editable_draft(ds)
         draft.fields, draft.blocks = fields, blocks
@@ -1138,6 +1154,10 @@ class DataverseSandbox:
         body = self.s3.get_object(**params)["Body"]
         return Response(iter(lambda: body.read(CHUNK), b""), status=status,
                         headers=headers, direct_passthrough=True)
+
+
+def _version(text: str) -> tuple[int, ...]:
+    return tuple(int(p) for p in text.split(".") if p.isdigit())
 
 
 def _as_bool(value) -> bool:
