@@ -51,7 +51,7 @@ import subprocess
 import unicodedata
 from collections import Counter
 from dataclasses import dataclass, field, replace
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 
 from .sizes import human
 from .zipstream import shown
@@ -142,6 +142,47 @@ def glob_regex(glob: str) -> re.Pattern:
             i += 1
     # DOTALL: a newline is a character of a name like any other (git allows it)
     return re.compile("".join(out), re.DOTALL)
+
+
+class Rules:
+    """``glob -> bundle`` rules in order, first match wins, as a function of a path.
+
+    A run of ``folder/**`` rules (the defaults: one per top-level folder) is looked up by
+    folder, so that a plan of thousands of folders does not try every rule on every file.
+    """
+
+    def __init__(self, rules: list[tuple[str, str]]):
+        self.steps: list[tuple[re.Pattern | None, dict | str]] = []
+        for index, (glob, name) in enumerate(rules):
+            folder = _literal_folder(glob)
+            if folder is None:
+                self.steps.append((glob_regex(glob), name))
+                continue
+            if not self.steps or self.steps[-1][0] is not None:
+                self.steps.append((None, {}))
+            self.steps[-1][1].setdefault(folder, (index, name))
+
+    def __call__(self, path: str) -> str:
+        for regex, target in self.steps:
+            if regex is None:
+                parts = path.split("/")[:-1]
+                hits = [target[f] for f in ("/".join(parts[:k])
+                                            for k in range(1, len(parts) + 1)) if f in target]
+                if hits:
+                    return min(hits)[1]
+            elif regex.fullmatch(path):
+                return target
+        raise PlanError(f"no bundle rule matches {shown(path)}")
+
+
+def _literal_folder(glob: str) -> str | None:
+    """``a b`` for the glob ``a b/**``; None for a glob with wildcards before ``/**``."""
+    if not glob.endswith("/**"):
+        return None
+    folder = re.sub(r"\\(.)", "", glob[:-3])  # escaped characters do not count here
+    if "*" in folder or "?" in folder or not glob[:-3]:
+        return None
+    return re.sub(r"\\(.)", r"\1", glob[:-3])
 
 
 def read_rules(text: str, source: str = RULES_FILE) -> list[tuple[str, str]]:
@@ -243,7 +284,7 @@ def list_commit(repo: Path, commit: str, prefix: str = "", recursive: bool = Fal
     listing = Listing() if listing is None else listing
     out = subprocess.run(["git", "-C", str(repo), "ls-tree", "-r", "-t", "-z", "--long",
                           "--full-tree", commit], check=True, capture_output=True).stdout
-    entries, small = [], []
+    entries, small = [], {}  # small: blob ids to read, once each
     for record in out.decode("utf-8", "surrogateescape").split("\0"):
         if not record:
             continue
@@ -254,8 +295,8 @@ def list_commit(repo: Path, commit: str, prefix: str = "", recursive: bool = Fal
             continue
         entries.append((mode, kind, obj, size, path))
         if kind == "blob" and (mode == "120000" or (size.isdigit() and int(size) < 512)):
-            small.append(obj)
-    contents = _cat_blobs(repo, small)
+            small[obj] = None
+    contents = _cat_blobs(repo, list(small))
     for mode, kind, obj, size, path in entries:
         full = f"{prefix}{path}"
         if kind == "commit":
@@ -349,7 +390,7 @@ def _annex_key(content: bytes, mode: str) -> str | None:
         return None
     if mode != "120000" and not text.startswith("/annex/objects/"):
         return None
-    return PurePosixPath(text).name
+    return text.rsplit("/", 1)[-1]
 
 
 def _key_size(key: str) -> int | None:
@@ -390,10 +431,7 @@ def make_plan(dataset: Path, commit: str = "HEAD", cap: int = DEFAULT_CAP,
                         f".datalad/ and .git*")
     bids = any(f.path == "dataset_description.json" for f in files)
     rules = read_rules(rules_text) + default_rules(files, bids, large_derivative)
-    compiled = [(glob_regex(g), name) for g, name in rules]
-
-    def bundle_of(path: str) -> str:
-        return next(name for rx, name in compiled if rx.fullmatch(path))
+    bundle_of = Rules(rules)
 
     groups: dict[str, list[PlannedFile]] = {}
     excluded = []
