@@ -10,8 +10,8 @@ line, ``#`` comments, bundle ``-`` to leave files out::
     sourcedata/**               -
 
 Globs: ``*`` and ``?`` stay within one path component, ``**`` crosses them; ``\\`` makes the
-next character literal (``a\\*`` is the folder ``a*``). Rules of the
-dataset come first, then the defaults:
+next character literal (``a\\*/**`` is the folder ``a*``). Rules of the dataset come first,
+then the defaults:
 
 - a BIDS dataset (``dataset_description.json`` at the top), as the RDR guide bundles it:
   ``sub-*/`` -> ``raw``; each pipeline under ``derivatives/`` with at least
@@ -22,8 +22,9 @@ dataset come first, then the defaults:
 Bundle names come from folder names: a folder whose name is a bundle name (letters, digits,
 ``_``, ``.``, ``-``) gives its own; any other is transliterated to ASCII (``é`` -> ``e``, spaces
 -> ``_``), and when that name is another folder's too, or nothing is left (``中文``), the
-name gets a short hash of the folder's name (``a_b-3f2a9c``, ``folder-1c0e4d``), so two
-folders never share a bundle by accident.
+name gets a short hash of the folder's name (``a_b-7dbde9``, ``folder-7be2d2``), so two
+folders never share a bundle by accident (a folder named ``core`` shares ``core`` with the
+top-level files, as it always did).
 
 DataLad's and git's own files (``.datalad/``, ``.git*``) are never bundled, nor is the
 ``CITATION.cff`` at the top of a dataset: datalad-rdr writes it on publication, and what the
