@@ -443,17 +443,18 @@ def make_plan(dataset: Path, commit: str = "HEAD", cap: int = DEFAULT_CAP,
         else:
             groups.setdefault(name, []).append(f)
     # files that cannot be bundled block the export only if a bundle would have them
-    unbundled = [p for p in [*links, *listing.unsized] if not _never_bundled(p)]
-    excluded = sorted(excluded + [p for p in unbundled if bundle_of(p) == "-"])
-    unsized = sorted(p for p in listing.unsized if p in unbundled and p not in excluded)
+    unbundled = {p for p in [*links, *listing.unsized] if not _never_bundled(p)}
+    left_out = {p for p in unbundled if bundle_of(p) == "-"}
+    excluded = sorted(excluded + list(left_out))
+    unbundled -= left_out
+    unsized = sorted(p for p in listing.unsized if p in unbundled)
     if unsized:
         raise PlanError(
             f"the annex key of {some_paths(unsized)} records no size (as keys of 'git annex "
             f"addurl --relaxed' or --fast do), and a bundle is laid out before it is sent: "
             f"'datalad get' the file(s) and 'git annex migrate --backend MD5E' them, or "
             f"leave them out with a '-' rule in {RULES_FILE}")
-    links = {p: link for p, link in sorted(links.items()) if p in unbundled
-             and p not in excluded}
+    links = {p: link for p, link in sorted(links.items()) if p in unbundled}
     bundles = []
     for logical in sorted(groups, key=_bundle_order):
         bundles += split_bundle(logical, groups[logical], cap)

@@ -27,8 +27,9 @@ what is checked is what is published:
 
 Errors block the export unless named in ``--ignore-preflight`` (or ``all``); what was
 overridden is recorded in the manifest. A code that is not one of :data:`KNOWN_CODES` (nor,
-when it is installed, possibly bids-validator-deno's) is refused (:func:`ignore_problem`). Annexed content is checked against its key while the
-bundles are streamed (:mod:`datalad_rdr.zipstream`), not here.
+when it is installed, possibly bids-validator-deno's) is refused (:func:`ignore_problem`).
+Annexed content is checked against its key while the bundles are streamed
+(:mod:`datalad_rdr.zipstream`), not here.
 """
 
 from __future__ import annotations
@@ -164,7 +165,7 @@ def report(dataset: Path, issues: list[Issue], ignore: list[str] | None, checked
     if refused:
         blocked = True
         results.append(dict(action="rdr-preflight", path=str(dataset), type="dataset",
-                            status="error", code="IGNORE_UNKNOWN",
+                            status="error", code="IGNORE_REFUSED",
                             message=f"{refused}; nothing was uploaded"))
     for issue in issues:
         # shown(): a name with a newline would break the result's line

@@ -130,6 +130,7 @@ def test_a_backslash_is_refused_before_any_draft_or_byte(token_env, tmp_path):
     assert nothing_sent(sb) and not any("bundle" in r for r in results)
     # naming the code is refused up front, as a ZIP cannot hold the name right
     again = errors(rdr_export(ds, sb, ignore_preflight=["NAME_BACKSLASH"]))
+    assert [r["code"] for r in again] == ["IGNORE_REFUSED", "NAME_BACKSLASH"]
     assert "cannot be overridden" in again[0]["message"]
     assert nothing_sent(sb)
 
@@ -374,7 +375,7 @@ def test_a_subdataset_left_out_without_r_is_said(sandbox, tmp_path):
 def test_an_unknown_ignore_code_is_refused_with_the_known_ones(sandbox, tmp_path):
     ds = make_dataset(tmp_path / "ds", {"data/a.txt": "a\n"})
     found = errors(rdr_export(ds, sandbox, dry_run=True, ignore_preflight="BOGUS"))
-    assert len(found) == 1 and found[0]["code"] == "IGNORE_UNKNOWN"
+    assert len(found) == 1 and found[0]["code"] == "IGNORE_REFUSED"
     assert "BOGUS: not a pre-flight code" in found[0]["message"]
     assert "JSON_INVALID" in found[0]["message"] and "NAME_BACKSLASH" not in found[0][
         "message"]
