@@ -47,7 +47,7 @@ from pathlib import Path, PurePosixPath
 from . import content
 from .plan import GB, RULES_FILE, Plan, PlannedFile
 from .plan import some_paths as _some
-from .zipstream import name_problems, shown
+from .zipstream import name_clashes, name_problems, shown
 
 log = logging.getLogger("datalad.rdr.preflight")
 
@@ -249,6 +249,9 @@ def _names(files: dict[str, PlannedFile]) -> list[Issue]:
     for path in sorted(files):
         for code, detail in name_problems(path):
             found.setdefault(code, []).append((path, detail))
+    for path, other in name_clashes(files):
+        found.setdefault("NAME_NOT_PORTABLE", []).append(
+            (path, f"the same name as {shown(other)} to Windows and macOS"))
     issues = []
     for code, what, fix in _NAME_ISSUES:
         named = found.get(code)
@@ -267,8 +270,8 @@ _NAME_ISSUES = [
      "rename them with '/' between folders ('git mv'), save, export again"),
     ("NAME_NOT_UTF8", "bytes that are not UTF-8, which a ZIP cannot mark as such",
      _RENAME),
-    ("NAME_NOT_PORTABLE", "characters or names that Windows cannot create, so RDR's "
-     "downloaders on Windows cannot extract them", _RENAME),
+    ("NAME_NOT_PORTABLE", "characters or names that Windows or macOS cannot create, so "
+     "RDR's downloaders there cannot extract them as they are", _RENAME),
 ]
 
 

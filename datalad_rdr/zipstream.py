@@ -87,6 +87,7 @@ from __future__ import annotations
 import hashlib
 import re
 import struct
+import unicodedata
 import zlib
 from bisect import bisect_right
 from collections.abc import Callable, Iterable, Iterator
@@ -262,6 +263,21 @@ def name_problems(name: str) -> list[tuple[str, str]]:
     if windows:
         problems.append(("NAME_NOT_PORTABLE", " ".join(windows)))
     return problems
+
+
+def name_clashes(names: Iterable[str]) -> list[tuple[str, str]]:
+    """``(name, other)`` for each name that is ``other`` to Windows and macOS, which compare
+    names regardless of case (macOS also of Unicode normalization): of the two, extracting
+    keeps one. Part of ``NAME_NOT_PORTABLE``."""
+    seen: dict[str, str] = {}
+    clashes = []
+    for name in sorted(names):
+        key = unicodedata.normalize("NFC", name).casefold()
+        if key in seen:
+            clashes.append((name, seen[key]))
+        else:
+            seen[key] = name
+    return clashes
 
 
 def shown(name: str) -> str:

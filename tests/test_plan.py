@@ -139,19 +139,23 @@ AWKWARD = ["data/with space.txt", "data/é.txt", "data/中文.txt", "data/😀.t
            "data/-leading.txt", "data/#hash%.txt", "data/" + "n" * 196 + ".txt",
            "data/.hidden"]
 NOT_PORTABLE = {"data/a:b.txt": "':'", "data/what?.txt": "'?'", "data/CON.txt":
-                "device name CON.txt", "data/aux": "device name aux", "data/dot.": "trailing"}
+                "device name CON.txt", "data/aux": "device name aux", "data/dot.": "trailing",
+                "data/Notes.txt": "the same name as data/NOTES.txt",
+                "data/caf\u00e9.txt": "the same name as data/cafe\u0301.txt"}
 
 
 def test_names_windows_cannot_extract_block_until_overridden_and_round_trip(
         token_env, tmp_path):
     sb = token_env
-    names = AWKWARD + list(NOT_PORTABLE)
+    names = AWKWARD + list(NOT_PORTABLE) + ["data/NOTES.txt", "data/cafe\u0301.txt"]
     ds = make_dataset(tmp_path / "ds", {n: f"content of {n}\n" for n in names})
     results = rdr_export(ds, sb)
     found = errors(results)
     assert [r["code"] for r in found] == ["NAME_NOT_PORTABLE"], results
     assert sorted(found[0]["paths"]) == sorted(NOT_PORTABLE)  # the awkward ones are fine
-    assert "Windows" in found[0]["message"] and "5 file name(s)" in found[0]["message"]
+    assert "Windows" in found[0]["message"] and "7 file name(s)" in found[0]["message"]
+    for path in found[0]["paths"][:3]:  # the message shows three, each with its rule
+        assert f"{path} ({NOT_PORTABLE[path]}" in found[0]["message"]
     assert "--ignore-preflight NAME_NOT_PORTABLE overrides" in found[0]["message"]
     assert nothing_sent(sb)
     done = rdr_export(ds, sb, ignore_preflight="NAME_NOT_PORTABLE")
@@ -172,6 +176,10 @@ def test_the_rules_name_the_problem_of_each_file():
     assert name_problems("folder /x") == [("NAME_NOT_PORTABLE", "trailing dot or space")]
     assert name_problems("a\tb") == [("NAME_CONTROL_CHARACTER", "\\t")]
     assert name_problems("bad\udcffname") == [("NAME_NOT_UTF8", "\\xff")]
+    from datalad_rdr.zipstream import name_clashes
+
+    assert name_clashes(["a/README", "a/readme", "A/b", "a/b", "x"]) == [
+        ("a/b", "A/b"), ("a/readme", "a/README")]
 
 
 # -- symlinks -------------------------------------------------------------------------
