@@ -229,7 +229,7 @@ class MemberError(Exception):
 #: not UTF-8 cannot be flagged as UTF-8 and read as other names in every locale.
 _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
 _NOT_UTF8 = re.compile(r"[\ud800-\udfff]")  # undecodable bytes, by surrogateescape
-#: Names Windows cannot create, so Explorer's "Extract all" stops at them and 7-Zip
+#: Names Windows cannot create, so Explorer's "Extract all" fails on them and 7-Zip
 #: renames them: these characters, device names (``CON``, ``aux.txt``: the device is
 #: opened instead), and a trailing dot or space (dropped, so ``a.`` overwrites ``a``).
 _RESERVED = re.compile(r'[<>:"|?*]')
@@ -291,7 +291,7 @@ def shown(name: str) -> str:
 def check_arcname(name: str) -> None:
     """Raise ValueError unless ``name`` is a relative POSIX path a ZIP can hold right."""
     def bad(why: str):
-        return ValueError(f"invalid bundle member name {shown(name)!r}: {why}")
+        return ValueError(f"invalid bundle member name {name!r}: {why}")
 
     if not isinstance(name, str) or not name:
         raise bad("must be a non-empty string")
