@@ -368,7 +368,12 @@ def test_a_subdataset_left_out_without_r_is_said(sandbox, tmp_path):
     ds = make_dataset(tmp_path / "super", {})
     sub = dl.create(str(ds / "subds"), dataset=str(ds), result_renderer="disabled")
     write(Path(sub.path), "x.txt", "x\n")
+    write(Path(sub.path), "CITATION.cff", "# Written by datalad-rdr on publication\n")
     dl.save(dataset=str(ds), recursive=True, result_renderer="disabled")
+    deep = make_plan(ds, recursive=True)  # the subdataset's own citation file: not bundled
+    assert [f.path for b in deep.bundles for f in b.files if "subds" in f.path] == [
+        "subds/x.txt"]
+    assert [f.path for f in deep.tool_files] == ["subds/CITATION.cff"]
     results = rdr_export(ds, sandbox, dry_run=True)
     notice = by_code(results)["SUBDATASET_NOT_EXPORTED"]
     assert notice["status"] == "ok" and notice["paths"] == ["subds"]
