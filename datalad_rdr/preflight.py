@@ -14,11 +14,22 @@ what is checked is what is published:
   (``JSON_KEY_REQUIRED``);
 - when ``bids-validator-deno`` (PyPI) is installed, its errors on the commit (``--git-ref``),
   under its codes;
-- a dataset over 50 GB is told about RDR's large-dataset procedure (a notice, not an error).
+- a dataset over 50 GB is told about RDR's large-dataset procedure (a notice, not an error);
+- every file name a bundle would hold (:func:`datalad_rdr.zipstream.name_problems`): a
+  control character (``NAME_CONTROL_CHARACTER``), a backslash (``NAME_BACKSLASH``) or bytes
+  that are not UTF-8 (``NAME_NOT_UTF8``) cannot be held right by a ZIP and cannot be
+  overridden; names Windows cannot extract (``NAME_NOT_PORTABLE``: ``<>:"|?*``, device names
+  such as ``CON`` or ``aux.txt``, a trailing dot or space) block unless overridden, since RDR's
+  downloaders unpack on Windows too;
+- symlinks in git that point to no file of the commit (``SYMLINK_UNRESOLVED``; overriding
+  leaves them out), and subdatasets left out without ``-r`` (``SUBDATASET_NOT_EXPORTED``, a
+  notice).
 
 Errors block the export unless named in ``--ignore-preflight`` (or ``all``); what was
-overridden is recorded in the manifest. Annexed content is checked against its key while the
-bundles are streamed (:mod:`datalad_rdr.zipstream`), not here.
+overridden is recorded in the manifest. A code that is not one of :data:`KNOWN_CODES` (nor,
+when it is installed, possibly bids-validator-deno's) is refused (:func:`ignore_problem`).
+Annexed content is checked against its key while the bundles are streamed
+(:mod:`datalad_rdr.zipstream`), not here.
 """
 
 from __future__ import annotations
@@ -34,7 +45,9 @@ from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
 from . import content
-from .plan import GB, Plan, PlannedFile
+from .plan import GB, RULES_FILE, Plan, PlannedFile
+from .plan import some_paths as _some
+from .zipstream import name_clashes, name_problems, shown
 
 log = logging.getLogger("datalad.rdr.preflight")
 
@@ -43,6 +56,17 @@ VALIDATOR = "bids-validator-deno"
 VALIDATOR_TIMEOUT = 3600
 JSON_READ_LIMIT = 16 * 2**20  # sidecars are small; a huge .json is not read here
 README_NAMES = ("README", "README.md", "README.rst", "README.txt")
+
+#: Ours; bids-validator-deno has its own (see :func:`ignore_problem`).
+KNOWN_CODES = frozenset({
+    "README_FILE_MISSING", "README_FILE_EMPTY", "DOCUMENT_MISSING", "JSON_INVALID",
+    "SIDECAR_KEY_REQUIRED", "PARTICIPANT_ID_MISMATCH", "JSON_KEY_REQUIRED",
+    "NAME_CONTROL_CHARACTER", "NAME_BACKSLASH", "NAME_NOT_UTF8", "NAME_NOT_PORTABLE",
+    "SYMLINK_UNRESOLVED",
+    # notices: never block, so an override changes nothing
+    "LARGE_DATASET", "NOT_CHECKED", "VALIDATOR_FAILED", "SUBDATASET_NOT_EXPORTED"})
+#: A ZIP cannot hold these names right, so going on would publish other names.
+NOT_OVERRIDABLE = frozenset({"NAME_CONTROL_CHARACTER", "NAME_BACKSLASH", "NAME_NOT_UTF8"})
 
 
 @dataclass
@@ -53,6 +77,10 @@ class Issue:
     blocking: bool = True  # False: a notice
     source: str = "datalad-rdr"  # or "bids-validator-deno"
     sub: str | None = None  # the validator's subCode, e.g. "TaskName"
+
+    @property
+    def overridable(self) -> bool:
+        return self.code not in NOT_OVERRIDABLE
 
 
 def find_readme(files: dict[str, PlannedFile]) -> PlannedFile | None:
@@ -65,7 +93,35 @@ def find_readme(files: dict[str, PlannedFile]) -> PlannedFile | None:
 
 
 def committed_files(plan: Plan) -> dict[str, PlannedFile]:
-    return {f.path: f for b in plan.bundles for f in b.files}
+    """The files of the commit that are published: in bundles, or CITATION.cff (which is
+    never bundled, but can be listed as documentation)."""
+    files = {f.path: f for b in plan.bundles for f in b.files}
+    files.update((f.path, f) for f in plan.tool_files)
+    return files
+
+
+def ignore_problem(codes: list[str] | None, validator: bool | None = None) -> str | None:
+    """Why ``--ignore-preflight codes`` cannot be taken (one line), or None.
+
+    An unknown code is refused rather than ignored, so that a typo does not pass for an
+    override. bids-validator-deno's codes are many and change with its versions: when it is
+    installed (``validator``, default: found on PATH), any code written like one is taken.
+    """
+    if validator is None:
+        validator = shutil.which(VALIDATOR) is not None
+    given = [c.strip().upper() for c in codes or []]
+    fixed = sorted({c for c in given if c in NOT_OVERRIDABLE})
+    if fixed:
+        return (f"--ignore-preflight {', '.join(fixed)}: cannot be overridden, as a ZIP "
+                f"cannot hold such names right; rename the files ('git mv'), save, export "
+                f"again")
+    unknown = [c for c in given if c != "ALL" and c not in KNOWN_CODES
+               and not (validator and re.fullmatch(r"[A-Z][A-Z0-9_]*", c))]
+    if unknown:
+        return (f"--ignore-preflight {', '.join(unknown)}: not a pre-flight code; the codes "
+                f"are {', '.join(sorted(KNOWN_CODES - NOT_OVERRIDABLE))}, 'all', and, "
+                f"when {VALIDATOR} is installed, its own")
+    return None
 
 
 def check(dataset: Path, plan: Plan, documentation: list[str] = (),
@@ -74,7 +130,8 @@ def check(dataset: Path, plan: Plan, documentation: list[str] = (),
     files = committed_files(plan)
     reader = CommitReader()
     try:
-        issues = _readme(files, reader, plan.commit) + _documents(files, documentation, reader)
+        issues = (_names(files) + _links(plan) + _readme(files, reader, plan.commit)
+                  + _documents(files, documentation, reader))
         if plan.bids:
             issues += _bids(files, reader)
     finally:
@@ -89,22 +146,41 @@ def check(dataset: Path, plan: Plan, documentation: list[str] = (),
             f"agreed with the RDR team before the upload (the guide: fill in RDR's "
             f"large-dataset form, or write to rdm@kuleuven.be); go on once they agreed",
             blocking=False))
+    if plan.unexported_subdatasets:
+        subs = plan.unexported_subdatasets
+        issues.append(Issue(
+            "SUBDATASET_NOT_EXPORTED",
+            f"{len(subs)} subdataset(s) not exported: {_some(subs)}; their files go into "
+            f"bundles only with -r (the manifest records their commit either way)",
+            subs, blocking=False))
     return issues
 
 
 def report(dataset: Path, issues: list[Issue], ignore: list[str] | None, checked: str
            ) -> tuple[list[dict], list[dict], bool]:
     """Result records, the overrides to record in the manifest, and whether to stop."""
-    ignore_set = {c.upper() for c in (ignore or [])}
+    ignore_set = {c.strip().upper() for c in (ignore or [])}
     results, overrides, blocked = [], [], False
+    refused = ignore_problem(ignore)
+    if refused:
+        blocked = True
+        results.append(dict(action="rdr-preflight", path=str(dataset), type="dataset",
+                            status="error", code="IGNORE_REFUSED",
+                            message=f"{refused}; nothing was uploaded"))
     for issue in issues:
-        path = str(Path(dataset) / issue.paths[0]) if issue.paths else str(dataset)
+        # shown(): a name with a newline would break the result's line
+        path = str(Path(dataset) / shown(issue.paths[0])) if issue.paths else str(dataset)
         common = dict(action="rdr-preflight", path=path, type="file" if issue.paths
                       else "dataset", code=issue.code, paths=issue.paths,
                       source=issue.source)
         if not issue.blocking:
             log.warning("%s", issue.message)
             results.append(dict(common, status="ok", message=f"{issue.code}: {issue.message}"))
+        elif not issue.overridable:
+            blocked = True
+            results.append(dict(common, status="error", message=(
+                f"{issue.code}: {issue.message} (nothing was uploaded; this cannot be "
+                f"overridden)")))
         elif "ALL" in ignore_set or issue.code.upper() in ignore_set:
             overrides.append({"code": issue.code, "message": issue.message,
                               "paths": issue.paths, "source": issue.source})
@@ -168,9 +244,47 @@ class CommitReader:
 
 # -- the checks ----------------------------------------------------------------------
 
-def _some(paths: list[str], n: int = 3) -> str:
-    shown = ", ".join(paths[:n])
-    return shown + (f" and {len(paths) - n} more" if len(paths) > n else "")
+def _names(files: dict[str, PlannedFile]) -> list[Issue]:
+    found: dict[str, list[tuple[str, str]]] = {}
+    for path in sorted(files):
+        for code, detail in name_problems(path):
+            found.setdefault(code, []).append((path, detail))
+    for path, other in name_clashes(files):
+        found.setdefault("NAME_NOT_PORTABLE", []).append(
+            (path, f"the same name as {shown(other)} to Windows and macOS"))
+    issues = []
+    for code, what, fix in _NAME_ISSUES:
+        named = found.get(code)
+        if named:
+            listed = _some([f"{shown(p)} ({d})" for p, d in named])
+            issues.append(Issue(code, f"{len(named)} file name(s) with {what}: {listed}; "
+                                      f"{fix}", [p for p, _ in named]))
+    return issues
+
+
+_RENAME = "rename them ('git mv'), save, export again"
+_NAME_ISSUES = [
+    ("NAME_CONTROL_CHARACTER", "a control character, which ZIP tools list and extract "
+     "wrongly", _RENAME),
+    ("NAME_BACKSLASH", "a backslash, which ZIP tools take for a folder separator",
+     "rename them with '/' between folders ('git mv'), save, export again"),
+    ("NAME_NOT_UTF8", "bytes that are not UTF-8, which a ZIP cannot mark as such",
+     _RENAME),
+    ("NAME_NOT_PORTABLE", "characters or names that Windows or macOS cannot create, so "
+     "RDR's downloaders there cannot extract them as they are", _RENAME),
+]
+
+
+def _links(plan: Plan) -> list[Issue]:
+    if not plan.links:
+        return []
+    listed = _some([f"{shown(p)} -> {shown(target)} ({why})"
+                    for p, (target, why) in plan.links.items()])
+    return [Issue("SYMLINK_UNRESOLVED",
+                  f"{len(plan.links)} symlink(s) in git point to no file of the commit, so "
+                  f"their bundle cannot hold them: {listed}; point them to a file of the "
+                  f"dataset, or leave them out with a '-' rule in {RULES_FILE}",
+                  list(plan.links))]
 
 
 def _readme(files, reader: CommitReader, commit: str) -> list[Issue]:
@@ -235,10 +349,12 @@ def _bids(files: dict[str, PlannedFile], reader: CommitReader) -> list[Issue]:
         lacking = [k for k in ("Name", "BIDSVersion")
                    if not isinstance(description.get(k), str) or not description[k].strip()]
         if lacking:
+            example = {"Name": '"Name": "<the dataset\'s title>"',
+                       "BIDSVersion": '"BIDSVersion": "1.9.0"'}
             issues.append(Issue(
                 "JSON_KEY_REQUIRED",
                 f"dataset_description.json lacks {' and '.join(lacking)}; add "
-                f"{', '.join(repr(k) for k in lacking)} (e.g. \"BIDSVersion\": \"1.9.0\")",
+                f"{', '.join(example[k] for k in lacking)}",
                 ["dataset_description.json"], sub=",".join(lacking)))
     elif "dataset_description.json" in parsed:
         issues.append(Issue("JSON_KEY_REQUIRED", "dataset_description.json is not a JSON "

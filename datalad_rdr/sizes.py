@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from datalad_next.constraints import Constraint
+
 GB = 1000**3
 _UNITS = {"": 1, "B": 1, "KB": 1000, "MB": 1000**2, "GB": GB, "TB": 1000**4,
           "KIB": 1024, "MIB": 1024**2, "GIB": 1024**3, "TIB": 1024**4}
@@ -19,7 +21,7 @@ def parse_size(text: str | int) -> int:
         if unit not in _UNITS or not number:
             raise ValueError
         return int(float(number) * _UNITS[unit])
-    except ValueError:
+    except (ValueError, OverflowError):  # OverflowError: "inf", "1e999"
         raise ValueError(f"not a size: {text!r} (write e.g. 4GB, 500MiB or 1000000)") \
             from None
 
@@ -35,3 +37,24 @@ def human(n: int) -> str:
             value = n / size
             return f"{value:.2f} {unit}" if value < 10 else f"{value:.1f} {unit}"
     return f"{n} bytes"
+
+
+class EnsureParsedSize(Constraint):
+    """A byte count as :func:`parse_size` reads it (``4GB``, ``500MiB``, ``1.5e9``), at
+    least ``min``; for command parameters such as ``--max-bundle-size``."""
+
+    def __init__(self, min: int = 0):
+        super().__init__()
+        self._min = min
+
+    def __call__(self, value) -> int:
+        try:
+            size = parse_size(value)
+        except ValueError as exc:
+            self.raise_for(value, str(exc))
+        if size < self._min:
+            self.raise_for(value, f"must be at least {human(self._min)} ({self._min} bytes)")
+        return size
+
+    def short_description(self) -> str:
+        return "size in bytes, or with a unit: 4GB, 500MiB"

@@ -72,7 +72,7 @@ PROBLEMS = {
                                 "participants.tsv rows without a folder: sub-09"),
     "JSON_KEY_REQUIRED": (lambda ds: write(ds, "dataset_description.json",
                                            '{"Name": "x"}'),
-                          "lacks BIDSVersion"),
+                          'lacks BIDSVersion; add "BIDSVersion": "1.9.0"'),
 }
 
 
@@ -289,3 +289,42 @@ def test_all_overrides_every_error_and_notices_need_no_override():
     assert blocked and [o["code"] for o in overrides] == ["JSON_INVALID"]
     assert [r["code"] for r in results if r["status"] == "error"] == [
         "NIFTI_HEADER_UNREADABLE"]
+
+
+def test_a_missing_name_gets_its_own_example(sandbox, tmp_path, no_validator):
+    ds = make_bids_dataset(tmp_path / "bids", subjects=1, nifti_bytes=IMAGE)
+    write(ds, "dataset_description.json", '{"BIDSVersion": "1.9.0"}')
+    save(ds)
+    found = errors(export(ds, sandbox, dry_run=True))
+    assert [r["code"] for r in found] == ["JSON_KEY_REQUIRED"]
+    assert 'lacks Name; add "Name": "<the dataset\'s title>"' in found[0]["message"]
+    assert "BIDSVersion" not in found[0]["message"]
+
+
+def test_names_and_symlinks_are_checked_in_the_exported_commit(tmp_path, no_validator):
+    from datalad_rdr import preflight as pf
+    from datalad_rdr.plan import make_plan
+
+    ds = make_bids_dataset(tmp_path / "bids", subjects=1, nifti_bytes=IMAGE)
+    write(ds, "stimuli/a|b.txt", "x\n")
+    (ds / "stimuli/gone").symlink_to("nothing")
+    save(ds)
+    issues = pf.check(ds, make_plan(ds, "HEAD", CAP), validator=False)
+    assert [(i.code, i.paths, i.blocking, i.overridable) for i in issues] == [
+        ("NAME_NOT_PORTABLE", ["stimuli/a|b.txt"], True, True),
+        ("SYMLINK_UNRESOLVED", ["stimuli/gone"], True, True)]
+    # the commit before has neither
+    assert pf.check(ds, make_plan(ds, "HEAD~1", CAP), validator=False) == []
+
+
+def test_codes_that_cannot_be_overridden_stay_errors_under_all():
+    from datalad_rdr.preflight import KNOWN_CODES, NOT_OVERRIDABLE, Issue, report
+
+    assert NOT_OVERRIDABLE <= KNOWN_CODES
+    issues = [Issue("NAME_BACKSLASH", "a\\b does not", ["a\\b"]),
+              Issue("NAME_NOT_PORTABLE", "c:d", ["c:d"])]
+    results, overrides, blocked = report(Path("/ds"), issues, ["all"], "README")
+    assert blocked and [o["code"] for o in overrides] == ["NAME_NOT_PORTABLE"]
+    refused = [r for r in results if r["status"] == "error"]
+    assert [r["code"] for r in refused] == ["NAME_BACKSLASH"]
+    assert "cannot be overridden" in refused[0]["message"]
