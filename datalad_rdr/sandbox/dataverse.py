@@ -340,8 +340,11 @@ class DataverseSandbox:
         self.user(request)
         if alias not in (self.settings.collection, "root"):
             raise ApiError(404, f"Can't find dataverse with identifier='{alias}'")
-        return ok({"id": 1 if alias == "root" else 2, "alias": alias, "name": alias,
-                   "dataverseType": "UNCATEGORIZED"})
+        data = {"id": 1 if alias == "root" else 2, "alias": alias, "name": alias,
+                "dataverseType": "UNCATEGORIZED"}
+        if self.settings.dataset_file_limit:  # 6.7: the collection's, else the default
+            data["effectiveDatasetFileCountLimit"] = self.settings.dataset_file_limit
+        return ok(data)
 
     # -- datasets -------------------------------------------------------------------
     def create_dataset(self, request, alias):
@@ -1140,6 +1143,19 @@ class DataverseSandbox:
                         headers=headers, direct_passthrough=True)
 
 
+    # -- what server discovery reads (datalad_rdr/discovery.py) --------------------------
+    def user_permissions(self, request, dsid):
+        """``GET /api/datasets/{id}/userPermissions`` (Datasets.java, 6.1+): what the
+        caller may do. With ``review`` set, a depositor edits but only curators publish."""
+        user = self.require_user(request)
+        ds = self.find_dataset(request, dsid)
+        edit = self.can_edit(user, ds)
+        publish = edit and (self.is_super(user) or not getattr(self.settings, "review", False))
+        return ok({"canViewUnpublishedDataset": edit, "canEditDataset": edit,
+                   "canPublishDataset": publish, "canManageDatasetPermissions": edit,
+                   "canDeleteDatasetDraft": edit})
+
+
 def _as_bool(value) -> bool:
     if isinstance(value, str):
         return value.strip().lower() == "true"
@@ -1199,4 +1215,7 @@ _RULES = [
     Rule("/api/files/<fid>/restrict", endpoint="restrict", methods=["PUT"]),
     Rule("/api/files/<fid>/metadata", endpoint="file_metadata", methods=["POST"]),
     Rule("/api/access/datafile/<fid>", endpoint="access_datafile", methods=["GET"]),
+    # server discovery
+    Rule("/api/datasets/<dsid>/userPermissions", endpoint="user_permissions",
+         methods=["GET"]),
 ]
