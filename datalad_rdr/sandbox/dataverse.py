@@ -843,10 +843,13 @@ class DataverseSandbox:
                                   spec["mimeType"], ctype, cvalue)
 
     def _new_filemeta(self, draft, spec, key, sid, size, mime, ctype, cvalue):
-        label = spec.get("label") or spec.get("fileName")
         directory = _clean_directory(spec.get("directoryLabel"))
-        if any(fm.label == label and fm.directory_label == directory for fm in draft.files):
-            raise ApiError(400, f"Filename already exists at {directory or ''}/{label}")
+        # A path already in the draft is not refused: Dataverse renames the new file and
+        # reports success (IngestUtil.checkForDuplicateFileNamesFinal).
+        taken = {fm.path for fm in draft.files}
+        label = spec.get("label") or spec.get("fileName")
+        while (f"{directory}/{label}" if directory else label) in taken:
+            label = new_file_name(label)
         df = DataFile(self.next_id(), sid, key, size, mime, ctype, cvalue, _now())
         self.datafiles[df.id] = df
         fm = FileMetadata(self.next_id(), df, label, directory,
@@ -1138,6 +1141,20 @@ class DataverseSandbox:
         body = self.s3.get_object(**params)["Body"]
         return Response(iter(lambda: body.read(CHUNK), b""), status=status,
                         headers=headers, direct_passthrough=True)
+
+
+def new_file_name(name: str) -> str:
+    """The next name Dataverse tries for a duplicate (IngestUtil.generateNewFileName).
+
+    ``raw.zip`` -> ``raw-1.zip``; an existing numeric suffix is incremented, so
+    ``raw-02.zip`` -> ``raw-3.zip``.
+    """
+    base, dot, extension = name.rpartition(".")
+    if not dot:
+        base, extension = name, None
+    m = re.fullmatch(r"(.*)-([0-9]+)", base)
+    base = f"{m.group(1)}-{int(m.group(2)) + 1}" if m else f"{base}-1"
+    return f"{base}.{extension}" if extension is not None else base
 
 
 def _as_bool(value) -> bool:
