@@ -75,3 +75,84 @@ def test_row12_replace_keeps_its_name_but_renames_onto_another_file(dv):
     assert [f["fileDetails"]["label"] for f in r.json()["data"]["Files"]] == \
         ["one.zip", "one-1.zip"]
     assert labels(dv, pid) == [("", "one-1.zip"), ("", "one.zip")]
+
+
+def publish(dv, pid, kind="major"):
+    return dv.call("POST", "/api/datasets/:persistentId/actions/:publish",
+                   params={"persistentId": pid, "type": kind})
+
+
+def published(dv, pid, data=b"first"):
+    """A dataset released as 1.0 with one file; returns (pid, file id)."""
+    dv.add_files(pid, [spec(direct_upload(dv, pid, data), "one.zip", data)])
+    assert publish(dv, pid).status_code == 200
+    wait_unlocked(dv, pid)
+    return dv.files(pid, ":latest-published")[0]["dataFile"]["id"]
+
+
+def versions(dv, pid):
+    r = dv.call("GET", "/api/datasets/:persistentId/versions", params={"persistentId": pid})
+    return [(v["versionState"], v.get("versionNumber"), v.get("versionMinorNumber"))
+            for v in r.json()["data"]]
+
+
+def test_row24_first_release_cannot_be_minor(dv):
+    pid = dv.create_dataset()
+    r = publish(dv, pid, "minor")
+    assert (r.status_code, r.json()["message"]) == (
+        403, "Cannot publish as minor version. Re-try as major release.")
+
+
+@pytest.mark.parametrize("change", ["add", "delete", "replace"])
+def test_row24_minor_release_refused_when_the_file_list_changed(dv, change):
+    pid = dv.create_dataset()
+    fid = published(dv, pid)
+    new = os.urandom(30)
+    sid = direct_upload(dv, pid, new)
+    if change == "add":
+        dv.add_files(pid, [spec(sid, "two.zip", new)])
+    elif change == "delete":
+        assert dv.call("DELETE", f"/api/files/{fid}").status_code == 200
+    else:
+        r = dv.call("POST", f"/api/files/{fid}/replace",
+                    files={"jsonData": (None, json.dumps(spec(sid, "one.zip", new)))})
+        assert r.status_code == 200, r.text
+    r = publish(dv, pid, "minor")
+    assert (r.status_code, r.json()["message"]) == (
+        403, "Cannot release as minor version. Re-try as major release.")
+    assert publish(dv, pid, "MAJOR").status_code == 200  # the type is lower-cased
+    wait_unlocked(dv, pid)
+    assert versions(dv, pid) == [("RELEASED", 2, 0), ("RELEASED", 1, 0)]
+
+
+def test_row24_minor_release_of_a_metadata_change_is_allowed(dv):
+    pid = dv.create_dataset()
+    published(dv, pid)
+    r = dv.call("PUT", "/api/datasets/:persistentId/editMetadata",
+                params={"persistentId": pid, "replace": "true"},
+                json={"fields": [{"typeName": "title", "value": "Renamed"}]})
+    assert r.status_code == 200, r.text
+    assert publish(dv, pid, "minor").status_code == 200
+    wait_unlocked(dv, pid)
+    assert versions(dv, pid)[0] == ("RELEASED", 1, 1)
+
+
+def test_row27_publish_texts(sandbox, dv):
+    pid = dv.create_dataset()
+    r = publish(dv, pid, "patch")
+    assert (r.status_code, r.json()["message"]) == (
+        400, "Illegal 'type' parameter value 'patch'. It needs to be either 'major', "
+             "'minor', or 'updatecurrent'.")
+    admin = DV(sandbox, token=sandbox.dataverse_settings.admin_token)
+    admin.call("POST", "/api/datasets/:persistentId/lock/Workflow",
+               params={"persistentId": pid})
+    r = publish(dv, pid)
+    assert (r.status_code, r.json()["message"]) == (
+        403, "This dataset is locked. Reason: Workflow. Please try publishing later.")
+    admin.call("DELETE", "/api/datasets/:persistentId/locks", params={"persistentId": pid})
+    published(dv, pid)
+    identifier = pid.split("/", 1)[1]
+    r = publish(dv, pid)
+    assert (r.status_code, r.json()["message"]) == (
+        403, f"Latest version of dataset {identifier} is already released. Only draft "
+             f"versions can be released.")

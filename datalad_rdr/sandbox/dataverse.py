@@ -647,24 +647,23 @@ class DataverseSandbox:
                          "message": message})
 
     def publish(self, request, dsid):
-        ds, _ = self._editable(request, dsid)
+        # Datasets.publishDataset: the type is checked before the dataset is looked up.
         kind = request.args.get("type")
-        if kind not in ("major", "minor", "updatecurrent"):
+        if kind is None:
             raise ApiError(400, "Missing 'type' parameter (either 'major','minor', or "
                                 "'updatecurrent').")
-        if ds.locks:
-            raise ApiError(403, "This dataset is locked. Reason: "
-                                + ", ".join(lock["lockType"] for lock in ds.locks))
-        draft = ds.draft
-        if draft is None:
-            raise ApiError(403, "Cannot publish a dataset without a draft version.")
+        kind = kind.lower()
+        if kind not in ("major", "minor", "updatecurrent"):
+            raise ApiError(400, f"Illegal 'type' parameter value '{kind}'. It needs to be "
+                                f"either 'major', 'minor', or 'updatecurrent'.")
+        ds, _ = self._editable(request, dsid)
         if kind == "updatecurrent":
             raise ApiError(403, "Only superusers can update the current version")
-        if kind == "minor" and not ds.released:
-            raise ApiError(403, "Cannot release as minor version. Re-try as major release.")
-        if draft.license is None and draft.terms is None:
+        draft = ds.draft
+        if draft is not None and draft.license is None and draft.terms is None:
             raise ApiError(409, "Dataset must have a valid license or Custom Terms Of Use "
                                 "configured before it can be published.")
+        self._check_publishable(ds, kind == "minor")
         last = ds.released[-1] if ds.released else None
         if last is None:
             major, minor = 1, 0
@@ -677,6 +676,34 @@ class DataverseSandbox:
         threading.Thread(target=self._finalize, args=(ds, draft, major, minor),
                          daemon=True).start()
         return ok(self.dataset_json(ds, draft, None))
+
+    def _check_publishable(self, ds: Dataset, minor: bool) -> None:
+        """PublishDatasetCommand.verifyCommandArguments, in its order and with its texts."""
+        kinds = {lock["lockType"] for lock in ds.locks}
+        if kinds & {"Workflow", "Ingest", "finalizePublication", "EditInProgress"}:
+            raise ApiError(403, "This dataset is locked. Reason: "
+                                + ",".join(lock["lockType"] for lock in ds.locks)
+                                + ". Please try publishing later.")
+        if "FileValidationFailed" in kinds:
+            # Sic: the source joins ". " and ". Please".
+            raise ApiError(403, "This dataset cannot be published because some files have "
+                                "been found missing or corrupted. . Please contact support "
+                                "to address this.")
+        if ds.draft is None:
+            raise ApiError(403, f"Latest version of dataset {ds.identifier} is already "
+                                f"released. Only draft versions can be released.")
+        if minor and not ds.released:
+            raise ApiError(403, "Cannot publish as minor version. Re-try as major release.")
+        if minor and not self._is_minor_update(ds):
+            raise ApiError(403, "Cannot release as minor version. Re-try as major release.")
+
+    @staticmethod
+    def _is_minor_update(ds: Dataset) -> bool:
+        """DatasetVersion.isMinorUpdate: the draft holds exactly the released DataFiles."""
+        last = ds.released[-1]
+        draft = {fm.datafile.id for fm in ds.draft.files}
+        return (len(ds.draft.files) == len(last.files)
+                and all(fm.datafile.id in draft for fm in last.files))
 
     def _finalize(self, ds: Dataset, draft: Version, major: int, minor: int) -> None:
         """Validate every new file's checksum against the stored bytes, then release."""
