@@ -650,24 +650,23 @@ class DataverseSandbox:
                          "message": message})
 
     def publish(self, request, dsid):
-        ds, _ = self._editable(request, dsid)
+        # Datasets.publishDataset: the type is checked before the dataset is looked up.
         kind = request.args.get("type")
-        if kind not in ("major", "minor", "updatecurrent"):
+        if kind is None:
             raise ApiError(400, "Missing 'type' parameter (either 'major','minor', or "
                                 "'updatecurrent').")
-        if ds.locks:
-            raise ApiError(403, "This dataset is locked. Reason: "
-                                + ", ".join(lock["lockType"] for lock in ds.locks))
-        draft = ds.draft
-        if draft is None:
-            raise ApiError(403, "Cannot publish a dataset without a draft version.")
+        kind = kind.lower()
+        if kind not in ("major", "minor", "updatecurrent"):
+            raise ApiError(400, f"Illegal 'type' parameter value '{kind}'. It needs to be "
+                                f"either 'major', 'minor', or 'updatecurrent'.")
+        ds, _ = self._editable(request, dsid)
         if kind == "updatecurrent":
             raise ApiError(403, "Only superusers can update the current version")
-        if kind == "minor" and not ds.released:
-            raise ApiError(403, "Cannot release as minor version. Re-try as major release.")
-        if draft.license is None and draft.terms is None:
+        draft = ds.draft
+        if draft is not None and draft.license is None and draft.terms is None:
             raise ApiError(409, "Dataset must have a valid license or Custom Terms Of Use "
                                 "configured before it can be published.")
+        self._check_publishable(ds, kind == "minor")
         last = ds.released[-1] if ds.released else None
         if last is None:
             major, minor = 1, 0
@@ -680,6 +679,34 @@ class DataverseSandbox:
         threading.Thread(target=self._finalize, args=(ds, draft, major, minor),
                          daemon=True).start()
         return ok(self.dataset_json(ds, draft, None))
+
+    def _check_publishable(self, ds: Dataset, minor: bool) -> None:
+        """PublishDatasetCommand.verifyCommandArguments, in its order and with its texts."""
+        kinds = {lock["lockType"] for lock in ds.locks}
+        if kinds & {"Workflow", "Ingest", "finalizePublication", "EditInProgress"}:
+            raise ApiError(403, "This dataset is locked. Reason: "
+                                + ",".join(lock["lockType"] for lock in ds.locks)
+                                + ". Please try publishing later.")
+        if "FileValidationFailed" in kinds:
+            # Sic: the source joins ". " and ". Please".
+            raise ApiError(403, "This dataset cannot be published because some files have "
+                                "been found missing or corrupted. . Please contact support "
+                                "to address this.")
+        if ds.draft is None:
+            raise ApiError(403, f"Latest version of dataset {ds.identifier} is already "
+                                f"released. Only draft versions can be released.")
+        if minor and not ds.released:
+            raise ApiError(403, "Cannot publish as minor version. Re-try as major release.")
+        if minor and not self._is_minor_update(ds):
+            raise ApiError(403, "Cannot release as minor version. Re-try as major release.")
+
+    @staticmethod
+    def _is_minor_update(ds: Dataset) -> bool:
+        """DatasetVersion.isMinorUpdate: the draft holds exactly the released DataFiles."""
+        last = ds.released[-1]
+        draft = {fm.datafile.id for fm in ds.draft.files}
+        return (len(ds.draft.files) == len(last.files)
+                and all(fm.datafile.id in draft for fm in last.files))
 
     def _finalize(self, ds: Dataset, draft: Version, major: int, minor: int) -> None:
         """Validate every new file's checksum against the stored bytes, then release."""
@@ -846,10 +873,13 @@ class DataverseSandbox:
                                   spec["mimeType"], ctype, cvalue)
 
     def _new_filemeta(self, draft, spec, key, sid, size, mime, ctype, cvalue):
-        label = spec.get("label") or spec.get("fileName")
         directory = _clean_directory(spec.get("directoryLabel"))
-        if any(fm.label == label and fm.directory_label == directory for fm in draft.files):
-            raise ApiError(400, f"Filename already exists at {directory or ''}/{label}")
+        # A path already in the draft is not refused: Dataverse renames the new file and
+        # reports success (IngestUtil.checkForDuplicateFileNamesFinal).
+        taken = {fm.path for fm in draft.files}
+        label = spec.get("label") or spec.get("fileName")
+        while (f"{directory}/{label}" if directory else label) in taken:
+            label = new_file_name(label)
         df = DataFile(self.next_id(), sid, key, size, mime, ctype, cvalue, _now())
         self.datafiles[df.id] = df
         fm = FileMetadata(self.next_id(), df, label, directory,
@@ -1143,17 +1173,18 @@ class DataverseSandbox:
                         headers=headers, direct_passthrough=True)
 
 
-    # -- what server discovery reads (datalad_rdr/discovery.py) --------------------------
-    def user_permissions(self, request, dsid):
-        """``GET /api/datasets/{id}/userPermissions`` (Datasets.java, 6.1+): what the
-        caller may do. With ``review`` set, a depositor edits but only curators publish."""
-        user = self.require_user(request)
-        ds = self.find_dataset(request, dsid)
-        edit = self.can_edit(user, ds)
-        publish = edit and (self.is_super(user) or not getattr(self.settings, "review", False))
-        return ok({"canViewUnpublishedDataset": edit, "canEditDataset": edit,
-                   "canPublishDataset": publish, "canManageDatasetPermissions": edit,
-                   "canDeleteDatasetDraft": edit})
+def new_file_name(name: str) -> str:
+    """The next name Dataverse tries for a duplicate (IngestUtil.generateNewFileName).
+
+    ``raw.zip`` -> ``raw-1.zip``; an existing numeric suffix is incremented, so
+    ``raw-02.zip`` -> ``raw-3.zip``.
+    """
+    base, dot, extension = name.rpartition(".")
+    if not dot:
+        base, extension = name, None
+    m = re.fullmatch(r"(.*)-([0-9]+)", base)
+    base = f"{m.group(1)}-{int(m.group(2)) + 1}" if m else f"{base}-1"
+    return f"{base}.{extension}" if extension is not None else base
 
 
 def _as_bool(value) -> bool:
@@ -1215,7 +1246,22 @@ _RULES = [
     Rule("/api/files/<fid>/restrict", endpoint="restrict", methods=["PUT"]),
     Rule("/api/files/<fid>/metadata", endpoint="file_metadata", methods=["POST"]),
     Rule("/api/access/datafile/<fid>", endpoint="access_datafile", methods=["GET"]),
-    # server discovery
-    Rule("/api/datasets/<dsid>/userPermissions", endpoint="user_permissions",
-         methods=["GET"]),
 ]
+
+
+# -- what server discovery reads (datalad_rdr/discovery.py) ------------------------------
+def _user_permissions(self, request, dsid):
+    """``GET /api/datasets/{id}/userPermissions`` (Datasets.java, 6.1+): what the caller
+    may do. With ``review`` set, a depositor edits but only curators publish."""
+    user = self.require_user(request)
+    ds = self.find_dataset(request, dsid)
+    edit = self.can_edit(user, ds)
+    publish = edit and (self.is_super(user) or not getattr(self.settings, "review", False))
+    return ok({"canViewUnpublishedDataset": edit, "canEditDataset": edit,
+               "canPublishDataset": publish, "canManageDatasetPermissions": edit,
+               "canDeleteDatasetDraft": edit})
+
+
+DataverseSandbox.user_permissions = _user_permissions
+_RULES.append(Rule("/api/datasets/<dsid>/userPermissions", endpoint="user_permissions",
+                   methods=["GET"]))

@@ -1,0 +1,158 @@
+"""The sandbox behaves as Dataverse 6.7.1's source says where a client could trip on it.
+
+Each test names the row of ../shared/reference/dataverse-fidelity.md it pins.
+"""
+
+import hashlib
+import json
+import os
+import time
+
+import pytest
+import requests
+
+from conftest import DV
+from test_sandbox_dataverse import direct_upload, download, spec, wait_unlocked
+
+from datalad_rdr.sandbox.dataverse import new_file_name
+
+
+def labels(dv, pid):
+    return sorted((f.get("directoryLabel", ""), f["label"]) for f in dv.files(pid))
+
+
+@pytest.mark.parametrize("name, renamed", [
+    ("raw.zip", "raw-1.zip"), ("raw-1.zip", "raw-2.zip"), ("raw-02.zip", "raw-3.zip"),
+    ("README", "README-1"), ("a.tar.gz", "a.tar-1.gz"), (".hidden", "-1.hidden")])
+def test_new_file_name_follows_ingestutil(name, renamed):
+    assert new_file_name(name) == renamed
+
+
+def test_row12_duplicate_path_is_renamed_not_refused(dv):
+    pid = dv.create_dataset()
+    data = [os.urandom(100) for _ in range(4)]
+    sids = [direct_upload(dv, pid, d) for d in data]
+    r = dv.add_files(pid, [spec(sids[0], "raw-02.zip", data[0], directoryLabel="b")])
+    assert r.json()["data"]["Result"]["Number of files successfully added"] == 1
+    # Two more with the same path in one batch: both renamed, both succeed.
+    r = dv.add_files(pid, [spec(sids[1], "raw-02.zip", data[1], directoryLabel="b"),
+                           spec(sids[2], "raw-02.zip", data[2], directoryLabel="b")])
+    assert r.status_code == 200, r.text
+    files = r.json()["data"]["Files"]
+    assert [f["fileDetails"]["label"] for f in files] == ["raw-3.zip", "raw-4.zip"]
+    assert all("successMessage" in f for f in files)
+    # The direct /add renames too.
+    r = dv.call("POST", "/api/datasets/:persistentId/add", params={"persistentId": pid},
+                files={"jsonData": (None, json.dumps(spec(sids[3], "raw-02.zip", data[3],
+                                                          directoryLabel="b")))})
+    assert r.status_code == 200, r.text
+    assert r.json()["data"]["files"][0]["label"] == "raw-5.zip"
+    assert labels(dv, pid) == [("b", f"raw-{n}.zip") for n in ("02", 3, 4, 5)]
+
+
+def test_row12_same_name_in_another_folder_is_kept(dv):
+    pid = dv.create_dataset()
+    a, b = os.urandom(10), os.urandom(10)
+    r = dv.add_files(pid, [spec(direct_upload(dv, pid, a), "x.zip", a, directoryLabel="a"),
+                           spec(direct_upload(dv, pid, b), "x.zip", b)])
+    assert [f["fileDetails"]["label"] for f in r.json()["data"]["Files"]] == ["x.zip"] * 2
+
+
+def test_row12_replace_keeps_its_name_but_renames_onto_another_file(dv):
+    pid = dv.create_dataset()
+    one, two, three, four = (os.urandom(50) for _ in range(4))
+    dv.add_files(pid, [spec(direct_upload(dv, pid, one), "one.zip", one),
+                       spec(direct_upload(dv, pid, two), "two.zip", two)])
+    ids = {f["label"]: f["dataFile"]["id"] for f in dv.files(pid)}
+    replace = [spec(direct_upload(dv, pid, three), "one.zip", three,
+                    fileToReplaceId=ids["one.zip"]),
+               spec(direct_upload(dv, pid, four), "one.zip", four,
+                    fileToReplaceId=ids["two.zip"])]
+    r = dv.call("POST", "/api/datasets/:persistentId/replaceFiles",
+                params={"persistentId": pid},
+                files={"jsonData": (None, json.dumps(replace), "application/json")})
+    assert r.status_code == 200, r.text
+    assert [f["fileDetails"]["label"] for f in r.json()["data"]["Files"]] == \
+        ["one.zip", "one-1.zip"]
+    assert labels(dv, pid) == [("", "one-1.zip"), ("", "one.zip")]
+
+
+def publish(dv, pid, kind="major"):
+    return dv.call("POST", "/api/datasets/:persistentId/actions/:publish",
+                   params={"persistentId": pid, "type": kind})
+
+
+def published(dv, pid, data=b"first"):
+    """A dataset released as 1.0 with one file; returns (pid, file id)."""
+    dv.add_files(pid, [spec(direct_upload(dv, pid, data), "one.zip", data)])
+    assert publish(dv, pid).status_code == 200
+    wait_unlocked(dv, pid)
+    return dv.files(pid, ":latest-published")[0]["dataFile"]["id"]
+
+
+def versions(dv, pid):
+    r = dv.call("GET", "/api/datasets/:persistentId/versions", params={"persistentId": pid})
+    return [(v["versionState"], v.get("versionNumber"), v.get("versionMinorNumber"))
+            for v in r.json()["data"]]
+
+
+def test_row24_first_release_cannot_be_minor(dv):
+    pid = dv.create_dataset()
+    r = publish(dv, pid, "minor")
+    assert (r.status_code, r.json()["message"]) == (
+        403, "Cannot publish as minor version. Re-try as major release.")
+
+
+@pytest.mark.parametrize("change", ["add", "delete", "replace"])
+def test_row24_minor_release_refused_when_the_file_list_changed(dv, change):
+    pid = dv.create_dataset()
+    fid = published(dv, pid)
+    new = os.urandom(30)
+    sid = direct_upload(dv, pid, new)
+    if change == "add":
+        dv.add_files(pid, [spec(sid, "two.zip", new)])
+    elif change == "delete":
+        assert dv.call("DELETE", f"/api/files/{fid}").status_code == 200
+    else:
+        r = dv.call("POST", f"/api/files/{fid}/replace",
+                    files={"jsonData": (None, json.dumps(spec(sid, "one.zip", new)))})
+        assert r.status_code == 200, r.text
+    r = publish(dv, pid, "minor")
+    assert (r.status_code, r.json()["message"]) == (
+        403, "Cannot release as minor version. Re-try as major release.")
+    assert publish(dv, pid, "MAJOR").status_code == 200  # the type is lower-cased
+    wait_unlocked(dv, pid)
+    assert versions(dv, pid) == [("RELEASED", 2, 0), ("RELEASED", 1, 0)]
+
+
+def test_row24_minor_release_of_a_metadata_change_is_allowed(dv):
+    pid = dv.create_dataset()
+    published(dv, pid)
+    r = dv.call("PUT", "/api/datasets/:persistentId/editMetadata",
+                params={"persistentId": pid, "replace": "true"},
+                json={"fields": [{"typeName": "title", "value": "Renamed"}]})
+    assert r.status_code == 200, r.text
+    assert publish(dv, pid, "minor").status_code == 200
+    wait_unlocked(dv, pid)
+    assert versions(dv, pid)[0] == ("RELEASED", 1, 1)
+
+
+def test_row27_publish_texts(sandbox, dv):
+    pid = dv.create_dataset()
+    r = publish(dv, pid, "patch")
+    assert (r.status_code, r.json()["message"]) == (
+        400, "Illegal 'type' parameter value 'patch'. It needs to be either 'major', "
+             "'minor', or 'updatecurrent'.")
+    admin = DV(sandbox, token=sandbox.dataverse_settings.admin_token)
+    admin.call("POST", "/api/datasets/:persistentId/lock/Workflow",
+               params={"persistentId": pid})
+    r = publish(dv, pid)
+    assert (r.status_code, r.json()["message"]) == (
+        403, "This dataset is locked. Reason: Workflow. Please try publishing later.")
+    admin.call("DELETE", "/api/datasets/:persistentId/locks", params={"persistentId": pid})
+    published(dv, pid)
+    identifier = pid.split("/", 1)[1]
+    r = publish(dv, pid)
+    assert (r.status_code, r.json()["message"]) == (
+        403, f"Latest version of dataset {identifier} is already released. Only draft "
+             f"versions can be released.")
