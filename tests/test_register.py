@@ -168,3 +168,32 @@ def test_no_file_count_limit_is_no_budget(ds, sandbox):
     client, pid = ds
     budget = file_budget(client, pid, 100, collection=sandbox.collection)
     assert budget.limit is None and budget.fits
+
+
+def _add(sandbox, pid, uploaded, label="core.zip"):
+    return DV(sandbox).add_files(pid, [{
+        "storageIdentifier": uploaded.storage_identifier, "fileName": label,
+        "mimeType": "application/zip",
+        "checksum": {"@type": "MD5", "@value": uploaded.md5}}]).json()
+
+
+@pytest.mark.parametrize("same_bytes", [True, False])
+def test_a_name_taken_meanwhile_leaves_one_file_of_that_name(ds, sandbox, same_bytes):
+    client, pid = ds
+    mine_data = os.urandom(4000)
+    other = upload(client, pid, mine_data if same_bytes else os.urandom(4000))
+    ours = upload(client, pid, mine_data)
+    fault = sandbox.dataverse.faults.inject(Fault("POST", "/addFiles$", delay=1.0))
+    done = []
+    worker = threading.Thread(target=lambda: done.append(register(client, pid, ours)))
+    worker.start()
+    while not fault.hits:
+        time.sleep(0.02)
+    _add(sandbox, pid, other)  # the server then renames ours: core-1.zip
+    worker.join(20)
+    (registered,) = done
+    draft = client.files(pid, ":draft")
+    assert [e["label"] for e in draft] == ["core.zip"]
+    assert registered.label == "core.zip" and registered.md5 == ours.md5
+    assert draft[0]["dataFile"]["id"] == registered.file_id
+    assert any("core-1.zip" in note for note in registered.notes), registered.notes
