@@ -340,6 +340,12 @@ def _explain(exc: DataverseError, pid: str, kind: str) -> str:
     if "only draft versions can be released" in text or "without a draft" in text:
         return (f"nothing to publish: {pid} has no draft (nothing changed since the last "
                 f"published version)")
+    if "missing or corrupted" in text:
+        return (f"{pid} cannot be published: the server found files missing or corrupted "
+                f"when it last validated them and keeps a FileValidationFailed lock. Ask "
+                f"RDR support to remove that lock (only a superuser can), delete the "
+                f"file(s) they name from the draft, and rerun 'datalad rdr-export' "
+                f"({exc.message})")
     if "locked" in text:
         return f"{pid} is locked on the server, so it cannot be published now: {exc.message}"
     return f"publishing {pid} failed: {exc}"
