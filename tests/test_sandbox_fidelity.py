@@ -156,3 +156,53 @@ def test_row27_publish_texts(sandbox, dv):
     assert (r.status_code, r.json()["message"]) == (
         403, f"Latest version of dataset {identifier} is already released. Only draft "
              f"versions can be released.")
+
+
+TOUA = ("Terms of Use and Access are invalid. You must enable request access or add terms "
+        "of access in datasets with restricted files.")
+
+
+def draft_version(dv, pid):
+    r = dv.call("GET", "/api/datasets/:persistentId/versions/:draft",
+                params={"persistentId": pid})
+    return r.json()["data"]
+
+
+def put_draft(dv, pid, **terms):
+    body = {k: v for k, v in draft_version(dv, pid).items()
+            if k in ("metadataBlocks", "license")}
+    return dv.call("PUT", "/api/datasets/:persistentId/versions/:draft",
+                   params={"persistentId": pid}, json={**body, **terms})
+
+
+def test_row32_replacing_the_version_drops_access_requests_and_restrict_is_409(dv):
+    pid = dv.create_dataset()
+    assert draft_version(dv, pid)["fileAccessRequest"] is True  # created by the API
+    data = b"secret"
+    dv.add_files(pid, [spec(direct_upload(dv, pid, data), "raw.zip", data)])
+    fid = dv.files(pid)[0]["dataFile"]["id"]
+    r = put_draft(dv, pid)
+    assert r.status_code == 200, r.text
+    assert r.json()["data"]["fileAccessRequest"] is False
+    r = dv.call("PUT", f"/api/files/{fid}/restrict", data="true")
+    assert (r.status_code, r.json()["message"]) == (409, TOUA)
+    assert dv.files(pid)[0]["restricted"] is False  # nothing was changed
+    # Terms of access make the restriction valid, and the version shows them.
+    r = put_draft(dv, pid, termsOfAccess="Ask the PI.")
+    assert r.json()["data"]["termsOfAccess"] == "Ask the PI."
+    assert dv.call("PUT", f"/api/files/{fid}/restrict", data="true").status_code == 200
+    # A version without them, now that a file is restricted, is refused as a whole.
+    r = put_draft(dv, pid)
+    assert (r.status_code, r.json()["message"]) == (409, TOUA)
+    assert put_draft(dv, pid, fileAccessRequest=True).status_code == 200
+
+
+def test_row32_publishing_restricted_files_without_terms_is_409(dv):
+    pid = dv.create_dataset()
+    assert put_draft(dv, pid).json()["data"]["fileAccessRequest"] is False
+    data = b"secret"
+    dv.add_files(pid, [spec(direct_upload(dv, pid, data), "raw.zip", data, restrict=True)])
+    r = publish(dv, pid)
+    assert (r.status_code, r.json()["message"]) == (409, TOUA)
+    assert put_draft(dv, pid, fileAccessRequest=True).status_code == 200
+    assert publish(dv, pid).status_code == 200

@@ -40,6 +40,9 @@ MIB = 1024 * 1024
 MIN_PART_SIZE = 5 * MIB
 CHUNK = MIB
 
+TOUA_INVALID = ("Terms of Use and Access are invalid. You must enable request access or "
+                "add terms of access in datasets with restricted files.")
+
 LICENSES = {
     "CC0 1.0": "http://creativecommons.org/publicdomain/zero/1.0",
     "CC BY 4.0": "http://creativecommons.org/licenses/by/4.0",
@@ -143,6 +146,14 @@ class Version:
     minor: int | None = None
     release_time: str | None = None
     last_update: str = field(default_factory=_now)
+    # Terms of access (TermsOfUseAndAccess): what restricted files need to be valid.
+    access_request: bool = True
+    terms_of_access: str | None = None
+
+    def terms_valid(self) -> bool:
+        """TermsOfAccessValidator: restricted files need access requests or terms."""
+        return (not any(fm.restricted for fm in self.files) or self.access_request
+                or bool(self.terms_of_access))
 
 
 @dataclass
@@ -246,7 +257,9 @@ class DataverseSandbox:
             base = ds.latest
             draft = Version(self.next_id(), json.loads(json.dumps(base.fields)),
                             json.loads(json.dumps(base.blocks)), base.license, base.terms,
-                            [fm.copy(self.next_id()) for fm in base.files])
+                            [fm.copy(self.next_id()) for fm in base.files],
+                            access_request=base.access_request,
+                            terms_of_access=base.terms_of_access)
             ds.versions.append(draft)
         ds.draft.last_update = _now()
         return ds.draft
@@ -363,8 +376,11 @@ class DataverseSandbox:
         fields, blocks = self._read_blocks(version_json.get("metadataBlocks", {}))
         self._validate(fields, blocks)
         license_, terms = self._read_license(version_json)
+        # A dataset created through the API always allows access requests
+        # (Dataverses.createDataset), whatever the JSON says.
         ds = Dataset(self.next_id(), self._new_identifier(), alias, user,
-                     [Version(self.next_id(), fields, blocks, license_, terms)])
+                     [Version(self.next_id(), fields, blocks, license_, terms,
+                              terms_of_access=version_json.get("termsOfAccess"))])
         self.datasets[ds.id] = ds
         return ok({"id": ds.id, "persistentId": self.pid(ds)}, status=201)
 
@@ -445,7 +461,7 @@ class DataverseSandbox:
             "latestVersionPublishingState": ds.latest.state,
             "lastUpdateTime": v.last_update,
             "createTime": ds.created,
-            "fileAccessRequest": True,
+            "fileAccessRequest": v.access_request,
             "metadataBlocks": {
                 "citation": {"displayName": "Citation Metadata", "name": "citation",
                              "fields": list(v.fields.values())},
@@ -461,6 +477,8 @@ class DataverseSandbox:
             data["license"] = dict(v.license)
         if v.terms:
             data.update(v.terms)
+        if v.terms_of_access:
+            data["termsOfAccess"] = v.terms_of_access
         return data
 
     def filemeta_json(self, fm: FileMetadata, v: Version) -> dict:
@@ -473,7 +491,7 @@ class DataverseSandbox:
             "rootDataFileId": -1,
             "checksum": {"type": df.checksum_type, "value": df.checksum_value},
             "tabularData": False, "creationDate": df.creation_date[:10],
-            "fileAccessRequest": True,
+            "fileAccessRequest": v.access_request,
         }
         if df.checksum_type == "MD5":
             data_file["md5"] = df.checksum_value
@@ -597,6 +615,15 @@ class DataverseSandbox:
         self._validate(fields, blocks)
         license_, terms = self._read_license(body)
         draft = self.editable_draft(ds)
+        # The terms are replaced by the parsed ones, where a missing fileAccessRequest is
+        # false (JsonParser.parseDatasetVersion), and checked before the update.
+        access_request = body.get("fileAccessRequest", False) is True
+        terms_of_access = body.get("termsOfAccess")
+        before = draft.access_request, draft.terms_of_access
+        draft.access_request, draft.terms_of_access = access_request, terms_of_access
+        if not draft.terms_valid():
+            draft.access_request, draft.terms_of_access = before
+            raise ApiError(409, TOUA_INVALID)
         draft.fields, draft.blocks = fields, blocks
         draft.license, draft.terms = license_, terms
         return ok(self.version_json(ds, draft))
@@ -659,6 +686,8 @@ class DataverseSandbox:
         ds, _ = self._editable(request, dsid)
         if kind == "updatecurrent":
             raise ApiError(403, "Only superusers can update the current version")
+        if not ds.latest.terms_valid():
+            raise ApiError(409, TOUA_INVALID)
         draft = ds.draft
         if draft is not None and draft.license is None and draft.terms is None:
             raise ApiError(409, "Dataset must have a valid license or Custom Terms Of Use "
@@ -1085,7 +1114,16 @@ class DataverseSandbox:
             state = "restricted" if wanted else "unrestricted"
             raise ApiError(400, f"Problem trying to update restriction status on "
                                 f"{fm.label}: File {fm.label} is already {state}")
+        before = fm.restricted, draft.access_request, draft.terms_of_access
         fm.restricted = wanted
+        if isinstance(body, dict) and "enableAccessRequest" in body:
+            draft.access_request = _as_bool(body["enableAccessRequest"])
+        if isinstance(body, dict) and "termsOfAccess" in body:
+            draft.terms_of_access = body["termsOfAccess"]
+        if not draft.terms_valid():
+            # The UpdateDatasetVersionCommand after the restriction fails (Files.java).
+            fm.restricted, draft.access_request, draft.terms_of_access = before
+            raise ApiError(409, TOUA_INVALID)
         return ok_message(f"File {fm.label} {'restricted' if wanted else 'unrestricted'}.")
 
     def file_metadata(self, request, fid):
