@@ -206,3 +206,55 @@ def test_row32_publishing_restricted_files_without_terms_is_409(dv):
     assert (r.status_code, r.json()["message"]) == (409, TOUA)
     assert put_draft(dv, pid, fileAccessRequest=True).status_code == 200
     assert publish(dv, pid).status_code == 200
+
+
+def locks(dv, pid):
+    r = dv.call("GET", "/api/datasets/:persistentId/locks", params={"persistentId": pid})
+    return [lock["lockType"] for lock in r.json()["data"]]
+
+
+def corrupt(sandbox, file_id):
+    key = sandbox.dataverse.datafiles[file_id].key
+    sandbox.s3.put_object(Bucket=sandbox.dataverse.bucket, Key=key, Body=b"rotten")
+
+
+def test_row25_only_a_major_release_validates_and_it_reads_every_file(sandbox, dv):
+    pid = dv.create_dataset()
+    fid = published(dv, pid, b"x" * 1000)
+    assert sandbox.dataverse.s3_bytes_read["validation"] == 1000
+    corrupt(sandbox, fid)  # bit rot in a file released in 1.0
+    r = dv.call("PUT", "/api/datasets/:persistentId/editMetadata",
+                params={"persistentId": pid, "replace": "true"},
+                json={"fields": [{"typeName": "title", "value": "Renamed"}]})
+    assert r.status_code == 200
+    assert publish(dv, pid, "minor").status_code == 200  # not validated: released as 1.1
+    wait_unlocked(dv, pid)
+    assert versions(dv, pid)[0] == ("RELEASED", 1, 1)
+    data = b"new"
+    dv.add_files(pid, [spec(direct_upload(dv, pid, data), "two.zip", data)])
+    assert publish(dv, pid).status_code == 200  # 2.0 re-reads the old file too
+    time.sleep(1.0)
+    assert locks(dv, pid) == ["FileValidationFailed"]
+    r = publish(dv, pid)
+    assert (r.status_code, r.json()["message"]) == (
+        403, "This dataset cannot be published because some files have been found missing "
+             "or corrupted. . Please contact support to address this.")
+    # Only a superuser (RDR support) can clear it.
+    r = dv.call("DELETE", "/api/datasets/:persistentId/locks", params={"persistentId": pid})
+    assert r.status_code == 403
+    admin = DV(sandbox, token=sandbox.dataverse_settings.admin_token)
+    assert admin.call("DELETE", "/api/datasets/:persistentId/locks",
+                      params={"persistentId": pid}).status_code == 200
+    assert locks(dv, pid) == []
+
+
+def test_row25_the_lock_lasts_as_long_as_reading_the_dataset(make_sandbox):
+    sb = make_sandbox("rdr", publish_delay=0, validation_rate=1_000_000)
+    dv = DV(sb)
+    pid = dv.create_dataset()
+    data = os.urandom(1_500_000)
+    dv.add_files(pid, [spec(direct_upload(dv, pid, data), "big.zip", data)])
+    started = time.monotonic()
+    assert publish(dv, pid).status_code == 200
+    wait_unlocked(dv, pid)
+    assert time.monotonic() - started >= 1.5
