@@ -258,3 +258,41 @@ def test_row25_the_lock_lasts_as_long_as_reading_the_dataset(make_sandbox):
     assert publish(dv, pid).status_code == 200
     wait_unlocked(dv, pid)
     assert time.monotonic() - started >= 1.5
+
+
+def test_row20_overlapping_registrations_on_one_dataset_give_optimistic_lock_500s(sandbox,
+                                                                                  dv):
+    import threading
+
+    pid = dv.create_dataset()
+    data = [os.urandom(20) for _ in range(2)]
+    specs = [spec(direct_upload(dv, pid, d), f"{n}.zip", d) for n, d in enumerate(data)]
+    replies = []
+    with sandbox.dataverse.lock:  # both requests arrive while the server is busy
+        threads = [threading.Thread(target=lambda s=s: replies.append(dv.add_files(pid, [s])))
+                   for s in specs]
+        for t in threads:
+            t.start()
+        time.sleep(0.5)
+    for t in threads:
+        t.join()
+    assert sorted(r.status_code for r in replies) == [200, 500]
+    failed = next(r for r in replies if r.status_code == 500).json()
+    assert failed["message"] == ("Internal server error. More details available at the "
+                                 "server logs.")
+    assert len(dv.files(pid)) == 1  # the loser saved nothing; a retry succeeds
+    lost = next(s for s in specs if s["fileName"] not in {f["label"] for f in dv.files(pid)})
+    assert dv.add_files(pid, [lost]).status_code == 200
+    assert len(dv.files(pid)) == 2
+
+
+def test_row20_injected_optimistic_lock_saves_nothing(sandbox, dv):
+    pid = dv.create_dataset()
+    data = b"abc"
+    s = spec(direct_upload(dv, pid, data), "a.zip", data)
+    fault = sandbox.dataverse.faults.inject(method="POST", path="/addFiles$",
+                                            optimistic_lock=True)
+    r = dv.add_files(pid, [s])
+    assert r.status_code == 500 and r.json()["code"] == 500 and fault.hits == 1
+    assert dv.files(pid) == []
+    assert dv.add_files(pid, [s]).status_code == 200
