@@ -296,3 +296,32 @@ def test_row20_injected_optimistic_lock_saves_nothing(sandbox, dv):
     assert r.status_code == 500 and r.json()["code"] == 500 and fault.hits == 1
     assert dv.files(pid) == []
     assert dv.add_files(pid, [s]).status_code == 200
+
+
+def test_row21_released_files_count_after_replace_and_delete(make_sandbox):
+    sb = make_sandbox("rdr", dataset_file_limit=3)
+    dv = DV(sb)
+    pid = dv.create_dataset()
+    fid = published(dv, pid, b"v1")  # 1 DataFile
+    data = b"v2"
+    r = dv.call("POST", f"/api/files/{fid}/replace",
+                files={"jsonData": (None, json.dumps(spec(direct_upload(dv, pid, data),
+                                                          "one.zip", data)))})
+    assert r.status_code == 200, r.text
+    assert len(dv.files(pid)) == 1  # the draft holds one file, the dataset owns two
+    extra = b"extra"
+    r = dv.add_files(pid, [spec(direct_upload(dv, pid, extra), "x.zip", extra)])
+    assert r.status_code == 400  # 2 + 1 >= 3
+    # A file added to the draft and deleted before any release is gone for good.
+    r = dv.call("POST", "/api/datasets/:persistentId/add", params={"persistentId": pid},
+                files={"jsonData": (None, json.dumps(spec(direct_upload(dv, pid, extra),
+                                                          "x.zip", extra)))})
+    assert r.status_code == 200, r.text
+    new_id = next(f["dataFile"]["id"] for f in dv.files(pid) if f["label"] == "x.zip")
+    r = dv.call("GET", "/api/datasets/:persistentId/uploadurls",
+                params={"persistentId": pid, "size": 1})
+    assert r.status_code == 400  # 3 >= 3
+    assert dv.call("DELETE", f"/api/files/{new_id}").json()["data"] is True
+    r = dv.call("GET", "/api/datasets/:persistentId/uploadurls",
+                params={"persistentId": pid, "size": 1})
+    assert r.status_code == 200, r.text

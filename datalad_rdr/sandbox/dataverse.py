@@ -836,7 +836,7 @@ class DataverseSandbox:
         if not s.direct_upload:
             raise ApiError(404, f"Direct upload not supported for files in this dataset: "
                                 f"{ds.id}")
-        self._check_count(ds, user, 0, at_limit=True)
+        self._check_count(ds, user)
         size = int(request.args.get("size") or 0)
         if s.max_file_size is not None and size > s.max_file_size:
             raise ApiError(400, "The file you are trying to upload is too large to be "
@@ -913,12 +913,20 @@ class DataverseSandbox:
         return Response(status=204)
 
     # -- registering files ----------------------------------------------------------
-    def _check_count(self, ds: Dataset, user, adding: int, at_limit: bool = False) -> None:
+    def _check_count(self, ds: Dataset, user, adding: int = 0) -> None:
+        """The dataset file-count limit, as the source compares it.
+
+        The count is getDataFileCountByOwner: every DataFile the dataset still owns, so
+        files replaced or deleted in the draft still count while a release holds them.
+        ``uploadurls`` and ``/add`` refuse at ``count >= limit``; ``/addFiles`` at
+        ``count + N >= limit`` for the whole call (AddReplaceFileHelper), so through it a
+        dataset reaches at most limit - 1 files.
+        """
         limit = self.settings.dataset_file_limit
         if limit is None or self.is_super(user):
             return
-        count = len(ds.latest.files)
-        if (count >= limit) if at_limit else (count + adding > limit):
+        count = len({fm.datafile.id for v in ds.versions for fm in v.files})
+        if count + adding >= limit:
             raise ApiError(400, "Number of files can not exceed the maximum number of "
                                 f"files allowed for this Dataset ({limit}).")
 
@@ -986,7 +994,7 @@ class DataverseSandbox:
             if not spec.get("storageIdentifier"):
                 raise ApiError(400, "You must upload a file or provide a valid "
                                     "storageidentifier, filename, and mimetype.")
-            self._check_count(ds, user, 1)
+            self._check_count(ds, user)
             fm = self._register(ds, spec, draft)
             return ok({"files": [self.filemeta_json(fm, draft)]})
         return self._add_uploaded(ds, user, draft, spec, upload)
@@ -1007,7 +1015,7 @@ class DataverseSandbox:
                                             f"over the limit ({limit}); please upload a "
                                             f"zip archive with fewer files, if you want "
                                             f"them to be ingested as individual DataFiles.")
-                    self._check_count(ds, user, len(members))
+                    self._check_count(ds, user, len(members) - 1)
                     added = []
                     for info in members:
                         folder, _, base = info.filename.rpartition("/")
@@ -1019,7 +1027,7 @@ class DataverseSandbox:
                                                     "label": base,
                                                     "directoryLabel": directory}))
             else:
-                self._check_count(ds, user, 1)
+                self._check_count(ds, user)
                 tmp.seek(0)
                 added = [self._store_and_add(ds, draft, tmp, {**spec, "fileName": name,
                                                               "label": spec.get("label",
