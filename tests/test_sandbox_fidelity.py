@@ -325,3 +325,71 @@ def test_row21_released_files_count_after_replace_and_delete(make_sandbox):
     r = dv.call("GET", "/api/datasets/:persistentId/uploadurls",
                 params={"persistentId": pid, "size": 1})
     assert r.status_code == 200, r.text
+
+
+MIB = 1024 * 1024
+
+
+def multipart_parts(dv, pid, data):
+    ticket = dv.call("GET", "/api/datasets/:persistentId/uploadurls",
+                     params={"persistentId": pid, "size": len(data)}).json()["data"]
+    size, etags = ticket["partSize"], {}
+    for n, url in ticket["urls"].items():
+        put = requests.put(url, data=data[(int(n) - 1) * size:int(n) * size])
+        assert put.status_code == 200, put.text
+        etags[n] = put.headers["ETag"]
+    return ticket, etags
+
+
+def test_row8_complete_passes_parts_in_json_order_and_unordered_loses_the_upload(
+        make_sandbox):
+    sb = make_sandbox("rdr", part_size=5 * MIB)
+    dv = DV(sb)
+    pid = dv.create_dataset()
+    data = os.urandom(10 * MIB + 1)
+    ticket, etags = multipart_parts(dv, pid, data)
+    shuffled = {n: etags[n] for n in ("2", "1", "3")}  # as parallel completions arrive
+    r = dv.call("PUT", ticket["complete"], data=json.dumps(shuffled))
+    assert (r.status_code, r.json()["message"]) == (500, "Could not complete multipart "
+                                                         "upload")
+    # Dataverse aborted the upload: its parts are gone.
+    assert "Uploads" not in sb.s3.list_multipart_uploads(Bucket=sb.dataverse.bucket)
+
+
+def test_row9_a_repeated_complete_is_idempotent(make_sandbox):
+    sb = make_sandbox("rdr", part_size=5 * MIB)
+    dv = DV(sb)
+    pid = dv.create_dataset()
+    data = os.urandom(5 * MIB + 1)
+    ticket, etags = multipart_parts(dv, pid, data)
+    for _ in range(2):  # the retry after a lost reply
+        r = dv.call("PUT", ticket["complete"], data=json.dumps(etags))
+        assert r.status_code == 200, r.text
+    r = dv.add_files(pid, [spec(ticket["storageIdentifier"], "big.zip", data)])
+    assert r.json()["data"]["Files"][0]["fileDetails"]["dataFile"]["filesize"] == len(data)
+
+
+def test_s3_refuses_unordered_parts_itself(sandbox):
+    s3, bucket = sandbox.s3, sandbox.dataverse.bucket
+    upload = s3.create_multipart_upload(Bucket=bucket, Key="k")["UploadId"]
+    tags = [s3.upload_part(Bucket=bucket, Key="k", UploadId=upload, PartNumber=n,
+                           Body=os.urandom(5 * MIB))["ETag"] for n in (1, 2)]
+    with pytest.raises(s3.exceptions.ClientError, match="InvalidPartOrder"):
+        s3.complete_multipart_upload(Bucket=bucket, Key="k", UploadId=upload,
+                                     MultipartUpload={"Parts": [
+                                         {"PartNumber": 2, "ETag": tags[1]},
+                                         {"PartNumber": 1, "ETag": tags[0]}]})
+
+
+@pytest.mark.parametrize("profile, limit", [("rdr", 1000), ("dataverse", 10000)])
+def test_row7_part_number_limit_of_the_store(make_sandbox, profile, limit):
+    sb = make_sandbox(profile)
+    s3, bucket = sb.s3, sb.dataverse.bucket
+    upload = s3.create_multipart_upload(Bucket=bucket, Key="k")["UploadId"]
+    for n, status in ((limit, 200), (limit + 1, 400)):
+        url = s3.generate_presigned_url("upload_part", Params={
+            "Bucket": bucket, "Key": "k", "UploadId": upload, "PartNumber": n})
+        r = requests.put(url, data=b"x")
+        assert r.status_code == status, r.text
+    assert "<Code>InvalidArgument</Code>" in r.text
+    assert f"between 1 and {limit}, inclusive" in r.text

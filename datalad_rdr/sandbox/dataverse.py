@@ -888,9 +888,9 @@ class DataverseSandbox:
         ds, upload_id, sid = self._mpupload_target(request)
         key = self._key_of(sid, ds)
         try:
+            # In the JSON's own order, unsorted, as Datasets.completeMPUpload passes them.
             etags = json.loads(request.get_data())
-            parts = [{"PartNumber": int(n), "ETag": etags[n]}
-                     for n in sorted(etags, key=int)]
+            parts = [{"PartNumber": int(n), "ETag": tag} for n, tag in etags.items()]
             self.s3.complete_multipart_upload(Bucket=self.bucket, Key=key,
                                               UploadId=upload_id,
                                               MultipartUpload={"Parts": parts})
