@@ -332,7 +332,7 @@ def test_size_is_read_from_the_store_not_the_client(dv):
 
 
 def test_file_count_limit_and_max_file_size(make_sandbox):
-    sb = make_sandbox("rdr", dataset_file_limit=1, max_file_size=100)
+    sb = make_sandbox("rdr", dataset_file_limit=2, max_file_size=100)
     dv = DV(sb)
     pid = dv.create_dataset()
     r = dv.call("GET", "/api/datasets/:persistentId/uploadurls",
@@ -340,11 +340,17 @@ def test_file_count_limit_and_max_file_size(make_sandbox):
     assert r.status_code == 400 and "maximum allowed file size is 100" in r.text
     sid = direct_upload(dv, pid, b"a")
     sid2 = direct_upload(dv, pid, b"b")
+    # /addFiles refuses at count + N >= limit, for the whole call.
     r = dv.add_files(pid, [spec(sid, "a", b"a"), spec(sid2, "b", b"b")])
     assert r.status_code == 400
-    assert "can not exceed the maximum number of files allowed for this Dataset (1)" \
-        in r.json()["message"]
+    assert r.json()["message"] == ("Number of files can not exceed the maximum number of "
+                                   "files allowed for this Dataset (2).")
     assert dv.add_files(pid, [spec(sid, "a", b"a")]).status_code == 200
+    assert dv.add_files(pid, [spec(sid2, "b", b"b")]).status_code == 400
+    # The direct /add and uploadurls refuse at count >= limit.
+    r = dv.call("POST", "/api/datasets/:persistentId/add", params={"persistentId": pid},
+                files={"jsonData": (None, json.dumps(spec(sid2, "b", b"b")))})
+    assert r.status_code == 200, r.text
     r = dv.call("GET", "/api/datasets/:persistentId/uploadurls",
                 params={"persistentId": pid, "size": 1})
     assert r.status_code == 400

@@ -156,3 +156,240 @@ def test_row27_publish_texts(sandbox, dv):
     assert (r.status_code, r.json()["message"]) == (
         403, f"Latest version of dataset {identifier} is already released. Only draft "
              f"versions can be released.")
+
+
+TOUA = ("Terms of Use and Access are invalid. You must enable request access or add terms "
+        "of access in datasets with restricted files.")
+
+
+def draft_version(dv, pid):
+    r = dv.call("GET", "/api/datasets/:persistentId/versions/:draft",
+                params={"persistentId": pid})
+    return r.json()["data"]
+
+
+def put_draft(dv, pid, **terms):
+    body = {k: v for k, v in draft_version(dv, pid).items()
+            if k in ("metadataBlocks", "license")}
+    return dv.call("PUT", "/api/datasets/:persistentId/versions/:draft",
+                   params={"persistentId": pid}, json={**body, **terms})
+
+
+def test_row32_replacing_the_version_drops_access_requests_and_restrict_is_409(dv):
+    pid = dv.create_dataset()
+    assert draft_version(dv, pid)["fileAccessRequest"] is True  # created by the API
+    data = b"secret"
+    dv.add_files(pid, [spec(direct_upload(dv, pid, data), "raw.zip", data)])
+    fid = dv.files(pid)[0]["dataFile"]["id"]
+    r = put_draft(dv, pid)
+    assert r.status_code == 200, r.text
+    assert r.json()["data"]["fileAccessRequest"] is False
+    r = dv.call("PUT", f"/api/files/{fid}/restrict", data="true")
+    assert (r.status_code, r.json()["message"]) == (409, TOUA)
+    assert dv.files(pid)[0]["restricted"] is False  # nothing was changed
+    # Terms of access make the restriction valid, and the version shows them.
+    r = put_draft(dv, pid, termsOfAccess="Ask the PI.")
+    assert r.json()["data"]["termsOfAccess"] == "Ask the PI."
+    assert dv.call("PUT", f"/api/files/{fid}/restrict", data="true").status_code == 200
+    # A version without them, now that a file is restricted, is refused as a whole.
+    r = put_draft(dv, pid)
+    assert (r.status_code, r.json()["message"]) == (409, TOUA)
+    assert put_draft(dv, pid, fileAccessRequest=True).status_code == 200
+
+
+def test_row32_publishing_restricted_files_without_terms_is_409(dv):
+    pid = dv.create_dataset()
+    assert put_draft(dv, pid).json()["data"]["fileAccessRequest"] is False
+    data = b"secret"
+    dv.add_files(pid, [spec(direct_upload(dv, pid, data), "raw.zip", data, restrict=True)])
+    r = publish(dv, pid)
+    assert (r.status_code, r.json()["message"]) == (409, TOUA)
+    assert put_draft(dv, pid, fileAccessRequest=True).status_code == 200
+    assert publish(dv, pid).status_code == 200
+
+
+def locks(dv, pid):
+    r = dv.call("GET", "/api/datasets/:persistentId/locks", params={"persistentId": pid})
+    return [lock["lockType"] for lock in r.json()["data"]]
+
+
+def corrupt(sandbox, file_id):
+    key = sandbox.dataverse.datafiles[file_id].key
+    sandbox.s3.put_object(Bucket=sandbox.dataverse.bucket, Key=key, Body=b"rotten")
+
+
+def test_row25_only_a_major_release_validates_and_it_reads_every_file(sandbox, dv):
+    pid = dv.create_dataset()
+    fid = published(dv, pid, b"x" * 1000)
+    assert sandbox.dataverse.s3_bytes_read["validation"] == 1000
+    corrupt(sandbox, fid)  # bit rot in a file released in 1.0
+    r = dv.call("PUT", "/api/datasets/:persistentId/editMetadata",
+                params={"persistentId": pid, "replace": "true"},
+                json={"fields": [{"typeName": "title", "value": "Renamed"}]})
+    assert r.status_code == 200
+    assert publish(dv, pid, "minor").status_code == 200  # not validated: released as 1.1
+    wait_unlocked(dv, pid)
+    assert versions(dv, pid)[0] == ("RELEASED", 1, 1)
+    data = b"new"
+    dv.add_files(pid, [spec(direct_upload(dv, pid, data), "two.zip", data)])
+    assert publish(dv, pid).status_code == 200  # 2.0 re-reads the old file too
+    time.sleep(1.0)
+    assert locks(dv, pid) == ["FileValidationFailed"]
+    r = publish(dv, pid)
+    assert (r.status_code, r.json()["message"]) == (
+        403, "This dataset cannot be published because some files have been found missing "
+             "or corrupted. . Please contact support to address this.")
+    # Only a superuser (RDR support) can clear it.
+    r = dv.call("DELETE", "/api/datasets/:persistentId/locks", params={"persistentId": pid})
+    assert r.status_code == 403
+    admin = DV(sandbox, token=sandbox.dataverse_settings.admin_token)
+    assert admin.call("DELETE", "/api/datasets/:persistentId/locks",
+                      params={"persistentId": pid}).status_code == 200
+    assert locks(dv, pid) == []
+
+
+def test_row25_the_lock_lasts_as_long_as_reading_the_dataset(make_sandbox):
+    sb = make_sandbox("rdr", publish_delay=0, validation_rate=1_000_000)
+    dv = DV(sb)
+    pid = dv.create_dataset()
+    data = os.urandom(1_500_000)
+    dv.add_files(pid, [spec(direct_upload(dv, pid, data), "big.zip", data)])
+    started = time.monotonic()
+    assert publish(dv, pid).status_code == 200
+    wait_unlocked(dv, pid)
+    assert time.monotonic() - started >= 1.5
+
+
+def test_row20_overlapping_registrations_on_one_dataset_give_optimistic_lock_500s(sandbox,
+                                                                                  dv):
+    import threading
+
+    pid = dv.create_dataset()
+    data = [os.urandom(20) for _ in range(2)]
+    specs = [spec(direct_upload(dv, pid, d), f"{n}.zip", d) for n, d in enumerate(data)]
+    replies = []
+    with sandbox.dataverse.lock:  # both requests arrive while the server is busy
+        threads = [threading.Thread(target=lambda s=s: replies.append(dv.add_files(pid, [s])))
+                   for s in specs]
+        for t in threads:
+            t.start()
+        time.sleep(0.5)
+    for t in threads:
+        t.join()
+    assert sorted(r.status_code for r in replies) == [200, 500]
+    failed = next(r for r in replies if r.status_code == 500).json()
+    assert failed["message"] == ("Internal server error. More details available at the "
+                                 "server logs.")
+    assert len(dv.files(pid)) == 1  # the loser saved nothing; a retry succeeds
+    lost = next(s for s in specs if s["fileName"] not in {f["label"] for f in dv.files(pid)})
+    assert dv.add_files(pid, [lost]).status_code == 200
+    assert len(dv.files(pid)) == 2
+
+
+def test_row20_injected_optimistic_lock_saves_nothing(sandbox, dv):
+    pid = dv.create_dataset()
+    data = b"abc"
+    s = spec(direct_upload(dv, pid, data), "a.zip", data)
+    fault = sandbox.dataverse.faults.inject(method="POST", path="/addFiles$",
+                                            optimistic_lock=True)
+    r = dv.add_files(pid, [s])
+    assert r.status_code == 500 and r.json()["code"] == 500 and fault.hits == 1
+    assert dv.files(pid) == []
+    assert dv.add_files(pid, [s]).status_code == 200
+
+
+def test_row21_released_files_count_after_replace_and_delete(make_sandbox):
+    sb = make_sandbox("rdr", dataset_file_limit=3)
+    dv = DV(sb)
+    pid = dv.create_dataset()
+    fid = published(dv, pid, b"v1")  # 1 DataFile
+    data = b"v2"
+    r = dv.call("POST", f"/api/files/{fid}/replace",
+                files={"jsonData": (None, json.dumps(spec(direct_upload(dv, pid, data),
+                                                          "one.zip", data)))})
+    assert r.status_code == 200, r.text
+    assert len(dv.files(pid)) == 1  # the draft holds one file, the dataset owns two
+    extra = b"extra"
+    r = dv.add_files(pid, [spec(direct_upload(dv, pid, extra), "x.zip", extra)])
+    assert r.status_code == 400  # 2 + 1 >= 3
+    # A file added to the draft and deleted before any release is gone for good.
+    r = dv.call("POST", "/api/datasets/:persistentId/add", params={"persistentId": pid},
+                files={"jsonData": (None, json.dumps(spec(direct_upload(dv, pid, extra),
+                                                          "x.zip", extra)))})
+    assert r.status_code == 200, r.text
+    new_id = next(f["dataFile"]["id"] for f in dv.files(pid) if f["label"] == "x.zip")
+    r = dv.call("GET", "/api/datasets/:persistentId/uploadurls",
+                params={"persistentId": pid, "size": 1})
+    assert r.status_code == 400  # 3 >= 3
+    assert dv.call("DELETE", f"/api/files/{new_id}").json()["data"] is True
+    r = dv.call("GET", "/api/datasets/:persistentId/uploadurls",
+                params={"persistentId": pid, "size": 1})
+    assert r.status_code == 200, r.text
+
+
+MIB = 1024 * 1024
+
+
+def multipart_parts(dv, pid, data):
+    ticket = dv.call("GET", "/api/datasets/:persistentId/uploadurls",
+                     params={"persistentId": pid, "size": len(data)}).json()["data"]
+    size, etags = ticket["partSize"], {}
+    for n, url in ticket["urls"].items():
+        put = requests.put(url, data=data[(int(n) - 1) * size:int(n) * size])
+        assert put.status_code == 200, put.text
+        etags[n] = put.headers["ETag"]
+    return ticket, etags
+
+
+def test_row8_complete_passes_parts_in_json_order_and_unordered_loses_the_upload(
+        make_sandbox):
+    sb = make_sandbox("rdr", part_size=5 * MIB)
+    dv = DV(sb)
+    pid = dv.create_dataset()
+    data = os.urandom(10 * MIB + 1)
+    ticket, etags = multipart_parts(dv, pid, data)
+    shuffled = {n: etags[n] for n in ("2", "1", "3")}  # as parallel completions arrive
+    r = dv.call("PUT", ticket["complete"], data=json.dumps(shuffled))
+    assert (r.status_code, r.json()["message"]) == (500, "Could not complete multipart "
+                                                         "upload")
+    # Dataverse aborted the upload: its parts are gone.
+    assert "Uploads" not in sb.s3.list_multipart_uploads(Bucket=sb.dataverse.bucket)
+
+
+def test_row9_a_repeated_complete_is_idempotent(make_sandbox):
+    sb = make_sandbox("rdr", part_size=5 * MIB)
+    dv = DV(sb)
+    pid = dv.create_dataset()
+    data = os.urandom(5 * MIB + 1)
+    ticket, etags = multipart_parts(dv, pid, data)
+    for _ in range(2):  # the retry after a lost reply
+        r = dv.call("PUT", ticket["complete"], data=json.dumps(etags))
+        assert r.status_code == 200, r.text
+    r = dv.add_files(pid, [spec(ticket["storageIdentifier"], "big.zip", data)])
+    assert r.json()["data"]["Files"][0]["fileDetails"]["dataFile"]["filesize"] == len(data)
+
+
+def test_s3_refuses_unordered_parts_itself(sandbox):
+    s3, bucket = sandbox.s3, sandbox.dataverse.bucket
+    upload = s3.create_multipart_upload(Bucket=bucket, Key="k")["UploadId"]
+    tags = [s3.upload_part(Bucket=bucket, Key="k", UploadId=upload, PartNumber=n,
+                           Body=os.urandom(5 * MIB))["ETag"] for n in (1, 2)]
+    with pytest.raises(s3.exceptions.ClientError, match="InvalidPartOrder"):
+        s3.complete_multipart_upload(Bucket=bucket, Key="k", UploadId=upload,
+                                     MultipartUpload={"Parts": [
+                                         {"PartNumber": 2, "ETag": tags[1]},
+                                         {"PartNumber": 1, "ETag": tags[0]}]})
+
+
+@pytest.mark.parametrize("profile, limit", [("rdr", 1000), ("dataverse", 10000)])
+def test_row7_part_number_limit_of_the_store(make_sandbox, profile, limit):
+    sb = make_sandbox(profile)
+    s3, bucket = sb.s3, sb.dataverse.bucket
+    upload = s3.create_multipart_upload(Bucket=bucket, Key="k")["UploadId"]
+    for n, status in ((limit, 200), (limit + 1, 400)):
+        url = s3.generate_presigned_url("upload_part", Params={
+            "Bucket": bucket, "Key": "k", "UploadId": upload, "PartNumber": n})
+        r = requests.put(url, data=b"x")
+        assert r.status_code == status, r.text
+    assert "<Code>InvalidArgument</Code>" in r.text
+    assert f"between 1 and {limit}, inclusive" in r.text

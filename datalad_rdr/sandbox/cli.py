@@ -32,7 +32,7 @@ from .serve import ServedApp
 PROFILES = {
     "dataverse": dict(dataverse={}, s3={}),
     "rdr": dict(dataverse={"tagging": False, "citation": "rdr"},
-                s3={"tagging": False, "swift": True}),
+                s3={"tagging": False, "swift": True, "max_parts": 1000}),
 }
 
 

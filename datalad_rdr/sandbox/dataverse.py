@@ -23,6 +23,7 @@ import threading
 import time
 import uuid
 import zipfile
+from collections import Counter
 from dataclasses import dataclass, field
 from urllib.parse import quote
 
@@ -39,6 +40,9 @@ log = logging.getLogger("datalad.rdr.sandbox.dataverse")
 MIB = 1024 * 1024
 MIN_PART_SIZE = 5 * MIB
 CHUNK = MIB
+
+TOUA_INVALID = ("Terms of Use and Access are invalid. You must enable request access or "
+                "add terms of access in datasets with restricted files.")
 
 LICENSES = {
     "CC0 1.0": "http://creativecommons.org/publicdomain/zero/1.0",
@@ -67,8 +71,13 @@ class DataverseSettings:
     dataset_file_limit: int | None = None  # default-dataset-file-count-limit
     zip_unpack_limit: int = 1000  # :ZipUploadFilesLimit
     publish_delay: float = 0.3  # seconds the finalizePublication lock is held
+    # Bytes per second at which a major release re-reads the dataset's files from the store
+    # (RDR reads them from Swift through Payara); None reads as fast as the disk allows.
+    validation_rate: float | None = None
     # Metadata blocks with required fields beyond citation: {block: [field, ...]}.
     required_blocks: dict = field(default_factory=dict)
+    # Registrations that overlap on one dataset fail as OptimisticLockException 500s.
+    optimistic_locking: bool = True
     # Which citation block is installed: "dataverse" (stock 6.7.1) or "rdr" (KU Leuven's,
     # with its required fields and vocabularies; see metadatablocks.py).
     citation: str = "dataverse"
@@ -76,6 +85,14 @@ class DataverseSettings:
     def __post_init__(self):
         # Dataverse uses 5 MiB when a smaller part size is configured (ref §1.1).
         self.part_size = max(int(self.part_size), MIN_PART_SIZE)
+
+
+# The endpoints whose UpdateDatasetVersionCommand can meet a concurrent one.
+REGISTRATIONS = ("add_file", "add_files", "replace_files")
+
+
+class OptimisticLock(Exception):
+    """Another transaction changed the dataset version since this one read it."""
 
 
 class ApiError(Exception):
@@ -143,6 +160,14 @@ class Version:
     minor: int | None = None
     release_time: str | None = None
     last_update: str = field(default_factory=_now)
+    # Terms of access (TermsOfUseAndAccess): what restricted files need to be valid.
+    access_request: bool = True
+    terms_of_access: str | None = None
+
+    def terms_valid(self) -> bool:
+        """TermsOfAccessValidator: restricted files need access requests or terms."""
+        return (not any(fm.restricted for fm in self.files) or self.access_request
+                or bool(self.terms_of_access))
 
 
 @dataclass
@@ -154,6 +179,7 @@ class Dataset:
     versions: list
     locks: list = field(default_factory=list)
     created: str = field(default_factory=_now)
+    revision: int = 0  # JPA's @Version: bumped by every committed registration
 
     @property
     def latest(self) -> Version:
@@ -182,6 +208,9 @@ class DataverseSandbox:
         self.url_map = Map([rule.empty() for rule in _RULES])
         self.faults = Faults()
         self.requests: list[tuple[str, str]] = []  # (method, path), for tests to read
+        # Bytes this server read from the store, by purpose ("download", "validation"):
+        # what serving a range or validating a release costs RDR (fidelity rows 25, 39).
+        self.s3_bytes_read: Counter = Counter()
 
     # -- identity and lookup ---------------------------------------------------------
     def next_id(self) -> int:
@@ -246,7 +275,9 @@ class DataverseSandbox:
             base = ds.latest
             draft = Version(self.next_id(), json.loads(json.dumps(base.fields)),
                             json.loads(json.dumps(base.blocks)), base.license, base.terms,
-                            [fm.copy(self.next_id()) for fm in base.files])
+                            [fm.copy(self.next_id()) for fm in base.files],
+                            access_request=base.access_request,
+                            terms_of_access=base.terms_of_access)
             ds.versions.append(draft)
         ds.draft.last_update = _now()
         return ds.draft
@@ -262,7 +293,7 @@ class DataverseSandbox:
         fault = self.faults.take(request.method, path)
         if fault is not None and fault.delay:
             time.sleep(fault.delay)
-        elif fault is not None:
+        elif fault is not None and not fault.optimistic_lock:
             response = Response(json.dumps({
                 "status": "ERROR", "code": fault.status or 500,
                 "message": "Internal server error. More details available at the server "
@@ -273,11 +304,27 @@ class DataverseSandbox:
             return response(environ, start_response)
         try:
             endpoint, args = adapter.match(path, method=request.method)
+            seen = self._revision_seen(request, endpoint, args)
             with self.lock:
+                if fault is not None and fault.optimistic_lock:
+                    raise OptimisticLock
+                if seen is not None and seen[0].revision != seen[1]:
+                    raise OptimisticLock
                 response = getattr(self, endpoint)(request, **args)
+                if seen is not None and response.status_code == 200:
+                    seen[0].revision += 1
         except ApiError as e:
             response = Response(json.dumps({"status": "ERROR", "message": e.message}),
                                 status=e.status, content_type="application/json")
+        except OptimisticLock:
+            # An EJBException wrapping EclipseLink's OptimisticLockException reaches the
+            # API's generic handler (IQSS/dataverse#11265); the transaction rolls back.
+            log.info("OptimisticLockException on %s %s", request.method, path)
+            response = Response(json.dumps({
+                "status": "ERROR", "code": 500,
+                "message": "Internal server error. More details available at the server "
+                           "logs.", "incidentId": str(uuid.uuid4())}),
+                status=500, content_type="application/json")
         except NotFound:
             response = Response(json.dumps({
                 "status": "ERROR", "code": 404,
@@ -297,6 +344,22 @@ class DataverseSandbox:
                            "logs.", "incidentId": str(uuid.uuid4())}),
                 status=500, content_type="application/json")
         return response(environ, start_response)
+
+    def _revision_seen(self, request, endpoint, args) -> tuple[Dataset, int] | None:
+        """For a registration, the dataset and its revision when the request arrived.
+
+        Dataverse reads the dataset, works on the files (reading each from the store), and
+        merges the version at commit; another registration committed in between makes the
+        merge fail. The global lock only keeps the sandbox's own data consistent: a request
+        that waited for it while another registration on the dataset committed fails.
+        """
+        if endpoint not in REGISTRATIONS or not self.settings.optimistic_locking:
+            return None
+        try:  # without the lock: waiting for it is the window of the race
+            ds = self.find_dataset(request, args["dsid"])
+        except (ApiError, RuntimeError):
+            return None
+        return ds, ds.revision
 
     # -- info -----------------------------------------------------------------------
     def info_version(self, request):
@@ -366,8 +429,11 @@ class DataverseSandbox:
         fields, blocks = self._read_blocks(version_json.get("metadataBlocks", {}))
         self._validate(fields, blocks)
         license_, terms = self._read_license(version_json)
+        # A dataset created through the API always allows access requests
+        # (Dataverses.createDataset), whatever the JSON says.
         ds = Dataset(self.next_id(), self._new_identifier(), alias, user,
-                     [Version(self.next_id(), fields, blocks, license_, terms)])
+                     [Version(self.next_id(), fields, blocks, license_, terms,
+                              terms_of_access=version_json.get("termsOfAccess"))])
         self.datasets[ds.id] = ds
         return ok({"id": ds.id, "persistentId": self.pid(ds)}, status=201)
 
@@ -448,7 +514,7 @@ class DataverseSandbox:
             "latestVersionPublishingState": ds.latest.state,
             "lastUpdateTime": v.last_update,
             "createTime": ds.created,
-            "fileAccessRequest": True,
+            "fileAccessRequest": v.access_request,
             "metadataBlocks": {
                 "citation": {"displayName": "Citation Metadata", "name": "citation",
                              "fields": list(v.fields.values())},
@@ -464,6 +530,8 @@ class DataverseSandbox:
             data["license"] = dict(v.license)
         if v.terms:
             data.update(v.terms)
+        if v.terms_of_access:
+            data["termsOfAccess"] = v.terms_of_access
         return data
 
     def filemeta_json(self, fm: FileMetadata, v: Version) -> dict:
@@ -476,7 +544,7 @@ class DataverseSandbox:
             "rootDataFileId": -1,
             "checksum": {"type": df.checksum_type, "value": df.checksum_value},
             "tabularData": False, "creationDate": df.creation_date[:10],
-            "fileAccessRequest": True,
+            "fileAccessRequest": v.access_request,
         }
         if df.checksum_type == "MD5":
             data_file["md5"] = df.checksum_value
@@ -600,6 +668,15 @@ class DataverseSandbox:
         self._validate(fields, blocks)
         license_, terms = self._read_license(body)
         draft = self.editable_draft(ds)
+        # The terms are replaced by the parsed ones, where a missing fileAccessRequest is
+        # false (JsonParser.parseDatasetVersion), and checked before the update.
+        access_request = body.get("fileAccessRequest", False) is True
+        terms_of_access = body.get("termsOfAccess")
+        before = draft.access_request, draft.terms_of_access
+        draft.access_request, draft.terms_of_access = access_request, terms_of_access
+        if not draft.terms_valid():
+            draft.access_request, draft.terms_of_access = before
+            raise ApiError(409, TOUA_INVALID)
         draft.fields, draft.blocks = fields, blocks
         draft.license, draft.terms = license_, terms
         return ok(self.version_json(ds, draft))
@@ -662,6 +739,8 @@ class DataverseSandbox:
         ds, _ = self._editable(request, dsid)
         if kind == "updatecurrent":
             raise ApiError(403, "Only superusers can update the current version")
+        if not ds.latest.terms_valid():
+            raise ApiError(409, TOUA_INVALID)
         draft = ds.draft
         if draft is not None and draft.license is None and draft.terms is None:
             raise ApiError(409, "Dataset must have a valid license or Custom Terms Of Use "
@@ -674,8 +753,8 @@ class DataverseSandbox:
             major, minor = last.major + 1, 0
         else:
             major, minor = last.major, last.minor + 1
-        self._add_lock(ds, "finalizePublication", "Publishing the dataset; registering "
-                                                   "PIDs for Datafiles")
+        self._add_lock(ds, "finalizePublication", "Publishing the dataset; Validating "
+                                                   "Datafiles Asynchronously")
         threading.Thread(target=self._finalize, args=(ds, draft, major, minor),
                          daemon=True).start()
         return ok(self.dataset_json(ds, draft, None))
@@ -709,32 +788,45 @@ class DataverseSandbox:
                 and all(fm.datafile.id in draft for fm in last.files))
 
     def _finalize(self, ds: Dataset, draft: Version, major: int, minor: int) -> None:
-        """Validate every new file's checksum against the stored bytes, then release."""
+        """FinalizeDatasetPublicationCommand: a major (x.0) release re-hashes every file the
+        dataset owns from the store; a minor release is not validated at all."""
         time.sleep(self.settings.publish_delay)
         failed = []
-        for fm in draft.files:
-            df = fm.datafile
-            if not df.released and self._stored_checksum(df) != df.checksum_value:
-                failed.append(fm.path)
+        if minor == 0:
+            owned = {fm.datafile.id: fm for v in ds.versions for fm in v.files}
+            started, read = time.monotonic(), 0
+            for fm in owned.values():
+                df = fm.datafile
+                if self._stored_checksum(df) != df.checksum_value:
+                    failed.append(fm.path)
+                read += df.filesize
+                rate = self.settings.validation_rate
+                if rate:
+                    time.sleep(max(0.0, started + read / rate - time.monotonic()))
         with self.lock:
             ds.locks = [lock for lock in ds.locks
                         if lock["lockType"] != "finalizePublication"]
             if failed:
-                self._add_lock(ds, "FileValidationFailed",
-                               "Checksum mismatch for " + ", ".join(failed))
+                log.info("validation failed for %s", ", ".join(failed))
+                self._add_lock(ds, "FileValidationFailed", "FILE VALIDATION ERROR")
                 return
             draft.state, draft.major, draft.minor = "RELEASED", major, minor
             draft.release_time = _now()
             for fm in draft.files:
                 fm.datafile.released = True
 
-    def _stored_checksum(self, df: DataFile) -> str:
+    def _stored_checksum(self, df: DataFile) -> str | None:
+        """The checksum of the stored bytes; None if the object is missing."""
         algo = {"MD5": "md5", "SHA-1": "sha1", "SHA-256": "sha256",
                 "SHA-512": "sha512"}[df.checksum_type]
         digest = hashlib.new(algo)
-        body = self.s3.get_object(Bucket=self.bucket, Key=df.key)["Body"]
+        try:
+            body = self.s3.get_object(Bucket=self.bucket, Key=df.key)["Body"]
+        except self.s3.exceptions.NoSuchKey:
+            return None
         for chunk in iter(lambda: body.read(CHUNK), b""):
             digest.update(chunk)
+            self.s3_bytes_read["validation"] += len(chunk)
         return digest.hexdigest()
 
     # -- direct upload ------------------------------------------------------------
@@ -747,7 +839,7 @@ class DataverseSandbox:
         if not s.direct_upload:
             raise ApiError(404, f"Direct upload not supported for files in this dataset: "
                                 f"{ds.id}")
-        self._check_count(ds, user, 0, at_limit=True)
+        self._check_count(ds, user)
         size = int(request.args.get("size") or 0)
         if s.max_file_size is not None and size > s.max_file_size:
             raise ApiError(400, "The file you are trying to upload is too large to be "
@@ -799,9 +891,9 @@ class DataverseSandbox:
         ds, upload_id, sid = self._mpupload_target(request)
         key = self._key_of(sid, ds)
         try:
+            # In the JSON's own order, unsorted, as Datasets.completeMPUpload passes them.
             etags = json.loads(request.get_data())
-            parts = [{"PartNumber": int(n), "ETag": etags[n]}
-                     for n in sorted(etags, key=int)]
+            parts = [{"PartNumber": int(n), "ETag": tag} for n, tag in etags.items()]
             self.s3.complete_multipart_upload(Bucket=self.bucket, Key=key,
                                               UploadId=upload_id,
                                               MultipartUpload={"Parts": parts})
@@ -824,12 +916,20 @@ class DataverseSandbox:
         return Response(status=204)
 
     # -- registering files ----------------------------------------------------------
-    def _check_count(self, ds: Dataset, user, adding: int, at_limit: bool = False) -> None:
+    def _check_count(self, ds: Dataset, user, adding: int = 0) -> None:
+        """The dataset file-count limit, as the source compares it.
+
+        The count is getDataFileCountByOwner: every DataFile the dataset still owns, so
+        files replaced or deleted in the draft still count while a release holds them.
+        ``uploadurls`` and ``/add`` refuse at ``count >= limit``; ``/addFiles`` at
+        ``count + N >= limit`` for the whole call (AddReplaceFileHelper), so through it a
+        dataset reaches at most limit - 1 files.
+        """
         limit = self.settings.dataset_file_limit
         if limit is None or self.is_super(user):
             return
-        count = len(ds.latest.files)
-        if (count >= limit) if at_limit else (count + adding > limit):
+        count = len({fm.datafile.id for v in ds.versions for fm in v.files})
+        if count + adding >= limit:
             raise ApiError(400, "Number of files can not exceed the maximum number of "
                                 f"files allowed for this Dataset ({limit}).")
 
@@ -897,7 +997,7 @@ class DataverseSandbox:
             if not spec.get("storageIdentifier"):
                 raise ApiError(400, "You must upload a file or provide a valid "
                                     "storageidentifier, filename, and mimetype.")
-            self._check_count(ds, user, 1)
+            self._check_count(ds, user)
             fm = self._register(ds, spec, draft)
             return ok({"files": [self.filemeta_json(fm, draft)]})
         return self._add_uploaded(ds, user, draft, spec, upload)
@@ -918,7 +1018,7 @@ class DataverseSandbox:
                                             f"over the limit ({limit}); please upload a "
                                             f"zip archive with fewer files, if you want "
                                             f"them to be ingested as individual DataFiles.")
-                    self._check_count(ds, user, len(members))
+                    self._check_count(ds, user, len(members) - 1)
                     added = []
                     for info in members:
                         folder, _, base = info.filename.rpartition("/")
@@ -930,7 +1030,7 @@ class DataverseSandbox:
                                                     "label": base,
                                                     "directoryLabel": directory}))
             else:
-                self._check_count(ds, user, 1)
+                self._check_count(ds, user)
                 tmp.seek(0)
                 added = [self._store_and_add(ds, draft, tmp, {**spec, "fileName": name,
                                                               "label": spec.get("label",
@@ -1088,7 +1188,16 @@ class DataverseSandbox:
             state = "restricted" if wanted else "unrestricted"
             raise ApiError(400, f"Problem trying to update restriction status on "
                                 f"{fm.label}: File {fm.label} is already {state}")
+        before = fm.restricted, draft.access_request, draft.terms_of_access
         fm.restricted = wanted
+        if isinstance(body, dict) and "enableAccessRequest" in body:
+            draft.access_request = _as_bool(body["enableAccessRequest"])
+        if isinstance(body, dict) and "termsOfAccess" in body:
+            draft.terms_of_access = body["termsOfAccess"]
+        if not draft.terms_valid():
+            # The UpdateDatasetVersionCommand after the restriction fails (Files.java).
+            fm.restricted, draft.access_request, draft.terms_of_access = before
+            raise ApiError(409, TOUA_INVALID)
         return ok_message(f"File {fm.label} {'restricted' if wanted else 'unrestricted'}.")
 
     def file_metadata(self, request, fid):
