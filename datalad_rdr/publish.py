@@ -108,11 +108,12 @@ def release(client: Dataverse, pid: str, kind: str, timeout: float = WAIT_FLOOR,
         if bad:
             raise PublishError(
                 f"the server could not validate the files while publishing "
-                f"({bad[0].get('message') or 'FileValidationFailed'}); the draft stays "
-                f"unpublished and locked. Ask RDR support to remove the "
-                f"FileValidationFailed lock of {pid} (only a superuser can), then delete "
-                f"the file(s) named from the draft and rerun 'datalad rdr-export', which "
-                f"sends them again")
+                f"({bad[0].get('message') or 'FileValidationFailed'}): the stored bytes of "
+                f"a file do not match its checksum. The draft stays unpublished and "
+                f"locked. Ask RDR support to remove the FileValidationFailed lock of {pid} "
+                f"(only a superuser can) and to tell which file failed (the server's log "
+                f"names it); delete that file from the draft and rerun "
+                f"'datalad rdr-export', which sends it again")
 
     before = _published(client, pid)
     client.wait_unlocked(pid, timeout=timeout, on_wait=failed)  # e.g. Ingest

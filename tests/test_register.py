@@ -197,3 +197,19 @@ def test_a_name_taken_meanwhile_leaves_one_file_of_that_name(ds, sandbox, same_b
     assert registered.label == "core.zip" and registered.md5 == ours.md5
     assert draft[0]["dataFile"]["id"] == registered.file_id
     assert any("core-1.zip" in note for note in registered.notes), registered.notes
+
+
+def test_replacing_the_draft_metadata_keeps_restricted_files_publishable(ds, sandbox):
+    # PUT versions/:draft resets fileAccessRequest to false unless given (fidelity row 32):
+    # with restricted files and no terms of access, restrict and publish would give 409
+    client, pid = ds
+    registered = register(client, pid, upload(client, pid, os.urandom(2000)))
+    assert registered.restricted
+    version = client.dataset(pid)["latestVersion"]
+    client.update_draft(pid, {"metadataBlocks": version["metadataBlocks"],
+                              "license": version["license"]})
+    assert client.dataset(pid)["latestVersion"]["fileAccessRequest"] is True
+    client.restrict(registered.file_id, False)
+    client.restrict(registered.file_id, True)
+    publish(client, pid)
+    assert client.dataset_version(pid)["versionNumber"] == 1
