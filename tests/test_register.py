@@ -92,12 +92,15 @@ def test_an_upload_registered_by_a_lost_reply_is_taken_not_added_twice(ds, sandb
     assert len(adds) == 1
 
 
-def test_a_500_on_registration_is_retried_after_looking_in_the_draft(ds, sandbox):
+@pytest.mark.parametrize("fault", [dict(status=500), dict(optimistic_lock=True)])
+def test_a_500_on_registration_is_retried_after_looking_in_the_draft(ds, sandbox, fault):
     client, pid = ds
-    fault = sandbox.dataverse.faults.inject(Fault("POST", "/addFiles$", status=500))
+    fault = sandbox.dataverse.faults.inject(Fault("POST", "/addFiles$", **fault))
     registered = register(client, pid, upload(client, pid, os.urandom(5000)))
     assert fault.hits == 1
     assert labels(client, pid) == ["core.zip"] and registered.label == "core.zip"
+    looks = [p for m, p in sandbox.dataverse.requests if m == "GET" and "/versions/" in p]
+    assert len(looks) >= 2  # before the first try and before the retry
 
 
 def test_a_renamed_copy_of_the_same_bytes_is_deleted_and_reported(ds, sandbox):
