@@ -393,3 +393,39 @@ def test_row7_part_number_limit_of_the_store(make_sandbox, profile, limit):
         assert r.status_code == status, r.text
     assert "<Code>InvalidArgument</Code>" in r.text
     assert f"between 1 and {limit}, inclusive" in r.text
+
+
+def clean_storage(dv, pid, dryrun):
+    return dv.call("GET", "/api/datasets/:persistentId/cleanStorage",
+                   params={"persistentId": pid, "dryrun": str(dryrun).lower()})
+
+
+def test_row49_clean_storage_dry_run_lists_and_only_storage_names_are_candidates(sandbox,
+                                                                                  dv):
+    pid = dv.create_dataset()
+    kept, orphan = direct_upload(dv, pid, b"kept"), direct_upload(dv, pid, b"orphan")
+    dv.add_files(pid, [spec(kept, "k.zip", b"kept")])
+    name = {sid: sid.rsplit(":", 1)[1] for sid in (kept, orphan)}
+    prefix = f"{sandbox.dataverse_settings.authority}/{pid.split('/', 1)[1]}/"
+    bucket = sandbox.dataverse.bucket
+    for other in ("notes.txt", name[kept] + ".orig"):  # not a storage name; an aux file
+        sandbox.s3.put_object(Bucket=bucket, Key=prefix + other, Body=b"x")
+    expected = f"Found: {name[kept]}\nDeleted: {name[orphan]}"
+    r = clean_storage(dv, pid, True)
+    assert r.json()["data"]["message"] == expected
+    stored = {o["Key"][len(prefix):] for o in sandbox.s3.list_objects_v2(
+        Bucket=bucket, Prefix=prefix)["Contents"]}
+    assert name[orphan] in stored  # a dry run deletes nothing
+    assert clean_storage(dv, pid, False).json()["data"]["message"] == expected
+    stored = {o["Key"][len(prefix):] for o in sandbox.s3.list_objects_v2(
+        Bucket=bucket, Prefix=prefix)["Contents"]}
+    assert stored == {name[kept], name[kept] + ".orig", "notes.txt"}
+    assert clean_storage(dv, pid, True).json()["data"]["message"] == \
+        f"Found: {name[kept]}\nDeleted: "
+
+
+def test_row49_clean_storage_without_edit_rights_is_500_access_denied(sandbox, dv):
+    pid = dv.create_dataset()
+    for token in (sandbox.dataverse_settings.other_token, ""):
+        r = clean_storage(DV(sandbox, token=token), pid, True)
+        assert (r.status_code, r.json()["message"]) == (500, "Access denied!")

@@ -44,6 +44,9 @@ CHUNK = MIB
 TOUA_INVALID = ("Terms of Use and Access are invalid. You must enable request access or "
                 "add terms of access in datasets with restricted files.")
 
+# Datasets.dataFilePattern: the names cleanStorage may delete.
+STORED_NAME = re.compile(r"[0-9a-f]{11}-[0-9a-f]{12}")
+
 LICENSES = {
     "CC0 1.0": "http://creativecommons.org/publicdomain/zero/1.0",
     "CC BY 4.0": "http://creativecommons.org/licenses/by/4.0",
@@ -1219,20 +1222,32 @@ class DataverseSandbox:
                         content_type="text/plain")
 
     def clean_storage(self, request, dsid):
-        ds, _ = self._editable(request, dsid)
+        """Datasets.cleanStorage: delete stored objects no DataFile of the dataset names.
+
+        "Found" lists the dataset's own DataFiles (from the database, not the store);
+        "Deleted" the objects whose name looks like a Dataverse storage identifier and
+        does not start with one of those (aux files such as ``<id>.orig`` survive). A dry
+        run lists what would be deleted. It deletes every unregistered upload, including
+        another job's that is not registered yet.
+        """
+        user = self.user(request)
+        ds = self.find_dataset(request, dsid)
+        if not self.can_edit(user, ds):
+            raise ApiError(500, "Access denied!")
         dry = request.args.get("dryrun", "false").lower() == "true"
         prefix = f"{self.settings.authority}/{ds.identifier}/"
-        used = {fm.datafile.key for v in ds.versions for fm in v.files}
-        found = []
+        names = sorted({fm.datafile.storage_identifier.rsplit(":", 1)[-1]
+                        for v in ds.versions for fm in v.files})
+        doomed = []
         for page in self.s3.get_paginator("list_objects_v2").paginate(
                 Bucket=self.bucket, Prefix=prefix):
-            found += [obj["Key"] for obj in page.get("Contents", [])]
-        orphans = [k for k in found if k not in used]
-        if not dry:
-            for key in orphans:
-                self.s3.delete_object(Bucket=self.bucket, Key=key)
-        return ok({"Found": [k.rsplit("/", 1)[1] for k in found],
-                   "Deleted": [k.rsplit("/", 1)[1] for k in orphans] if not dry else []})
+            for obj in page.get("Contents", []):
+                name = obj["Key"][len(prefix):]
+                if STORED_NAME.match(name) and not any(name.startswith(n) for n in names):
+                    doomed.append(name)
+                    if not dry:
+                        self.s3.delete_object(Bucket=self.bucket, Key=obj["Key"])
+        return ok_message(f"Found: {', '.join(names)}\nDeleted: {', '.join(doomed)}")
 
     # -- access ---------------------------------------------------------------------
     def access_datafile(self, request, fid):
