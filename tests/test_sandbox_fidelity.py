@@ -429,3 +429,19 @@ def test_row49_clean_storage_without_edit_rights_is_500_access_denied(sandbox, d
     for token in (sandbox.dataverse_settings.other_token, ""):
         r = clean_storage(DV(sandbox, token=token), pid, True)
         assert (r.status_code, r.json()["message"]) == (500, "Access denied!")
+
+
+def test_row39_a_streamed_range_reads_the_object_from_byte_zero(make_sandbox):
+    sb = make_sandbox("rdr", download_redirect=False)
+    dv = DV(sb)
+    pid = dv.create_dataset()
+    data = os.urandom(3 * MIB + 5)
+    dv.add_files(pid, [spec(direct_upload(dv, pid, data), "bundle.zip", data)])
+    fid = dv.files(pid)[0]["dataFile"]["id"]
+    before = sb.dataverse.s3_bytes_read["download"]
+    part = download(dv, fid, headers={"Range": f"bytes={len(data) - 10}-"})
+    assert part.status_code == 206 and part.content == data[-10:]
+    assert sb.dataverse.download_reads[-1] == [len(data)]  # 10 bytes cost the whole object
+    assert sb.dataverse.s3_bytes_read["download"] - before == len(data)
+    head = download(dv, fid, headers={"Range": "bytes=0-9"})
+    assert head.content == data[:10] and sb.dataverse.download_reads[-1] == [10]

@@ -214,6 +214,7 @@ class DataverseSandbox:
         # Bytes this server read from the store, by purpose ("download", "validation"):
         # what serving a range or validating a release costs RDR (fidelity rows 25, 39).
         self.s3_bytes_read: Counter = Counter()
+        self.download_reads: list[list[int]] = []  # per streamed download: [bytes read]
 
     # -- identity and lookup ---------------------------------------------------------
     def next_id(self) -> int:
@@ -1275,9 +1276,15 @@ class DataverseSandbox:
         return self._stream(request, df, disposition)
 
     def _stream(self, request, df: DataFile, disposition: str) -> Response:
+        """Serve the bytes through the API, as Dataverse does without download redirect.
+
+        A range is cut from a GET of the whole object: S3AccessIO.setOffset skips (reads
+        and discards) everything before it, so a member near the end of a 20 GB bundle
+        costs 20 GB read from the store. ``s3_bytes_read`` and ``download_reads`` count it.
+        """
         headers = {"Content-Disposition": disposition, "Accept-Ranges": "bytes",
                    "Content-Type": df.content_type}
-        size, status, params = df.filesize, 200, {"Bucket": self.bucket, "Key": df.key}
+        size, status, start = df.filesize, 200, 0
         rng = request.headers.get("Range")
         if rng:
             # Dataverse answers 416 to any range it cannot serve (ref §2.10).
@@ -1285,13 +1292,29 @@ class DataverseSandbox:
             if parsed is None or parsed == "invalid":
                 raise ApiError(416, "Requested Range Not Satisfiable")
             start, end = parsed
-            params["Range"] = f"bytes={start}-{end}"
             headers["Content-Range"] = f"bytes {start}-{end}/{size}"
             size, status = end - start + 1, 206
         headers["Content-Length"] = str(size)
-        body = self.s3.get_object(**params)["Body"]
-        return Response(iter(lambda: body.read(CHUNK), b""), status=status,
-                        headers=headers, direct_passthrough=True)
+        body = self.s3.get_object(Bucket=self.bucket, Key=df.key)["Body"]
+        read = [0]
+        self.download_reads.append(read)
+
+        def chunks():
+            skip, remaining = start, size
+            while remaining > 0:
+                chunk = body.read(min(CHUNK, skip) if skip else min(CHUNK, remaining))
+                if not chunk:
+                    break
+                read[0] += len(chunk)
+                self.s3_bytes_read["download"] += len(chunk)
+                if skip:
+                    skip -= len(chunk)
+                    continue
+                remaining -= len(chunk)
+                yield chunk
+            body.close()
+
+        return Response(chunks(), status=status, headers=headers, direct_passthrough=True)
 
 
 def new_file_name(name: str) -> str:
