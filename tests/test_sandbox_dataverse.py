@@ -479,6 +479,13 @@ def test_edit_metadata_and_locks(sandbox, dv):
                    params={"persistentId": pid}).status_code == 403
     assert admin.call("POST", "/api/datasets/:persistentId/lock/Ingest",
                       params={"persistentId": pid}).status_code == 200
+    # An Ingest lock alone allows edits (PermissionServiceBean); any other lock does not.
+    r = dv.call("PUT", "/api/datasets/:persistentId/editMetadata",
+                params={"persistentId": pid, "replace": "true"},
+                json={"fields": [{"typeName": "title", "value": "Ingesting"}]})
+    assert r.status_code == 200, r.text
+    assert admin.call("POST", "/api/datasets/:persistentId/lock/Workflow",
+                      params={"persistentId": pid}).status_code == 200
     r = dv.call("PUT", "/api/datasets/:persistentId/editMetadata",
                 params={"persistentId": pid, "replace": "true"},
                 json={"fields": [{"typeName": "title", "value": "Locked"}]})
