@@ -479,6 +479,13 @@ def test_edit_metadata_and_locks(sandbox, dv):
                    params={"persistentId": pid}).status_code == 403
     assert admin.call("POST", "/api/datasets/:persistentId/lock/Ingest",
                       params={"persistentId": pid}).status_code == 200
+    # An Ingest lock alone allows edits (PermissionServiceBean); any other lock does not.
+    r = dv.call("PUT", "/api/datasets/:persistentId/editMetadata",
+                params={"persistentId": pid, "replace": "true"},
+                json={"fields": [{"typeName": "title", "value": "Ingesting"}]})
+    assert r.status_code == 200, r.text
+    assert admin.call("POST", "/api/datasets/:persistentId/lock/Workflow",
+                      params={"persistentId": pid}).status_code == 200
     r = dv.call("PUT", "/api/datasets/:persistentId/editMetadata",
                 params={"persistentId": pid, "replace": "true"},
                 json={"fields": [{"typeName": "title", "value": "Locked"}]})
@@ -499,9 +506,10 @@ def test_license_endpoint_of_6_9_does_not_exist_on_6_7(dv):
 def test_clean_storage_deletes_unregistered_objects(dv):
     pid = dv.create_dataset()
     kept = direct_upload(dv, pid, b"kept")
-    direct_upload(dv, pid, b"orphan")
+    orphan = direct_upload(dv, pid, b"orphan")
     dv.add_files(pid, [spec(kept, "k.zip", b"kept")])
     r = dv.call("GET", "/api/datasets/:persistentId/cleanStorage",
                 params={"persistentId": pid, "dryrun": "false"})
-    assert len(r.json()["data"]["Found"]) == 2
-    assert len(r.json()["data"]["Deleted"]) == 1
+    name = {sid: sid.rsplit(":", 1)[1] for sid in (kept, orphan)}
+    assert r.json() == {"status": "OK", "data": {
+        "message": f"Found: {name[kept]}\nDeleted: {name[orphan]}"}}

@@ -210,6 +210,11 @@ class S3Gate:
 
         if method == "PUT":
             self.stats.bytes_received += request.content_length or 0
+        if method in ("POST", "DELETE") and self._other_key(raw_path, raw_query):
+            # moto finds an upload by its id alone; S3 and Swift need the key to match.
+            return _error(404, "NoSuchUpload", "The specified upload does not exist. The "
+                          "upload ID may be invalid, or the upload may have been aborted or "
+                          "completed.", self.settings)(environ, start_response)
         if method == "POST" and "uploadId=" in raw_query:
             return self._complete(environ, start_response, request, raw_path, raw_query)
         if method == "GET" and self._is_object_path(raw_path) and not self._subresource(raw_query):
@@ -217,6 +222,18 @@ class S3Gate:
             if served is not None:
                 return served(environ, start_response)
         return self.moto(environ, start_response)
+
+    def _other_key(self, raw_path: str, raw_query: str) -> bool:
+        """Whether the query's uploadId is a live upload of another key."""
+        upload_id = dict(parse_qsl(raw_query)).get("uploadId")
+        if upload_id is None:
+            return False
+        bucket, _, key_name = unquote(raw_path).lstrip("/").partition("/")
+        try:
+            live = self.backend.buckets[bucket].multiparts.get(upload_id)
+        except KeyError:
+            return False
+        return live is not None and live.key_name != key_name
 
     def _complete(self, environ, start_response, request, raw_path, raw_query):
         """CompleteMultipartUpload: parts must ascend, and a repeat of a completed upload
