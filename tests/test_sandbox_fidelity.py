@@ -528,3 +528,22 @@ def test_row40_a_file_removed_in_a_later_release_stays_public(dv):
     assert publish(dv, pid).status_code == 200
     wait_unlocked(dv, pid)
     assert download(dv, fid, token=False).content == b"old"
+
+
+def test_row46_a_required_child_of_an_optional_compound_is_required_conditionally(sandbox,
+                                                                                 dv):
+    pid = dv.create_dataset()
+
+    def contributor(**children):
+        value = {name: {"typeName": name, "typeClass": "primitive", "multiple": False,
+                        "value": v} for name, v in children.items()}
+        return dv.call("PUT", "/api/datasets/:persistentId/editMetadata",
+                       params={"persistentId": pid, "replace": "true"},
+                       json={"fields": [{"typeName": "contributor", "value": [value]}]})
+
+    r = contributor(contributorName="Doe, John")
+    assert (r.status_code, r.json()["message"]) == (
+        400, "Validation Failed: Contributor Type is required if you choose to enter a "
+             "value in any of the optional Contributor fields.")
+    r = contributor(contributorName="Doe, John", contributorType="Data Curator")
+    assert r.status_code == 200, r.text

@@ -476,8 +476,7 @@ class DataverseSandbox:
         self._parse_check([*fields.values(), *(f for b in blocks.values() for f in b.values())])
         missing = mb.missing_required(self.metadata_types(), {"citation": fields, **blocks})
         if missing:
-            raise ApiError(400, "Validation Failed: " + " ".join(
-                f"{label} is required." for label in missing))
+            raise ApiError(400, "Validation Failed: " + " ".join(missing))
 
     @staticmethod
     def _read_license(version_json: dict) -> tuple[dict | None, dict | None]:
