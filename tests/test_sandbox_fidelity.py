@@ -528,3 +528,57 @@ def test_row40_a_file_removed_in_a_later_release_stays_public(dv):
     assert publish(dv, pid).status_code == 200
     wait_unlocked(dv, pid)
     assert download(dv, fid, token=False).content == b"old"
+
+
+def test_row46_a_required_child_of_an_optional_compound_is_required_conditionally(sandbox,
+                                                                                 dv):
+    pid = dv.create_dataset()
+
+    def contributor(**children):
+        value = {name: {"typeName": name, "typeClass": "primitive", "multiple": False,
+                        "value": v} for name, v in children.items()}
+        return dv.call("PUT", "/api/datasets/:persistentId/editMetadata",
+                       params={"persistentId": pid, "replace": "true"},
+                       json={"fields": [{"typeName": "contributor", "value": [value]}]})
+
+    r = contributor(contributorName="Doe, John")
+    assert (r.status_code, r.json()["message"]) == (
+        400, "Validation Failed: Contributor Type is required if you choose to enter a "
+             "value in any of the optional Contributor fields.")
+    r = contributor(contributorName="Doe, John", contributorType="Data Curator")
+    assert r.status_code == 200, r.text
+
+
+def test_review_the_depositor_submits_and_the_curator_publishes(make_sandbox):
+    sb = make_sandbox("rdr", review=True)
+    dv = DV(sb)
+    curator = DV(sb, token=sb.dataverse_settings.admin_token)
+    pid = dv.create_dataset()
+    data = b"bundle"
+    dv.add_files(pid, [spec(direct_upload(dv, pid, data), "a.zip", data)])
+    r = publish(dv, pid)
+    assert (r.status_code, r.json()["message"]) == (
+        401, "User @depositor is not permitted to perform requested action.")
+    r = dv.call("POST", "/api/datasets/:persistentId/submitForReview",
+                params={"persistentId": pid})
+    assert r.status_code == 200, r.text
+    assert r.json()["data"]["inReview"] is True
+    assert locks(dv, pid) == ["InReview"]
+    r = dv.call("POST", "/api/datasets/:persistentId/submitForReview",
+                params={"persistentId": pid})
+    assert r.status_code == 403 and "already in review" in r.json()["message"]
+    edit = {"fields": [{"typeName": "title", "value": "Changed"}]}
+    r = dv.call("PUT", "/api/datasets/:persistentId/editMetadata",
+                params={"persistentId": pid, "replace": "true"}, json=edit)
+    assert (r.status_code, r.json()["message"]) == (
+        403, "Dataset cannot be edited due to In Review dataset lock.")
+    more = b"more"
+    r = dv.add_files(pid, [spec(direct_upload(dv, pid, more), "b.zip", more)])
+    assert r.status_code == 403
+    # The curator may still edit, and publishes; the lock goes with the release.
+    assert curator.call("PUT", "/api/datasets/:persistentId/editMetadata",
+                        params={"persistentId": pid, "replace": "true"},
+                        json=edit).status_code == 200
+    assert publish(curator, pid).status_code == 200
+    wait_unlocked(dv, pid)
+    assert versions(dv, pid) == [("RELEASED", 1, 0)]

@@ -81,6 +81,8 @@ class DataverseSettings:
     validation_rate: float | None = None
     # Metadata blocks with required fields beyond citation: {block: [field, ...]}.
     required_blocks: dict = field(default_factory=dict)
+    # A curated installation: depositors may not publish, only submit for review.
+    review: bool = False
     # Registrations that overlap on one dataset fail as OptimisticLockException 500s.
     optimistic_locking: bool = True
     # Which citation block is installed: "dataverse" (stock 6.7.1) or "rdr" (KU Leuven's,
@@ -277,7 +279,7 @@ class DataverseSandbox:
     def editable_draft(self, ds: Dataset) -> Version:
         """The draft, created from the latest release when there is none (as Dataverse does)."""
         # PermissionServiceBean.checkEditDatasetLock: an Ingest lock alone allows edits.
-        if any(lock["lockType"] != "Ingest" for lock in ds.locks):
+        if any(lock["lockType"] not in ("Ingest", "InReview") for lock in ds.locks):
             raise ApiError(403, "Dataset cannot be edited due to dataset lock.")
         if ds.draft is None:
             base = ds.latest
@@ -373,10 +375,13 @@ class DataverseSandbox:
     def info_version(self, request):
         return ok({"version": self.settings.version, "build": "sandbox"})
 
+    def user_identifier(self, user) -> str:
+        return "@" + {self.settings.api_token: "depositor", self.settings.admin_token:
+                      "dataverseAdmin", self.settings.other_token: "stranger"}[user]
+
     def users_me(self, request):
         user = self.require_user(request)
-        name = {self.settings.api_token: "depositor", self.settings.admin_token:
-                "dataverseAdmin", self.settings.other_token: "stranger"}[user]
+        name = self.user_identifier(user)[1:]
         return ok({"id": hash(name) % 1000, "identifier": f"@{name}",
                    "displayName": name, "superuser": self.is_super(user)})
 
@@ -479,8 +484,7 @@ class DataverseSandbox:
         self._parse_check([*fields.values(), *(f for b in blocks.values() for f in b.values())])
         missing = mb.missing_required(self.metadata_types(), {"citation": fields, **blocks})
         if missing:
-            raise ApiError(400, "Validation Failed: " + " ".join(
-                f"{label} is required." for label in missing))
+            raise ApiError(400, "Validation Failed: " + " ".join(missing))
 
     @staticmethod
     def _read_license(version_json: dict) -> tuple[dict | None, dict | None]:
@@ -612,14 +616,26 @@ class DataverseSandbox:
         page = files[offset:offset + int(limit)] if limit else files[offset:]
         return ok(page, totalCount=len(files))
 
-    def _editable(self, request, dsid) -> tuple[Dataset, str]:
+    def _editable(self, request, dsid, editing: bool = True) -> tuple[Dataset, str]:
         user = self.require_user(request)
         ds = self.find_dataset(request, dsid)
         if not self.can_edit(user, ds):
             raise ApiError(403, "User is not permitted to perform requested action. Can "
                                 "not execute command UpdateDatasetVersionCommand on "
                                 f"dataset {ds.id}.")
+        if editing:
+            self._check_review_lock(ds, user)
         return ds, user
+
+    def can_publish(self, user, ds: Dataset) -> bool:
+        """PublishDataset permission: curators only on an installation with review."""
+        return self.is_super(user) or (not self.settings.review and user == ds.owner)
+
+    def _check_review_lock(self, ds: Dataset, user) -> None:
+        # The InReview lock is no lock for curators (PermissionServiceBean).
+        if (any(lock["lockType"] == "InReview" for lock in ds.locks)
+                and not self.can_publish(user, ds)):
+            raise ApiError(403, "Dataset cannot be edited due to In Review dataset lock.")
 
     def edit_metadata(self, request, dsid):
         ds, _ = self._editable(request, dsid)
@@ -744,11 +760,15 @@ class DataverseSandbox:
         if kind not in ("major", "minor", "updatecurrent"):
             raise ApiError(400, f"Illegal 'type' parameter value '{kind}'. It needs to be "
                                 f"either 'major', 'minor', or 'updatecurrent'.")
-        ds, _ = self._editable(request, dsid)
+        ds, user = self._editable(request, dsid, editing=False)
         if kind == "updatecurrent":
             raise ApiError(403, "Only superusers can update the current version")
         if not ds.latest.terms_valid():
             raise ApiError(409, TOUA_INVALID)
+        if not self.can_publish(user, ds):
+            # A PermissionException in execCommand: 401, not 403 (AbstractApiBean).
+            raise ApiError(401, f"User {self.user_identifier(user)} is not permitted to "
+                                f"perform requested action.")
         draft = ds.draft
         if draft is not None and draft.license is None and draft.terms is None:
             raise ApiError(409, "Dataset must have a valid license or Custom Terms Of Use "
@@ -766,6 +786,19 @@ class DataverseSandbox:
         threading.Thread(target=self._finalize, args=(ds, draft, major, minor),
                          daemon=True).start()
         return ok(self.dataset_json(ds, draft, None))
+
+    def submit_for_review(self, request, dsid):
+        """SubmitDatasetForReviewCommand: an InReview lock until a curator publishes."""
+        ds, _ = self._editable(request, dsid, editing=False)
+        if ds.draft is None:
+            raise ApiError(403, "Latest version of dataset is already released. Only draft "
+                                "versions can be submitted for review.")
+        if any(lock["lockType"] == "InReview" for lock in ds.locks):
+            raise ApiError(403, "You cannot submit this dataset for review because it is "
+                                "already in review.")
+        self._add_lock(ds, "InReview", "Dataset submitted for review")
+        return ok({"inReview": True,
+                   "message": f"Dataset id {ds.id} has been submitted for review."})
 
     def _check_publishable(self, ds: Dataset, minor: bool) -> None:
         """PublishDatasetCommand.verifyCommandArguments, in its order and with its texts."""
@@ -818,6 +851,7 @@ class DataverseSandbox:
                 log.info("validation failed for %s", ", ".join(failed))
                 self._add_lock(ds, "FileValidationFailed", "FILE VALIDATION ERROR")
                 return
+            ds.locks = [lock for lock in ds.locks if lock["lockType"] != "InReview"]
             draft.state, draft.major, draft.minor = "RELEASED", major, minor
             draft.release_time = _now()
             for fm in draft.files:
@@ -1163,6 +1197,7 @@ class DataverseSandbox:
         ds, _ = self.find_filemeta(fid)
         if not self.can_edit(user, ds):
             raise ApiError(403, "You do not have permission to replace this file.")
+        self._check_review_lock(ds, user)
         spec = self._json_data(request) or {}
         self._check_checksum_types([spec])
         draft = self.editable_draft(ds)
@@ -1183,6 +1218,7 @@ class DataverseSandbox:
         ds, _ = self.find_filemeta(fid)
         if not self.can_edit(user, ds):
             raise ApiError(403, "User is not permitted to perform requested action.")
+        self._check_review_lock(ds, user)
         draft = self.editable_draft(ds)
         fm = next((f for f in draft.files if f.datafile.id == int(fid)), None)
         if fm is None:
@@ -1418,6 +1454,8 @@ _RULES = [
     Rule("/api/datasets/<dsid>/locks", endpoint="locks_delete", methods=["DELETE"]),
     Rule("/api/datasets/<dsid>/lock/<kind>", endpoint="lock_add", methods=["POST"]),
     Rule("/api/datasets/<dsid>/actions/:publish", endpoint="publish", methods=["POST"]),
+    Rule("/api/datasets/<dsid>/submitForReview", endpoint="submit_for_review",
+         methods=["POST"]),
     Rule("/api/datasets/<dsid>/uploadurls", endpoint="upload_urls", methods=["GET"]),
     Rule("/api/datasets/<dsid>/add", endpoint="add_file", methods=["POST"]),
     Rule("/api/datasets/<dsid>/addFiles", endpoint="add_files", methods=["POST"]),
