@@ -662,8 +662,9 @@ class Mapping:
         for block in {"citation", self.rdr.block}:
             for name, t in (self.types.blocks.get(block) or {}).get("fields", {}).items():
                 children = (t.get("childFields") or {}).values()
-                required = t.get("isRequired") or any(c.get("isRequired") for c in children)
-                if not required:
+                # a required child of an optional compound is required only once a sibling
+                # is filled (DatasetFieldValidator; fidelity row 46)
+                if not t.get("isRequired") and (block, name) not in sent:
                     continue
                 if (block, name) in sent:
                     for c in children:

@@ -159,3 +159,28 @@ def test_an_export_after_the_check_caps_bundles_at_the_largest_file(make_sandbox
     assert any("bundles capped at" in r["message"] for r in results)
     bundles = json.loads((ds / ".datalad/rdr/manifest.json").read_text())["bundles"]
     assert bundles and all(b["size"] < 200_000 for b in bundles)
+
+
+def test_where_only_curators_publish_the_export_submits_for_review(make_sandbox, tmp_path,
+                                                                  monkeypatch):
+    sb = make_sandbox("rdr", review=True)
+    monkeypatch.setenv("DATALAD_CREDENTIAL_RDR_SECRET", sb.api_token)
+    ds = make_bids_dataset(tmp_path / "bids", subjects=2, nifti_bytes=20_000)
+    first = rdr_export(ds, sb)
+    assert not [r for r in first if r["status"] == "error"], first
+    facts = facts_of(check(ds, sb))
+    assert facts["may_publish"]["value"] is False
+    assert "submits the draft for review" in facts["may_publish"]["message"]
+    dl.save(dataset=str(ds), result_renderer="disabled")
+    results = rdr_export(ds, sb, publish="major")
+    assert not [r for r in results if r["status"] == "error"], results
+    assert any("--publish submits the draft for review" in r["message"] for r in results)
+    (submitted,) = [r for r in results if r["action"] == "rdr-publish"]
+    assert submitted["status"] == "ok" and submitted["submitted_for_review"]
+    assert "submitted for review instead" in submitted["message"]
+    pid = json.loads((ds / ".datalad/rdr/manifest.json").read_text())["pid"]
+    locks = DV(sb).call("GET", "/api/datasets/:persistentId/locks",
+                        params={"persistentId": pid}).json()["data"]
+    assert [lock["lockType"] for lock in locks] == ["InReview"]
+    assert not [p for m, p in sb.dataverse.requests if p.endswith(":publish")]
+    assert json.loads((ds / ".datalad/rdr/manifest.json").read_text())["doi"] is None

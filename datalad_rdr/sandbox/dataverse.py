@@ -1477,9 +1477,8 @@ def _user_permissions(self, request, dsid):
     user = self.require_user(request)
     ds = self.find_dataset(request, dsid)
     edit = self.can_edit(user, ds)
-    publish = edit and (self.is_super(user) or not getattr(self.settings, "review", False))
     return ok({"canViewUnpublishedDataset": edit, "canEditDataset": edit,
-               "canPublishDataset": publish, "canManageDatasetPermissions": edit,
+               "canPublishDataset": self.can_publish(user, ds), "canManageDatasetPermissions": edit,
                "canDeleteDatasetDraft": edit})
 
 
