@@ -301,7 +301,8 @@ def _export_bundle(dataset, bundle: Bundle, opts, client, pid, uploader, commit_
                                     if f.repo == repo and f.key in fetched])
     verb = "adopted" if registered.adopted else "sent"
     return record, "ok", (f"{bundle.filename} {verb}: {len(bundle.files)} files, "
-                          f"{registered.size / 1e6:.1f} MB, file id {registered.file_id}")
+                          f"{registered.size / 1e6:.1f} MB, file id {registered.file_id}"
+                          + "".join(f"; {note}" for note in registered.notes))
 
 
 def _member_record(entry, f) -> mf.MemberRecord:
