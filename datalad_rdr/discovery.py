@@ -55,7 +55,8 @@ class Fact:
 def discover(client: Dataverse, pid: str | None = None,
              collection: str | None = None) -> dict[str, Fact]:
     """Every fact, in the order of the table."""
-    facts: list[Fact] = [Fact("version", "Dataverse version", v := client.version(), v)]
+    version = client.version()
+    facts = [Fact("version", "Dataverse version", version, version)]
     facts += _upload_facts(client, pid)
     facts.append(_download_fact(client, pid))
     facts.append(_publish_fact(client, pid))
