@@ -277,8 +277,9 @@ def adjust(git_dir: Path, server: str, cap: int) -> tuple[int, list[str]]:
                      f"draft for review")
     if facts.get("download_redirect") is False:
         notes.append(f"{server} streams downloads: 'datalad get' of a member makes the "
-                     f"server read its bundle up to the member's end; smaller bundles "
-                     f"cost less")
+                     f"server read its bundle from the start to the member's end (up to "
+                     f"{show_size(cap)} per file with bundles of {show_size(cap)}); "
+                     f"smaller bundles cost less")
     return cap, notes
 
 

@@ -9,7 +9,7 @@ import pytest
 from conftest import DV, rdr_export
 from datalad_rdr.dataverse import Dataverse
 from datalad_rdr.demo import make_bids_dataset
-from datalad_rdr.discovery import MAX_PARTS, discover
+from datalad_rdr.discovery import MAX_PARTS, adjust, discover
 from datalad_rdr.register import register_bundle
 from datalad_rdr.upload import Uploader
 
@@ -83,6 +83,12 @@ def test_rdr_profile_facts_for_a_dataset(make_sandbox, plain, monkeypatch):
     kept = json.loads(next((plain / ".git/datalad-rdr").glob("server-*.json")).read_text())
     assert kept["server"] == sb.dataverse_url and kept["pid"] == pid
     assert kept["facts"]["largest_file"] == 50_000_000 - 1 and kept["checked"]
+    # what an export to this server then does
+    cap, notes = adjust(plain / ".git", sb.dataverse_url, 20 * 10**9)
+    assert cap == 50_000_000 - 1
+    assert any("bundles capped at" in n for n in notes)
+    assert any("streams downloads" in n and "member's end" in n for n in notes)
+    assert adjust(plain / ".git", "https://elsewhere.example", 10**9) == (10**9, [])
     # nothing that stays: no open multipart upload, no file, no draft change
     assert open_multipart_uploads(sb) == []
     assert [e["label"] for e in DV(sb).files(pid)] == ["core.zip"]
