@@ -11,7 +11,7 @@ import time
 import pytest
 import requests
 
-from conftest import DV
+from conftest import DV, citation_json
 from test_sandbox_dataverse import direct_upload, download, spec, wait_unlocked
 
 from datalad_rdr.sandbox.dataverse import new_file_name
@@ -582,3 +582,55 @@ def test_review_the_depositor_submits_and_the_curator_publishes(make_sandbox):
     assert publish(curator, pid).status_code == 200
     wait_unlocked(dv, pid)
     assert versions(dv, pid) == [("RELEASED", 1, 0)]
+
+
+def test_rdr_profile_licenses_subject_and_geospatial(sandbox, dv):
+    r = dv.call("GET", "/api/licenses")
+    assert [(lic["name"], lic["uri"]) for lic in r.json()["data"]] == [
+        ("CC-BY-4.0", "https://creativecommons.org/licenses/by/4.0/"),
+        ("CC0-1.0", "https://creativecommons.org/publicdomain/zero/1.0/")]
+    blocks = {b["name"]: b for b in dv.call(
+        "GET", "/api/metadatablocks", params={"returnDatasetFieldTypes": "true"}).json()["data"]}
+    assert blocks["citation"]["fields"]["subject"]["isRequired"] is False
+    assert not any(f["isRequired"] for f in blocks["geospatial"]["fields"].values())
+    pid = dv.create_dataset()  # without a subject
+    assert pid
+
+
+@pytest.mark.parametrize("license_json, expected", [
+    ({"uri": "https://creativecommons.org/publicdomain/zero/1.0/"}, "CC0-1.0"),
+    ({"name": "CC-BY-4.0", "uri": "https://creativecommons.org/publicdomain/zero/1.0/"},
+     "CC0-1.0"),  # the URI wins
+    ({"name": "CC-BY-4.0", "uri": "http://example.org/unknown"}, "CC-BY-4.0"),
+    ({"name": "CC BY 4.0"}, None)])  # the stock name is not RDR's
+def test_row33_license_looked_up_by_uri_then_name(dv, license_json, expected):
+    body = citation_json(license_name=None)
+    body["datasetVersion"]["license"] = license_json
+    r = dv.call("POST", f"/api/dataverses/{dv.sandbox.collection}/datasets", json=body)
+    if expected is None:
+        assert (r.status_code, r.json()["message"]) == (400, "Invalid license: CC BY 4.0")
+        return
+    pid = r.json()["data"]["persistentId"]
+    assert draft_version(dv, pid)["license"]["name"] == expected
+
+
+def test_row48_collection_input_levels_make_fields_required_there(make_sandbox):
+    sb = make_sandbox("rdr", input_levels={"rdr-sandbox": ["subject", "country"]})
+    dv = DV(sb)
+
+    def required(alias):
+        blocks = dv.call("GET", f"/api/dataverses/{alias}/metadatablocks",
+                         params={"returnDatasetFieldTypes": "true"}).json()["data"]
+        by_name = {b["name"]: b["fields"] for b in blocks}
+        return (by_name["citation"]["subject"]["isRequired"],
+                by_name["citation"]["title"]["isRequired"],
+                by_name["geospatial"]["geographicCoverage"]["childFields"]["country"][
+                    "isRequired"])
+
+    assert required("rdr-sandbox") == (True, True, True)
+    assert required("root") == (False, True, False)
+    r = dv.call("POST", "/api/dataverses/rdr-sandbox/datasets",
+                json=citation_json())
+    assert r.status_code == 400 and "Subject is required." in r.json()["message"]
+    assert dv.call("POST", "/api/dataverses/root/datasets",
+                   json=citation_json()).status_code == 201
