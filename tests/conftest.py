@@ -61,7 +61,7 @@ def citation_json(title="A test dataset", license_name="cc-by", extra_fields=(),
                 "value": value}
 
     if profile == "rdr":  # KU Leuven's citation block (sandbox/metadatablocks.py)
-        subject = None  # not required on RDR: a published RDR dataset has none
+        subject = "Medical and health sciences"  # optional on RDR, but in its list
         extra_fields = (
             {"typeName": "keyword", "typeClass": "compound", "multiple": True, "value": [
                 {"keywordValue": prim("keywordValue", "test")}]},

@@ -593,8 +593,11 @@ def test_rdr_profile_licenses_subject_and_geospatial(sandbox, dv):
         "GET", "/api/metadatablocks", params={"returnDatasetFieldTypes": "true"}).json()["data"]}
     assert blocks["citation"]["fields"]["subject"]["isRequired"] is False
     assert not any(f["isRequired"] for f in blocks["geospatial"]["fields"].values())
-    pid = dv.create_dataset()  # without a subject
-    assert pid
+    body = citation_json()
+    fields = body["datasetVersion"]["metadataBlocks"]["citation"]["fields"]
+    fields[:] = [f for f in fields if f["typeName"] != "subject"]
+    r = dv.call("POST", f"/api/dataverses/{sandbox.collection}/datasets", json=body)
+    assert r.status_code == 201, r.text  # a published RDR dataset has no subject
 
 
 @pytest.mark.parametrize("license_json, expected", [
@@ -615,14 +618,14 @@ def test_row33_license_looked_up_by_uri_then_name(dv, license_json, expected):
 
 
 def test_row48_collection_input_levels_make_fields_required_there(make_sandbox):
-    sb = make_sandbox("rdr", input_levels={"rdr-sandbox": ["subject", "country"]})
+    sb = make_sandbox("rdr", input_levels={"rdr-sandbox": ["notesText", "country"]})
     dv = DV(sb)
 
     def required(alias):
         blocks = dv.call("GET", f"/api/dataverses/{alias}/metadatablocks",
                          params={"returnDatasetFieldTypes": "true"}).json()["data"]
         by_name = {b["name"]: b["fields"] for b in blocks}
-        return (by_name["citation"]["subject"]["isRequired"],
+        return (by_name["citation"]["notesText"]["isRequired"],
                 by_name["citation"]["title"]["isRequired"],
                 by_name["geospatial"]["geographicCoverage"]["childFields"]["country"][
                     "isRequired"])
@@ -631,6 +634,6 @@ def test_row48_collection_input_levels_make_fields_required_there(make_sandbox):
     assert required("root") == (False, True, False)
     r = dv.call("POST", "/api/dataverses/rdr-sandbox/datasets",
                 json=citation_json())
-    assert r.status_code == 400 and "Subject is required." in r.json()["message"]
+    assert r.status_code == 400 and "Notes is required." in r.json()["message"]
     assert dv.call("POST", "/api/dataverses/root/datasets",
                    json=citation_json()).status_code == 201
