@@ -341,13 +341,18 @@ def multipart_parts(dv, pid, data):
     return ticket, etags
 
 
-def test_row8_complete_passes_parts_in_json_order_and_unordered_loses_the_upload(
-        make_sandbox):
+def multipart_upload(make_sandbox, size):
+    """A sandbox with 5 MiB parts and one multipart upload with every part sent."""
     sb = make_sandbox("rdr", part_size=5 * MIB)
     dv = DV(sb)
     pid = dv.create_dataset()
-    data = os.urandom(10 * MIB + 1)
-    ticket, etags = multipart_parts(dv, pid, data)
+    data = os.urandom(size)
+    return sb, dv, pid, data, *multipart_parts(dv, pid, data)
+
+
+def test_row8_complete_passes_parts_in_json_order_and_unordered_loses_the_upload(
+        make_sandbox):
+    sb, dv, pid, data, ticket, etags = multipart_upload(make_sandbox, 10 * MIB + 1)
     shuffled = {n: etags[n] for n in ("2", "1", "3")}  # as parallel completions arrive
     r = dv.call("PUT", ticket["complete"], data=json.dumps(shuffled))
     assert (r.status_code, r.json()["message"]) == (500, "Could not complete multipart "
@@ -357,11 +362,7 @@ def test_row8_complete_passes_parts_in_json_order_and_unordered_loses_the_upload
 
 
 def test_row9_a_repeated_complete_is_idempotent(make_sandbox):
-    sb = make_sandbox("rdr", part_size=5 * MIB)
-    dv = DV(sb)
-    pid = dv.create_dataset()
-    data = os.urandom(5 * MIB + 1)
-    ticket, etags = multipart_parts(dv, pid, data)
+    sb, dv, pid, data, ticket, etags = multipart_upload(make_sandbox, 5 * MIB + 1)
     for _ in range(2):  # the retry after a lost reply
         r = dv.call("PUT", ticket["complete"], data=json.dumps(etags))
         assert r.status_code == 200, r.text
@@ -490,11 +491,7 @@ def test_row53_uploadurls_without_a_token_is_the_guest_403(sandbox, dv):
 
 
 def test_row10_mpupload_needs_edit_rights_and_allows_an_unknown_globalid(make_sandbox):
-    sb = make_sandbox("rdr", part_size=5 * MIB)
-    dv = DV(sb)
-    pid = dv.create_dataset()
-    data = os.urandom(5 * MIB + 1)
-    ticket, etags = multipart_parts(dv, pid, data)
+    sb, dv, pid, data, ticket, etags = multipart_upload(make_sandbox, 5 * MIB + 1)
     stranger = DV(sb, token=sb.dataverse_settings.other_token)
     r = stranger.call("PUT", ticket["complete"], data=json.dumps(etags))
     assert (r.status_code, r.json()["message"]) == (

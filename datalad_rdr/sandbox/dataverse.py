@@ -129,6 +129,14 @@ def ok(data, status: int = 200, **extra) -> Response:
     return Response(json.dumps(body), status=status, content_type="application/json")
 
 
+def internal_error(status: int = 500) -> Response:
+    """The API's generic handler for an uncaught exception (AbstractApiBean)."""
+    return Response(json.dumps({
+        "status": "ERROR", "code": status,
+        "message": "Internal server error. More details available at the server logs.",
+        "incidentId": str(uuid.uuid4())}), status=status, content_type="application/json")
+
+
 def ok_message(message: str) -> Response:
     # 6.7.1 wraps string replies in an object (ref §2, "string success at 6.7.1").
     return ok({"message": message})
@@ -320,11 +328,7 @@ class DataverseSandbox:
         if fault is not None and fault.delay:
             time.sleep(fault.delay)
         elif fault is not None and not fault.optimistic_lock:
-            response = Response(json.dumps({
-                "status": "ERROR", "code": fault.status or 500,
-                "message": "Internal server error. More details available at the server "
-                           "logs.", "incidentId": str(uuid.uuid4())}),
-                status=fault.status or 500, content_type="application/json")
+            response = internal_error(fault.status or 500)
             if fault.retry_after is not None:
                 response.headers["Retry-After"] = str(fault.retry_after)
             return response(environ, start_response)
@@ -346,11 +350,7 @@ class DataverseSandbox:
             # An EJBException wrapping EclipseLink's OptimisticLockException reaches the
             # API's generic handler (IQSS/dataverse#11265); the transaction rolls back.
             log.info("OptimisticLockException on %s %s", request.method, path)
-            response = Response(json.dumps({
-                "status": "ERROR", "code": 500,
-                "message": "Internal server error. More details available at the server "
-                           "logs.", "incidentId": str(uuid.uuid4())}),
-                status=500, content_type="application/json")
+            response = internal_error()
         except NotFound:
             response = Response(json.dumps({
                 "status": "ERROR", "code": 404,
@@ -364,11 +364,7 @@ class DataverseSandbox:
                                 status=e.code, content_type="application/json")
         except Exception:
             log.exception("sandbox Dataverse failed on %s %s", request.method, path)
-            response = Response(json.dumps({
-                "status": "ERROR", "code": 500,
-                "message": "Internal server error. More details available at the server "
-                           "logs.", "incidentId": str(uuid.uuid4())}),
-                status=500, content_type="application/json")
+            response = internal_error()
         return response(environ, start_response)
 
     def _revision_seen(self, request, endpoint, args) -> tuple[Dataset, int] | None:
