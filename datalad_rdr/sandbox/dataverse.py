@@ -863,7 +863,12 @@ class DataverseSandbox:
             started, read = time.monotonic(), 0
             for fm in owned.values():
                 df = fm.datafile
-                if self._stored_checksum(df) != df.checksum_value:
+                try:
+                    stored = self._stored_checksum(df)
+                except Exception:  # a store failure fails validation, as an IOException
+                    log.exception("validating %s", fm.path)
+                    stored = None
+                if stored != df.checksum_value:
                     failed.append(fm.path)
                 read += df.filesize
                 rate = self.settings.validation_rate
