@@ -634,3 +634,17 @@ def test_row48_collection_input_levels_make_fields_required_there(make_sandbox):
     assert r.status_code == 400 and "Notes is required." in r.json()["message"]
     assert dv.call("POST", "/api/dataverses/root/datasets",
                    json=citation_json()).status_code == 201
+
+
+def test_row25_a_missing_object_fails_validation(sandbox, dv):
+    pid = dv.create_dataset()
+    data = b"soon gone"
+    dv.add_files(pid, [spec(direct_upload(dv, pid, data), "gone.zip", data)])
+    fid = dv.files(pid)[0]["dataFile"]["id"]
+    sandbox.s3.delete_object(Bucket=sandbox.dataverse.bucket,
+                             Key=sandbox.dataverse.datafiles[fid].key)
+    assert publish(dv, pid).status_code == 200
+    deadline = time.time() + 10
+    while locks(dv, pid) == ["finalizePublication"] and time.time() < deadline:
+        time.sleep(0.1)
+    assert locks(dv, pid) == ["FileValidationFailed"]
