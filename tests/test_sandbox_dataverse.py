@@ -81,16 +81,20 @@ def test_create_dataset_gives_201_and_a_draft_doi(dv):
     assert re.fullmatch(r"doi:10\.5072/FK2/[A-Z0-9]{6}", data["persistentId"])
     view = dv.call("GET", f"/api/datasets/{data['id']}").json()["data"]
     assert view["latestVersion"]["versionState"] == "DRAFT"
-    assert view["latestVersion"]["license"]["name"] == "CC BY 4.0"
+    assert view["latestVersion"]["license"] == {
+        "name": "CC-BY-4.0", "uri": "https://creativecommons.org/licenses/by/4.0/"}
 
 
-def test_create_without_required_field_is_400_naming_it(dv):
-    body = citation_json()
+@pytest.mark.parametrize("profile, field, title", [
+    ("dataverse", "subject", "Subject"), ("rdr", "technicalFormat", "Technical format")])
+def test_create_without_required_field_is_400_naming_it(make_sandbox, profile, field, title):
+    sb = make_sandbox(profile)
+    body = citation_json(profile=profile)
     fields = body["datasetVersion"]["metadataBlocks"]["citation"]["fields"]
-    fields[:] = [f for f in fields if f["typeName"] != "subject"]
-    r = dv.call("POST", f"/api/dataverses/{dv.sandbox.collection}/datasets", json=body)
+    fields[:] = [f for f in fields if f["typeName"] != field]
+    r = DV(sb).call("POST", f"/api/dataverses/{sb.collection}/datasets", json=body)
     assert r.status_code == 400
-    assert r.json()["status"] == "ERROR" and "Subject is required" in r.json()["message"]
+    assert r.json()["status"] == "ERROR" and f"{title} is required" in r.json()["message"]
 
 
 def test_bad_token_is_401_bad_api_key(sandbox):
@@ -382,7 +386,7 @@ def test_publish_needs_a_license_and_is_asynchronous(sandbox, dv):
     r = dv.call("PUT", "/api/datasets/:persistentId/metadata", params={
         "persistentId": pid, "replace": "true"},
         headers={"Content-Type": "application/ld+json"},
-        data=json.dumps({"http://schema.org/license": "CC0 1.0"}))
+        data=json.dumps({"http://schema.org/license": "CC0-1.0"}))
     assert r.status_code == 200, r.text
     assert dv.call("POST", "/api/datasets/:persistentId/actions/:publish",
                    params={"persistentId": pid, "type": "minor"}).status_code == 403

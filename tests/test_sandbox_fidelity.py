@@ -11,7 +11,7 @@ import time
 import pytest
 import requests
 
-from conftest import DV
+from conftest import DV, citation_json
 from test_sandbox_dataverse import direct_upload, download, spec, wait_unlocked
 
 from datalad_rdr.sandbox.dataverse import new_file_name
@@ -341,13 +341,18 @@ def multipart_parts(dv, pid, data):
     return ticket, etags
 
 
-def test_row8_complete_passes_parts_in_json_order_and_unordered_loses_the_upload(
-        make_sandbox):
+def multipart_upload(make_sandbox, size):
+    """A sandbox with 5 MiB parts and one multipart upload with every part sent."""
     sb = make_sandbox("rdr", part_size=5 * MIB)
     dv = DV(sb)
     pid = dv.create_dataset()
-    data = os.urandom(10 * MIB + 1)
-    ticket, etags = multipart_parts(dv, pid, data)
+    data = os.urandom(size)
+    return sb, dv, pid, data, *multipart_parts(dv, pid, data)
+
+
+def test_row8_complete_passes_parts_in_json_order_and_unordered_loses_the_upload(
+        make_sandbox):
+    sb, dv, pid, data, ticket, etags = multipart_upload(make_sandbox, 10 * MIB + 1)
     shuffled = {n: etags[n] for n in ("2", "1", "3")}  # as parallel completions arrive
     r = dv.call("PUT", ticket["complete"], data=json.dumps(shuffled))
     assert (r.status_code, r.json()["message"]) == (500, "Could not complete multipart "
@@ -357,11 +362,7 @@ def test_row8_complete_passes_parts_in_json_order_and_unordered_loses_the_upload
 
 
 def test_row9_a_repeated_complete_is_idempotent(make_sandbox):
-    sb = make_sandbox("rdr", part_size=5 * MIB)
-    dv = DV(sb)
-    pid = dv.create_dataset()
-    data = os.urandom(5 * MIB + 1)
-    ticket, etags = multipart_parts(dv, pid, data)
+    sb, dv, pid, data, ticket, etags = multipart_upload(make_sandbox, 5 * MIB + 1)
     for _ in range(2):  # the retry after a lost reply
         r = dv.call("PUT", ticket["complete"], data=json.dumps(etags))
         assert r.status_code == 200, r.text
@@ -490,11 +491,7 @@ def test_row53_uploadurls_without_a_token_is_the_guest_403(sandbox, dv):
 
 
 def test_row10_mpupload_needs_edit_rights_and_allows_an_unknown_globalid(make_sandbox):
-    sb = make_sandbox("rdr", part_size=5 * MIB)
-    dv = DV(sb)
-    pid = dv.create_dataset()
-    data = os.urandom(5 * MIB + 1)
-    ticket, etags = multipart_parts(dv, pid, data)
+    sb, dv, pid, data, ticket, etags = multipart_upload(make_sandbox, 5 * MIB + 1)
     stranger = DV(sb, token=sb.dataverse_settings.other_token)
     r = stranger.call("PUT", ticket["complete"], data=json.dumps(etags))
     assert (r.status_code, r.json()["message"]) == (
@@ -582,3 +579,72 @@ def test_review_the_depositor_submits_and_the_curator_publishes(make_sandbox):
     assert publish(curator, pid).status_code == 200
     wait_unlocked(dv, pid)
     assert versions(dv, pid) == [("RELEASED", 1, 0)]
+
+
+def test_rdr_profile_licenses_subject_and_geospatial(sandbox, dv):
+    r = dv.call("GET", "/api/licenses")
+    assert [(lic["name"], lic["uri"]) for lic in r.json()["data"]] == [
+        ("CC-BY-4.0", "https://creativecommons.org/licenses/by/4.0/"),
+        ("CC0-1.0", "https://creativecommons.org/publicdomain/zero/1.0/")]
+    blocks = {b["name"]: b for b in dv.call(
+        "GET", "/api/metadatablocks", params={"returnDatasetFieldTypes": "true"}).json()["data"]}
+    assert blocks["citation"]["fields"]["subject"]["isRequired"] is False
+    assert not any(f["isRequired"] for f in blocks["geospatial"]["fields"].values())
+    body = citation_json()
+    fields = body["datasetVersion"]["metadataBlocks"]["citation"]["fields"]
+    fields[:] = [f for f in fields if f["typeName"] != "subject"]
+    r = dv.call("POST", f"/api/dataverses/{sandbox.collection}/datasets", json=body)
+    assert r.status_code == 201, r.text  # a published RDR dataset has no subject
+
+
+@pytest.mark.parametrize("license_json, expected", [
+    ({"uri": "https://creativecommons.org/publicdomain/zero/1.0/"}, "CC0-1.0"),
+    ({"name": "CC-BY-4.0", "uri": "https://creativecommons.org/publicdomain/zero/1.0/"},
+     "CC0-1.0"),  # the URI wins
+    ({"name": "CC-BY-4.0", "uri": "http://example.org/unknown"}, "CC-BY-4.0"),
+    ({"name": "CC BY 4.0"}, None)])  # the stock name is not RDR's
+def test_row33_license_looked_up_by_uri_then_name(dv, license_json, expected):
+    body = citation_json(license_name=None)
+    body["datasetVersion"]["license"] = license_json
+    r = dv.call("POST", f"/api/dataverses/{dv.sandbox.collection}/datasets", json=body)
+    if expected is None:
+        assert (r.status_code, r.json()["message"]) == (400, "Invalid license: CC BY 4.0")
+        return
+    pid = r.json()["data"]["persistentId"]
+    assert draft_version(dv, pid)["license"]["name"] == expected
+
+
+def test_row48_collection_input_levels_make_fields_required_there(make_sandbox):
+    sb = make_sandbox("rdr", input_levels={"rdr-sandbox": ["notesText", "country"]})
+    dv = DV(sb)
+
+    def required(alias):
+        blocks = dv.call("GET", f"/api/dataverses/{alias}/metadatablocks",
+                         params={"returnDatasetFieldTypes": "true"}).json()["data"]
+        by_name = {b["name"]: b["fields"] for b in blocks}
+        return (by_name["citation"]["notesText"]["isRequired"],
+                by_name["citation"]["title"]["isRequired"],
+                by_name["geospatial"]["geographicCoverage"]["childFields"]["country"][
+                    "isRequired"])
+
+    assert required("rdr-sandbox") == (True, True, True)
+    assert required("root") == (False, True, False)
+    r = dv.call("POST", "/api/dataverses/rdr-sandbox/datasets",
+                json=citation_json())
+    assert r.status_code == 400 and "Notes is required." in r.json()["message"]
+    assert dv.call("POST", "/api/dataverses/root/datasets",
+                   json=citation_json()).status_code == 201
+
+
+def test_row25_a_missing_object_fails_validation(sandbox, dv):
+    pid = dv.create_dataset()
+    data = b"soon gone"
+    dv.add_files(pid, [spec(direct_upload(dv, pid, data), "gone.zip", data)])
+    fid = dv.files(pid)[0]["dataFile"]["id"]
+    sandbox.s3.delete_object(Bucket=sandbox.dataverse.bucket,
+                             Key=sandbox.dataverse.datafiles[fid].key)
+    assert publish(dv, pid).status_code == 200
+    deadline = time.time() + 10
+    while locks(dv, pid) == ["finalizePublication"] and time.time() < deadline:
+        time.sleep(0.1)
+    assert locks(dv, pid) == ["FileValidationFailed"]

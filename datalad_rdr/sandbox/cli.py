@@ -31,7 +31,8 @@ from .serve import ServedApp
 # OpenStack Swift S3 API without object tagging.
 PROFILES = {
     "dataverse": dict(dataverse={}, s3={}),
-    "rdr": dict(dataverse={"tagging": False, "citation": "rdr"},
+    "rdr": dict(dataverse={"tagging": False, "citation": "rdr", "license_set": "rdr",
+                           "extra_blocks": ("geospatial",)},
                 s3={"tagging": False, "swift": True, "max_parts": 1000}),
 }
 

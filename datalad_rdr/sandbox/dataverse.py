@@ -49,9 +49,18 @@ CHECKSUM_TYPES = ("MD5", "SHA-1", "SHA-256", "SHA-512")
 # Datasets.dataFilePattern: the names cleanStorage may delete.
 STORED_NAME = re.compile(r"[0-9a-f]{11}-[0-9a-f]{12}")
 
-LICENSES = {
-    "CC0 1.0": "http://creativecommons.org/publicdomain/zero/1.0",
-    "CC BY 4.0": "http://creativecommons.org/licenses/by/4.0",
+# The licenses an installation offers, {name: uri}, first = default. Stock Dataverse ships
+# these two; RDR names its CC BY in SPDX style with an https URI (a published RDR dataset,
+# fidelity row 33). RDR's CC0 is not seen anywhere: SPDX naming is assumed.
+LICENSE_SETS = {
+    "dataverse": {
+        "CC0 1.0": "http://creativecommons.org/publicdomain/zero/1.0",
+        "CC BY 4.0": "http://creativecommons.org/licenses/by/4.0",
+    },
+    "rdr": {
+        "CC-BY-4.0": "https://creativecommons.org/licenses/by/4.0/",
+        "CC0-1.0": "https://creativecommons.org/publicdomain/zero/1.0/",
+    },
 }
 
 
@@ -81,6 +90,13 @@ class DataverseSettings:
     validation_rate: float | None = None
     # Metadata blocks with required fields beyond citation: {block: [field, ...]}.
     required_blocks: dict = field(default_factory=dict)
+    # Further stock blocks the collection has enabled, all fields optional ("geospatial").
+    extra_blocks: tuple = ()
+    # Fields a collection requires beyond the installation (input levels):
+    # {collection alias: [field name, ...]}.
+    input_levels: dict = field(default_factory=dict)
+    # Which license list the installation offers (LICENSE_SETS).
+    license_set: str = "dataverse"
     # A curated installation: depositors may not publish, only submit for review.
     review: bool = False
     # Registrations that overlap on one dataset fail as OptimisticLockException 500s.
@@ -111,6 +127,14 @@ class ApiError(Exception):
 def ok(data, status: int = 200, **extra) -> Response:
     body = {"status": "OK", **extra, "data": data}
     return Response(json.dumps(body), status=status, content_type="application/json")
+
+
+def internal_error(status: int = 500) -> Response:
+    """The API's generic handler for an uncaught exception (AbstractApiBean)."""
+    return Response(json.dumps({
+        "status": "ERROR", "code": status,
+        "message": "Internal server error. More details available at the server logs.",
+        "incidentId": str(uuid.uuid4())}), status=status, content_type="application/json")
 
 
 def ok_message(message: str) -> Response:
@@ -304,11 +328,7 @@ class DataverseSandbox:
         if fault is not None and fault.delay:
             time.sleep(fault.delay)
         elif fault is not None and not fault.optimistic_lock:
-            response = Response(json.dumps({
-                "status": "ERROR", "code": fault.status or 500,
-                "message": "Internal server error. More details available at the server "
-                           "logs.", "incidentId": str(uuid.uuid4())}),
-                status=fault.status or 500, content_type="application/json")
+            response = internal_error(fault.status or 500)
             if fault.retry_after is not None:
                 response.headers["Retry-After"] = str(fault.retry_after)
             return response(environ, start_response)
@@ -330,11 +350,7 @@ class DataverseSandbox:
             # An EJBException wrapping EclipseLink's OptimisticLockException reaches the
             # API's generic handler (IQSS/dataverse#11265); the transaction rolls back.
             log.info("OptimisticLockException on %s %s", request.method, path)
-            response = Response(json.dumps({
-                "status": "ERROR", "code": 500,
-                "message": "Internal server error. More details available at the server "
-                           "logs.", "incidentId": str(uuid.uuid4())}),
-                status=500, content_type="application/json")
+            response = internal_error()
         except NotFound:
             response = Response(json.dumps({
                 "status": "ERROR", "code": 404,
@@ -348,11 +364,7 @@ class DataverseSandbox:
                                 status=e.code, content_type="application/json")
         except Exception:
             log.exception("sandbox Dataverse failed on %s %s", request.method, path)
-            response = Response(json.dumps({
-                "status": "ERROR", "code": 500,
-                "message": "Internal server error. More details available at the server "
-                           "logs.", "incidentId": str(uuid.uuid4())}),
-                status=500, content_type="application/json")
+            response = internal_error()
         return response(environ, start_response)
 
     def _revision_seen(self, request, endpoint, args) -> tuple[Dataset, int] | None:
@@ -385,15 +397,29 @@ class DataverseSandbox:
         return ok({"id": hash(name) % 1000, "identifier": f"@{name}",
                    "displayName": name, "superuser": self.is_super(user)})
 
+    @property
+    def license_list(self) -> dict:
+        return LICENSE_SETS[self.settings.license_set]
+
+    def find_license(self, name: str | None, uri: str | None) -> tuple[str, str] | None:
+        """By URI first, then by name (JsonParser.parseLicense, LicenseServiceBean)."""
+        for lic_name, lic_uri in self.license_list.items():
+            if uri is not None and uri == lic_uri:
+                return lic_name, lic_uri
+        for lic_name, lic_uri in self.license_list.items():
+            if name is not None and name == lic_name:
+                return lic_name, lic_uri
+        return None
+
     def licenses(self, request):
         return ok([{"id": i, "name": name, "uri": uri, "active": True,
                     "isDefault": i == 1} for i, (name, uri) in
-                   enumerate(LICENSES.items(), 1)])
+                   enumerate(self.license_list.items(), 1)])
 
-    def metadatablocks_list(self, request):
+    def metadatablocks_list(self, request, collection: str | None = None):
         with_fields = request.args.get("returnDatasetFieldTypes", "").lower() == "true"
         out = []
-        for i, (name, types) in enumerate(self.metadata_types().items(), 1):
+        for i, (name, types) in enumerate(self.metadata_types(collection).items(), 1):
             block = mb.block_json(i, name, types)
             if not with_fields:
                 block.pop("fields")
@@ -410,7 +436,9 @@ class DataverseSandbox:
         self.user(request)
         if alias not in (self.settings.collection, "root"):
             raise ApiError(404, f"Can't find dataverse with identifier='{alias}'")
-        return self.metadatablocks_list(request)
+        # With the collection's input levels: isRequired = required in the collection or
+        # in the installation (JsonPrinter).
+        return self.metadatablocks_list(request, alias)
 
     def collection_view(self, request, alias):
         self.user(request)
@@ -440,7 +468,7 @@ class DataverseSandbox:
             if not self.is_super(user):
                 raise ApiError(400, "You may not add files via this api.")
         fields, blocks = self._read_blocks(version_json.get("metadataBlocks", {}))
-        self._validate(fields, blocks)
+        self._validate(fields, blocks, alias)
         license_, terms = self._read_license(version_json)
         # A dataset created through the API always allows access requests
         # (Dataverses.createDataset), whatever the JSON says.
@@ -469,8 +497,10 @@ class DataverseSandbox:
                 blocks[name] = entries
         return fields, blocks
 
-    def metadata_types(self) -> dict:
-        return mb.blocks_for(self.settings.citation, self.settings.required_blocks)
+    def metadata_types(self, collection: str | None = None) -> dict:
+        s = self.settings
+        return mb.blocks_for(s.citation, s.required_blocks, s.extra_blocks,
+                             s.input_levels.get(collection, ()))
 
     def _parse_check(self, fields: list[dict]) -> None:
         types = self.metadata_types()
@@ -480,21 +510,21 @@ class DataverseSandbox:
         except mb.ParseError as exc:
             raise ApiError(400, f"Error parsing Json: {exc}") from None
 
-    def _validate(self, fields: dict, blocks: dict) -> None:
+    def _validate(self, fields: dict, blocks: dict, collection: str) -> None:
         self._parse_check([*fields.values(), *(f for b in blocks.values() for f in b.values())])
-        missing = mb.missing_required(self.metadata_types(), {"citation": fields, **blocks})
+        missing = mb.missing_required(self.metadata_types(collection),
+                                      {"citation": fields, **blocks})
         if missing:
             raise ApiError(400, "Validation Failed: " + " ".join(missing))
 
-    @staticmethod
-    def _read_license(version_json: dict) -> tuple[dict | None, dict | None]:
+    def _read_license(self, version_json: dict) -> tuple[dict | None, dict | None]:
         lic = version_json.get("license")
         terms = version_json.get("termsOfUse")
         if isinstance(lic, dict):
-            name = lic.get("name")
-            if name not in LICENSES:
-                raise ApiError(400, f"Invalid license: {name}")
-            return {"name": name, "uri": LICENSES[name]}, None
+            found = self.find_license(lic.get("name"), lic.get("uri"))
+            if found is None:
+                raise ApiError(400, f"Invalid license: {lic.get('uri') or lic.get('name')}")
+            return {"name": found[0], "uri": found[1]}, None
         if terms:
             return None, {"termsOfUse": terms}
         return None, None
@@ -667,7 +697,7 @@ class DataverseSandbox:
                                     f"data and does not allow multiples. Use "
                                     f"replace=true to replace existing data ({name})")
         try:
-            self._validate(draft.fields, draft.blocks)
+            self._validate(draft.fields, draft.blocks, ds.collection)
         except ApiError:
             draft.fields, draft.blocks = before  # the update command rolls back
             raise
@@ -689,7 +719,7 @@ class DataverseSandbox:
         except ValueError:
             raise ApiError(400, "Error parsing Json: malformed body") from None
         fields, blocks = self._read_blocks(body.get("metadataBlocks", {}))
-        self._validate(fields, blocks)
+        self._validate(fields, blocks, ds.collection)
         license_, terms = self._read_license(body)
         draft = self.editable_draft(ds)
         # The terms are replaced by the parsed ones, where a missing fileAccessRequest is
@@ -713,12 +743,10 @@ class DataverseSandbox:
         value = body.get("http://schema.org/license") or body.get("schema:license")
         draft = self.editable_draft(ds)
         if value is not None:
-            for name, uri in LICENSES.items():
-                if value in (name, uri):
-                    draft.license, draft.terms = {"name": name, "uri": uri}, None
-                    break
-            else:
+            found = self.find_license(value, value)
+            if found is None:
                 raise ApiError(400, "Invalid license")
+            draft.license, draft.terms = {"name": found[0], "uri": found[1]}, None
         return ok({"id": ds.id, "persistentId": self.pid(ds)})
 
     # -- locks and publishing -------------------------------------------------------
@@ -838,7 +866,12 @@ class DataverseSandbox:
             started, read = time.monotonic(), 0
             for fm in owned.values():
                 df = fm.datafile
-                if self._stored_checksum(df) != df.checksum_value:
+                try:
+                    stored = self._stored_checksum(df)
+                except Exception:  # a store failure fails validation, as an IOException
+                    log.exception("validating %s", fm.path)
+                    stored = None
+                if stored != df.checksum_value:
                     failed.append(fm.path)
                 read += df.filesize
                 rate = self.settings.validation_rate

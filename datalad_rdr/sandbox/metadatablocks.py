@@ -186,7 +186,8 @@ RDR_CITATION = [
       vocab=RDR_DEPARTMENTS),
     _contact("Contact"),
     _description(),
-    f("subject", "Subject", multiple=True, required=True, vocab=RDR_SUBJECTS),
+    # Not required: the published RDR dataset (fidelity row 43) has no subject at all.
+    f("subject", "Subject", multiple=True, vocab=RDR_SUBJECTS),
     f("keyword", "Keyword", multiple=True, required=True, children=[
         f("keywordValue", "Term", required=True),
         f("keywordVocabulary", "Vocabulary"), f("keywordVocabularyURI", "Vocabulary URL", "URL")]),
@@ -222,14 +223,41 @@ RDR_CITATION = [
 CITATION = {"dataverse": STOCK_CITATION, "rdr": RDR_CITATION}
 
 
-def blocks_for(citation: str, required_blocks: dict) -> dict[str, dict]:
-    """{block name: {field name: field type}} as the installation has them."""
+GEOSPATIAL = [
+    f("geographicCoverage", "Geographic Coverage", multiple=True, children=[
+        f("country", "Country / Nation", vocab=ANY), f("state", "State / Province"),
+        f("city", "City"), f("otherGeographicCoverage", "Other")]),
+    f("geographicUnit", "Geographic Unit", multiple=True),
+    f("geographicBoundingBox", "Geographic Bounding Box", multiple=True, children=[
+        f("westLongitude", "Westernmost (Left) Longitude"),
+        f("eastLongitude", "Easternmost (Right) Longitude"),
+        f("northLatitude", "Northernmost (Top) Latitude"),
+        f("southLatitude", "Southernmost (Bottom) Latitude")]),
+]
+
+STOCK_BLOCKS = {"geospatial": GEOSPATIAL}
+
+
+def blocks_for(citation: str, required_blocks: dict, extra_blocks=(),
+               required_here=()) -> dict[str, dict]:
+    """{block name: {field name: field type}} as the installation (and, with
+    ``required_here``, a collection's input levels) has them."""
     blocks = {"citation": {t["name"]: t for t in CITATION[citation]}}
+    for name in extra_blocks:
+        blocks[name] = {t["name"]: t for t in STOCK_BLOCKS[name]}
     for name, fields in required_blocks.items():
         block = blocks.setdefault(name, {})
         for field_name in fields:
             block.setdefault(field_name, f(field_name, field_name, required=True))
+    if required_here:
+        blocks = {name: {n: _required_in(t, required_here) for n, t in types.items()}
+                  for name, types in blocks.items()}
     return blocks
+
+
+def _required_in(t: dict, names) -> dict:
+    return {**t, "required": t["required"] or t["name"] in names,
+            "children": {n: _required_in(c, names) for n, c in t["children"].items()}}
 
 
 def _type_class(t: dict) -> str:
