@@ -173,9 +173,9 @@ def register_bundle(client: Dataverse, pid: str, label: str, uploaded: Uploaded,
                     lock_timeout: float = 300, mime_type: str = ZIP_MIME) -> Registered:
     with registration_lock(client.url, pid, lock_timeout):
         client.wait_unlocked(pid, timeout=lock_timeout)
-        registered, notes = _register(client, pid, label, uploaded, restrict, description,
-                                      directory, mime_type)
-        notes += _remove_copies(client, pid, label, directory, registered)
+        registered, notes, listing = _register(client, pid, label, uploaded, restrict,
+                                               description, directory, mime_type)
+        notes += _remove_copies(client, listing, label, directory, registered)
     registered.notes = notes
     for note in notes:
         log.warning("%s", note)
@@ -200,10 +200,10 @@ def _register(client, pid, label, uploaded, restrict, description, directory, mi
         listing = current_files(client, pid)
         mine = _holding(listing, uploaded.storage_identifier)
         if mine is not None:  # an earlier try was saved although its reply was lost
-            return _take(client, pid, mine, label, directory, listing, notes), notes
+            return _take(client, mine, label, directory, listing, notes), notes, listing
         existing = find_in_draft(listing, label, directory)
         if existing is not None and _md5(existing) == uploaded.md5:
-            return _registered(existing, adopted=True), notes
+            return _registered(existing, adopted=True), notes, listing
         try:
             if existing is not None:
                 results = client.replace_files(pid, [{
@@ -225,13 +225,13 @@ def _register(client, pid, label, uploaded, restrict, description, directory, mi
                                 f"{result.get('errorMessage') or result.get('message')}")
         entry = result["fileDetails"]
         if entry["label"] != label or entry.get("directoryLabel") != directory:
-            return _take(client, pid, entry, label, directory,
-                         current_files(client, pid), notes), notes
-        return _registered(entry), notes
+            listing = current_files(client, pid)
+            return _take(client, entry, label, directory, listing, notes), notes, listing
+        return _registered(entry), notes, listing
     raise AssertionError("unreachable")
 
 
-def _take(client, pid, entry, label, directory, listing, notes) -> Registered:
+def _take(client, entry, label, directory, listing, notes) -> Registered:
     """Our upload is ``entry``; if the server renamed it, make it the file called ``label``."""
     if entry["label"] == label and entry.get("directoryLabel") == directory:
         return _registered(entry)
@@ -239,6 +239,7 @@ def _take(client, pid, entry, label, directory, listing, notes) -> Registered:
     if holder is not None and _md5(holder) == _md5(entry):
         # the same bytes are at the name already: the renamed file is a duplicate
         client.delete_file(entry["dataFile"]["id"])
+        listing[:] = [e for e in listing if e["dataFile"]["id"] != entry["dataFile"]["id"]]
         notes.append(f"{label}: the server had registered these bytes twice; deleted the "
                      f"renamed copy {entry['label']}")
         return _registered(holder, adopted=True)
@@ -251,9 +252,10 @@ def _take(client, pid, entry, label, directory, listing, notes) -> Registered:
     return _registered({**entry, "label": label, "directoryLabel": directory})
 
 
-def _remove_copies(client, pid, label, directory, registered) -> list[str]:
-    """Renamed copies of the same bytes (a lost reply, then a retry, in an earlier run)."""
-    copies = _renamed_copies(draft_files(client, pid), label, directory, registered.md5,
+def _remove_copies(client, listing, label, directory, registered) -> list[str]:
+    """Renamed copies of the same bytes (a lost reply, then a retry, in an earlier run),
+    in the listing looked at before registering."""
+    copies = _renamed_copies(listing, label, directory, registered.md5,
                              keep_id=registered.file_id)
     for entry in copies:
         client.delete_file(entry["dataFile"]["id"])
