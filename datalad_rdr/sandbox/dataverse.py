@@ -873,6 +873,7 @@ class DataverseSandbox:
                     stored = None
                 if stored != df.checksum_value:
                     failed.append(fm.path)
+                    break  # the first failure ends validation (a Throwable in the loop)
                 read += df.filesize
                 rate = self.settings.validation_rate
                 if rate:
