@@ -181,10 +181,31 @@ class Dataverse:
                   data="true" if restricted else "false",
                   what=f"{'restricting' if restricted else 'unrestricting'} file {file_id}")
 
-    def clean_storage(self, pid: str) -> dict:
-        return self.call("GET", "/api/datasets/:persistentId/cleanStorage",
-                         params={**self._pid(pid), "dryrun": "false"},
+    def set_file_label(self, file_id: int, label: str, directory: str | None = None) -> None:
+        spec = {"label": label, **({"directoryLabel": directory} if directory else {})}
+        self.call("POST", f"/api/files/{file_id}/metadata",
+                  files={"jsonData": (None, json.dumps(spec), "application/json")},
+                  what=f"renaming file {file_id} to {label}")
+
+    def clean_storage(self, pid: str, dry_run: bool = False) -> dict[str, list[str]]:
+        """Delete the dataset's stored objects that no file references (all of them, other
+        processes' pending uploads included); ``{"found": [...], "deleted": [...]}``.
+
+        6.7.1 answers a message, "Found: a, b\nDeleted: c" (Datasets.java; fidelity row 49);
+        a dry run lists under "Deleted" what it would delete."""
+        data = self.call("GET", "/api/datasets/:persistentId/cleanStorage",
+                         params={**self._pid(pid), "dryrun": str(dry_run).lower()},
                          what="removing unregistered uploads")
+        if isinstance(data, dict) and "message" not in data:  # an older server's arrays
+            return {"found": list(data.get("Found") or []),
+                    "deleted": list(data.get("Deleted") or [])}
+        text = data.get("message", "") if isinstance(data, dict) else str(data or "")
+        out = {"found": [], "deleted": []}
+        for line in text.splitlines():
+            name, _, names = line.partition(":")
+            if name.strip().lower() in out:
+                out[name.strip().lower()] = [n.strip() for n in names.split(",") if n.strip()]
+        return out
 
     # -- metadata and publishing ------------------------------------------------------
     def metadata_block(self, name: str) -> dict:
@@ -215,9 +236,17 @@ class Dataverse:
 
     def update_draft(self, pid: str, version_json: dict) -> dict:
         """Replace the draft's metadata (and license or terms) as a whole; creates the draft
-        from the last release when there is none. Files are kept."""
+        from the last release when there is none. Files are kept.
+
+        The body replaces the terms of access too, and a missing ``fileAccessRequest``
+        means false (JsonParser.java; fidelity row 32): a dataset with restricted files
+        and neither access requests nor terms of access then gets 409 on every restrict
+        and publish. So access requests stay on unless the caller gives terms of access."""
+        body = dict(version_json)
+        if not body.get("termsOfAccess") and "fileAccessRequest" not in body:
+            body["fileAccessRequest"] = True
         return self.call("PUT", "/api/datasets/:persistentId/versions/:draft",
-                         params=self._pid(pid), json=version_json,
+                         params=self._pid(pid), json=body,
                          what=f"updating the metadata of {pid}")
 
     def edit_metadata(self, pid: str, fields: list[dict]) -> dict:
@@ -232,6 +261,38 @@ class Dataverse:
                   headers={"Content-Type": "application/ld+json"},
                   data=json.dumps({"http://schema.org/license": name_or_uri}),
                   what="setting the license")
+
+    def submit_for_review(self, pid: str) -> dict:
+        """Hand the draft to the collection's curators, who publish it (``InReview`` lock:
+        the depositor cannot edit it until it is published or returned)."""
+        return self.call("POST", "/api/datasets/:persistentId/submitForReview",
+                         params=self._pid(pid), retry=False,
+                         what=f"submitting {pid} for review")
+
+    def user_permissions(self, pid: str) -> dict:
+        """What this token may do with the dataset: ``canEditDataset``,
+        ``canPublishDataset``, ... (``GET /api/datasets/{id}/userPermissions``, 6.1+)."""
+        return self.call("GET", "/api/datasets/:persistentId/userPermissions",
+                         params=self._pid(pid), what=f"reading the permissions on {pid}")
+
+    def collection(self, alias: str) -> dict:
+        return self.call("GET", f"/api/dataverses/{alias}",
+                         what=f"reading collection {alias}")
+
+    def file_count_limit(self, pid: str | None, collection: str | None = None) -> int | None:
+        """The file-count limit when the server tells it (6.7: ``datasetFileCountLimit`` and
+        ``effectiveDatasetFileCountLimit`` of the dataset, else of its collection); None
+        when neither says."""
+        limit = _limit(self.dataset(pid)) if pid else None
+        if limit is None and collection:
+            limit = _limit(self.collection(collection))
+        return limit
+
+    def files_ever_owned(self, pid: str) -> int:
+        """How many files the dataset owns in any version: what the file-count limit counts
+        (replaced and removed files that are in a published version count too)."""
+        return len({entry["dataFile"]["id"] for version in self.versions(pid)
+                    for entry in version.get("files") or []})
 
     def publish(self, pid: str, kind: str = "major") -> dict:
         return self.call("POST", "/api/datasets/:persistentId/actions/:publish",
@@ -274,6 +335,14 @@ class Dataverse:
         """All versions of a dataset this user may see, newest first, with their files."""
         return self.call("GET", "/api/datasets/:persistentId/versions",
                          params=self._pid(pid), what=f"listing versions of {pid}")
+
+
+def _limit(obj: dict) -> int | None:
+    for key in ("effectiveDatasetFileCountLimit", "datasetFileCountLimit"):
+        value = obj.get(key)
+        if isinstance(value, int) and value > 0:
+            return value
+    return None
 
 
 def _message(response: requests.Response) -> str:

@@ -20,7 +20,8 @@ from typing import Iterator
 
 from datalad.log import log_progress
 
-from . import content, documents, manifest as mf, metadata, preflight, publish, verify
+from . import content, discovery, documents, manifest as mf, metadata, preflight, publish, \
+    verify
 from .dataverse import Dataverse, DataverseError
 from .plan import GB, Bundle, Plan, PlanError, make_plan, split_bundle
 from .register import RegisterError, draft_files, find_in_draft, register_bundle
@@ -58,6 +59,11 @@ def result(action_path: Path, status: str, message: str, **extra) -> dict:
 
 def run_export(dataset: Path, opts: ExportOptions) -> Iterator[dict]:
     dataset = Path(dataset)
+    if not opts.dry_run:  # what --check-server found out about this server
+        cap, notes = discovery.adjust(_git_dir(dataset), opts.url, opts.cap)
+        opts = replace(opts, cap=cap)
+        for note in notes:
+            yield result(dataset, "ok", note)
     try:
         plan = make_plan(dataset, opts.commit, opts.cap, opts.recursive)
     except (PlanError, subprocess.CalledProcessError) as exc:
@@ -296,7 +302,8 @@ def _export_bundle(dataset, bundle: Bundle, opts, client, pid, uploader, commit_
                                     if f.repo == repo and f.key in fetched])
     verb = "adopted" if registered.adopted else "sent"
     return record, "ok", (f"{bundle.filename} {verb}: {len(bundle.files)} files, "
-                          f"{registered.size / 1e6:.1f} MB, file id {registered.file_id}")
+                          f"{registered.size / 1e6:.1f} MB, file id {registered.file_id}"
+                          + "".join(f"; {note}" for note in registered.notes))
 
 
 def _member_record(entry, f) -> mf.MemberRecord:

@@ -2,8 +2,9 @@
 
 On ``datalad rdr-export --publish major|minor``, after an export whose verification found
 nothing wrong: the draft is published (``actions/:publish``), the ``finalizePublication`` lock
-is waited for (Dataverse publishes asynchronously and re-hashes every new file; a checksum
-mismatch leaves a ``FileValidationFailed`` lock, reported as an error), the released version
+is waited for (Dataverse publishes asynchronously; at a major release it re-hashes every file
+of the dataset, so the wait is sized by its bytes; a checksum mismatch leaves a
+``FileValidationFailed`` lock, reported as an error), the released version
 and its DOI are read back from the server, and written
 
 - into the manifest (``doi``, ``version``, ``published``), and
@@ -13,6 +14,10 @@ and its DOI are read back from the server, and written
 
 both saved with ``datalad save``, so the DOI is in the dataset's history. Without ``--publish``
 the draft is left for review in the web UI.
+
+What the server would refuse is refused before asking it: a minor release after files were
+added, replaced or removed (Dataverse then allows only a major one). Where this account may
+not publish (a curated collection), the draft is submitted for review instead.
 """
 
 from __future__ import annotations
@@ -24,6 +29,7 @@ from pathlib import Path
 from typing import Iterator
 
 import yaml
+from datalad.log import log_progress
 
 from . import manifest as mf
 from .dataverse import Dataverse, DataverseError
@@ -39,23 +45,102 @@ class PublishError(Exception):
     pass
 
 
-def release(client: Dataverse, pid: str, kind: str, timeout: float = 600) -> dict:
-    """Publish the draft and wait until it is released; returns the released version."""
+#: Bytes per second the server re-hashes at a major release (it reads every file of the
+#: dataset from the store; FinalizeDatasetPublicationCommand, fidelity row 25). Low on
+#: purpose: the wait is sized by it, and waiting too long costs nothing.
+VALIDATION_RATE = 20e6
+#: The shortest wait for the finalizePublication lock, whatever the size.
+WAIT_FLOOR = 600
+
+
+def publication_wait(nbytes: int, kind: str, floor: float = WAIT_FLOOR) -> float:
+    """Seconds to wait for a publication: only major releases re-hash the dataset."""
+    if kind != "major":
+        return floor
+    return max(floor, 2 * nbytes / VALIDATION_RATE)
+
+
+def refusal(client: Dataverse, pid: str, kind: str) -> str | None:
+    """Why the server would refuse this release, found out before asking it; None if not.
+
+    Dataverse allows a minor release only when the draft has exactly the files of the last
+    release (DatasetVersion.isMinorUpdate; PublishDatasetCommand, fidelity row 24)."""
+    if kind != "minor":
+        return None
+    last = _published(client, pid)
+    if last is None:
+        return (f"{pid} was never published; the first publication must be major: use "
+                f"--publish major")
+    try:
+        draft = client.files(pid, ":draft")
+    except DataverseError as exc:
+        if exc.status == 404:
+            return None  # nothing to publish: the server's own answer says so
+        raise
+    released = client.files(pid, _version(last))
+    before = {e["dataFile"]["id"]: _path(e) for e in released}
+    now = {e["dataFile"]["id"]: _path(e) for e in draft}
+    changes = []
+    added = [now[i] for i in now if i not in before]
+    removed = [before[i] for i in before if i not in now]
+    replaced = sorted(set(added) & set(removed))
+    added = sorted(set(added) - set(replaced))
+    removed = sorted(set(removed) - set(replaced))
+    for verb, names in (("added", added), ("replaced", replaced), ("removed", removed)):
+        if names:
+            changes.append(f"{verb}: {', '.join(names[:5])}"
+                           + (f" and {len(names) - 5} more" if len(names) > 5 else ""))
+    if not changes:
+        return None
+    return (f"not published: files were added, replaced or removed since version "
+            f"{_version(last)} ({'; '.join(changes)}), and Dataverse allows only a major "
+            f"release then: use --publish major")
+
+
+def release(client: Dataverse, pid: str, kind: str, timeout: float = WAIT_FLOOR,
+            nbytes: int = 0) -> dict:
+    """Publish the draft and wait until it is released; returns the released version.
+
+    The wait for the ``finalizePublication`` lock is sized by the dataset's ``nbytes``
+    (:func:`publication_wait`, ``timeout`` its floor), with a progress bar."""
     def failed(locks):
         bad = [lock for lock in locks if lock.get("lockType") == "FileValidationFailed"]
         if bad:
             raise PublishError(
                 f"the server could not validate the files while publishing "
-                f"({bad[0].get('message') or 'FileValidationFailed'}); the draft stays "
-                f"unpublished: ask the RDR team to remove the lock, delete the file(s) "
-                f"named from the draft, and rerun 'datalad rdr-export', which sends them "
-                f"again")
+                f"({bad[0].get('message') or 'FileValidationFailed'}): the stored bytes of "
+                f"a file do not match its checksum. The draft stays unpublished and "
+                f"locked. Ask RDR support to remove the FileValidationFailed lock of {pid} "
+                f"(only a superuser can) and to tell which file failed (the server's log "
+                f"names it); delete that file from the draft and rerun "
+                f"'datalad rdr-export', which sends it again")
 
     before = _published(client, pid)
     client.wait_unlocked(pid, timeout=timeout, on_wait=failed)  # e.g. Ingest
     client.publish(pid, kind)
     started = time.monotonic()
-    client.wait_unlocked(pid, timeout=timeout, on_wait=failed)  # finalizePublication
+    wait = publication_wait(nbytes, kind, timeout)
+    progress_id = f"rdr-publish-{pid}"
+    log_progress(log.info, progress_id,
+                 f"Waiting for {pid} to be published"
+                 + (f" (the server re-hashes {nbytes / 1e9:.1f} GB)" if kind == "major"
+                    and nbytes else ""),
+                 total=int(wait), unit=" s", label="Publishing")
+    shown = [0]
+
+    def waiting(locks):
+        failed(locks)
+        elapsed = int(time.monotonic() - started)
+        if elapsed > shown[0]:
+            log_progress(log.info, progress_id, "", update=elapsed - shown[0],
+                         increment=True)
+            shown[0] = elapsed
+
+    try:
+        client.wait_unlocked(pid, timeout=wait, poll=2 if wait > 60 else 0.5,
+                             on_wait=waiting)  # finalizePublication
+    finally:
+        log_progress(log.info, progress_id, f"Finished waiting for {pid}")
     after = _published(client, pid)
     if after is None or (before is not None and _number(after) <= _number(before)):
         raise PublishError(f"the server finished publishing {pid} but lists no new "
@@ -66,11 +151,23 @@ def release(client: Dataverse, pid: str, kind: str, timeout: float = 600) -> dic
 
 
 def run(dataset: Path, client: Dataverse, pid: str, kind: str, manifest: mf.Manifest,
-        meta=None, timeout: float = 600) -> Iterator[dict]:
-    """Publish, then record the DOI in the manifest and CITATION.cff, saved."""
+        meta=None, timeout: float = WAIT_FLOOR) -> Iterator[dict]:
+    """Publish, then record the DOI in the manifest and CITATION.cff, saved.
+
+    Where this token may not publish (the collection is curated), the draft is submitted
+    for review instead, and the result says so."""
     dataset = Path(dataset)
     try:
-        version = release(client, pid, kind, timeout)
+        if not may_publish(client, pid):
+            yield from submit(dataset, client, pid)
+            return
+        problem = refusal(client, pid, kind)
+        if problem:
+            yield _result(dataset, "error", problem)
+            return
+        nbytes = sum(b.size for b in manifest.bundles) + sum(
+            d.size for d in manifest.documents)
+        version = release(client, pid, kind, timeout, nbytes)
     except DataverseError as exc:
         yield _result(dataset, "error", _explain(exc, pid, kind))
         return
@@ -94,6 +191,32 @@ def run(dataset: Path, client: Dataverse, pid: str, kind: str, manifest: mf.Mani
     yield _result(dataset, "ok", f"published {pid} as version {number}: DOI {doi} "
                                  f"(https://doi.org/{doi}), recorded in {mf.MANIFEST} and "
                                  f"{CITATION}", doi=doi, version=number, pid=pid)
+
+
+def may_publish(client: Dataverse, pid: str) -> bool:
+    """Whether this token may publish the dataset (a server without the permissions API
+    is taken at its word when it answers the publish)."""
+    try:
+        return bool(client.user_permissions(pid).get("canPublishDataset", True))
+    except DataverseError as exc:
+        if exc.status in (400, 404):
+            return True
+        raise
+
+
+def submit(dataset: Path, client: Dataverse, pid: str) -> Iterator[dict]:
+    """Submit the draft for review: the collection's curators publish it."""
+    try:
+        client.submit_for_review(pid)
+    except DataverseError as exc:
+        yield _result(dataset, "error", f"this account may not publish {pid}, and "
+                                        f"submitting it for review failed: {exc}")
+        return
+    yield _result(dataset, "ok", f"this account may not publish in this collection: "
+                                 f"{pid} was submitted for review instead; its curators "
+                                 f"publish it (the draft cannot be edited meanwhile), and "
+                                 f"the DOI is on its landing page once they have",
+                  pid=pid, submitted_for_review=True)
 
 
 def citation(dataset: Path, doi: str, version: str, date: str, meta=None,
@@ -190,6 +313,11 @@ def _published(client: Dataverse, pid: str) -> dict | None:
         raise
 
 
+def _path(entry: dict) -> str:
+    return (f"{entry['directoryLabel']}/" if entry.get("directoryLabel") else "") \
+        + entry["label"]
+
+
 def _number(version: dict) -> tuple[int, int]:
     return int(version.get("versionNumber") or 0), int(version.get("versionMinorNumber") or 0)
 
@@ -200,16 +328,25 @@ def _version(version: dict) -> str:
 
 def _explain(exc: DataverseError, pid: str, kind: str) -> str:
     text = exc.message.lower()
-    if "minor" in text and kind == "minor":
+    if "cannot publish as minor" in text:
         return (f"{pid} was never published; the first publication must be major: use "
                 f"--publish major ({exc.message})")
+    if "cannot release as minor" in text:
+        return (f"files changed since the last release of {pid}, so Dataverse allows only "
+                f"a major release: use --publish major ({exc.message})")
     if "license" in text or "terms of use" in text:
         return (f"{pid} has no license, which publishing needs: set 'license' in "
                 f".datalad/rdr/metadata.yaml and export again (or choose one in the web "
                 f"UI's Terms tab) ({exc.message})")
-    if "without a draft" in text:
+    if "only draft versions can be released" in text or "without a draft" in text:
         return (f"nothing to publish: {pid} has no draft (nothing changed since the last "
                 f"published version)")
+    if "missing or corrupted" in text:
+        return (f"{pid} cannot be published: the server found files missing or corrupted "
+                f"when it last validated them and keeps a FileValidationFailed lock. Ask "
+                f"RDR support to remove that lock (only a superuser can), delete the "
+                f"file(s) they name from the draft, and rerun 'datalad rdr-export' "
+                f"({exc.message})")
     if "locked" in text:
         return f"{pid} is locked on the server, so it cannot be published now: {exc.message}"
     return f"publishing {pid} failed: {exc}"

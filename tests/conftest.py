@@ -41,9 +41,17 @@ def sandbox(make_sandbox):
     return make_sandbox("rdr")
 
 
-def citation_json(title="A test dataset", license_name="CC BY 4.0", extra_fields=(),
+# The CC BY license as each profile's server names it (GET /api/licenses).
+CC_BY = {"rdr": ("CC-BY-4.0", "https://creativecommons.org/licenses/by/4.0/"),
+         "dataverse": ("CC BY 4.0", "http://creativecommons.org/licenses/by/4.0")}
+
+
+def citation_json(title="A test dataset", license_name="cc-by", extra_fields=(),
                   profile="rdr"):
-    """A dataset's create JSON with the required citation fields of the profile's server."""
+    """A dataset's create JSON with the required citation fields of the profile's server.
+
+    ``license_name``: "cc-by" for the server's CC BY, another name as given, None for none.
+    """
     def prim(name, value):
         return {"typeName": name, "typeClass": "primitive", "multiple": False,
                 "value": value}
@@ -53,7 +61,7 @@ def citation_json(title="A test dataset", license_name="CC BY 4.0", extra_fields
                 "value": value}
 
     if profile == "rdr":  # KU Leuven's citation block (sandbox/metadatablocks.py)
-        subject = "Medical and health sciences"
+        subject = "Medical and health sciences"  # optional on RDR, but in its list
         extra_fields = (
             {"typeName": "keyword", "typeClass": "compound", "multiple": True, "value": [
                 {"keywordValue": prim("keywordValue", "test")}]},
@@ -76,15 +84,17 @@ def citation_json(title="A test dataset", license_name="CC BY 4.0", extra_fields
                     "datasetContactName": prim("datasetContactName", "Doe, Jane")}]},
         {"typeName": "dsDescription", "typeClass": "compound", "multiple": True,
          "value": [{"dsDescriptionValue": prim("dsDescriptionValue", "Test data.")}]},
-        {"typeName": "subject", "typeClass": "controlledVocabulary", "multiple": True,
-         "value": [subject]},
+        *([{"typeName": "subject", "typeClass": "controlledVocabulary", "multiple": True,
+            "value": [subject]}] if subject else []),
         *extra_fields,
     ]
     version = {"metadataBlocks": {"citation": {"displayName": "Citation Metadata",
                                                "fields": fields}}}
-    if license_name:
-        version["license"] = {"name": license_name,
-                              "uri": "http://creativecommons.org/licenses/by/4.0"}
+    if license_name == "cc-by":
+        name, uri = CC_BY[profile]
+        version["license"] = {"name": name, "uri": uri}
+    elif license_name:
+        version["license"] = {"name": license_name}
     return {"datasetVersion": version}
 
 

@@ -201,7 +201,8 @@ def test_faults_end_in_a_complete_export_or_a_clear_error(make_sandbox, bids, mo
     monkeypatch.setenv("DATALAD_CREDENTIAL_RDR_SECRET", sb.api_token)
     sb.gate.faults.inject(Fault("PUT", "/", reset_after=1000))
     sb.gate.faults.inject(Fault("PUT", "/", status=500, retry_after=0))
-    sb.dataverse.faults.inject(Fault("POST", "addFiles$", status=500, count=1))
+    # registration retries a 500 after looking in the draft: fail every try
+    sb.dataverse.faults.inject(Fault("POST", "addFiles$", status=500, count=3))
     first = export(bids, sb)
     assert any(r["status"] == "error" and "core.zip" in r["message"] for r in first)
     assert (bids / ".datalad/rdr/manifest.json").exists() is False

@@ -470,7 +470,7 @@ def test_a_metadata_file_only_in_the_work_tree_is_named(tmp_path):
 
 def test_required_fields_are_the_collections_own(make_sandbox, bids, monkeypatch):
     """A collection can require more than the installation (input levels; fidelity row 48)."""
-    sb = make_sandbox("rdr", input_levels=["grantNumber"])
+    sb = make_sandbox("rdr", input_levels={"rdr-sandbox": ["grantNumber"]})
     monkeypatch.setenv("DATALAD_CREDENTIAL_RDR_SECRET", sb.api_token)
     installation = DV(sb).call("GET", "/api/metadatablocks/citation").json()["data"]
     assert not installation["fields"]["grantNumber"]["isRequired"]
@@ -488,7 +488,8 @@ def test_an_existing_dataset_is_checked_against_its_own_collection(token_env, bi
     sb = token_env
     first = export(bids, sb)
     assert all(r["status"] in ("ok", "notneeded") for r in first), first
-    sb.dataverse_settings.input_levels.append("grantNumber")  # the curators require funding
+    sb.dataverse_settings.input_levels.setdefault(sb.collection, []).append(
+        "grantNumber")  # the curators require funding
     write_metadata(bids, title="A better title")
     # another --collection does not matter: the dataset is where it is
     errors = [r for r in export(bids, sb, collection="root") if r["status"] == "error"]

@@ -17,7 +17,10 @@ import requests
 import yaml
 
 from conftest import DV, rdr_export
+from datalad_rdr import manifest as mf, publish
+from datalad_rdr.dataverse import Dataverse
 from datalad_rdr.demo import make_bids_dataset
+from datalad_rdr.publish import VALIDATION_RATE, WAIT_FLOOR, publication_wait
 
 IMAGE = 60_000
 CAP = 7 * IMAGE
@@ -140,20 +143,30 @@ def test_a_bids_dataset_goes_through_to_a_doi_in_its_history(make_sandbox, bids,
     assert cff["license"] == "CC-BY-4.0"
     assert cff["repository-code"] == "https://github.com/example/analysis"
 
-    # a change, published as 1.1: documents not sent again, the citation file updated
+    # a change: core.zip is replaced, so Dataverse allows only a major release; a minor one
+    # is refused before the server is asked, saying why
     (bids / "participants.tsv").write_text("participant_id\tage\nsub-01\t31\nsub-02\t32\n"
                                            "sub-03\t33\n")
     dl.save(dataset=str(bids), result_renderer="disabled")
     sent = sb.gate.stats.bytes_received
+    publishes = len([p for m, p in sb.dataverse.requests if p.endswith(":publish")])
     second = export(bids, sb, publish="minor")
-    assert errors(second) == [], second
+    (refused,) = errors(second)
+    assert refused["action"] == "rdr-publish"
+    assert "files were added, replaced or removed since version 1.0" in refused["message"]
+    assert "replaced: core.zip" in refused["message"]
+    assert "use --publish major" in refused["message"]
+    assert len([p for m, p in sb.dataverse.requests if p.endswith(":publish")]) == publishes
     docs = {r["document"]: r["status"] for r in second if "document" in r}
     assert docs == {"README": "notneeded", "docs/index.html": "notneeded"}
     assert [r["bundle"] for r in second if r.get("bundle") and r["status"] == "ok"] == [
         "core.zip"]
     assert sb.gate.stats.bytes_received - sent < 10_000  # core.zip only
-    assert manifest_of(bids)["version"] == "1.1"
-    assert yaml.safe_load((bids / "CITATION.cff").read_text())["version"] == "1.1"
+    # published as 2.0: documents not sent again, the citation file updated
+    third = export(bids, sb, publish="major")
+    assert errors(third) == [], third
+    assert manifest_of(bids)["version"] == "2.0"
+    assert yaml.safe_load((bids / "CITATION.cff").read_text())["version"] == "2.0"
 
 
 def replace_by_hand(sb, pid, entry, data):
@@ -281,7 +294,10 @@ def test_a_checksum_failure_at_publication_is_an_error_and_no_doi_is_recorded(to
     assert all(r["status"] == "ok" for r in results if r["action"] == "rdr-verify")
     found = errors(results)
     assert len(found) == 1 and found[0]["action"] == "rdr-publish"
-    assert "could not validate" in found[0]["message"] and "raw-01.zip" in found[0]["message"]
+    # the server's lock does not name the file (FinalizeDatasetPublicationCommand)
+    assert "could not validate" in found[0]["message"]
+    assert f"Ask RDR support to remove the FileValidationFailed lock of {manifest['pid']}" \
+        in found[0]["message"]
     assert manifest_of(bids)["doi"] is None
     assert not (bids / "CITATION.cff").exists()
     # what the message says to do: the RDR team lifts the lock, the file goes, a rerun
@@ -311,3 +327,22 @@ def test_an_open_dataset_has_public_bundles_and_no_restrict_may_not_contradict(t
     files = DV(sb).files(manifest_of(bids)["pid"])
     assert files and not any(f["restricted"] for f in files)
     assert all(r["status"] == "ok" for r in results if r["action"] == "rdr-verify")
+
+
+def test_the_wait_for_a_publication_grows_with_the_bytes_of_a_major_release():
+    assert publication_wait(0, "major") == WAIT_FLOOR
+    assert publication_wait(10**9, "minor") == WAIT_FLOOR
+    # 200 GB: the server reads every file of the dataset again, at a modest rate
+    assert publication_wait(200 * 10**9, "major") >= 200e9 / VALIDATION_RATE
+    assert publication_wait(200 * 10**9, "minor") == WAIT_FLOOR
+    assert publication_wait(0, "major", floor=5) == 5
+
+
+def test_nothing_to_publish_is_said_in_the_servers_words(token_env, bids):
+    sb = token_env
+    assert errors(export(bids, sb, publish="major")) == []
+    pid = manifest_of(bids)["pid"]
+    client = Dataverse(sb.dataverse_url, sb.api_token)
+    results = list(publish.run(bids, client, pid, "major", mf.load(bids)))
+    assert [r["status"] for r in results] == ["error"]
+    assert "nothing to publish" in results[0]["message"]

@@ -147,7 +147,8 @@ def test_a_full_bundle_is_flushed_and_a_failure_there_is_corrected(sandbox, draf
     # is reported failed, the session goes on
     repo2 = make_repo(tmp_path / "repo2", n=6, seed=2)
     initremote(repo2, sandbox, draft, "bundlesize=250000")
-    sandbox.dataverse.faults.inject(Fault("POST", "/addFiles$", count=1, status=500))
+    # registration retries a 500 after looking in the draft: fail every try
+    sandbox.dataverse.faults.inject(Fault("POST", "/addFiles$", count=3, status=500))
     r = run(["git", "annex", "copy", "--to", "rdr", "."], repo2, token=sandbox.api_token)
     assert r.returncode != 0 and "could not be stored" in r.stdout + r.stderr
     where = whereis(repo2)

@@ -37,3 +37,25 @@ def test_sandbox_command_rejects_an_unknown_profile():
     r = subprocess.run([exe, "--profile", "nope"], capture_output=True, text=True)
     assert r.returncode == 2
     assert "invalid choice: 'nope'" in r.stderr
+
+
+def test_sandbox_command_review_makes_a_curated_installation(tmp_path):
+    exe = os.path.join(os.path.dirname(sys.executable), "datalad-rdr-sandbox")
+    proc = subprocess.Popen([exe, "--review", "--data-dir", str(tmp_path)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        info = json.loads(proc.stdout.readline())
+        assert info["review"] is True
+        sys.path.insert(0, os.path.dirname(__file__))
+        from conftest import citation_json
+
+        url, key = info["dataverse_url"], {"X-Dataverse-key": info["api_token"]}
+        pid = requests.post(f"{url}/api/dataverses/{info['collection']}/datasets",
+                            headers=key, json=citation_json()).json()["data"]["persistentId"]
+        r = requests.post(f"{url}/api/datasets/:persistentId/actions/:publish", headers=key,
+                          params={"persistentId": pid, "type": "major"})
+        assert r.status_code == 401
+        assert "not permitted to perform requested action" in r.json()["message"]
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=20) == 0

@@ -81,16 +81,20 @@ def test_create_dataset_gives_201_and_a_draft_doi(dv):
     assert re.fullmatch(r"doi:10\.5072/FK2/[A-Z0-9]{6}", data["persistentId"])
     view = dv.call("GET", f"/api/datasets/{data['id']}").json()["data"]
     assert view["latestVersion"]["versionState"] == "DRAFT"
-    assert view["latestVersion"]["license"]["name"] == "CC BY 4.0"
+    assert view["latestVersion"]["license"] == {
+        "name": "CC-BY-4.0", "uri": "https://creativecommons.org/licenses/by/4.0/"}
 
 
-def test_create_without_required_field_is_400_naming_it(dv):
-    body = citation_json()
+@pytest.mark.parametrize("profile, field, title", [
+    ("dataverse", "subject", "Subject"), ("rdr", "technicalFormat", "Technical format")])
+def test_create_without_required_field_is_400_naming_it(make_sandbox, profile, field, title):
+    sb = make_sandbox(profile)
+    body = citation_json(profile=profile)
     fields = body["datasetVersion"]["metadataBlocks"]["citation"]["fields"]
-    fields[:] = [f for f in fields if f["typeName"] != "subject"]
-    r = dv.call("POST", f"/api/dataverses/{dv.sandbox.collection}/datasets", json=body)
+    fields[:] = [f for f in fields if f["typeName"] != field]
+    r = DV(sb).call("POST", f"/api/dataverses/{sb.collection}/datasets", json=body)
     assert r.status_code == 400
-    assert r.json()["status"] == "ERROR" and "Subject is required" in r.json()["message"]
+    assert r.json()["status"] == "ERROR" and f"{title} is required" in r.json()["message"]
 
 
 def test_bad_token_is_401_bad_api_key(sandbox):
@@ -332,7 +336,7 @@ def test_size_is_read_from_the_store_not_the_client(dv):
 
 
 def test_file_count_limit_and_max_file_size(make_sandbox):
-    sb = make_sandbox("rdr", dataset_file_limit=1, max_file_size=100)
+    sb = make_sandbox("rdr", dataset_file_limit=2, max_file_size=100)
     dv = DV(sb)
     pid = dv.create_dataset()
     r = dv.call("GET", "/api/datasets/:persistentId/uploadurls",
@@ -340,11 +344,17 @@ def test_file_count_limit_and_max_file_size(make_sandbox):
     assert r.status_code == 400 and "maximum allowed file size is 100" in r.text
     sid = direct_upload(dv, pid, b"a")
     sid2 = direct_upload(dv, pid, b"b")
+    # /addFiles refuses at count + N >= limit, for the whole call.
     r = dv.add_files(pid, [spec(sid, "a", b"a"), spec(sid2, "b", b"b")])
     assert r.status_code == 400
-    assert "can not exceed the maximum number of files allowed for this Dataset (1)" \
-        in r.json()["message"]
+    assert r.json()["message"] == ("Number of files can not exceed the maximum number of "
+                                   "files allowed for this Dataset (2).")
     assert dv.add_files(pid, [spec(sid, "a", b"a")]).status_code == 200
+    assert dv.add_files(pid, [spec(sid2, "b", b"b")]).status_code == 400
+    # The direct /add and uploadurls refuse at count >= limit.
+    r = dv.call("POST", "/api/datasets/:persistentId/add", params={"persistentId": pid},
+                files={"jsonData": (None, json.dumps(spec(sid2, "b", b"b")))})
+    assert r.status_code == 200, r.text
     r = dv.call("GET", "/api/datasets/:persistentId/uploadurls",
                 params={"persistentId": pid, "size": 1})
     assert r.status_code == 400
@@ -376,7 +386,7 @@ def test_publish_needs_a_license_and_is_asynchronous(sandbox, dv):
     r = dv.call("PUT", "/api/datasets/:persistentId/metadata", params={
         "persistentId": pid, "replace": "true"},
         headers={"Content-Type": "application/ld+json"},
-        data=json.dumps({"http://schema.org/license": "CC0 1.0"}))
+        data=json.dumps({"http://schema.org/license": "CC0-1.0"}))
     assert r.status_code == 200, r.text
     assert dv.call("POST", "/api/datasets/:persistentId/actions/:publish",
                    params={"persistentId": pid, "type": "minor"}).status_code == 403
@@ -473,6 +483,13 @@ def test_edit_metadata_and_locks(sandbox, dv):
                    params={"persistentId": pid}).status_code == 403
     assert admin.call("POST", "/api/datasets/:persistentId/lock/Ingest",
                       params={"persistentId": pid}).status_code == 200
+    # An Ingest lock alone allows edits (PermissionServiceBean); any other lock does not.
+    r = dv.call("PUT", "/api/datasets/:persistentId/editMetadata",
+                params={"persistentId": pid, "replace": "true"},
+                json={"fields": [{"typeName": "title", "value": "Ingesting"}]})
+    assert r.status_code == 200, r.text
+    assert admin.call("POST", "/api/datasets/:persistentId/lock/Workflow",
+                      params={"persistentId": pid}).status_code == 200
     r = dv.call("PUT", "/api/datasets/:persistentId/editMetadata",
                 params={"persistentId": pid, "replace": "true"},
                 json={"fields": [{"typeName": "title", "value": "Locked"}]})
@@ -493,9 +510,10 @@ def test_license_endpoint_of_6_9_does_not_exist_on_6_7(dv):
 def test_clean_storage_deletes_unregistered_objects(dv):
     pid = dv.create_dataset()
     kept = direct_upload(dv, pid, b"kept")
-    direct_upload(dv, pid, b"orphan")
+    orphan = direct_upload(dv, pid, b"orphan")
     dv.add_files(pid, [spec(kept, "k.zip", b"kept")])
     r = dv.call("GET", "/api/datasets/:persistentId/cleanStorage",
                 params={"persistentId": pid, "dryrun": "false"})
-    assert len(r.json()["data"]["Found"]) == 2
-    assert len(r.json()["data"]["Deleted"]) == 1
+    name = {sid: sid.rsplit(":", 1)[1] for sid in (kept, orphan)}
+    assert r.json() == {"status": "OK", "data": {
+        "message": f"Found: {name[kept]}\nDeleted: {name[orphan]}"}}

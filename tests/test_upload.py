@@ -297,3 +297,24 @@ def test_a_killed_upload_whose_urls_expired_starts_again(make_sandbox, tmp_path)
     bucket = sb.s3_settings.bucket
     # the old upload was aborted, not left behind in the store
     assert sb.s3.list_multipart_uploads(Bucket=bucket).get("Uploads", []) == []
+
+
+def test_multipart_complete_lists_the_parts_in_ascending_order(make_sandbox):
+    # Swift refuses a non-ascending part list (InvalidPartOrder) and Dataverse then aborts
+    # the whole upload (fidelity row 8): parts that finished out of order are sorted
+    sb = make_sandbox("rdr", part_size=5 * MIB)
+    pid = DV(sb).create_dataset()
+    client = Dataverse(sb.dataverse_url, sb.api_token, backoff=FAST)
+    data = os.urandom(11 * MIB)
+    ticket = client.upload_urls(pid, len(data))
+    etags = {}
+    for n in (3, 2, 1):  # as parallel parts may finish
+        part = data[(n - 1) * 5 * MIB:n * 5 * MIB]
+        etags[n] = requests.put(ticket["urls"][str(n)], data=part).headers["ETag"]
+    assert list(etags) == [3, 2, 1]
+    client.complete_multipart(ticket["complete"], etags)
+    files = client.add_files(pid, [{
+        "storageIdentifier": ticket["storageIdentifier"], "fileName": "b.zip",
+        "mimeType": "application/zip",
+        "checksum": {"@type": "MD5", "@value": hashlib.md5(data).hexdigest()}}])
+    assert "successMessage" in files[0], files

@@ -113,6 +113,7 @@ class RdrExport(ValidatedInterface):
         publish=EnsureChoice("major", "minor"),
         metadata_template=EnsureBool(),
         openminds=EnsureStr(min_len=1),
+        check_server=EnsureBool(),
     ))
 
     _params_ = dict(
@@ -184,6 +185,17 @@ class RdrExport(ValidatedInterface):
             'openminds' package, and stop; touches no server"""),
     )
 
+    _params_["check_server"] = Parameter(
+        args=("--check-server",), action="store_true",
+        doc="""ask the server (--url; --collection, and --pid or the dataset of the last
+        export) what it allows and print one table: Dataverse version, direct upload,
+        object tagging, part size and URL lifetime, the largest file it accepts, whether
+        downloads are redirected or streamed, whether this account may publish or must
+        submit for review, required fields and vocabularies, licenses, the file-count
+        limit. Nothing that stays on the server is changed. The facts are kept in
+        .git/datalad-rdr/server-HOST.json; later exports cap bundles at the largest
+        accepted file""")
+
     _examples_ = [
         {"text": "Show how a dataset would be bundled",
          "code_cmd": "datalad rdr-export --dry-run"},
@@ -196,6 +208,9 @@ class RdrExport(ValidatedInterface):
          "code_cmd": "datalad rdr-export --metadata-template"},
         {"text": "Describe the published dataset in openMINDS for EBRAINS",
          "code_cmd": "datalad rdr-export --openminds openminds.jsonld"},
+        {"text": "Find out what the server allows before the first export",
+         "code_cmd": "datalad rdr-export --check-server --url https://rdr.kuleuven.be "
+                     "--collection mylab"},
         {"text": "Check what the server holds against the manifest",
          "code_cmd": "datalad rdr-export --verify-only"},
         {"text": "Export, verify and publish version 1.0, keeping the DOI in the dataset",
@@ -209,7 +224,8 @@ class RdrExport(ValidatedInterface):
                  max_bundle_size=20 * GB, jobs=4, recursive=False, dry_run=False,
                  drop_after=False, no_restrict=False, credential=None,
                  ignore_preflight=None, verify_only=False, publish=None,
-                 ria_store=None, ria_alias=None, metadata_template=False, openminds=None):
+                 ria_store=None, ria_alias=None, metadata_template=False, openminds=None,
+                 check_server=False):
         ds = dataset.ds if dataset else EnsureDataset(installed=True)(".").ds
         path = Path(ds.path)
         if metadata_template:
@@ -230,6 +246,9 @@ class RdrExport(ValidatedInterface):
         url = url or (previous.server if previous else None)
         if not url and not dry_run:
             yield error("no server given: use --url (no earlier export to continue)")
+            return
+        if check_server:
+            yield from _check_server(ds, url, collection, pid, previous, credential)
             return
         if not dry_run and not verify_only and not pid and not collection \
                 and not previous:
@@ -265,6 +284,28 @@ class RdrExport(ValidatedInterface):
         tables = [r["table"] for r in results if r.get("table")]
         if tables:
             ui.message(tables[-1])
+
+
+def _check_server(ds, url, collection, pid, previous, credential):
+    from ..dataverse import Dataverse
+    from ..discovery import run_check
+    from ..export import _git_dir
+
+    path = Path(ds.path)
+    if not url:
+        yield get_status_dict(action="rdr-check-server", path=str(path), status="error",
+                              message="no server given: use --url")
+        return
+    try:
+        _, token = obtain_token(ds.config, url, credential)
+    except CredentialError as exc:
+        yield get_status_dict(action="rdr-check-server", path=str(path), status="error",
+                              message=str(exc))
+        return
+    if not pid and previous and previous.server == url:
+        pid = previous.pid
+    for res in run_check(_git_dir(path), path, Dataverse(url, token), pid, collection):
+        yield get_status_dict(**res)
 
 
 def _unsaved(ds) -> bool:

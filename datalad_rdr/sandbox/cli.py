@@ -31,8 +31,9 @@ from .serve import ServedApp
 # OpenStack Swift S3 API without object tagging.
 PROFILES = {
     "dataverse": dict(dataverse={}, s3={}),
-    "rdr": dict(dataverse={"tagging": False, "citation": "rdr"},
-                s3={"tagging": False, "swift": True}),
+    "rdr": dict(dataverse={"tagging": False, "citation": "rdr", "license_set": "rdr",
+                           "extra_blocks": ("geospatial",)},
+                s3={"tagging": False, "swift": True, "max_parts": 1000}),
 }
 
 
@@ -132,6 +133,7 @@ class Sandbox:
             "s3_url": self.s3_server.url,
             "bucket": self.s3_settings.bucket,
             "profile": self.profile,
+            "review": d.review,
             "data_dir": self.data_dir,
         }
 
@@ -164,6 +166,10 @@ def main(argv=None) -> int:
     parser.add_argument("--no-download-redirect", action="store_true",
                         help="stream downloads through the API instead of a 303 to S3")
     parser.add_argument("--api-token", help="fix the depositor's API token")
+    parser.add_argument("--review", action="store_true",
+                        help="a curated installation: the depositor may not publish, "
+                             "only submit for review (POST .../submitForReview); the "
+                             "admin token publishes")
     args = parser.parse_args(argv)
 
     overrides = {}
@@ -175,6 +181,8 @@ def main(argv=None) -> int:
         overrides["download_redirect"] = False
     if args.api_token:
         overrides["api_token"] = args.api_token
+    if args.review:
+        overrides["review"] = True
     sandbox = Sandbox(args.profile, args.data_dir, dataverse_port=args.port,
                       s3_port=args.s3_port, zenodo_port=args.zenodo_port,
                       **overrides).start()

@@ -16,6 +16,8 @@ class Fault:
     ``delay``: wait that many seconds before answering normally (a slow server).
     ``corrupt``: answer normally, but invert the object's byte at this offset if it is
     served (bit rot on the server, a broken proxy); only object GETs from S3 honour it.
+    ``optimistic_lock``: Dataverse only: the request meets a concurrent update of its
+    dataset and fails as an OptimisticLockException (500, nothing saved).
     """
 
     method: str
@@ -26,6 +28,7 @@ class Fault:
     reset_after: int | None = None
     delay: float | None = None
     corrupt: int | None = None
+    optimistic_lock: bool = False
     hits: int = 0
 
 

@@ -17,7 +17,8 @@ Blocks added by the ``required_blocks`` setting are plain text fields, all requi
 
 Checking follows Dataverse's ``JsonParser`` (unknown type names and values outside a controlled
 vocabulary are parse errors, 400 ``Error parsing Json: ...``) and its required-field validation
-(400 ``Validation Failed: <title> is required.``).
+(400 ``Validation Failed: <title> is required.``, or the conditional text for a required child
+of an optional compound).
 """
 
 from __future__ import annotations
@@ -84,14 +85,15 @@ def f(name, title, type="TEXT", multiple=False, required=False, vocab=False, chi
             "children": {c["name"]: c for c in children}}
 
 
-def _common_tail():
+def _common_tail(contributor_required=False):
     return [
         f("language", "Language", multiple=True, vocab=ANY),
         f("productionDate", "Production Date", "DATE"),
         f("productionPlace", "Production Location", multiple=True),
         f("contributor", "Contributor", multiple=True, children=[
-            f("contributorType", "Type", vocab=CONTRIBUTOR_TYPES),
-            f("contributorName", "Name")]),
+            f("contributorType", "Type", vocab=CONTRIBUTOR_TYPES,
+              required=contributor_required),
+            f("contributorName", "Name", required=contributor_required)]),
         f("grantNumber", "Funding Information", multiple=True, children=[
             f("grantNumberAgency", "Agency"), f("grantNumberValue", "Identifier")]),
         f("timePeriodCovered", "Time Period", multiple=True, children=[
@@ -107,7 +109,7 @@ def _common_tail():
 
 
 def _author():
-    return f("author", "Author", multiple=True, children=[
+    return f("author", "Author", multiple=True, required=True, children=[
         f("authorName", "Name", required=True), f("authorAffiliation", "Affiliation"),
         f("authorIdentifierScheme", "Identifier Type",
           vocab=["ORCID", "ISNI", "LCNA", "VIAF", "GND", "DAI", "ResearcherID", "ScopusID"]),
@@ -115,13 +117,13 @@ def _author():
 
 
 def _contact(title):
-    return f("datasetContact", title, multiple=True, children=[
+    return f("datasetContact", title, multiple=True, required=True, children=[
         f("datasetContactName", "Name"), f("datasetContactAffiliation", "Affiliation"),
         f("datasetContactEmail", "E-mail", "EMAIL", required=True)])
 
 
 def _description():
-    return f("dsDescription", "Description", multiple=True, children=[
+    return f("dsDescription", "Description", multiple=True, required=True, children=[
         f("dsDescriptionValue", "Text", "TEXTBOX", required=True),
         f("dsDescriptionDate", "Date", "DATE")])
 
@@ -150,7 +152,7 @@ STOCK_CITATION = [
         f("publicationIDType", "Identifier Type", vocab=ID_TYPES),
         f("publicationIDNumber", "Identifier"), f("publicationURL", "URL", "URL")]),
     f("producer", "Producer", multiple=True, children=[
-        f("producerName", "Name"), f("producerAffiliation", "Affiliation"),
+        f("producerName", "Name", required=True), f("producerAffiliation", "Affiliation"),
         f("producerAbbreviation", "Abbreviated Name"), f("producerURL", "URL", "URL"),
         f("producerLogoURL", "Logo URL", "URL")]),
     f("distributor", "Distributor", multiple=True, children=[
@@ -184,7 +186,8 @@ RDR_CITATION = [
       vocab=RDR_DEPARTMENTS),
     _contact("Contact"),
     _description(),
-    f("subject", "Subject", multiple=True, required=True, vocab=RDR_SUBJECTS),
+    # Not required: the published RDR dataset (fidelity row 43) has no subject at all.
+    f("subject", "Subject", multiple=True, vocab=RDR_SUBJECTS),
     f("keyword", "Keyword", multiple=True, required=True, children=[
         f("keywordValue", "Term", required=True),
         f("keywordVocabulary", "Vocabulary"), f("keywordVocabularyURI", "Vocabulary URL", "URL")]),
@@ -212,20 +215,49 @@ RDR_CITATION = [
         f("relatedMaterialIDType", "ID Type", vocab=ID_TYPES),
         f("relatedMaterialIDNumber", "ID Number"),
         f("relatedMaterialURL", "URL", "URL")]),
-    *_common_tail(),
+    # RDR's TSV makes both contributor children required: conditionally, as contributor
+    # itself is optional.
+    *_common_tail(contributor_required=True),
 ]
 
 CITATION = {"dataverse": STOCK_CITATION, "rdr": RDR_CITATION}
 
 
-def blocks_for(citation: str, required_blocks: dict) -> dict[str, dict]:
-    """{block name: {field name: field type}} as the installation has them."""
+GEOSPATIAL = [
+    f("geographicCoverage", "Geographic Coverage", multiple=True, children=[
+        f("country", "Country / Nation", vocab=ANY), f("state", "State / Province"),
+        f("city", "City"), f("otherGeographicCoverage", "Other")]),
+    f("geographicUnit", "Geographic Unit", multiple=True),
+    f("geographicBoundingBox", "Geographic Bounding Box", multiple=True, children=[
+        f("westLongitude", "Westernmost (Left) Longitude"),
+        f("eastLongitude", "Easternmost (Right) Longitude"),
+        f("northLatitude", "Northernmost (Top) Latitude"),
+        f("southLatitude", "Southernmost (Bottom) Latitude")]),
+]
+
+STOCK_BLOCKS = {"geospatial": GEOSPATIAL}
+
+
+def blocks_for(citation: str, required_blocks: dict, extra_blocks=(),
+               required_here=()) -> dict[str, dict]:
+    """{block name: {field name: field type}} as the installation (and, with
+    ``required_here``, a collection's input levels) has them."""
     blocks = {"citation": {t["name"]: t for t in CITATION[citation]}}
+    for name in extra_blocks:
+        blocks[name] = {t["name"]: t for t in STOCK_BLOCKS[name]}
     for name, fields in required_blocks.items():
         block = blocks.setdefault(name, {})
         for field_name in fields:
             block.setdefault(field_name, f(field_name, field_name, required=True))
+    if required_here:
+        blocks = {name: {n: _required_in(t, required_here) for n, t in types.items()}
+                  for name, types in blocks.items()}
     return blocks
+
+
+def _required_in(t: dict, names) -> dict:
+    return {**t, "required": t["required"] or t["name"] in names,
+            "children": {n: _required_in(c, names) for n, c in t["children"].items()}}
 
 
 def _type_class(t: dict) -> str:
@@ -292,11 +324,15 @@ def _check_value(t: dict, value) -> None:
 
 
 def missing_required(blocks: dict, by_block: dict[str, dict]) -> list[str]:
-    """Titles of required fields that are absent or empty (DatasetFieldValueValidator)."""
+    """Violations of requiredness, as DatasetFieldValueValidator words them.
+
+    A required child of a required compound is always required; a required child of an
+    optional compound only once one of its siblings has a value (the conditional text).
+    """
     submitted = {}
     for fields in by_block.values():
         submitted.update(fields)
-    missing = []
+    problems = []
     for types in blocks.values():
         for name, t in types.items():
             needed_children = [c for c in t["children"].values() if c["required"]]
@@ -304,17 +340,24 @@ def missing_required(blocks: dict, by_block: dict[str, dict]) -> list[str]:
                 continue
             value = (submitted.get(name) or {}).get("value")
             values = [v for v in (value if isinstance(value, list) else [value]) if v]
-            if not values:
-                # a compound with a required child is itself required (as Dataverse loads
-                # citation.tsv: author, datasetContact, dsDescription)
-                missing.append(t["title"])
+            if not values and t["required"]:
+                problems.append(f"{t['title']} is required.")
                 continue
             for v in values:
                 if not isinstance(v, dict):
                     continue
+                filled = [c for c in v if (v.get(c) or {}).get("value")]
                 for c in needed_children:
-                    if not (v.get(c["name"]) or {}).get("value"):
-                        label = f"{t['title']} {c['title']}"
-                        if label not in missing:
-                            missing.append(label)
-    return missing
+                    if (v.get(c["name"]) or {}).get("value"):
+                        continue
+                    label = f"{t['title']} {c['title']}"
+                    if t["required"]:
+                        problem = f"{label} is required."
+                    elif filled:
+                        problem = (f"{label} is required if you choose to enter a value in "
+                                   f"any of the optional {t['title']} fields.")
+                    else:
+                        continue
+                    if problem not in problems:
+                        problems.append(problem)
+    return problems

@@ -26,6 +26,7 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import hmac
+import io
 import os
 import re
 import shutil
@@ -56,6 +57,8 @@ class S3Settings:
     tagging: bool = True
     # Answer like OpenStack Swift's s3api (RDR): request ids as Swift sends them.
     swift: bool = False
+    # Highest part number (AWS 10000; Swift s3api's max_upload_part_num defaults to 1000).
+    max_parts: int = 10000
 
 
 @dataclass
@@ -172,6 +175,7 @@ class S3Gate:
         self.backend = get_backend("s3")[ACCOUNT_ID]["aws"]
         self.stats = S3Stats()
         self.faults = Faults()
+        self._completed: dict = {}  # (path, uploadId) -> (request body, reply)
 
     # -- WSGI -----------------------------------------------------------------------
     def __call__(self, environ, start_response):
@@ -206,11 +210,60 @@ class S3Gate:
 
         if method == "PUT":
             self.stats.bytes_received += request.content_length or 0
+        if method in ("POST", "DELETE") and self._other_key(raw_path, raw_query):
+            # moto finds an upload by its id alone; S3 and Swift need the key to match.
+            return _error(404, "NoSuchUpload", "The specified upload does not exist. The "
+                          "upload ID may be invalid, or the upload may have been aborted or "
+                          "completed.", self.settings)(environ, start_response)
+        if method == "POST" and "uploadId=" in raw_query:
+            return self._complete(environ, start_response, request, raw_path, raw_query)
         if method == "GET" and self._is_object_path(raw_path) and not self._subresource(raw_query):
             served = self._serve_object(request, raw_path, raw_query, corrupt)
             if served is not None:
                 return served(environ, start_response)
         return self.moto(environ, start_response)
+
+    def _other_key(self, raw_path: str, raw_query: str) -> bool:
+        """Whether the query's uploadId is a live upload of another key."""
+        upload_id = dict(parse_qsl(raw_query)).get("uploadId")
+        if upload_id is None:
+            return False
+        bucket, _, key_name = unquote(raw_path).lstrip("/").partition("/")
+        try:
+            live = self.backend.buckets[bucket].multiparts.get(upload_id)
+        except KeyError:
+            return False
+        return live is not None and live.key_name != key_name
+
+    def _complete(self, environ, start_response, request, raw_path, raw_query):
+        """CompleteMultipartUpload: parts must ascend, and a repeat of a completed upload
+        with the same parts answers as the first did (Swift's s3api, multi_upload.py)."""
+        body = request.get_data()
+        numbers = [int(n) for n in re.findall(rb"<PartNumber>\s*(\d+)\s*</PartNumber>", body)]
+        if numbers != sorted(numbers) or len(set(numbers)) != len(numbers):
+            return _error(400, "InvalidPartOrder", "The list of parts was not in ascending "
+                          "order. The parts list must be specified in order by part "
+                          "number.", self.settings)(environ, start_response)
+        upload = (raw_path, dict(parse_qsl(raw_query)).get("uploadId"))
+        done = self._completed.get(upload)
+        if done is not None:
+            if done[0] != body:
+                return _error(400, "InvalidPart", "One or more of the specified parts could "
+                              "not be found.", self.settings)(environ, start_response)
+            return Response(done[1], content_type="application/xml")(environ,
+                                                                     start_response)
+        environ["wsgi.input"] = io.BytesIO(body)
+        environ["CONTENT_LENGTH"] = str(len(body))
+        captured = {}
+
+        def capture(status, headers, exc_info=None):
+            captured["status"], captured["headers"] = status, headers
+            return start_response(status, headers, exc_info)
+
+        reply = b"".join(self.moto(environ, capture))
+        if captured.get("status", "").startswith("200") and b"<Error>" not in reply:
+            self._completed[upload] = (body, reply)
+        return [reply]
 
     def _refuse(self, request: Request, raw_path: str, raw_query: str) -> Response | None:
         s = self.settings
@@ -233,6 +286,11 @@ class S3Gate:
                 return _error(501, "NotImplemented", "A header you provided implies "
                               "functionality that is not implemented", s,
                               Header="Transfer-Encoding")
+            part = dict(parse_qsl(raw_query)).get("partNumber")
+            if part is not None and not (part.isdigit() and 1 <= int(part) <= s.max_parts):
+                return _error(400, "InvalidArgument", f"Part number must be an integer "
+                              f"between 1 and {s.max_parts}, inclusive", s,
+                              ArgumentName="partNumber", ArgumentValue=part)
             if "x-amz-tagging" in request.headers and not s.tagging:
                 # OpenStack Swift's s3api has no object tagging (IQSS/dataverse#10022).
                 return _error(501, "NotImplemented", "The requested resource is not "
