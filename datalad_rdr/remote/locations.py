@@ -9,6 +9,7 @@ clone -- also one made through a RIA store -- knows where to read each key::
     rdr+https://rdr.kuleuven.be/api/access/datafile/1234?pid=doi%3A10.48804/ABCDEF
         &bundle=raw-01.zip&bsize=2000000000&member=sub-01/anat/sub-01_T1w.nii.gz
         &size=1536000&method=stored&crc32=0a1b2c3d&csize=1536000&header=1048576&data=1048650
+        &v=1
 
 (one line). The part before ``?`` is the bundle's access URL with ``rdr+`` in front: no
 other remote claims the scheme, and a reader sees where the bytes come from. The query:
@@ -26,7 +27,11 @@ other remote claims the scheme, and a reader sees where the bytes come from. The
 ``size``, ``method`` (``stored``/``deflated``), ``crc32``, ``csize``
     the member's size, compression, CRC-32 and compressed size;
 ``header``, ``data``
-    byte offsets of the member's local header and of its first data byte in the ZIP.
+    byte offsets of the member's local header and of its first data byte in the ZIP;
+``v``
+    the version of this format, 1. Records written before it was added have none and are
+    version 1. A record of a later version (a newer datalad-rdr wrote it) is refused with
+    "upgrade datalad-rdr" rather than misread; any new field means a new version.
 
 A key may have several records (the same content in two bundles); the remote tries them in
 turn. Records of another server or dataset are not this remote's (``claims``). docs/remote.rst
@@ -36,14 +41,20 @@ describes the format for users.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from urllib.parse import parse_qsl, quote, urlencode
 
 SCHEME = "rdr+"
+#: The version of the record format this module writes and reads.
+VERSION = 1
 _ACCESS = "/api/access/datafile/"
 METHODS = ("stored", "deflated")
 # ZIP local header (APPNOTE 4.3.7): 30 fixed bytes, then the name and the extra field.
 LOCAL_HEADER_SIZE = 30
+
+
+class NewerFormat(ValueError):
+    """A record of a format version this datalad-rdr does not know."""
 
 
 @dataclass(frozen=True)
@@ -60,6 +71,13 @@ class Location:
     compressed_size: int
     header_offset: int  # local file header in the ZIP
     data_offset: int  # first byte of the member's (compressed) data
+    #: the record as recorded (older ones have no ``v``): what unregistering must name
+    recorded: str = field(default="", compare=False, repr=False)
+
+    @property
+    def record(self) -> str:
+        """The record as it is in the git-annex branch."""
+        return self.recorded or self.uri()
 
     @property
     def data_end(self) -> int:
@@ -71,7 +89,7 @@ class Location:
             ("member", self.member),
             ("size", self.size), ("method", self.method), ("crc32", self.crc32),
             ("csize", self.compressed_size), ("header", self.header_offset),
-            ("data", self.data_offset),
+            ("data", self.data_offset), ("v", VERSION),
         ], safe="/", quote_via=quote)
         return f"{prefix(self.server)}{self.file_id}?{query}"
 
@@ -82,10 +100,14 @@ def prefix(server: str) -> str:
 
 
 def claims(uri: str, server: str, pid: str) -> bool:
+    """Is it a record of this server and dataset (also one of a newer format version, so
+    that reading it says "upgrade" rather than git-annex "claimed by remote web")?"""
     if not uri.startswith(prefix(server)):
         return False
     try:
         return parse(uri).pid == pid
+    except NewerFormat:
+        return dict(parse_qsl(uri.partition("?")[2])).get("pid") == pid
     except ValueError:
         return False
 
@@ -97,6 +119,13 @@ def parse(uri: str) -> Location:
     head, query = uri[len(SCHEME):].split("?", 1)
     server, file_id = head.rsplit(_ACCESS, 1)
     fields = dict(parse_qsl(query, keep_blank_values=True, strict_parsing=True))
+    version = fields.get("v", "1")
+    if version != str(VERSION):
+        if version.isdigit() and int(version) > VERSION:
+            raise NewerFormat(f"a location record of format version {version} (this "
+                              f"datalad-rdr reads version {VERSION}): upgrade datalad-rdr "
+                              f"(pip install -U datalad-rdr)")
+        raise ValueError(f"rdr location record: unknown version v={version!r}")
 
     def number(name: str) -> int:
         value = fields.get(name, "")
@@ -112,7 +141,7 @@ def parse(uri: str) -> Location:
         bundle_size=number("bsize"), member=fields.get("member", ""), size=number("size"),
         method=fields.get("method", ""), crc32=fields.get("crc32", "").lower(),
         compressed_size=number("csize"), header_offset=number("header"),
-        data_offset=number("data"))
+        data_offset=number("data"), recorded=uri)
     if loc.method not in METHODS:
         raise ValueError(f"rdr location record: unknown method {loc.method!r}")
     if not re.fullmatch(r"[0-9a-f]{8}", loc.crc32):

@@ -25,7 +25,8 @@ from . import keys as annex_keys
 from . import locations
 from .annex import Annex, AnnexError
 from .reader import BundleReader, ReadError, read_member
-from .special import DEFAULT_CAP, RemoteError, _yes, parse_size, read_index
+from ..sizes import parse_size
+from .special import DEFAULT_CAP, RemoteError, _yes, read_index
 from .store import PREFIX, FlushError, Store
 
 
@@ -77,12 +78,14 @@ def repack(repo: Path, name: str | None = None, dry_run: bool = False):
     """Yield one line per bundle acted upon."""
     uuid, cfg, config = _remote(repo, name)
     url, pid = cfg["url"].rstrip("/"), cfg["pid"]
+    # the server the records name may have moved (docs/remote.rst, "Moving servers")
+    server = (config.get(f"remote.{cfg.get('name')}.rdr-url") or url).rstrip("/")
     try:
-        _, token = obtain_token(config, url, cfg.get("credential"))
+        _, token = obtain_token(config, server, cfg.get("credential"))
     except CredentialError as exc:
         raise RepackError(str(exc)) from None
-    client = Dataverse(url, token)
-    reader = BundleReader(url, lambda: token)
+    client = Dataverse(server, token)
+    reader = BundleReader(server, lambda: token)
     annex = Annex(repo / ".git")
     try:
         versions = client.versions(pid)
@@ -151,11 +154,11 @@ def _rewrite(store, annex, client, reader, uuid, pid, cfg, entry, live, recorded
                 if path.parent == Path(tmp):
                     path.unlink()
             bundle = store.open
-            found = store.flush(bundle, client, pid, _yes(cfg.get("restrict"), True),
+            found = store.flush(bundle, client, url, pid, _yes(cfg.get("restrict"), True),
                                 f"datalad-rdr bundle of {len(live)} annexed files, "
                                 f"repacked from {label}")
             annex.register_urls([(k, loc.uri()) for k, loc in found.items()], uuid)
-            annex.unregister_urls([(k, old[k].uri()) for k in old], uuid)
+            annex.unregister_urls([(k, old[k].record) for k in old], uuid)
             store.done(bundle)
         except (ReadError, FlushError, AnnexError, OSError) as exc:
             if store.open is not None:

@@ -32,10 +32,14 @@ is the user's guide; :mod:`.locations` owns the record format.
 
 from __future__ import annotations
 
+import argparse
+import functools
 import json
+import logging
 import os
 import sys
 import time
+import traceback
 import zipfile
 from urllib.parse import urlsplit
 
@@ -43,33 +47,53 @@ from datalad_next.annexremotes import RemoteError, SpecialRemote, UnsupportedReq
 
 from ..credentials import CredentialError, obtain_token, realm
 from ..dataverse import Dataverse, DataverseError
+from ..sizes import GB, parse_size
 from . import keys as annex_keys
 from . import locations
 from .annex import Annex, AnnexError
 from .reader import BundleReader, RangeFile, ReadError, read_member
 from .store import INDEX, INDEX_FORMAT, Bundle, FlushError, Store
 
-GB = 1000**3
 DEFAULT_CAP = 4 * GB
 #: Seconds an answer about a bundle's existence or the dataset's versions is reused.
 SERVER_TTL = 30.0
 #: Bytes read at once for small chunks of a chunked key (the next chunks are in them).
 CHUNK_WINDOW = 2**20
-_UNITS = {"": 1, "B": 1, "KB": 1000, "MB": 1000**2, "GB": GB, "TB": 1000**4,
-          "KIB": 1024, "MIB": 1024**2, "GIB": 1024**3, "TIB": 1024**4}
 
 
-def parse_size(text: str) -> int:
-    value = text.strip().upper().replace(" ", "")
-    number = value.rstrip("KMGTIB")
-    unit = value[len(number):]
-    try:
-        if unit not in _UNITS:
-            raise ValueError
-        return int(float(number) * _UNITS[unit])
-    except ValueError:
-        raise ValueError(f"not a size: {text!r} (write e.g. 4GB, 500MiB or 1000000)") \
-            from None
+lgr = logging.getLogger("datalad.rdr.remote")
+
+
+def request(func):
+    """The error boundary of one git-annex request (as ``ora_remote.handle_errors``).
+
+    annexremote turns anything but a RemoteError into ``ERROR`` and exits, which ends the
+    whole git-annex session on one key's surprise. Here an unexpected exception fails just
+    this request, with one line naming it; the traceback goes to the debug log
+    (``git annex --debug``, ``datalad -l debug``)."""
+
+    @functools.wraps(func)
+    def guarded(self, *args, **kwargs):
+        try:
+            return func(self, *args, **kwargs)
+        except (RemoteError, UnsupportedRequest):
+            raise
+        except Exception as exc:
+            trace = traceback.format_exc()
+            lgr.debug("%s failed:\n%s", func.__name__, trace)
+            try:
+                self.message(trace.rstrip())
+            except Exception:
+                pass  # the debug line is a courtesy: the failure below is what counts
+            kind = type(exc).__qualname__
+            if type(exc).__module__ != "builtins":
+                kind = f"{type(exc).__module__}.{kind}"
+            raise RemoteError(
+                f"unexpected {kind} in {func.__name__}: "
+                f"{str(exc).splitlines()[0] if str(exc) else '(no message)'} (see "
+                f"'git annex --debug' for where; please report it)") from None
+
+    return guarded
 
 
 def _yes(value: str | None, default: bool) -> bool:
@@ -91,7 +115,8 @@ class RdrRemote(SpecialRemote):
             "credential": "name of the DataLad credential holding the API token",
         }
         # Everything close() touches exists before prepare() runs (it may never run).
-        self.url: str | None = None
+        self.url: str | None = None  # the server the records name
+        self.server: str | None = None  # where requests go (remote.<name>.rdr-url)
         self.pid: str | None = None
         self.uuid: str | None = None
         self.gitdir: str | None = None
@@ -100,16 +125,19 @@ class RdrRemote(SpecialRemote):
         self._writer: Dataverse | None = None
         self._token: str | None | bool = False  # False: not asked yet
         self._token_problem = ""
+        self._target_problem: str | None = None  # None: not checked yet
         self._plumbing: Annex | None = None
         self._names: dict[str, str] | None = None
         self._exists: dict[int, tuple[bool, float]] = {}
         self._versions: tuple[set, set, float] | None = None
         self._live: dict[int, set | None] = {}
+        self._made: set[int] = set()  # bundles this process put into the draft
         self.restrict = True
         self.cap = DEFAULT_CAP
         self.credential: str | None = None
 
     # -- setup ---------------------------------------------------------------------------
+    @request
     def initremote(self):
         url = (self.annex.getconfig("url") or "").strip().rstrip("/")
         pid = (self.annex.getconfig("pid") or "").strip()
@@ -125,19 +153,20 @@ class RdrRemote(SpecialRemote):
             raise RemoteError(f"bundlesize=: {exc}") from None
         self.annex.setconfig("url", url)
 
+    @request
     def prepare(self):
         self._configure()
         self.uuid = self.annex.getuuid()
         self.gitdir = os.path.abspath(self.annex.getgitdir())
-        self._store = Store(self.gitdir, self.uuid, self.cap)
-        self._repair()
+        if Store.journals(self.gitdir, self.uuid):
+            self.store  # a session died with keys pending: repair it first  # noqa: B018
 
     def _configure(self):
         if self.url is not None:
             return
-        self.url = (self.annex.getconfig("url") or "").rstrip("/")
+        url = (self.annex.getconfig("url") or "").rstrip("/")
         self.pid = self.annex.getconfig("pid") or ""
-        if not self.url or not self.pid:
+        if not url or not self.pid:
             raise RemoteError("this rdr remote has no url= or pid=; set them with "
                               "'git annex enableremote <name> url=... pid=...'")
         try:
@@ -146,14 +175,47 @@ class RdrRemote(SpecialRemote):
             raise RemoteError(f"bundlesize=: {exc}") from None
         self.restrict = _yes(self.annex.getconfig("restrict"), True)
         self.credential = self.annex.getconfig("credential") or None
+        self.server = self._moved_to() or url
+        self.url = url  # last: a failure above is raised again by the next request
 
+    def _moved_to(self) -> str | None:
+        """The clone's own ``remote.<name>.rdr-url``: the server the records' one moved to."""
+        try:
+            moved = self.get_remote_gitcfg("rdr", "url")
+        except Exception as exc:  # no GETGITREMOTENAME (old git-annex), no repository
+            lgr.debug("no remote.<name>.rdr-url read: %s", exc)
+            return None
+        if not moved:
+            return None
+        moved = str(moved).strip().rstrip("/")
+        if urlsplit(moved).scheme not in ("http", "https") or not urlsplit(moved).netloc:
+            setting = f"remote.{self.remotename}.rdr-url"
+            raise RemoteError(f"git config {setting}={moved!r} is not an http(s) URL; fix "
+                              f"it with 'git config {setting} https://new.host'")
+        return moved
+
+    @property
+    def store(self) -> Store:
+        """The pending bundles: made, and sessions that died repaired, at the first need
+        (reading needs neither)."""
+        if self._store is None:
+            self._store = Store(self.gitdir, self.uuid, self.cap)
+            self._repair()
+        return self._store
+
+    def _pending(self, key: str) -> bool:
+        return self._store is not None and key in self._store.pending
+
+    @request
     def getavailability(self):
         return "global"
 
+    @request
     def claimurl(self, url):
         self._configure()
         return locations.claims(url, self.url, self.pid)
 
+    @request
     def checkurl(self, url):
         self._configure()
         try:
@@ -169,7 +231,7 @@ class RdrRemote(SpecialRemote):
     def token(self) -> str | None:
         if self._token is False:
             try:
-                _, self._token = obtain_token(self.repo.config, self.url, self.credential)
+                _, self._token = obtain_token(self.repo.config, self.server, self.credential)
             except CredentialError as exc:
                 self._token, self._token_problem = None, str(exc)
         return self._token
@@ -186,13 +248,13 @@ class RdrRemote(SpecialRemote):
             name = self.credential or "rdr"
             env = f"DATALAD_CREDENTIAL_{name.upper().replace('-', '_')}_SECRET"
             hint = (f"set {env}, or store a token with 'datalad credentials set {name} "
-                    f"secret=<token> realm={realm(self.url)}'")
-            self._reader = BundleReader(self.url, self.token, hint)
+                    f"secret=<token> realm={realm(self.server)}'")
+            self._reader = BundleReader(self.server, self.token, hint)
         return self._reader
 
     def writer(self, what: str) -> Dataverse:
         if self._writer is None:
-            self._writer = Dataverse(self.url, self.need_token(what))
+            self._writer = Dataverse(self.server, self.need_token(what))
         return self._writer
 
     @property
@@ -226,20 +288,26 @@ class RdrRemote(SpecialRemote):
 
     # -- location records ----------------------------------------------------------------
     def _locations(self, key: str) -> list[locations.Location]:
-        found = []
+        found, newer = [], None
         for uri in self.annex.geturls(key, locations.prefix(self.url)):
             try:
                 loc = locations.parse(uri)
+            except locations.NewerFormat as exc:
+                newer = exc
+                continue
             except ValueError as exc:
                 self.message(f"ignoring a location record of {key}: {exc}")
                 continue
             if loc.pid == self.pid:
                 found.append(loc)
+        if not found and newer:
+            raise RemoteError(str(newer))
         return found
 
     # -- STORE ---------------------------------------------------------------------------
+    @request
     def transfer_store(self, key, local_file):
-        store = self._store
+        store = self.store
         if key in store.pending:
             return
         try:
@@ -247,19 +315,35 @@ class RdrRemote(SpecialRemote):
                 return  # already in a registered bundle: nothing to send again
         except ReadError:
             pass  # cannot tell: store it again, a second copy is harmless
-        self.need_token("storing into RDR")
+        self._check_target()
         size = os.path.getsize(local_file)
         member = self._member_name(key)
+        if not store.fits_alone(size, member, key):
+            raise RemoteError(f"{key} ({size} bytes) does not fit in a bundle of "
+                              f"bundlesize={self.cap}; raise it with 'git annex "
+                              f"enableremote <name> bundlesize=...' or use chunk=...")
         if not store.fits(size, member, key):
-            if not store.pending:
-                raise RemoteError(f"{key} ({size} bytes) does not fit in a bundle of "
-                                  f"bundlesize={self.cap}; raise it with 'git annex "
-                                  f"enableremote <name> bundlesize=...' or use chunk=...")
             self._flush_in_session()
         try:
             store.add(key, local_file, member, size)
         except (OSError, FlushError) as exc:
             raise RemoteError(f"cannot take {key} into the bundle: {exc}") from exc
+
+    def _check_target(self) -> None:
+        """Before the session's first key is answered "stored": may the token add files to
+        the dataset? The last keys of a session are uploaded only after git-annex stopped
+        listening (see the module docstring), so a wrong ``pid``, a token without rights or
+        a server that is down must fail the keys here, where git-annex still hears it."""
+        if self._target_problem is None:
+            client = self.writer("storing into RDR")
+            try:
+                client.dataset(self.pid)
+                self._target_problem = ""
+            except DataverseError as exc:
+                self._target_problem = (f"cannot store into {self.pid} on {self.server}: "
+                                        f"{exc}")
+        if self._target_problem:
+            raise RemoteError(self._target_problem)
 
     def _member_name(self, key: str) -> str:
         if self._names is None:
@@ -275,8 +359,8 @@ class RdrRemote(SpecialRemote):
         if bundle is None:
             return
         try:
-            found = self._store.flush(bundle, self.writer("storing into RDR"), self.pid,
-                                      self.restrict, self._description(bundle))
+            found = self._store.flush(bundle, self.writer("storing into RDR"), self.url,
+                                      self.pid, self.restrict, self._description(bundle))
         except FlushError as exc:
             self._give_up(bundle)
             raise RemoteError(f"{exc}; these keys are recorded as not in this remote; "
@@ -284,6 +368,7 @@ class RdrRemote(SpecialRemote):
         for key, loc in found.items():
             self.annex.seturipresent(key, loc.uri())
             self._exists[loc.file_id] = (True, time.monotonic() + SERVER_TTL)
+            self._made.add(loc.file_id)  # in the draft, whatever the cached versions say
         self._store.done(bundle)
 
     def _description(self, bundle: Bundle) -> str:
@@ -327,20 +412,27 @@ class RdrRemote(SpecialRemote):
         self._store.done(bundle)
 
     # -- CHECKPRESENT --------------------------------------------------------------------
+    @request
     def checkpresent(self, key):
-        if key in self._store.pending:
+        if self._pending(key):
             try:
                 self._flush_in_session()
             except RemoteError as exc:
                 self.message(str(exc), type="info")
                 return False
-        elif self._store.pending_elsewhere(key):
+        elif self._pending_elsewhere(key):
             raise RemoteError(f"{key} is in a bundle another git-annex process has not "
                               f"uploaded yet")
         try:
             return self._present(key)
         except ReadError as exc:
             raise RemoteError(str(exc)) from exc
+
+    def _pending_elsewhere(self, key: str) -> bool:
+        """Is the key in a bundle another live process has not uploaded yet?"""
+        if self._store is None and not Store.journals(self.gitdir, self.uuid):
+            return False  # no journal, no pending bundle: no need to look further
+        return self.store.pending_elsewhere(key)
 
     def _present(self, key: str) -> bool:
         errors = []
@@ -355,8 +447,9 @@ class RdrRemote(SpecialRemote):
         return False
 
     # -- RETRIEVE ------------------------------------------------------------------------
+    @request
     def transfer_retrieve(self, key, local_file):
-        if key in self._store.pending:
+        if self._pending(key):
             self._flush_in_session()
         found = self._locations(key)
         if not found:
@@ -381,8 +474,9 @@ class RdrRemote(SpecialRemote):
         raise RemoteError("; ".join(errors))
 
     # -- REMOVE --------------------------------------------------------------------------
+    @request
     def remove(self, key):
-        if key in self._store.pending:
+        if self._pending(key):
             self._flush_in_session()
         found = self._locations(key)
         if not found:
@@ -395,11 +489,11 @@ class RdrRemote(SpecialRemote):
                 f"publications are immutable, so RDR keeps it (drop other copies instead)")
         for loc in found:
             live = self._live_keys(loc)
-            self.annex.seturimissing(key, loc.uri())
+            self.annex.seturimissing(key, loc.record)
             if live is None:
                 continue  # an exported bundle: it holds files in git too, it stays
             live.discard(key)
-            if not live and loc.file_id in draft:
+            if not live and (loc.file_id in draft or loc.file_id in self._made):
                 try:
                     self.writer("removing from RDR").delete_file(loc.file_id)
                 except DataverseError as exc:
@@ -407,6 +501,7 @@ class RdrRemote(SpecialRemote):
                                  f"deleted from the draft: {exc}", type="info")
                     continue
                 draft.discard(loc.file_id)
+                self._made.discard(loc.file_id)
                 self._exists[loc.file_id] = (False, time.monotonic() + SERVER_TTL)
 
     def _live_keys(self, loc: locations.Location) -> set | None:
@@ -443,7 +538,7 @@ class RdrRemote(SpecialRemote):
         stderr (git-annex shows them). True if the keys are on the server."""
         try:
             client = self.writer("storing into RDR")
-            found = self._store.flush(bundle, client, self.pid, self.restrict,
+            found = self._store.flush(bundle, client, self.url, self.pid, self.restrict,
                                       self._description(bundle))
             self.plumbing.register_urls([(k, loc.uri()) for k, loc in found.items()],
                                         self.uuid)
@@ -487,14 +582,38 @@ def read_index(reader: BundleReader, file_id: int, size: int, remote: str) -> di
     return index["keys"]
 
 
+def _parser() -> argparse.ArgumentParser:
+    from .. import __version__
+
+    parser = argparse.ArgumentParser(
+        prog="git-annex-remote-rdr",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="The git-annex special remote 'rdr' of datalad-rdr: reads annexed "
+                    "files out of ZIP bundles on RDR (Dataverse) by HTTP Range, and stores "
+                    "keys into such bundles. git-annex starts it (type=external "
+                    "externaltype=rdr) and talks to it on stdin/stdout; docs/remote.rst "
+                    "is the guide.",
+        epilog="subcommand:\n"
+               "  git-annex-remote-rdr repack [--remote NAME] [--dry-run]\n"
+               "      rewrite the remote's draft bundles without the members removed\n"
+               "      from it (git annex drop --from), delete bundles with nothing left;\n"
+               "      run it in the repository ('git-annex-remote-rdr repack --help')")
+    parser.add_argument("--version", action="version",
+                        version=f"git-annex-remote-rdr (datalad-rdr) {__version__}")
+    parser.add_argument("-l", "--log-level", metavar="LEVEL",
+                        help="log level of DataLad's logger (e.g. debug); log lines go to "
+                             "stderr, which git-annex shows")
+    return parser
+
+
 def main():
     """Entry point of ``git-annex-remote-rdr`` (``repack`` as first argument: repack)."""
     if len(sys.argv) > 1 and sys.argv[1] == "repack":
         from .repack import main as repack_main
 
         sys.exit(repack_main(sys.argv[2:]))
+    args = _parser().parse_args()
     from datalad_next.annexremotes import super_main
 
-    super_main(cls=RdrRemote, remote_name="rdr",
-               description="read annexed files from ZIP bundles on RDR (Dataverse) by "
-                           "HTTP Range, and store keys into such bundles")
+    super_main(args=["-l", args.log_level] if args.log_level else [], cls=RdrRemote,
+               remote_name="rdr", description="read annexed files from ZIP bundles on RDR")

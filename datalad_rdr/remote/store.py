@@ -125,7 +125,7 @@ class Store:
 
     def __init__(self, gitdir: str | os.PathLike, uuid: str, cap: int):
         self.uuid = uuid
-        self.root = Path(gitdir).absolute() / "datalad-rdr" / "remote" / uuid
+        self.root = _root(gitdir, uuid)
         self.cap = cap
         self.open: Bundle | None = None
         self._estimate = 0  # of the open bundle, kept as members are added
@@ -138,10 +138,21 @@ class Store:
 
     def fits(self, size: int, member: str, key: str) -> bool:
         """Would the key still fit in the open bundle (or in an empty one)?"""
-        base = self._estimate if self.open else _END + _INDEX
+        return self._fits(self._estimate if self.open else _END + _INDEX, size, member, key)
+
+    def fits_alone(self, size: int, member: str, key: str) -> bool:
+        """Would the key fit in an empty bundle?"""
+        return self._fits(_END + _INDEX, size, member, key)
+
+    def _fits(self, base: int, size: int, member: str, key: str) -> bool:
         # the member may be renamed keys/<key> if its name is taken
         longest = max(member, f"keys/{key}", key=lambda n: len(n.encode()))
         return base + member_cost(size, longest, key) <= self.cap
+
+    @staticmethod
+    def journals(gitdir: str | os.PathLike, uuid: str) -> list[Path]:
+        """The journals of pending bundles of a remote, cheaply: usually there are none."""
+        return _journals(_root(gitdir, uuid))
 
     def add(self, key: str, path: str, member: str, size: int) -> None:
         """Take the key's content into the open bundle, durably."""
@@ -177,11 +188,13 @@ class Store:
         return bundle
 
     # -- flushing --------------------------------------------------------------------
-    def flush(self, bundle: Bundle, client: Dataverse, pid: str, restrict: bool,
-              description: str, progress: Callable[[int], None] | None = None
+    def flush(self, bundle: Bundle, client: Dataverse, server: str, pid: str,
+              restrict: bool, description: str,
+              progress: Callable[[int], None] | None = None
               ) -> dict[str, locations.Location]:
-        """Upload and register the bundle; returns each key's location. The caller
-        records them, then calls :meth:`done`. Raises FlushError."""
+        """Upload and register the bundle; returns each key's location, recorded as on
+        ``server`` (the remote's ``url=``, which ``client`` may reach under another name).
+        The caller records them, then calls :meth:`done`. Raises FlushError."""
         if bundle.state == "registered":
             return {k: locations.parse(u) for k, u in bundle.registered["locations"].items()}
         bundle.mark("flushing")
@@ -200,7 +213,7 @@ class Store:
                              f"not be stored on {client.url}: {exc}") from exc
         by_member = {m.member: m.key for m in bundle.members}
         found = {by_member[e.arcname]: locations.from_entry(
-            client.url, pid, registered.file_id, bundle.name, registered.size, e)
+            server, pid, registered.file_id, bundle.name, registered.size, e)
             for e in layout.entries if e.arcname in by_member}
         bundle.mark("registered", file_id=registered.file_id, bundle_size=registered.size,
                     locations={k: loc.uri() for k, loc in found.items()})
@@ -235,7 +248,7 @@ class Store:
     def orphans(self) -> list[Bundle]:
         """Bundles of processes that died; each is returned locked by this process."""
         found = []
-        for journal in sorted(self.root.glob(f"{PREFIX}*.jsonl")):
+        for journal in _journals(self.root):
             if self.open and journal == self.open.journal:
                 continue
             try:
@@ -257,7 +270,7 @@ class Store:
 
     def pending_elsewhere(self, key: str) -> bool:
         """Is the key in a bundle another live process has not uploaded yet?"""
-        for journal in self.root.glob(f"{PREFIX}*.jsonl") if self.root.exists() else ():
+        for journal in _journals(self.root):
             if self.open and journal == self.open.journal:
                 continue
             try:
@@ -278,6 +291,14 @@ class Store:
     def close(self) -> None:
         if self.open is not None:
             self.open.release()
+
+
+def _root(gitdir: str | os.PathLike, uuid: str) -> Path:
+    return Path(gitdir).absolute() / "datalad-rdr" / "remote" / uuid
+
+
+def _journals(root: Path) -> list[Path]:
+    return sorted(root.glob(f"{PREFIX}*.jsonl")) if root.is_dir() else []
 
 
 def _read(journal: Path, root: Path, uuid: str) -> Bundle | None:
