@@ -481,3 +481,4 @@ def test_testremote_passes_every_test(sandbox, draft, tmp_path):
     r = run(["git", "annex", "testremote", "rdr"], repo, token=sandbox.api_token)
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
     assert "All 573 tests passed" in r.stdout + r.stderr
+    assert [b["label"] for b in bundles(sandbox, draft)] == []  # each emptied, deleted
