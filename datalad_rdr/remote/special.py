@@ -175,7 +175,7 @@ class RdrRemote(SpecialRemote):
         self.uuid = self.annex.getuuid()
         self.gitdir = os.path.abspath(self.annex.getgitdir())
         if Store.journals(self.gitdir, self.uuid):
-            self.store  # a session died with keys pending: repair it first  # noqa: B018
+            self._open_store()  # keys of another session are pending: repair them first
 
     def _configure(self):
         if self.url is not None:
@@ -223,6 +223,9 @@ class RdrRemote(SpecialRemote):
     def store(self) -> Store:
         """The pending bundles: made, and sessions that died repaired, at the first need
         (reading needs neither)."""
+        return self._store or self._open_store()
+
+    def _open_store(self) -> Store:
         if self._store is None:
             self._store = Store(self.gitdir, self.uuid, self.cap)
             self._repair()
