@@ -237,6 +237,22 @@ def test_location_record_round_trip():
             locations.parse(bad)
 
 
+def test_location_records_carry_their_format_version():
+    loc = locations.Location("https://rdr.kuleuven.be", "doi:10.48804/ABC", 1234,
+                             "raw-01.zip", 2_000_000_000, "sub-01/a.nii.gz", 1536000,
+                             "stored", "0a1b2c3d", 1536000, 1048576, 1048576 + 30 + 15)
+    uri = loc.uri()
+    assert uri.endswith("&v=1")
+    older = uri.replace("&v=1", "")  # written before records had a version: version 1
+    assert locations.parse(older) == loc
+    assert locations.parse(older).record == older and locations.parse(uri).record == uri
+    with pytest.raises(locations.NewerFormat,
+                       match=r"format version 2 .*: upgrade datalad-rdr"):
+        locations.parse(uri.replace("&v=1", "&v=2"))
+    with pytest.raises(ValueError, match="unknown version"):
+        locations.parse(uri.replace("&v=1", "&v=one"))
+
+
 def test_server_access_needs_no_token_for_the_store(sb, bids, tmp_path, monkeypatch,
                                                    no_token):
     """The 303 is followed without the API token (requests would keep it)."""

@@ -154,7 +154,8 @@ def _rewrite(store, annex, client, reader, uuid, pid, cfg, entry, live, recorded
                 if path.parent == Path(tmp):
                     path.unlink()
             bundle = store.open
-            found = store.flush(bundle, client, url, pid, _yes(cfg.get("restrict"), True),
+            found = store.flush(bundle, client, cfg["url"].rstrip("/"), pid,
+                                _yes(cfg.get("restrict"), True),
                                 f"datalad-rdr bundle of {len(live)} annexed files, "
                                 f"repacked from {label}")
             annex.register_urls([(k, loc.uri()) for k, loc in found.items()], uuid)

@@ -17,12 +17,28 @@ and ``datalad get`` fetches just those bytes by an HTTP Range request::
 bundles (``bundlesize``, default 4 GB), named by their path in the work tree, uploaded with
 the export's own stages. A key reported stored is uploaded before git-annex may rely on it:
 its bundle is flushed before any CHECKPRESENT, RETRIEVE or REMOVE of it is answered, when
-it is full, and when git-annex ends the session; if that last upload fails, the keys are
-recorded as not in this remote again and the error is shown; a session killed during a
-flush is repaired by the next one. ``git annex drop --from rdr`` removes a key from the
-remote's view of a draft bundle and deletes a bundle with nothing left; keys in published
-bundles cannot be removed (Dataverse publications are immutable).
-``git-annex-remote-rdr repack`` rewrites draft bundles that still hold removed members.
+it is full, and when git-annex ends the session; a session killed during a flush is
+repaired by the next one.
+
+What the exit code says: git-annex sends one key at a time, the next only after the
+answer, has no "flush" request and ignores the remote once it has closed its input, so the
+upload of the bundle still open at the end cannot fail ``copy`` (answering each key only
+after uploading would make one bundle per key; annexremote has no ASYNC). The remote makes
+the foreseeable failures fail while git-annex listens: before the first key of a session
+is answered it asks the server for the dataset with the token (a wrong ``pid``, a refused
+token, a server that is down fail every key), and a full bundle is uploaded before the key
+that no longer fits is answered (its failure fails that key). Only a failure of the last
+bundle's upload leaves the exit code 0: its keys are then recorded as not in this remote
+and the error is shown on stderr; ``git annex find --not --in rdr`` lists them.
+
+``git annex drop --from rdr`` removes a key from the remote's view of a draft bundle and
+deletes a bundle with nothing left; keys in published bundles cannot be removed (Dataverse
+publications are immutable). ``git-annex-remote-rdr repack`` rewrites draft bundles that
+still hold removed members.
+
+Every request is one error boundary (:func:`request`): an unexpected exception fails that
+request with one line, the session goes on. ``git config remote.<name>.rdr-url URL`` sends
+the requests of a clone to where the records' server moved (the records stay as they are).
 
 Reading public files needs no token; restricted or draft files, storing and removing need
 the API token from DataLad's credential system (``credential=NAME``, the last one used for
@@ -116,7 +132,7 @@ class RdrRemote(SpecialRemote):
         }
         # Everything close() touches exists before prepare() runs (it may never run).
         self.url: str | None = None  # the server the records name
-        self.server: str | None = None  # where requests go (remote.<name>.rdr-url)
+        self._server: str | None = None  # where requests go (remote.<name>.rdr-url)
         self.pid: str | None = None
         self.uuid: str | None = None
         self.gitdir: str | None = None
@@ -159,7 +175,7 @@ class RdrRemote(SpecialRemote):
         self.uuid = self.annex.getuuid()
         self.gitdir = os.path.abspath(self.annex.getgitdir())
         if Store.journals(self.gitdir, self.uuid):
-            self.store  # a session died with keys pending: repair it first  # noqa: B018
+            self._open_store()  # keys of another session are pending: repair them first
 
     def _configure(self):
         if self.url is not None:
@@ -175,13 +191,22 @@ class RdrRemote(SpecialRemote):
             raise RemoteError(f"bundlesize=: {exc}") from None
         self.restrict = _yes(self.annex.getconfig("restrict"), True)
         self.credential = self.annex.getconfig("credential") or None
-        self.server = self._moved_to() or url
-        self.url = url  # last: a failure above is raised again by the next request
+        self.url = url
+
+    @property
+    def server(self) -> str:
+        """Where requests go: the clone's own ``remote.<name>.rdr-url`` if set (the server
+        the records name moved there), else ``url=``. Read at the first request to a
+        server, with the credential's configuration (one read of git config)."""
+        if self._server is None:
+            self._server = self._moved_to() or self.url
+        return self._server
 
     def _moved_to(self) -> str | None:
-        """The clone's own ``remote.<name>.rdr-url``: the server the records' one moved to."""
         try:
-            moved = self.get_remote_gitcfg("rdr", "url")
+            # this remote's only: a global datalad.rdr.url would send every rdr remote,
+            # of any server, to one place
+            moved = self.repo.config.get(f"remote.{self.remotename}.rdr-url")
         except Exception as exc:  # no GETGITREMOTENAME (old git-annex), no repository
             lgr.debug("no remote.<name>.rdr-url read: %s", exc)
             return None
@@ -198,6 +223,9 @@ class RdrRemote(SpecialRemote):
     def store(self) -> Store:
         """The pending bundles: made, and sessions that died repaired, at the first need
         (reading needs neither)."""
+        return self._store or self._open_store()
+
+    def _open_store(self) -> Store:
         if self._store is None:
             self._store = Store(self.gitdir, self.uuid, self.cap)
             self._repair()
@@ -529,6 +557,13 @@ class RdrRemote(SpecialRemote):
             elif bundle is not None and not isinstance(sys.exc_info()[1], KeyboardInterrupt):
                 self._flush_offline(bundle)
             # interrupted (Ctrl-C): the journal stays, the next session repairs it
+        except Exception as exc:
+            # git-annex no longer listens: one line where it shows stderr; the journal
+            # stays, and the next session of the remote repairs what is left
+            lgr.debug("close failed:\n%s", traceback.format_exc())
+            print(f"git-annex-remote-rdr: unexpected {type(exc).__name__} at the end of the "
+                  f"session: {exc}; the next git-annex command using the remote finishes "
+                  f"its upload", file=sys.stderr)
         finally:
             store.close()
             self._store = None
