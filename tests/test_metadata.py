@@ -259,11 +259,12 @@ def test_draft_is_created_with_every_required_field_on_the_rdr_profile(token_env
                                    "versions: https://doi.org/10.5281/zenodo.123456",
         "relatedMaterialIDType": "doi", "relatedMaterialIDNumber": "10.5281/zenodo.123456",
         "relatedMaterialURL": "https://github.com/example/analysis"}]
-    assert version["license"]["name"] == "CC BY 4.0"
+    assert version["license"]["name"] == "CC-BY-4.0"  # as RDR names it (fidelity row 33)
     # the sandbox's rdr profile serves RDR's block with these fields required
     block = DV(sb).call("GET", "/api/metadatablocks/citation").json()["data"]["fields"]
     assert all(block[n]["isRequired"] for n in ("technicalFormat", "access", "keyword",
-                                                 "departmentFaculty", "subject", "title"))
+                                                 "departmentFaculty", "title"))
+    assert not block["subject"]["isRequired"]  # not on RDR's production record (row 43)
 
 
 def test_stock_dataverse_gets_the_code_doi_as_a_related_publication(make_sandbox, tmp_path,
@@ -388,8 +389,11 @@ def test_a_server_that_does_not_require_a_subject_gets_none(sandbox, bids):
     mapping.check()
     assert "subject" not in mapping.fields["citation"]
     assert "subject" not in mapping.managed()["citation"]  # one set in the web UI is kept
+    def required_subject(fields):
+        fields["subject"]["isRequired"] = True
+
     with pytest.raises(md.MetadataError, match="'subject' is missing"):
-        server_mapping(sandbox, meta).check()  # the sandbox's RDR profile requires one
+        server_mapping(sandbox, meta, required_subject).check()  # a server that requires one
 
 
 def test_a_required_child_of_an_optional_compound_is_required_only_with_a_sibling(sandbox,
@@ -411,7 +415,7 @@ def test_a_required_child_of_an_optional_compound_is_required_only_with_a_siblin
 
 
 @pytest.mark.parametrize("licenses, name", [
-    (None, "CC BY 4.0"),  # the sandbox's, as a stock Dataverse names them
+    (None, "CC-BY-4.0"),  # the sandbox's rdr profile, as RDR names it
     ([{"name": "CC-BY-4.0", "uri": "https://creativecommons.org/licenses/by/4.0/"}],
      "CC-BY-4.0"),  # RDR's (fidelity row 42-47)
     # by URI first: a name that looks right but names another license loses
@@ -543,7 +547,7 @@ def test_a_changed_metadata_file_updates_the_draft_and_keeps_hand_edits(token_en
     assert got["title"] == "A better title"
     assert [k["keywordValue"] for k in got["keyword"]] == ["fMRI", "resting state"]
     assert got["notesText"] == "by hand"
-    assert version["license"]["name"] == "CC0 1.0"
+    assert version["license"]["name"] == "CC0-1.0"
     assert sb.gate.stats.bytes_received == sent  # bundles unchanged: not sent again
 
 
@@ -609,7 +613,9 @@ def test_sandbox_refuses_what_rdr_refuses(sandbox, dv):
     r = dv.call("POST", f"/api/dataverses/{sandbox.collection}/datasets", json=body)
     assert r.status_code == 400 and "Technical format is required." in r.json()["message"]
     listing = dv.call("GET", "/api/metadatablocks").json()["data"]
-    assert [b["name"] for b in listing] == ["citation"] and "fields" not in listing[0]
+    # RDR's production record also carries an (optional) geospatial block (fidelity row 45)
+    assert [b["name"] for b in listing] == ["citation", "geospatial"]
+    assert "fields" not in listing[0]
     assert dv.call("GET", "/api/metadatablocks/nope").status_code == 404
 
 
