@@ -13,7 +13,7 @@ from conftest import DV, rdr_export
 from datalad_rdr import manifest as mf
 from datalad_rdr import metadata as md
 from datalad_rdr.demo import demo_metadata, make_bids_dataset
-from datalad_rdr.zenodo_sync import _data_doi
+from datalad_rdr.zenodo.state import data_doi as _data_doi
 
 IMAGE = 20_000
 

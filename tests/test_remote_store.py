@@ -3,6 +3,7 @@ flushes and their failures, REMOVE, repack, and ``git annex testremote``."""
 
 import json
 import os
+import re
 import signal
 import subprocess
 import time
@@ -481,5 +482,5 @@ def test_testremote_passes_every_test(sandbox, draft, tmp_path):
     initremote(repo, sandbox, draft)
     r = run(["git", "annex", "testremote", "rdr"], repo, token=sandbox.api_token)
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
-    assert "All 573 tests passed" in r.stdout + r.stderr
+    assert re.search(r"All \d+ tests passed", r.stdout + r.stderr), r.stdout[-3000:]
     assert [b["label"] for b in bundles(sandbox, draft)] == []  # each emptied, deleted

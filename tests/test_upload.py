@@ -258,6 +258,13 @@ def run_until_killed(sb, pid, data, tmp_path, parts_before_kill):
         proc.send_signal(signal.SIGKILL)
     finally:
         proc.wait()
+    # the server may still be reading what the killed client had sent: let it finish, so
+    # that bytes counted from here on are the resumed upload's alone
+    stable, last, deadline = 0, -1, time.monotonic() + 10
+    while stable < 5 and time.monotonic() < deadline:
+        now = sb.gate.stats.bytes_received
+        stable, last = (stable + 1, now) if now == last else (0, now)
+        time.sleep(0.1)
     return json.loads(state_path.read_text())
 
 

@@ -61,7 +61,7 @@ from urllib.parse import urlsplit
 
 from datalad_next.annexremotes import RemoteError, SpecialRemote, UnsupportedRequest
 
-from ..credentials import CredentialError, obtain_token, realm
+from ..credentials import CredentialError, how_to_set, obtain
 from ..dataverse import Dataverse, DataverseError
 from ..sizes import GB, parse_size
 from . import keys as annex_keys
@@ -141,6 +141,7 @@ class RdrRemote(SpecialRemote):
         self._writer: Dataverse | None = None
         self._token: str | None | bool = False  # False: not asked yet
         self._token_problem = ""
+        self._credential = None  # where the token came from (credentials.Credential)
         self._target_problem: str | None = None  # None: not checked yet
         self._plumbing: Annex | None = None
         self._names: dict[str, str] | None = None
@@ -259,7 +260,8 @@ class RdrRemote(SpecialRemote):
     def token(self) -> str | None:
         if self._token is False:
             try:
-                _, self._token = obtain_token(self.repo.config, self.server, self.credential)
+                self._credential = obtain(self.repo.config, self.server, self.credential)
+                self._token = self._credential.secret
             except CredentialError as exc:
                 self._token, self._token_problem = None, str(exc)
         return self._token
@@ -273,10 +275,7 @@ class RdrRemote(SpecialRemote):
     @property
     def reader(self) -> BundleReader:
         if self._reader is None:
-            name = self.credential or "rdr"
-            env = f"DATALAD_CREDENTIAL_{name.upper().replace('-', '_')}_SECRET"
-            hint = (f"set {env}, or store a token with 'datalad credentials set {name} "
-                    f"secret=<token> realm={realm(self.server)}'")
+            hint = how_to_set(self.credential or "rdr", self.server)
             self._reader = BundleReader(self.server, self.token, hint)
         return self._reader
 
@@ -367,6 +366,7 @@ class RdrRemote(SpecialRemote):
             try:
                 client.dataset(self.pid)
                 self._target_problem = ""
+                self._credential.mark_used()  # the server took the token
             except DataverseError as exc:
                 self._target_problem = (f"cannot store into {self.pid} on {self.server}: "
                                         f"{exc}")
