@@ -1,11 +1,14 @@
-"""After ``rdr-export``: the ``rdr`` remote, every key's location, and the RIA store.
+"""The export's last stage: the ``rdr`` remote, every key's location, and the RIA store.
 
-Once the manifest is saved, :func:`remote_after_export` makes sure the dataset has an
-``rdr`` special remote for the exported server and dataset (``autoenable=true``, so every
-clone enables it), records for every annexed file of every bundle where it lies (one
-``registerurl --remote`` per key, in the format of :mod:`.locations`; this also marks the key
-present in the remote), and, with ``--ria-store``, pushes the dataset -- history, manifest,
-git-annex branch, no annexed content -- to a RIA store under an alias, so that::
+Once the manifest is saved, :func:`run` makes sure the dataset has an ``rdr`` special remote
+for the exported server and dataset (``autoenable=true``, so every clone enables it; also when
+the dataset has no annexed file yet, so that ``git annex copy --to rdr`` works later), records
+for every annexed file of every bundle where it lies (``registerurl --remote``, in the format
+of :mod:`.remote.locations`; this also marks the key present in the remote) unless the
+git-annex branch has that record already, removes the records of bundles the server no longer
+has (also those of keys the export no longer holds, from the previous manifest), and, with
+``--ria-store``, pushes the dataset -- history, manifest, git-annex branch, no annexed content
+-- to a RIA store under an alias, so that::
 
     datalad clone 'ria+file:///store#~alias' && datalad get <file>
 
@@ -14,13 +17,16 @@ reads the file out of its bundle on RDR.
 
 from __future__ import annotations
 
+import os
+import subprocess
 from collections.abc import Iterator
 from pathlib import Path
+from urllib.parse import urlsplit
 
-from ..manifest import Manifest
-from . import locations
-from .annex import Annex, AnnexError
-from .reader import BundleReader, ReadError
+from .manifest import Manifest
+from .remote import locations
+from .remote.annex import Annex, AnnexError
+from .remote.reader import BundleReader, ReadError
 
 REMOTE = "rdr"
 RIA_SIBLING = "rdr-ria"
@@ -31,28 +37,77 @@ def _result(path: Path, status: str, message: str, **extra) -> dict:
             "message": message, **extra}
 
 
-def remote_after_export(dataset: Path, manifest: Manifest, opts) -> Iterator[dict]:
+def run(dataset: Path, manifest: Manifest, previous: Manifest | None, opts,
+        token: str | None) -> Iterator[dict]:
     dataset = Path(dataset)
     by_repo = _members_by_repo(dataset, manifest)
+    old = _members_by_repo(dataset, previous) if previous else {}
+    if dataset not in by_repo and _is_annex(dataset):
+        by_repo[dataset] = []
     for repo, pairs in by_repo.items():
         try:
             name = ensure_remote(repo, manifest.server, manifest.pid)
             annex = Annex(_gitdir(repo))
-            annex.register_urls(pairs, name)
-            stale = _stale(annex, manifest, [k for k, _ in pairs], getattr(opts, "token", None))
+            keys = sorted({k for k, _ in pairs} | {k for k, _ in old.get(repo, [])})
+            recorded = annex.urls(keys)
+            new = [(k, u) for k, u in pairs if u not in recorded.get(k, [])]
+            annex.register_urls(new, name)
+            stale = _stale(manifest, recorded, token)
             annex.unregister_urls(stale, name)
         except (AnnexError, OSError) as exc:
             yield _result(repo, "error", f"the rdr remote could not record where the "
                                          f"annexed files are: {exc}")
             return
+        if not new and not stale:
+            yield _result(repo, "notneeded", f"the git-annex branch already records the "
+                                             f"{len(pairs)} annexed files in the special "
+                                             f"remote '{name}'" if pairs else
+                          f"special remote '{name}' ready (no annexed files exported yet; "
+                          f"'git annex copy --to {name}' adds some)", remote=name)
+            continue
         gone = f"; {len(stale)} records of bundles no longer on the server removed" \
             if stale else ""
         yield _result(repo, "ok", f"{len(pairs)} annexed files recorded as in the special "
-                                  f"remote '{name}' (git-annex branch){gone}", remote=name)
+                                  f"remote '{name}' (git-annex branch, {len(new)} new){gone}",
+                      remote=name)
     store = getattr(opts, "ria_store", None)
     if store:
-        yield from push_to_ria(dataset, store, getattr(opts, "ria_alias", None)
-                               or dataset.name, getattr(opts, "recursive", False))
+        alias = getattr(opts, "ria_alias", None) or dataset.name
+        problem = ria_alias_problem(dataset, store, alias)
+        if problem:
+            yield _result(dataset, "error", problem)
+            return
+        yield from push_to_ria(dataset, store, alias, getattr(opts, "recursive", False))
+
+
+def ria_alias_problem(dataset: Path, store: str, alias: str) -> str | None:
+    """Why ``alias`` cannot name this dataset in a ``ria+file://`` store (another dataset has
+    it), or None. ``<store>/alias/<name>`` is a symlink to the directory of the dataset it
+    names, ``<store>/<id[:3]>/<id[3:]>``."""
+    parts = urlsplit(store[len("ria+"):]) if store.startswith("ria+") else None
+    if parts is None or parts.scheme != "file":
+        return None  # not readable from here; DataLad warns on a taken alias
+    link = Path(parts.path) / "alias" / alias
+    if not os.path.lexists(link):
+        return None
+    target = Path(os.path.realpath(link))
+    other = f"{target.parent.name}{target.name}"
+    if other == _dataset_id(dataset):
+        return None
+    return (f"--ria-alias {alias} is taken in {store} by another dataset ({other}): a clone "
+            f"of '{store}#~{alias}' would give that one; choose another with --ria-alias "
+            f"NAME (nothing was exported)")
+
+
+def _dataset_id(dataset: Path) -> str:
+    return subprocess.run(["git", "config", "-f", str(Path(dataset) / ".datalad/config"),
+                           "datalad.dataset.id"], capture_output=True, text=True
+                          ).stdout.strip()
+
+
+def _is_annex(repo: Path) -> bool:
+    return subprocess.run(["git", "-C", str(repo), "config", "annex.uuid"],
+                          capture_output=True).returncode == 0
 
 
 def _members_by_repo(dataset: Path, manifest: Manifest) -> dict[Path, list[tuple[str, str]]]:
@@ -73,13 +128,14 @@ def _members_by_repo(dataset: Path, manifest: Manifest) -> dict[Path, list[tuple
     return by_repo
 
 
-def _stale(annex: Annex, manifest: Manifest, keys: list[str], token) -> list[tuple[str, str]]:
-    """Records of these keys pointing at bundles of this dataset that the server no longer
-    has (replaced or removed by this export); those of bundles it still has (an earlier
-    published version, bundles made by ``git annex copy``) stay."""
+def _stale(manifest: Manifest, recorded: dict[str, list[str]], token
+           ) -> list[tuple[str, str]]:
+    """Records pointing at bundles of this dataset that the server no longer has (replaced
+    or removed by this export); those of bundles it still has (an earlier published version,
+    bundles made by ``git annex copy``) stay."""
     current = {b.file_id for b in manifest.bundles}
     candidates: dict[int, list[tuple[str, str]]] = {}
-    for key, uris in annex.urls(keys).items():
+    for key, uris in recorded.items():
         for uri in uris:
             if not locations.claims(uri, manifest.server, manifest.pid):
                 continue
