@@ -54,6 +54,7 @@ def run(dataset: Path, manifest: Manifest, previous: Manifest | None, opts,
             annex.register_urls(new, name)
             stale = _stale(manifest, recorded, token)
             annex.unregister_urls(stale, name)
+            _mark_absent(annex, repo, name, stale, recorded, new)
         except (AnnexError, OSError) as exc:
             yield _result(repo, "error", f"the rdr remote could not record where the "
                                          f"annexed files are: {exc}")
@@ -78,6 +79,21 @@ def run(dataset: Path, manifest: Manifest, previous: Manifest | None, opts,
             yield _result(dataset, "error", problem)
             return
         yield from push_to_ria(dataset, store, alias, getattr(opts, "recursive", False))
+
+
+def _mark_absent(annex: Annex, repo: Path, name: str, stale, recorded, new) -> None:
+    """Keys whose last record in the remote went stale are no longer in it: whereis says so
+    (``unregisterurl`` keeps the location log as it was)."""
+    gone = {u for _, u in stale}
+    kept = {k for k, u in new}
+    kept |= {k for k, uris in recorded.items()
+             if any(u.startswith(locations.SCHEME) and u not in gone for u in uris)}
+    absent = sorted({k for k, _ in stale} - kept)
+    if absent:
+        uuid = subprocess.run(["git", "-C", str(repo), "config", f"remote.{name}.annex-uuid"],
+                              capture_output=True, text=True).stdout.strip()
+        if uuid:
+            annex.set_present(absent, uuid, False)
 
 
 def ria_alias_problem(dataset: Path, store: str, alias: str) -> str | None:

@@ -298,3 +298,198 @@ def test_recursive_takes_subdatasets_at_their_paths(token_env, tmp_path):
     sub_commit = subprocess.run(["git", "-C", sub.path, "rev-parse", "HEAD"],
                                 capture_output=True, text=True).stdout.strip()
     assert manifest["subdatasets"] == {"derivatives/fmriprep": sub_commit}
+
+
+# -- one export state, remembered (D1, D5, D6) --------------------------------------------
+
+DATALAD = os.path.join(os.path.dirname(sys.executable), "datalad")
+
+
+def datalad(ds, *args, env=None, cwd=None, **kw):
+    """``datalad ARGS`` run as a user runs it, in the dataset (or ``cwd``)."""
+    return subprocess.run([DATALAD, *args], cwd=str(cwd or ds), env=env, capture_output=True,
+                          text=True, **kw)
+
+
+def plain(ds, **kw):
+    """``datalad rdr-export`` with no server options: what was remembered."""
+    return dl.rdr_export(dataset=str(ds), result_renderer="disabled", return_type="list",
+                         on_failure="ignore", **kw)
+
+
+def kill_after_first_bundle(cmd, ds, env):
+    journal = ds / ".git/datalad-rdr/export-journal.json"
+    proc = subprocess.Popen(cmd, cwd=str(ds), env=env, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    deadline = time.time() + 120
+    confirmed = {}
+    while time.time() < deadline and proc.poll() is None:
+        try:
+            confirmed = json.loads(journal.read_text()).get("bundles", {})
+        except (OSError, ValueError):
+            confirmed = {}
+        if confirmed:
+            break
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert confirmed, "the export never confirmed a bundle"
+    return json.loads(journal.read_text())
+
+
+@pytest.mark.parametrize("rerun", ["plain", "retyped"])
+def test_killed_first_export_continues_in_its_own_draft(make_sandbox, tmp_path, rerun):
+    sb = make_sandbox("rdr")
+    ds = make_bids_dataset(tmp_path / "bids", subjects=4, nifti_bytes=300_000)
+    env = {**os.environ, "DATALAD_CREDENTIAL_RDR_SECRET": sb.api_token}
+    server = ["--url", sb.dataverse_url, "--collection", sb.collection]
+    journal = kill_after_first_bundle(
+        [DATALAD, "rdr-export", *server, "--max-bundle-size", "1.2MB"], ds, env)
+    assert len(sb.dataverse.datasets) == 1
+    again = ["rdr-export"] + (server if rerun == "retyped" else [])
+    r = datalad(ds, *again, env=env)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "waiting" not in r.stderr  # the killed run's lock died with it
+    manifest = json.loads((ds / ".datalad/rdr/manifest.json").read_text())
+    assert manifest["pid"] == journal["pid"]
+    assert len(sb.dataverse.datasets) == 1  # no second, orphaned draft
+    assert manifest["settings"]["cap"] == 1_200_000  # the cap of the first run, remembered
+    assert len([b for b in manifest["bundles"] if b["logical"] == "raw"]) > 1
+    labels = sorted(f["label"] for f in DV(sb).files(manifest["pid"]))
+    assert labels == sorted([b["filename"] for b in manifest["bundles"]]
+                            + [d["label"] for d in manifest["documents"]])
+
+
+def test_plain_rerun_keeps_the_cap_and_a_new_cap_says_what_it_resends(token_env, bids):
+    sb = token_env
+    assert not [r for r in export(bids, sb) if r["status"] == "error"]
+    again = plain(bids)
+    assert not [r for r in again if r["status"] == "error"], again
+    assert [s for _, s in statuses(again)] == ["notneeded"] * 4  # raw-01, raw-02 kept
+    assert not [r for r in again if "removed" in r.get("message", "")]
+    bigger = plain(bids, max_bundle_size="1GB")
+    said = [r["message"] for r in bigger if "instead of" in r.get("message", "")]
+    assert said and "sends raw.zip" in said[0] and "removes raw-01.zip, raw-02.zip" in \
+        said[0], bigger
+    manifest = json.loads((bids / ".datalad/rdr/manifest.json").read_text())
+    assert [b["filename"] for b in manifest["bundles"]] == ["core.zip", "raw.zip",
+                                                            "derivatives.zip"]
+    assert manifest["settings"]["cap"] == 10**9
+
+
+def test_plain_rerun_after_r_keeps_the_subdatasets(token_env, tmp_path):
+    sup = dl.create(str(tmp_path / "super"), result_renderer="disabled")
+    (Path(sup.path) / "README").write_text("super\n")
+    (Path(sup.path) / ".datalad/rdr").mkdir(parents=True)
+    (Path(sup.path) / ".datalad/rdr/metadata.yaml").write_text(demo_metadata())
+    (Path(sup.path) / "table.csv").write_text("a,b\n1,2\n")
+    sub = sup.create("subds", result_renderer="disabled")
+    (Path(sub.path) / "data.bin").write_bytes(os.urandom(1000))
+    sup.save(recursive=True, result_renderer="disabled")
+    assert not [r for r in export(sup.path, token_env, recursive=True)
+                if r["status"] == "error"]
+    again = plain(sup.path)
+    assert not [r for r in again if "removed" in r.get("message", "")], again
+    assert ("subds.zip", "notneeded") in statuses(again)
+    dropped = plain(sup.path, no_recursive=True)
+    assert any("without -r" in r.get("message", "") and "removes subds.zip" in r["message"]
+               for r in dropped), dropped
+    assert any(r.get("message", "").startswith("subds.zip removed") for r in dropped)
+
+
+def test_a_second_export_waits_then_stops_with_one_line(make_sandbox, bids):
+    sb = make_sandbox("rdr")
+    env = {**os.environ, "DATALAD_CREDENTIAL_RDR_SECRET": sb.api_token}
+    sb.gate.faults.inject(Fault("PUT", "/", delay=1.5, count=6))  # a slow link for A
+    a = subprocess.Popen([DATALAD, "rdr-export", "--url", sb.dataverse_url, "--collection",
+                          sb.collection, "--max-bundle-size", str(CAP)], cwd=str(bids),
+                         env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    lock = bids / ".git/datalad-rdr/export.lock"
+    deadline = time.time() + 60
+    while time.time() < deadline and not (lock.exists() and lock.read_text().strip()):
+        time.sleep(0.05)
+    started = time.time()
+    b = datalad(bids, "rdr-export", "--url", sb.dataverse_url, "--collection",
+                sb.collection, env={**env, "DATALAD_RDR_EXPORT__WAIT": "1"})
+    assert b.returncode == 1
+    assert "waiting up to 1 s" in b.stderr
+    errors = [line for line in (b.stdout + b.stderr).splitlines() if "error" in line.lower()]
+    assert len(errors) == 1 and "another rdr-export of this dataset is still running" \
+        in errors[0], b.stdout + b.stderr
+    assert time.time() - started < 30
+    out, err = a.communicate(timeout=300)
+    assert a.returncode == 0, out + err
+    assert len(sb.dataverse.datasets) == 1
+
+
+# -- the dry run tells the truth (D8) -----------------------------------------------------
+
+def test_dry_run_says_unchanged_send_replace_and_what_would_stop(token_env, bids):
+    sb = token_env
+    assert not [r for r in export(bids, sb) if r["status"] == "error"]
+    (bids / "participants.tsv").write_text("participant_id\tage\nsub-01\t1\nsub-02\t2\n"
+                                           "sub-03\t3\n")
+    (bids / "derivatives/new").mkdir(parents=True)
+    (bids / "derivatives/new/x.txt").write_text("new\n")
+    dl.save(dataset=str(bids), result_renderer="disabled")
+    before = len(sb.dataverse.requests)
+    dry = plain(bids, dry_run=True)
+    assert {r["bundle"]: r["change"] for r in bundles(dry)} == {
+        "core.zip": "replace", "raw-01.zip": "unchanged", "raw-02.zip": "unchanged",
+        "derivatives.zip": "replace"}
+    assert not [r for r in dry if r["status"] == "error"]
+    # what would stop the real run, with no server call either
+    (bids / "sub-01/anat/sub-01_T2w.nii.gz").write_bytes(os.urandom(1000))
+    dl.save(dataset=str(bids), result_renderer="disabled")
+    subprocess.run(["git", "-C", str(bids), "annex", "drop", "--force",
+                    "sub-01/anat/sub-01_T2w.nii.gz"], check=True, capture_output=True)
+    (bids / ".datalad/rdr/metadata.yaml").unlink()
+    (bids / "notes.txt").write_text("not saved\n")
+    dry = plain(bids, dry_run=True)
+    errors = [r["message"] for r in dry if r["status"] == "error"]
+    assert any("metadata.yaml" in m for m in errors), errors
+    assert any("unsaved changes" in m and "notes.txt" in m and ".datalad/rdr/metadata.yaml"
+               in m for m in errors), errors
+    assert any("available nowhere" in m and "sub-01_T2w" in m for m in errors), errors
+    assert all(m.startswith("the export would stop") for m in errors)
+    assert len(sb.dataverse.requests) == before
+
+
+# -- no-op reruns are cheap and silent (D14, D12) -----------------------------------------
+
+def git_out(ds, *args):
+    return subprocess.run(["git", "-C", str(ds), *args], capture_output=True, text=True,
+                          check=True).stdout.strip()
+
+
+def test_rerun_with_nothing_changed_commits_and_records_nothing(token_env, bids):
+    sb = token_env
+    assert not [r for r in export(bids, sb) if r["status"] == "error"]
+    head, annex_branch = git_out(bids, "rev-parse", "HEAD"), git_out(bids, "rev-parse",
+                                                                     "git-annex")
+    before = len(sb.dataverse.requests)
+    started = time.time()
+    again = plain(bids)
+    took = time.time() - started
+    assert not [r for r in again if r["status"] == "error"], again
+    assert git_out(bids, "rev-parse", "HEAD") == head  # no new manifest commit
+    assert git_out(bids, "rev-parse", "git-annex") == annex_branch  # no registerurl
+    changing = [(m, p) for m, p in sb.dataverse.requests[before:] if m != "GET"]
+    assert changing == []
+    assert took < 15, took
+
+
+def test_replaced_bundle_leaves_no_location_record_behind(token_env, bids):
+    sb = token_env
+    image = "sub-03/anat/sub-03_T1w.nii.gz"
+    assert not [r for r in export(bids, sb) if r["status"] == "error"]
+    old_key = git_out(bids, "annex", "lookupkey", image)
+    (bids / image).unlink()
+    (bids / image).write_bytes(os.urandom(IMAGE))
+    dl.save(dataset=str(bids), result_renderer="disabled")
+    assert not [r for r in plain(bids) if r["status"] == "error"]
+    rdr = git_out(bids, "config", "remote.rdr.annex-uuid")
+    where = json.loads(git_out(bids, "annex", "whereis", "--json", "--key", old_key))
+    assert rdr not in [w["uuid"] for w in where["whereis"]], where  # whereis is true
+    new = json.loads(git_out(bids, "annex", "whereis", "--json", image))
+    assert any(u.startswith("rdr+") for w in new["whereis"] for u in w.get("urls", []))
