@@ -493,3 +493,137 @@ def test_replaced_bundle_leaves_no_location_record_behind(token_env, bids):
     assert rdr not in [w["uuid"] for w in where["whereis"]], where  # whereis is true
     new = json.loads(git_out(bids, "annex", "whereis", "--json", image))
     assert any(u.startswith("rdr+") for w in new["whereis"] for u in w.get("urls", []))
+
+
+# -- where and how it runs (D13, D4, 3.32) ------------------------------------------------
+
+def test_export_runs_from_a_subdirectory(token_env, bids):
+    env = {**os.environ, "DATALAD_CREDENTIAL_RDR_SECRET": token_env.api_token}
+    r = datalad(bids, "rdr-export", "--dry-run", cwd=bids / "sub-01" / "anat", env=env)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "would send raw-01.zip" in r.stdout or "raw.zip" in r.stdout, r.stdout
+
+
+def test_a_ria_alias_of_another_dataset_is_refused_before_anything_is_sent(token_env, bids,
+                                                                           tmp_path):
+    sb = token_env
+    store = f"ria+file://{tmp_path / 'store'}"
+    assert not [r for r in export(bids, sb, ria_store=store, ria_alias="lab")
+                if r["status"] == "error"]
+    other = make_bids_dataset(tmp_path / "other", subjects=1, nifti_bytes=1000, seed=1)
+    sent = sb.gate.stats.bytes_received
+    results = export(other, sb, ria_store=store, ria_alias="lab")
+    errors = [r for r in results if r["status"] == "error"]
+    assert len(errors) == 1 and "--ria-alias lab is taken" in errors[0]["message"] \
+        and "choose another" in errors[0]["message"], results
+    assert sb.gate.stats.bytes_received == sent
+    assert len(sb.dataverse.datasets) == 1
+    # the same dataset again under its own alias is fine
+    assert not [r for r in export(bids, sb, ria_store=store, ria_alias="lab")
+                if r["status"] == "error"]
+
+
+def test_a_dataset_without_annexed_files_gets_its_rdr_remote(token_env, tmp_path):
+    ds = dl.create(str(tmp_path / "plain"), cfg_proc="text2git", result_renderer="disabled")
+    (Path(ds.path) / "README").write_text("plain\n")
+    (Path(ds.path) / "data.csv").write_text("a,b\n1,2\n")
+    (Path(ds.path) / ".datalad/rdr").mkdir(parents=True)
+    (Path(ds.path) / ".datalad/rdr/metadata.yaml").write_text(demo_metadata())
+    ds.save(result_renderer="disabled")
+    assert not [r for r in export(ds.path, token_env) if r["status"] == "error"]
+    assert "rdr" in ds.repo.get_remotes()
+    (Path(ds.path) / "big.bin").write_bytes(os.urandom(5000))
+    ds.save(result_renderer="disabled", to_git=False)
+    r = subprocess.run(["git", "-C", ds.path, "annex", "copy", "--to", "rdr", "big.bin"],
+                       capture_output=True, text=True)
+    assert r.returncode == 0, r.stdout + r.stderr
+
+
+# -- the command refuses bad input with one line (issue 12) -------------------------------
+
+CONFLICTING = [
+    (dict(publish="major", dry_run=True), "--publish and --dry-run"),
+    (dict(publish="major", verify_only=True), "--publish and --verify-only"),
+    (dict(dry_run=True, verify_only=True), "--dry-run and --verify-only"),
+    (dict(metadata_template=True, dry_run=True), "--metadata-template and --dry-run"),
+    (dict(metadata_template=True, verify_only=True), "--metadata-template and --verify-only"),
+    (dict(metadata_template=True, publish="major"), "--metadata-template and --publish"),
+    (dict(metadata_template=True, openminds="o.jsonld"),
+     "--metadata-template and --openminds"),
+    (dict(openminds="o.jsonld", publish="major"), "--openminds and --publish"),
+    (dict(openminds="o.jsonld", dry_run=True), "--openminds and --dry-run"),
+    (dict(openminds="o.jsonld", verify_only=True), "--openminds and --verify-only"),
+    (dict(recursive=True, no_recursive=True), "-r and --no-recursive"),
+]
+
+
+@pytest.mark.parametrize("options,said", CONFLICTING, ids=[s for _, s in CONFLICTING])
+def test_conflicting_options_are_refused_before_anything_runs(sandbox, bids, options, said):
+    before = len(sandbox.dataverse.requests)
+    with pytest.raises(ValueError, match=f"{said} cannot be used together"):
+        dl.rdr_export(dataset=str(bids), url=sandbox.dataverse_url, result_renderer="disabled",
+                      **options)
+    assert len(sandbox.dataverse.requests) == before
+    assert not (bids / "o.jsonld").exists()
+    assert not (bids / ".datalad/rdr/manifest.json").exists()
+
+
+@pytest.mark.parametrize("args,said", [
+    (["--url", "127.0.0.1:8080"], "is not a server URL: write it with its scheme, e.g. "
+                                  "https://127.0.0.1:8080"),
+    (["--url", "https://rdr.kuleuven.be/api"], "give the installation's base URL, "
+                                               "https://rdr.kuleuven.be"),
+    (["--max-bundle-size", "lots"], "not a size: 'lots' (write e.g. 4GB"),
+    (["--max-bundle-size", "100"], "must be at least 1024 bytes"),
+    (["--publish", "major", "--dry-run"], "--publish and --dry-run cannot be used together"),
+])
+def test_bad_options_give_one_line_with_the_fix(bids, args, said):
+    r = datalad(bids, "rdr-export", *args)
+    assert r.returncode != 0
+    assert said in r.stderr, r.stderr
+    assert "Traceback" not in r.stderr
+
+
+def test_sizes_with_units_are_accepted(sandbox, bids):
+    results = export(bids, sandbox, dry_run=True, max_bundle_size="1MB")
+    assert [r["bundle"] for r in bundles(results)] == ["core.zip", "raw.zip",
+                                                        "derivatives.zip"]
+
+
+def test_bad_commit_and_verify_of_nothing_say_what_to_do(token_env, bids):
+    results = export(bids, token_env, commit="deadbeef")
+    (error,) = [r for r in results if r["status"] == "error"]
+    assert error["message"].startswith("--commit deadbeef: no such commit") \
+        and "git log" in error["message"]
+    results = plain(bids, verify_only=True)
+    (error,) = [r for r in results if r["status"] == "error"]
+    assert "nothing exported yet to verify" in error["message"]
+
+
+def test_error_results_carry_the_exception_for_debugging(make_sandbox, bids, monkeypatch):
+    sb = make_sandbox("rdr")
+    monkeypatch.setenv("DATALAD_CREDENTIAL_RDR_SECRET", "not-a-token")
+    results = export(bids, sb)
+    (error,) = [r for r in results if r["status"] == "error"]
+    assert "API token was refused" in error["message"]
+    assert error.get("exception") is not None and error.get("exception_traceback")
+
+
+# -- the rdr remote's own bundles in the same record (D18) --------------------------------
+
+def test_bundles_of_the_rdr_remote_are_not_stray_and_do_not_block_publish(token_env, bids):
+    sb = token_env
+    assert not [r for r in export(bids, sb) if r["status"] == "error"]
+    (bids / "sub-01/anat/extra.nii.gz").write_bytes(os.urandom(5000))
+    dl.save(dataset=str(bids), result_renderer="disabled")
+    r = subprocess.run(["git", "-C", str(bids), "annex", "copy", "--to", "rdr",
+                        "sub-01/anat/extra.nii.gz"], capture_output=True, text=True)
+    assert r.returncode == 0, r.stdout + r.stderr
+    pid = json.loads((bids / ".datalad/rdr/manifest.json").read_text())["pid"]
+    assert any(f["label"].startswith("annex-") for f in DV(sb).files(pid))
+    results = plain(bids, publish="major")
+    assert not [r for r in results if r["status"] == "error"], \
+        [r["message"] for r in results if r["status"] == "error"]
+    rows = [r["verify"] for r in results if r.get("verify")]
+    assert [row["kind"] for row in rows if row["name"].startswith("annex-")] == ["remote"]
+    assert any(r.get("doi") for r in results)
