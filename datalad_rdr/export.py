@@ -279,11 +279,17 @@ def prepare(dataset: Path, opts: ExportOptions):
                                        f"dataset; give a commit id, branch or tag "
                                        f"('git log' lists them)")
         return None
+    log.debug("export of %s: server %s, dataset %s, collection %s, cap %d, -r %s, "
+              "ignored pre-flight %s%s", dataset, opts.url, opts.pid or "(new draft)",
+              opts.collection, opts.cap, opts.recursive, opts.ignore_preflight,
+              ", continuing an interrupted export" if opts.in_progress else "")
     try:
         plan = make_plan(dataset, opts.commit, opts.cap, opts.recursive)
     except (PlanError, subprocess.CalledProcessError) as exc:
         yield result(dataset, "error", str(exc).strip() or repr(exc), exc)
         return None
+    log.debug("plan of %s: %s", plan.commit[:8],
+              ", ".join(f"{b.filename} ({len(b.files)} files)" for b in plan.bundles))
     stop = opts.dry_run and "the export would stop: " or ""
     stopped = False
     meta, meta_problem = None, None
@@ -471,6 +477,7 @@ def _export_bundle(dataset, bundle: Bundle, opts, client, pid, uploader, commit_
                 return known, "ok", (f"{bundle.filename} unchanged since the last export; "
                                      f"made {'restricted' if opts.restrict else 'public'}")
             return known, "notneeded", f"{bundle.filename} unchanged since the last export"
+    log.debug("%s: %s", bundle.filename, "content changed" if known else "new bundle")
     fetched = content.fetch(bundle.files)
     blobs: dict[str, content.BlobReader] = {}
     try:

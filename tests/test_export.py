@@ -627,3 +627,57 @@ def test_bundles_of_the_rdr_remote_are_not_stray_and_do_not_block_publish(token_
     rows = [r["verify"] for r in results if r.get("verify")]
     assert [row["kind"] for row in rows if row["name"].startswith("annex-")] == ["remote"]
     assert any(r.get("doi") for r in results)
+
+
+# -- progress (D19) ------------------------------------------------------------------------
+
+def in_a_terminal(cmd, cwd, env, timeout=300) -> str:
+    """What ``cmd`` shows in a terminal (a pseudo-terminal of 120 columns)."""
+    import fcntl
+    import pty
+    import struct
+    import termios
+
+    master, slave = pty.openpty()
+    fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 40, 120, 0, 0))
+    proc = subprocess.Popen(cmd, cwd=str(cwd), env={**env, "TERM": "xterm"}, stdin=slave,
+                            stdout=slave, stderr=slave, close_fds=True)
+    os.close(slave)
+    out = b""
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        try:
+            chunk = os.read(master, 65536)
+        except OSError:  # EIO: the terminal closed
+            break
+        if not chunk:
+            break
+        out += chunk
+    proc.wait(timeout=60)
+    os.close(master)
+    return out.decode(errors="replace")
+
+
+def test_bundle_upload_shows_datalads_progress_bar(make_sandbox, tmp_path):
+    sb = make_sandbox("rdr", part_size=5 * 2**20)
+    ds = make_bids_dataset(tmp_path / "bids", subjects=2, nifti_bytes=3_000_000)
+    env = {**os.environ, "DATALAD_CREDENTIAL_RDR_SECRET": sb.api_token}
+    shown = in_a_terminal([DATALAD, "rdr-export", "--url", sb.dataverse_url,
+                           "--collection", sb.collection], ds, env)
+    import re
+
+    # DataLad's bar, labelled with the bundle, counting its bytes
+    assert re.search(r"raw\.zip: +\d+%\|.*\| [\d.]+M/18\.0M .*Bytes/s", shown), shown[-3000:]
+    assert re.search(r"README: +\d+%\|", shown)  # documents get a bar too
+
+
+def test_debug_log_shows_the_exports_own_lines(make_sandbox, tmp_path):
+    sb = make_sandbox("rdr")
+    ds = make_bids_dataset(tmp_path / "bids", subjects=1, nifti_bytes=1000)
+    env = {**os.environ, "DATALAD_CREDENTIAL_RDR_SECRET": sb.api_token}
+    r = datalad(ds, "-l", "debug", "rdr-export", "--url", sb.dataverse_url, "--collection",
+                sb.collection, env=env)
+    assert r.returncode == 0, r.stderr
+    assert "[DEBUG] export of " in r.stderr and ", continuing" not in r.stderr, r.stderr[-2000:]
+    assert "[DEBUG] plan of " in r.stderr and "[DEBUG] raw.zip: new bundle" in r.stderr
+    assert sb.api_token not in r.stdout + r.stderr
