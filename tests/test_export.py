@@ -681,3 +681,48 @@ def test_debug_log_shows_the_exports_own_lines(make_sandbox, tmp_path):
     assert "[DEBUG] export of " in r.stderr and ", continuing" not in r.stderr, r.stderr[-2000:]
     assert "[DEBUG] plan of " in r.stderr and "[DEBUG] raw.zip: new bundle" in r.stderr
     assert sb.api_token not in r.stdout + r.stderr
+
+
+def test_interrupted_first_export_is_not_left_for_another_server(make_sandbox, bids):
+    sb = make_sandbox("rdr")
+    env = {**os.environ, "DATALAD_CREDENTIAL_RDR_SECRET": sb.api_token}
+    sb.dataverse.faults.inject(Fault("POST", "addFiles$", status=400, count=100))
+    first = datalad(bids, "rdr-export", "--url", sb.dataverse_url, "--collection",
+                    sb.collection, env=env)
+    assert first.returncode == 1 and not (bids / ".datalad/rdr/manifest.json").exists()
+    sb.dataverse.faults.clear()
+    before = len(sb.dataverse.requests)
+    other = datalad(bids, "rdr-export", "--url", "https://elsewhere.example.org",
+                    "--collection", "x", env=env)
+    assert other.returncode == 1
+    assert "has not finished: finish it with a plain 'datalad rdr-export'" in other.stderr \
+        + other.stdout
+    assert len(sb.dataverse.requests) == before
+    r = datalad(bids, "rdr-export", env=env)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert len(sb.dataverse.datasets) == 1
+
+
+def test_ctrl_c_stops_with_one_line(make_sandbox, tmp_path):
+    sb = make_sandbox("rdr")
+    ds = make_bids_dataset(tmp_path / "bids", subjects=4, nifti_bytes=300_000)
+    env = {**os.environ, "DATALAD_CREDENTIAL_RDR_SECRET": sb.api_token}
+    sb.gate.faults.inject(Fault("PUT", "/", delay=1, count=20))
+    proc = subprocess.Popen([DATALAD, "rdr-export", "--url", sb.dataverse_url,
+                             "--collection", sb.collection, "--max-bundle-size", "1.2MB"],
+                            cwd=str(ds), env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, start_new_session=True)
+    journal = ds / ".git/datalad-rdr/export-journal.json"
+    deadline = time.time() + 60
+    while time.time() < deadline and not journal.exists():
+        time.sleep(0.05)
+    time.sleep(0.5)
+    os.killpg(proc.pid, signal.SIGINT)  # as the terminal sends it: to the whole group
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode != 0
+    assert "Traceback" not in err
+    errors = [line for line in (out + err).splitlines() if "error" in line.lower()]
+    assert len(errors) == 1 and "rerun 'datalad rdr-export' to continue" in errors[0], \
+        out + err
+    r = datalad(ds, "rdr-export", env=env)
+    assert r.returncode == 0, r.stdout + r.stderr

@@ -164,7 +164,11 @@ class RdrExport(ValidatedInterface):
 
     The manifest ``.datalad/rdr/manifest.json`` -- which commit, file and annex key went into
     which bundle, at which byte offset -- is saved in the dataset. A rerun sends only
-    bundles whose content changed; after a crash or kill it continues where it stopped.
+    bundles whose content changed; after a crash or kill it continues where it stopped, in the
+    same draft. What shapes what lands on the server -- server, dataset, collection, cap, -r,
+    pre-flight overrides, restriction -- is recorded with the export, and a plain
+    ``datalad rdr-export`` uses it again; a value given that differs is said in the results,
+    with the bundles it sends again or removes. One export of a dataset runs at a time.
 
     The dataset then gets the git-annex special remote ``rdr`` for this server and dataset
     (``autoenable=true``), and every exported annexed file is recorded in the git-annex
