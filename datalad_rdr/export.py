@@ -167,23 +167,23 @@ def _export(dataset: Path, opts: ExportOptions) -> Iterator[dict]:
                                            "the manifest (see the verify table); fix them "
                                            "and rerun with --publish")
         else:
+            # records the DOI in ``manifest`` itself, and saves it
             yield from publish.run(dataset, client, pid, opts.publish, manifest, meta,
                                    opts.publish_timeout)
-            manifest = mf.load(dataset) or manifest
     # -- after-export: last, so that a RIA store gets the commit with the DOI too ----------
     yield from after_export.run(dataset, manifest, previous, opts, token)
 
 
 # -- prepare -----------------------------------------------------------------------------
 
-def settle(dataset: Path, opts: ExportOptions) -> tuple[ExportOptions, list[dict], str | None]:
-    """The export's settings: what was given, else what the interrupted or last export used.
+def settle(dataset: Path, opts: ExportOptions, previous: mf.Manifest | None,
+           journal: dict | None) -> tuple[ExportOptions, list[dict], str | None]:
+    """The export's settings: what was given, else what the interrupted (``journal``) or
+    last (``previous``) export used.
 
     Returns the settled options, notes (results) on given values that differ from the last
     export's, and an error message when the given ones would orphan a draft in progress.
     """
-    previous = mf.load(dataset)
-    journal = mf.read_journal(_git_dir(dataset))
     last, where = None, None
     if journal:
         last = (journal["server"], journal["pid"],
@@ -255,7 +255,8 @@ def prepare(dataset: Path, opts: ExportOptions):
     """Everything checked before any server call; yields results, returns
     ``(opts, plan, meta, previous, overrides)`` or None when the export stops (a dry run
     goes on to the end, reporting every problem)."""
-    opts, notes, problem = settle(dataset, opts)
+    previous, journal = mf.load(dataset), mf.read_journal(_git_dir(dataset))
+    opts, notes, problem = settle(dataset, opts, previous, journal)
     if problem:
         yield result(dataset, "error", problem)
         return None
@@ -332,19 +333,17 @@ def prepare(dataset: Path, opts: ExportOptions):
         yield result(dataset, "error", stop + problem)
         if not opts.dry_run:
             return None
-    previous = mf.load(dataset)
-    known = _known_records(dataset, opts, previous)
+    known = _known_records(opts, previous, journal)
     if opts.changed or opts.dry_run:
         yield from _what_changes(dataset, plan, known, opts)
     return opts, plan, meta, previous, overrides
 
 
-def _known_records(dataset: Path, opts: ExportOptions, previous) -> dict[str, mf.BundleRecord]:
+def _known_records(opts: ExportOptions, previous, journal) -> dict[str, mf.BundleRecord]:
     """The bundles on the server as far as the manifest and the journal know, by name."""
     known = {}
     if previous and (previous.server, previous.pid) == (opts.url, opts.pid):
         known = {b.name: b for b in previous.bundles}
-    journal = mf.read_journal(_git_dir(dataset))
     if journal and (journal["server"], journal["pid"]) == (opts.url, opts.pid):
         known.update({n: mf.BundleRecord.from_json(b)
                       for n, b in journal.get("bundles", {}).items()})
