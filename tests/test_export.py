@@ -726,3 +726,16 @@ def test_ctrl_c_stops_with_one_line(make_sandbox, tmp_path):
         out + err
     r = datalad(ds, "rdr-export", env=env)
     assert r.returncode == 0, r.stdout + r.stderr
+
+
+def test_a_plain_rerun_keeps_the_preflight_overrides(token_env, bids):
+    (bids / "task-rest_bold.json").write_text(json.dumps({"RepetitionTime": 2.0}))
+    dl.save(dataset=str(bids), result_renderer="disabled")
+    assert [r for r in export(bids, token_env, dry_run=True) if r["status"] == "error"]
+    first = export(bids, token_env, ignore_preflight=["SIDECAR_KEY_REQUIRED"])
+    assert not [r for r in first if r["status"] == "error"], first
+    again = plain(bids)
+    assert not [r for r in again if r["status"] == "error"], again
+    manifest = json.loads((bids / ".datalad/rdr/manifest.json").read_text())
+    assert manifest["settings"]["ignore_preflight"] == ["SIDECAR_KEY_REQUIRED"]
+    assert [o["code"] for o in manifest["preflight_overrides"]] == ["SIDECAR_KEY_REQUIRED"]
