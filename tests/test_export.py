@@ -201,12 +201,16 @@ def test_faults_end_in_a_complete_export_or_a_clear_error(make_sandbox, bids, mo
     monkeypatch.setenv("DATALAD_CREDENTIAL_RDR_SECRET", sb.api_token)
     sb.gate.faults.inject(Fault("PUT", "/", reset_after=1000))
     sb.gate.faults.inject(Fault("PUT", "/", status=500, retry_after=0))
-    sb.dataverse.faults.inject(Fault("POST", "addFiles$", status=500, count=1))
+    refused = sb.dataverse.faults.inject(Fault("POST", "addFiles$", status=500, count=1))
     first = export(bids, sb)
-    assert any(r["status"] == "error" and "core.zip" in r["message"] for r in first)
-    assert (bids / ".datalad/rdr/manifest.json").exists() is False
-    second = export(bids, sb)
-    assert all(r["status"] in ("ok", "notneeded") for r in second), second
+    errors = [r for r in first if r["status"] == "error"]
+    if errors:  # a registration that failed for good: said, and the rerun completes it
+        assert any("core.zip" in r["message"] for r in errors), errors
+        assert (bids / ".datalad/rdr/manifest.json").exists() is False
+        second = plain(bids)
+        assert all(r["status"] in ("ok", "notneeded") for r in second), second
+    else:  # the client retried past the faults
+        assert refused.hits == 1
     manifest = json.loads((bids / ".datalad/rdr/manifest.json").read_text())
     labels = sorted(f["label"] for f in DV(sb).files(manifest["pid"]))
     assert labels == sorted([b["filename"] for b in manifest["bundles"]]
