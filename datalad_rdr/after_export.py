@@ -17,6 +17,8 @@ reads the file out of its bundle on RDR.
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 import subprocess
 from collections.abc import Iterator
@@ -44,7 +46,15 @@ def run(dataset: Path, manifest: Manifest, previous: Manifest | None, opts,
     old = _members_by_repo(dataset, previous) if previous else {}
     if dataset not in by_repo and _is_annex(dataset):
         by_repo[dataset] = []
+    digest = hashlib.sha256(manifest.to_json().encode()).hexdigest()
     for repo, pairs in by_repo.items():
+        marker = _marker(repo)
+        if marker and _read(marker) == {"manifest": digest, "git-annex": _annex_branch(repo)}:
+            # recorded for this very manifest, and the git-annex branch has not moved since:
+            # nothing to ask git-annex (a whereis of every key is most of a no-op rerun)
+            yield _result(repo, "notneeded", f"the git-annex branch already records the "
+                                             f"{len(pairs)} annexed files in the rdr remote")
+            continue
         try:
             name = ensure_remote(repo, manifest.server, manifest.pid)
             annex = Annex(_gitdir(repo))
@@ -59,6 +69,10 @@ def run(dataset: Path, manifest: Manifest, previous: Manifest | None, opts,
             yield _result(repo, "error", f"the rdr remote could not record where the "
                                          f"annexed files are: {exc}")
             return
+        if marker:
+            marker.parent.mkdir(parents=True, exist_ok=True)
+            marker.write_text(json.dumps({"manifest": digest,
+                                          "git-annex": _annex_branch(repo)}))
         if not new and not stale:
             yield _result(repo, "notneeded", f"the git-annex branch already records the "
                                              f"{len(pairs)} annexed files in the special "
@@ -79,6 +93,26 @@ def run(dataset: Path, manifest: Manifest, previous: Manifest | None, opts,
             yield _result(dataset, "error", problem)
             return
         yield from push_to_ria(dataset, store, alias, getattr(opts, "recursive", False))
+
+
+def _marker(repo: Path) -> Path | None:
+    r = subprocess.run(["git", "-C", str(repo), "rev-parse", "--absolute-git-dir"],
+                       capture_output=True, text=True)
+    return Path(r.stdout.strip()) / "datalad-rdr" / "recorded.json" if r.returncode == 0 \
+        else None
+
+
+def _annex_branch(repo: Path) -> str:
+    return subprocess.run(["git", "-C", str(repo), "rev-parse", "--verify", "--quiet",
+                           "refs/heads/git-annex"], capture_output=True, text=True
+                          ).stdout.strip()
+
+
+def _read(path: Path) -> dict | None:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
 
 
 def _mark_absent(annex: Annex, repo: Path, name: str, stale, recorded, new) -> None:

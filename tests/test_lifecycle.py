@@ -4,6 +4,9 @@ First export killed with SIGKILL in the middle -> a plain rerun continues in the
 a rerun with nothing changed changes nothing -> publish -> a rerun sends nothing -> one file
 changed replaces one bundle -> publish -> ``git annex copy --to rdr`` of a new file -> verify
 and publish stay clean -> a clone through the RIA store gets every file, byte for byte.
+
+Steps 1-4 need this branch only; step 5 on needs CITATION.cff left out of the bundles (branch
+``names``) and registration after a publication without a draft (branch ``discovery``).
 """
 
 import hashlib
