@@ -106,7 +106,8 @@ def main(argv=None) -> int:
                     "server holds.")
     parser.add_argument("--workdir", help="where to create the dataset (default: a "
                                           "temporary directory)")
-    parser.add_argument("--subjects", type=int, default=4)
+    parser.add_argument("--subjects", type=int, default=4,
+                        help="subjects in the generated dataset (default: %(default)s)")
     parser.add_argument("--image-bytes", type=int, default=2_000_000,
                         help="bytes per NIfTI image (default: %(default)s)")
     args = parser.parse_args(argv)
@@ -164,6 +165,7 @@ def main(argv=None) -> int:
         say(f"dataset history: {log}")
         if _clone_and_get(dl, sb, workdir, store, manifest, say):
             return 1
+    say(f"\nthe dataset, the RIA store and the clone stay in {workdir} (remove it when done)")
     return 0
 
 

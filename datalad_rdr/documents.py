@@ -15,9 +15,12 @@ hand is made public again.
 from __future__ import annotations
 
 import hashlib
+import logging
 import mimetypes
 from pathlib import Path, PurePosixPath
 from typing import Iterator
+
+from datalad.log import log_progress
 
 from . import content
 from .dataverse import Dataverse
@@ -26,6 +29,8 @@ from .plan import Plan, PlannedFile
 from .preflight import committed_files, find_readme
 from .register import find_in_draft, register_bundle
 from .upload import Uploader
+
+log = logging.getLogger("datalad.rdr.documents")
 
 
 class Bytes:
@@ -109,7 +114,14 @@ def send(dataset: Path, docs: list[PlannedFile], client: Dataverse, pid: str,
             else:
                 yield record, "notneeded", f"{f.path} unchanged since the last export, public"
             continue
-        uploaded = uploader.upload(Bytes(data))
+        progress_id = f"rdr-export-document-{f.path}"
+        log_progress(log.info, progress_id, f"Sending {f.path}", total=len(data),
+                     unit=" Bytes", label=f.path)
+        try:
+            uploaded = uploader.upload(Bytes(data), progress=lambda n: log_progress(
+                log.info, progress_id, "", update=n, increment=True))
+        finally:
+            log_progress(log.info, progress_id, f"Sent {f.path}")
         registered = register_bundle(
             client, pid, label, uploaded, False,
             "Documentation of the dataset, public (also inside its bundle)", directory,

@@ -1,12 +1,20 @@
-"""The export, stage by stage: plan -> ZIP stream -> upload -> register -> record.
+"""The export, stage by stage: prepare -> send bundles -> documents -> record -> verify ->
+publish -> after-export.
 
-Around it, the publishing steps of the RDR guide: pre-flight (:mod:`.preflight`) before any
-server call, the README and documentation as public files (:mod:`.documents`), verify
-(:mod:`.verify`) after the manifest is saved, and publish (:mod:`.publish`) on request.
+- prepare: the export's settings (what was given, else what the last export used:
+  :func:`settle`), the plan of bundles, the metadata file, pre-flight (:mod:`.preflight`), and
+  every other problem that would stop the run -- all before any server call, so ``--dry-run``
+  reports them too;
+- send bundles: open the draft (created once; its PID goes to the journal at once), then
+  each bundle that changed is streamed, uploaded and registered (plan -> ZIP stream -> upload
+  -> register);
+- documents: the README and documentation as public files (:mod:`.documents`);
+- record: the manifest, committed only when something changed;
+- verify (:mod:`.verify`), publish on request (:mod:`.publish`), and the after-export
+  stage (:mod:`.after_export`: the ``rdr`` remote's records, the RIA store).
 
-:func:`run_export` is a generator of DataLad result records: pre-flight, one per bundle and
-document, the manifest, verify, publish; the ``rdr-export`` command only parses its arguments
-and renders these.
+:func:`run_export` is a generator of DataLad result records; the ``rdr-export`` command only
+parses its arguments and renders these. One export of a dataset runs at a time.
 """
 
 from __future__ import annotations
@@ -14,61 +22,297 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import subprocess
-from dataclasses import dataclass, field, replace
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import Iterator
+from typing import Callable, Iterator
 
 from datalad.log import log_progress
+from datalad.support.exceptions import CapturedException
 
-from . import content, discovery, documents, manifest as mf, metadata, preflight, publish, \
-    verify
+from . import after_export, content, discovery, documents, manifest as mf, metadata, \
+    preflight, publish, verify
+from .credentials import CredentialError
 from .dataverse import Dataverse, DataverseError
 from .plan import GB, Bundle, Plan, PlanError, make_plan, split_bundle
-from .register import RegisterError, draft_files, find_in_draft, register_bundle
+from .register import (RegisterError, draft_files, file_budget, find_in_draft,
+                       register_bundle)
+from .sizes import human
 from .upload import TooSlowForUrlLifetime, Uploader, UploadError
 from .zipstream import MemberError, layout_zip
 
 log = logging.getLogger("datalad.rdr.export")
 
+DEFAULT_CAP = 20 * GB
+
 
 @dataclass
 class ExportOptions:
-    url: str
-    token: str | None
+    """What the command was given; None: not given (the last export's setting is used)."""
+
+    url: str | None = None
+    token: str | None = None
+    token_for: Callable[[str], str] | None = None  # the token for the settled server
     collection: str | None = None
     pid: str | None = None
     commit: str = "HEAD"
-    cap: int = 20 * GB
-    recursive: bool = False
+    cap: int | None = None
+    recursive: bool | None = None
     dry_run: bool = False
     drop_after: bool = False
-    restrict: bool = True  # False: --no-restrict (the dataset is open)
-    lock_timeout: float = 300
+    restrict: bool | None = None  # False: --no-restrict (the dataset is open)
+    lock_timeout: float = 300  # for the server's locks on the dataset
+    wait: float = 60  # for another export of this dataset to finish
     jobs: int = 4  # parts of a bundle sent at once
-    ignore_preflight: list[str] = field(default_factory=list)  # codes, or "all"
+    ignore_preflight: list[str] | None = None  # codes, or "all"
     publish: str | None = None  # "major" or "minor": publish after a clean verify
     publish_timeout: float = 600
     ria_store: str | None = None  # push to this RIA store (ria+file://...) after export
     ria_alias: str | None = None  # under this alias (default: the dataset's directory name)
+    in_progress: bool = False  # settled: continuing an interrupted export
+    changed: dict = field(default_factory=dict)  # settled: setting -> the last export's value
 
 
-def result(action_path: Path, status: str, message: str, **extra) -> dict:
+def result(action_path: Path, status: str, message: str, exc: BaseException | None = None,
+           **extra) -> dict:
+    if exc is not None:
+        extra["exception"] = CapturedException(exc)
     return {"action": "rdr-export", "path": str(action_path), "type": "file",
             "status": status, "message": message, **extra}
 
 
 def run_export(dataset: Path, opts: ExportOptions) -> Iterator[dict]:
     dataset = Path(dataset)
+    if opts.dry_run:  # reads only: no lock
+        yield from _export(dataset, opts)
+        return
+    try:
+        with mf.ExportLock(_git_dir(dataset), opts.wait, on_wait=lambda holder: log.warning(
+                "another rdr-export of this dataset is running (process %s); waiting up to "
+                "%.0f s for it to finish", holder, opts.wait)):
+            yield from _export(dataset, opts)
+    except mf.ExportBusy as exc:
+        yield result(dataset, "error", f"another rdr-export of this dataset is still running "
+                                       f"(process {exc}); nothing was done: rerun when it "
+                                       f"has finished")
+
+
+def _export(dataset: Path, opts: ExportOptions) -> Iterator[dict]:
+    # -- prepare ---------------------------------------------------------------------------
+    prepared = yield from prepare(dataset, opts)
+    if prepared is None:
+        return
+    opts, plan, meta, previous, overrides = prepared
+    if opts.dry_run:
+        return
+    # -- send bundles ----------------------------------------------------------------------
+    try:
+        token = opts.token if opts.token or opts.token_for is None else opts.token_for(opts.url)
+    except CredentialError as exc:
+        yield result(dataset, "error", str(exc), exc)
+        return
+    client = Dataverse(opts.url, token)
+    pid = yield from open_draft(dataset, opts, client, meta, plan)
+    if pid is None:
+        return
+    if previous and (previous.server, previous.pid) != (opts.url, pid):
+        previous = None
+    journal = mf.Journal(_git_dir(dataset), opts.url, pid, settings_of(opts))
+    journal.start()
+    # every bundle added or replaced counts against the dataset's file-count limit, which
+    # counts every file the dataset ever had (fidelity row 21): stop before, not half-way
+    known = {**({b.name: b for b in previous.bundles} if previous else {}), **journal.bundles}
+    adding = sum(1 for b in plan.bundles
+                 if b.name not in known or known[b.name].fingerprint != _fingerprint(b))
+    if adding:
+        try:
+            budget = file_budget(client, pid, adding, collection=opts.collection)
+        except DataverseError as exc:
+            yield result(dataset, "error", _explain(exc, opts), exc)
+            return
+        if not budget.fits:
+            yield result(dataset, "error", budget.message(pid))
+            return
+    uploader = Uploader(client, pid, jobs=opts.jobs)
+    records, failed = [], False
+    for res in send_bundles(dataset, plan, opts, client, pid, uploader, previous, journal):
+        if res.get("record") is not None:
+            records.append(res.pop("record"))
+        failed = failed or res["status"] == "error"
+        yield res
+    # -- documents -------------------------------------------------------------------------
+    sent_documents: list[mf.DocumentRecord] = []
+    if not failed:
+        for res in send_documents(dataset, plan, meta, client, pid, uploader, previous, opts):
+            if res.get("document_record") is not None:
+                sent_documents.append(res.pop("document_record"))
+            failed = failed or res["status"] == "error"
+            yield res
+    if failed:
+        yield result(dataset, "error", "export incomplete: rerun 'datalad rdr-export' to "
+                                       "send the remaining bundles (confirmed bundles are "
+                                       "not sent again)")
+        return
+    yield from _remove_unplanned(client, pid, records, previous, dataset)
+    # -- record ----------------------------------------------------------------------------
+    manifest = mf.Manifest(opts.url, pid, plan.commit, plan.subdatasets, records,
+                           doi=previous.doi if previous else None,
+                           documents=sent_documents, preflight_overrides=overrides,
+                           version=previous.version if previous else None,
+                           published=previous.published if previous else None,
+                           settings=asdict(settings_of(opts)))
+    if manifest.same_export(previous):
+        manifest = previous  # nothing changed: no new commit (D14)
+        yield result(dataset / mf.MANIFEST, "notneeded",
+                     f"nothing changed since the export of {previous.dataset_commit[:8]}: "
+                     f"nothing sent, manifest kept", pid=pid)
+    else:
+        path = mf.save(dataset, manifest)
+        _save(dataset, path, f"[DATALAD RDR] export of {plan.commit[:8]} to {pid}")
+        yield result(path, "ok", f"manifest of {len(records)} bundles saved", pid=pid)
+    journal.clear()
+    # -- verify, publish -------------------------------------------------------------------
+    try:
+        checked = verify.run(dataset, client, manifest, opts.restrict)
+    except DataverseError as exc:
+        checked = [result(dataset, "error", f"verify: {_explain(exc, opts)}", exc)]
+    yield from checked
+    if opts.publish:
+        if any(r["status"] == "error" for r in checked):
+            yield result(dataset, "error", "not published: the server's files do not match "
+                                           "the manifest (see the verify table); fix them "
+                                           "and rerun with --publish")
+        else:
+            # records the DOI in ``manifest`` itself, and saves it
+            yield from publish.run(dataset, client, pid, opts.publish, manifest, meta,
+                                   opts.publish_timeout)
+    # -- after-export: last, so that a RIA store gets the commit with the DOI too ----------
+    yield from after_export.run(dataset, manifest, previous, opts, token)
+
+
+# -- prepare -----------------------------------------------------------------------------
+
+def settle(dataset: Path, opts: ExportOptions, previous: mf.Manifest | None,
+           journal: dict | None) -> tuple[ExportOptions, list[dict], str | None]:
+    """The export's settings: what was given, else what the interrupted (``journal``) or
+    last (``previous``) export used.
+
+    Returns the settled options, notes (results) on given values that differ from the last
+    export's, and an error message when the given ones would orphan a draft in progress.
+    """
+    last, where = None, None
+    if journal:
+        last = (journal["server"], journal["pid"],
+                mf.Settings.from_json(journal.get("settings")) or mf.Settings())
+        where = "the interrupted export"
+    elif previous:
+        last = (previous.server, previous.pid, mf.Settings.from_json(previous.settings)
+                or mf.Settings(recursive=bool(previous.subdatasets),
+                               ignore_preflight=sorted({o.get("code") for o in
+                                                        previous.preflight_overrides})))
+        where = "the last export"
+    notes = []
+    if last is None:
+        return replace(opts, cap=opts.cap or DEFAULT_CAP, recursive=bool(opts.recursive),
+                       restrict=opts.restrict is not False,
+                       ignore_preflight=list(opts.ignore_preflight or [])), notes, None
+    server, pid, settings = last
+
+    def note(message):
+        notes.append(result(dataset, "ok", message))
+
+    url, given_pid, changed = opts.url, opts.pid, {}
+    same_server = url is None or url.rstrip("/") == server.rstrip("/")
+    if not same_server:
+        if journal and not given_pid:
+            return opts, notes, (
+                f"{where} went to {server} (draft {pid}) and has not finished: finish it "
+                f"with a plain 'datalad rdr-export' (a second draft is not made), or give "
+                f"--pid to export into another dataset")
+        note(f"exporting to {url}, not to {server} of {where}")
+        return replace(opts, cap=opts.cap or DEFAULT_CAP, recursive=bool(opts.recursive),
+                       restrict=opts.restrict is not False,
+                       ignore_preflight=list(opts.ignore_preflight or [])), notes, None
+    url = server
+    if given_pid and given_pid != pid:
+        note(f"exporting into {given_pid}, not into {pid} of {where}")
+    pid = given_pid or pid
+    if opts.collection and settings.collection and opts.collection != settings.collection \
+            and pid:
+        note(f"--collection {opts.collection} not used: the dataset {pid} exists already "
+             f"(in {settings.collection})")
+    old_cap = settings.cap or DEFAULT_CAP
+    cap = opts.cap if opts.cap is not None else old_cap
+    if cap != old_cap:
+        changed["cap"] = old_cap
+    recursive = settings.recursive if opts.recursive is None else opts.recursive
+    if recursive != settings.recursive:
+        changed["recursive"] = settings.recursive
+    ignore = settings.ignore_preflight if opts.ignore_preflight is None \
+        else list(opts.ignore_preflight)
+    if sorted(ignore) != sorted(settings.ignore_preflight):
+        note(f"--ignore-preflight {', '.join(ignore) or '(none)'} instead of "
+             f"{', '.join(settings.ignore_preflight) or '(none)'} of {where}")
+    restrict = settings.restrict if opts.restrict is None else opts.restrict
+    if restrict != settings.restrict:
+        note(f"bundles {'restricted' if restrict else 'public'} now, "
+             f"{'restricted' if settings.restrict else 'public'} in {where}")
+    return replace(opts, url=url, pid=pid, collection=opts.collection or settings.collection,
+                   cap=cap, recursive=recursive, ignore_preflight=ignore, restrict=restrict,
+                   in_progress=bool(journal), changed=changed), notes, None
+
+
+def settings_of(opts: ExportOptions) -> mf.Settings:
+    return mf.Settings(opts.collection, opts.cap, bool(opts.recursive),
+                       list(opts.ignore_preflight or []), opts.restrict is not False)
+
+
+def prepare(dataset: Path, opts: ExportOptions):
+    """Everything checked before any server call; yields results, returns
+    ``(opts, plan, meta, previous, overrides)`` or None when the export stops (a dry run
+    goes on to the end, reporting every problem)."""
+    previous, journal = mf.load(dataset), mf.read_journal(_git_dir(dataset))
+    opts, notes, problem = settle(dataset, opts, previous, journal)
+    if problem:
+        yield result(dataset, "error", problem)
+        return None
+    yield from notes
+    if not opts.url and not opts.dry_run:
+        yield result(dataset, "error", "no server given: use --url (and --collection for a "
+                                       "new draft); nothing was exported here before")
+        return None
     if not opts.dry_run:  # what --check-server found out about this server
         cap, notes = discovery.adjust(_git_dir(dataset), opts.url, opts.cap)
         opts = replace(opts, cap=cap)
         for note in notes:
             yield result(dataset, "ok", note)
+    if not opts.dry_run and not opts.pid and not opts.collection:
+        yield result(dataset, "error", "no dataset given: use --collection to create a "
+                                       "draft, or --pid")
+        return None
+    if opts.ria_store:
+        problem = after_export.ria_alias_problem(dataset, opts.ria_store,
+                                                 opts.ria_alias or dataset.name)
+        if problem:
+            yield result(dataset, "error", problem)
+            return None
+    if not _is_commit(dataset, opts.commit):
+        yield result(dataset, "error", f"--commit {opts.commit}: no such commit in the "
+                                       f"dataset; give a commit id, branch or tag "
+                                       f"('git log' lists them)")
+        return None
+    log.debug("export of %s: server %s, dataset %s, collection %s, cap %d, -r %s, "
+              "ignored pre-flight %s%s", dataset, opts.url, opts.pid or "(new draft)",
+              opts.collection, opts.cap, opts.recursive, opts.ignore_preflight,
+              ", continuing an interrupted export" if opts.in_progress else "")
     try:
         plan = make_plan(dataset, opts.commit, opts.cap, opts.recursive)
     except (PlanError, subprocess.CalledProcessError) as exc:
-        yield result(dataset, "error", str(exc).strip() or repr(exc))
-        return
+        yield result(dataset, "error", str(exc).strip() or repr(exc), exc)
+        return None
+    log.debug("plan of %s: %s", plan.commit[:8],
+              ", ".join(f"{b.filename} ({len(b.files)} files)" for b in plan.bundles))
+    stop = opts.dry_run and "the export would stop: " or ""
+    stopped = False
     meta, meta_problem = None, None
     try:
         meta = metadata.load(dataset, plan.commit)  # the exported commit's, as the bundles
@@ -82,67 +326,133 @@ def run_export(dataset: Path, opts: ExportOptions) -> Iterator[dict]:
         dataset, preflight.check(dataset, plan, documentation), opts.ignore_preflight,
         preflight.summary(plan))
     yield from checks
-    if meta_problem is not None:
-        yield result(dataset, "error", f"{meta_problem}; nothing was uploaded")
-        return
     if blocked and not opts.dry_run:
-        return
-    if opts.dry_run:
-        for b in plan.bundles:
-            yield result(dataset / b.filename, "ok",
-                         f"would send {b.filename}: {len(b.files)} files, "
-                         f"{b.nbytes / 1e6:.1f} MB", bundle=b.filename, logical=b.logical,
-                         files=[f.path for f in b.files], bytes=b.nbytes, dry_run=True)
-        return
-
+        return None
+    if meta_problem is not None:
+        yield result(dataset, "error", f"{stop}{meta_problem}; nothing was uploaded",
+                     meta_problem)
+        stopped = True
+    elif meta is None:
+        yield result(dataset, "error", stop + metadata.missing_message())
+        stopped = True
+    if stopped and not opts.dry_run:
+        return None
+    unsaved = _unsaved(dataset) if opts.commit == "HEAD" else []
+    if unsaved:
+        shown = ", ".join(unsaved[:5]) + (f" and {len(unsaved) - 5} more"
+                                          if len(unsaved) > 5 else "")
+        yield result(dataset, "error", f"{stop}the dataset has unsaved changes ({shown}); "
+                                       f"'datalad save' them first (the export publishes a "
+                                       f"commit)")
+        if not opts.dry_run:
+            return None
     problem = _unavailable(plan)
     if problem:
-        yield result(dataset, "error", problem)
-        return
-    if meta is None:
-        yield result(dataset, "error", metadata.missing_message())
-        return
-    client = Dataverse(opts.url, opts.token)
+        yield result(dataset, "error", stop + problem)
+        if not opts.dry_run:
+            return None
+    known = _known_records(opts, previous, journal)
+    if opts.changed or opts.dry_run:
+        yield from _what_changes(dataset, plan, known, opts)
+    return opts, plan, meta, previous, overrides
+
+
+def _known_records(opts: ExportOptions, previous, journal) -> dict[str, mf.BundleRecord]:
+    """The bundles on the server as far as the manifest and the journal know, by name."""
+    known = {}
+    if previous and (previous.server, previous.pid) == (opts.url, opts.pid):
+        known = {b.name: b for b in previous.bundles}
+    if journal and (journal["server"], journal["pid"]) == (opts.url, opts.pid):
+        known.update({n: mf.BundleRecord.from_json(b)
+                      for n, b in journal.get("bundles", {}).items()})
+    return known
+
+
+def _what_changes(dataset: Path, plan: Plan, known: dict, opts: ExportOptions
+                  ) -> Iterator[dict]:
+    """Per bundle whether it would be sent; for a changed setting, the one line saying what
+    it re-sends and removes. No server call: fingerprints against the records."""
+    send, replace_, unchanged = [], [], []
+    for b in plan.bundles:
+        record = known.get(b.name)
+        if record is None:
+            send.append(b)
+        elif record.fingerprint != _fingerprint(b):
+            replace_.append(b)
+        else:
+            unchanged.append(b)
+    removed = sorted(set(known) - {b.name for b in plan.bundles})
+    if opts.dry_run:
+        for b in plan.bundles:
+            verb = ("unchanged" if b in unchanged else "would replace" if b in replace_
+                    else "would send")
+            yield result(dataset / b.filename, "ok",
+                         f"{verb} {b.filename}: {len(b.files)} files, {human(b.nbytes)}",
+                         bundle=b.filename, logical=b.logical,
+                         files=[f.path for f in b.files], bytes=b.nbytes, dry_run=True,
+                         change=verb.replace("would ", ""))
+        for name in removed:
+            yield result(dataset / f"{name}.zip", "ok", f"would remove {name}.zip from the "
+                         f"draft: no longer in the plan", bundle=f"{name}.zip", dry_run=True,
+                         change="remove")
+    what = []
+    if "cap" in opts.changed:
+        what.append(f"--max-bundle-size {human(opts.cap)} instead of "
+                    f"{human(opts.changed['cap'])} of the last export")
+    if "recursive" in opts.changed:
+        what.append("without -r (subdatasets left out)" if not opts.recursive
+                    else "with -r (subdatasets included)")
+    if what:
+        resent = [b.filename for b in send + replace_]
+        yield result(dataset, "ok", f"{'; '.join(what)}: "
+                     f"{'would send' if opts.dry_run else 'sends'} "
+                     f"{', '.join(resent) or 'nothing'}"
+                     + (f"; {'would remove' if opts.dry_run else 'removes'} "
+                        f"{', '.join(n + '.zip' for n in removed)}" if removed else ""))
+
+
+# -- send bundles ------------------------------------------------------------------------
+
+def open_draft(dataset: Path, opts: ExportOptions, client: Dataverse, meta, plan):
+    """The PID of the draft to fill (the known one, its metadata synced, or a new one)."""
     try:
         client.check_token()
         # checked against the server's own fields before a draft is made or a byte is sent
-        pid = opts.pid or _known_pid(dataset, opts.url)
         mapping = metadata.server_mapping(dataset, client, meta, plan, opts.url,
-                                          collection=opts.collection, pid=pid)
-        if pid:
-            yield metadata.sync_draft(client, pid, mapping, result(dataset, "ok", "", pid=pid),
+                                          collection=opts.collection, pid=opts.pid)
+        if opts.pid:
+            yield metadata.sync_draft(client, opts.pid, mapping,
+                                      result(dataset, "ok", "", pid=opts.pid),
                                       opts.lock_timeout)
-        else:
-            pid = client.create_dataset(opts.collection,
-                                        {"datasetVersion": mapping.version_json()})
-            yield result(dataset, "ok", f"draft {pid} created in {opts.collection} from "
-                                        f"{metadata.METADATA}{mapping.note()}", pid=pid)
+            return opts.pid
+        pid = client.create_dataset(opts.collection, {"datasetVersion": mapping.version_json()})
+        # in the journal before anything else can fail: a rerun continues in this draft
+        mf.Journal(_git_dir(dataset), opts.url, pid, settings_of(opts)).start()
+        yield result(dataset, "ok", f"draft {pid} created in {opts.collection} from "
+                                    f"{metadata.METADATA}{mapping.note()}", pid=pid)
+        return pid
     except metadata.MetadataError as exc:
-        yield result(dataset, "error", f"{exc}; nothing was uploaded")
-        return
+        yield result(dataset, "error", f"{exc}; nothing was uploaded", exc)
     except DataverseError as exc:
-        yield result(dataset, "error", _explain(exc, opts))
-        return
+        yield result(dataset, "error", _explain(exc, opts), exc)
+    return None
 
-    previous = mf.load(dataset)
-    if previous and (previous.server, previous.pid) != (opts.url, pid):
-        previous = None
-    journal = mf.Journal(_git_dir(dataset), opts.url, pid)
-    records: list[mf.BundleRecord] = []
-    uploader = Uploader(client, pid, jobs=opts.jobs)
+
+def send_bundles(dataset, plan, opts, client, pid, uploader, previous, journal):
+    """One result per bundle (``record``: its manifest record when it is on the server)."""
     commit_time = _commit_time(dataset, plan.commit)
-    failed = False
+    listing = _listing(client, pid)  # once: unchanged bundles need no request of their own
     queue = list(plan.bundles)
     while queue:
         bundle = queue.pop(0)
         try:
             record, status, message = _export_bundle(
-                dataset, bundle, opts, client, pid, uploader, commit_time, previous, journal)
+                dataset, bundle, opts, client, pid, uploader, commit_time, previous, journal,
+                listing)
         except TooSlowForUrlLifetime as exc:
             smaller = split_bundle(bundle.logical, bundle.files, max(exc.fits, 1))
             if len(smaller) <= 1:
-                failed = True
-                yield result(dataset / bundle.filename, "error", str(exc))
+                yield result(dataset / bundle.filename, "error", str(exc), exc)
                 continue
             # Name the parts after the bundle they replace: raw -> raw-01.., raw-02 -> raw-02-01..
             for i, part in enumerate(smaller, 1):
@@ -155,105 +465,28 @@ def run_export(dataset: Path, opts: ExportOptions) -> Iterator[dict]:
             continue
         except (content.ContentError, MemberError, UploadError, RegisterError,
                 DataverseError) as exc:
-            failed = True
             advice = ""
             if isinstance(exc, MemberError):
                 advice = (f"; nothing of {bundle.filename} was registered: check the copy "
                           f"here with 'git annex fsck {exc.arcname}' and get a good one "
                           f"from another remote")
             yield result(dataset / bundle.filename, "error",
-                         f"{bundle.filename}: {exc}{advice}", bundle=bundle.filename)
+                         f"{bundle.filename}: {exc}{advice}", exc, bundle=bundle.filename)
             continue
-        records.append(record)
         yield result(dataset / bundle.filename, status, message, bundle=bundle.filename,
-                     file_id=record.file_id, md5=record.md5, size=record.size)
-    sent_documents: list[mf.DocumentRecord] = []
-    if not failed:
-        # README and documentation: separate public files, besides their bundle
-        try:
-            for doc, status, message in documents.send(
-                    dataset, documents.select(plan, documentation), client, pid, uploader,
-                    _listing(client, pid), opts.lock_timeout):
-                sent_documents.append(doc)
-                yield result(dataset / doc.path, status, message, document=doc.path,
-                             file_id=doc.file_id, md5=doc.md5, size=doc.size)
-            for old in documents.stray(previous, sent_documents):
-                entry = find_in_draft(draft_files(client, pid), old.label, old.directory)
-                if entry is not None:
-                    client.delete_file(entry["dataFile"]["id"])
-                    yield result(dataset / old.path, "ok", f"{old.path} removed from the "
-                                 f"draft: no longer a document of the dataset")
-        except (content.ContentError, UploadError, RegisterError, DataverseError) as exc:
-            failed = True
-            yield result(dataset, "error", f"documents: {exc}")
-    if failed:
-        yield result(dataset, "error", "export incomplete: rerun 'datalad rdr-export' to "
-                                       "send the remaining bundles (confirmed bundles are "
-                                       "not sent again)")
-        return
-    yield from _stray_files(client, pid, records, previous, dataset)
-    manifest = mf.Manifest(opts.url, pid, plan.commit, plan.subdatasets, records,
-                           doi=previous.doi if previous else None,
-                           documents=sent_documents, preflight_overrides=overrides,
-                           version=previous.version if previous else None,
-                           published=previous.published if previous else None)
-    path = mf.save(dataset, manifest)
-    _save(dataset, path, f"[DATALAD RDR] export of {plan.commit[:8]} to {pid}")
-    journal.clear()
-    yield result(path, "ok", f"manifest of {len(records)} bundles saved", pid=pid)
-    try:
-        checked = verify.run(dataset, client, manifest, opts.restrict)
-    except DataverseError as exc:
-        checked = [result(dataset, "error", f"verify: {_explain(exc, opts)}")]
-    yield from checked
-    if opts.publish:
-        if any(r["status"] == "error" for r in checked):
-            yield result(dataset, "error", "not published: the server's files do not match "
-                                           "the manifest (see the verify table); fix them "
-                                           "and rerun with --publish")
-        else:
-            yield from publish.run(dataset, client, pid, opts.publish, manifest, meta,
-                                   opts.publish_timeout)
-    # last, so that a RIA store gets the commit with the DOI too
-    from .remote.export_hook import remote_after_export  # docs/remote.rst
-    yield from remote_after_export(dataset, manifest, opts)  # rdr remote, records, RIA
+                     file_id=record.file_id, md5=record.md5, size=record.size, record=record)
 
 
-def run_verify(dataset: Path, opts: ExportOptions) -> Iterator[dict]:
-    """``--verify-only``: the server's listing against the manifest, nothing sent."""
-    dataset = Path(dataset)
-    manifest = mf.load(dataset)
-    if manifest is None:
-        yield result(dataset, "error", f"no {mf.MANIFEST}: nothing exported yet to verify; "
-                                       f"run 'datalad rdr-export' first")
-        return
-    try:
-        restricted = bundles_restricted(opts, metadata.load(dataset))
-        yield from verify.run(dataset, Dataverse(manifest.server, opts.token), manifest,
-                              restricted)
-    except metadata.MetadataError as exc:
-        yield result(dataset, "error", str(exc))
-    except DataverseError as exc:
-        yield result(dataset, "error", _explain(exc, replace(opts, url=manifest.server)))
-
-
-def bundles_restricted(opts: ExportOptions, meta) -> bool:
-    """Bundles are restricted unless the dataset is declared open (metadata or option)."""
-    if meta is None:
-        return opts.restrict
-    if not opts.restrict and meta.access != "open":
-        raise metadata.MetadataError(
-            f"--no-restrict contradicts 'access: {meta.access}' in {metadata.METADATA}; "
-            f"declare the dataset open there ('access: open') instead", "access")
-    return meta.access != "open"
+def _fingerprint(bundle: Bundle) -> str:
+    return mf.fingerprint([(f.path, f.key, f.blob, f.size) for f in bundle.files])
 
 
 def _export_bundle(dataset, bundle: Bundle, opts, client, pid, uploader, commit_time,
-                   previous, journal):
-    fp = mf.fingerprint([(f.path, f.key, f.blob, f.size) for f in bundle.files])
+                   previous, journal, listing):
+    fp = _fingerprint(bundle)
     known = journal.bundles.get(bundle.name) or (previous and previous.bundle(bundle.name))
     if known and known.fingerprint == fp:
-        on_server = find_in_draft(_listing(client, pid), bundle.filename)
+        on_server = find_in_draft(listing, bundle.filename)
         if on_server and on_server["dataFile"]["id"] == known.file_id:
             if bool(on_server.get("restricted")) != opts.restrict:
                 # changed by hand in the web UI, or the dataset's access changed
@@ -262,6 +495,7 @@ def _export_bundle(dataset, bundle: Bundle, opts, client, pid, uploader, commit_
                 return known, "ok", (f"{bundle.filename} unchanged since the last export; "
                                      f"made {'restricted' if opts.restrict else 'public'}")
             return known, "notneeded", f"{bundle.filename} unchanged since the last export"
+    log.debug("%s: %s", bundle.filename, "content changed" if known else "new bundle")
     fetched = content.fetch(bundle.files)
     blobs: dict[str, content.BlobReader] = {}
     try:
@@ -302,7 +536,7 @@ def _export_bundle(dataset, bundle: Bundle, opts, client, pid, uploader, commit_
                                     if f.repo == repo and f.key in fetched])
     verb = "adopted" if registered.adopted else "sent"
     return record, "ok", (f"{bundle.filename} {verb}: {len(bundle.files)} files, "
-                          f"{registered.size / 1e6:.1f} MB, file id {registered.file_id}"
+                          f"{human(registered.size)}, file id {registered.file_id}"
                           + "".join(f"; {note}" for note in registered.notes))
 
 
@@ -314,24 +548,52 @@ def _member_record(entry, f) -> mf.MemberRecord:
                            entry.data_offset)
 
 
+# -- documents ---------------------------------------------------------------------------
+
+def send_documents(dataset, plan, meta, client, pid, uploader, previous, opts):
+    """README and documentation: separate public files, besides their bundle."""
+    documentation = meta.documentation if meta else []
+    try:
+        sent = []
+        for doc, status, message in documents.send(
+                dataset, documents.select(plan, documentation), client, pid, uploader,
+                _listing(client, pid), opts.lock_timeout):
+            sent.append(doc)
+            yield result(dataset / doc.path, status, message, document=doc.path,
+                         file_id=doc.file_id, md5=doc.md5, size=doc.size,
+                         document_record=doc)
+        for old in documents.stray(previous, sent):
+            entry = find_in_draft(draft_files(client, pid), old.label, old.directory)
+            if entry is not None:
+                client.delete_file(entry["dataFile"]["id"])
+                yield result(dataset / old.path, "ok", f"{old.path} removed from the "
+                             f"draft: no longer a document of the dataset")
+    except (content.ContentError, UploadError, RegisterError, DataverseError) as exc:
+        yield result(dataset, "error", f"documents: {exc}", exc)
+
+
 def _listing(client, pid) -> list[dict]:
     return draft_files(client, pid) or client.files(pid, ":latest")
 
 
-def _stray_files(client, pid, records, previous, dataset) -> Iterator[dict]:
+def _remove_unplanned(client, pid, records, previous, dataset) -> Iterator[dict]:
     """Bundles of an earlier export that this plan no longer has: removed from the draft."""
     if previous is None:
         return
     current = {r.filename for r in records}
-    for old in previous.bundles:
-        if old.filename in current:
-            continue
-        entry = find_in_draft(draft_files(client, pid), old.filename)
+    gone = [old for old in previous.bundles if old.filename not in current]
+    if not gone:
+        return
+    listing = draft_files(client, pid)
+    for old in gone:
+        entry = find_in_draft(listing, old.filename)
         if entry is not None:
             client.delete_file(entry["dataFile"]["id"])
             yield result(dataset / old.filename, "ok",
                          f"{old.filename} removed from the draft: no longer in the plan")
 
+
+# -- problems found before any server call -----------------------------------------------
 
 def _unavailable(plan: Plan) -> str | None:
     by_repo: dict[str, list] = {}
@@ -352,6 +614,62 @@ def _unavailable(plan: Plan) -> str | None:
     return None
 
 
+def _unsaved(dataset: Path) -> list[str]:
+    """Paths (relative to the dataset) with changes not saved in HEAD."""
+    from datalad.api import status
+
+    out = []
+    for r in status(dataset=str(dataset), result_renderer="disabled",
+                    return_type="generator", on_failure="ignore",
+                    eval_subdataset_state="commit"):
+        if r.get("state") not in (None, "clean") and r.get("path"):
+            out.append(str(Path(r["path"]).relative_to(dataset)))
+    return sorted(out)
+
+
+def _is_commit(dataset: Path, commit: str) -> bool:
+    return subprocess.run(["git", "-C", str(dataset), "rev-parse", "--verify", "--quiet",
+                           f"{commit}^{{commit}}"], capture_output=True).returncode == 0
+
+
+# -- verify only -------------------------------------------------------------------------
+
+def run_verify(dataset: Path, opts: ExportOptions) -> Iterator[dict]:
+    """``--verify-only``: the server's listing against the manifest, nothing sent."""
+    dataset = Path(dataset)
+    manifest = mf.load(dataset)
+    if manifest is None:
+        in_progress = mf.read_journal(_git_dir(dataset))
+        yield result(dataset, "error",
+                     f"no {mf.MANIFEST}: nothing exported yet to verify; run 'datalad "
+                     f"rdr-export' first" + (" (an interrupted export waits to be finished)"
+                                             if in_progress else ""))
+        return
+    try:
+        token = opts.token if opts.token or opts.token_for is None \
+            else opts.token_for(manifest.server)
+        restricted = bundles_restricted(opts, metadata.load(dataset))
+        yield from verify.run(dataset, Dataverse(manifest.server, token), manifest,
+                              restricted)
+    except CredentialError as exc:
+        yield result(dataset, "error", str(exc), exc)
+    except metadata.MetadataError as exc:
+        yield result(dataset, "error", str(exc), exc)
+    except DataverseError as exc:
+        yield result(dataset, "error", _explain(exc, replace(opts, url=manifest.server)), exc)
+
+
+def bundles_restricted(opts: ExportOptions, meta) -> bool:
+    """Bundles are restricted unless the dataset is declared open (metadata or option)."""
+    if meta is None:
+        return opts.restrict is not False
+    if opts.restrict is False and meta.access != "open":
+        raise metadata.MetadataError(
+            f"--no-restrict contradicts 'access: {meta.access}' in {metadata.METADATA}; "
+            f"declare the dataset open there ('access: open') instead", "access")
+    return meta.access != "open"
+
+
 def _explain(exc: DataverseError, opts: ExportOptions) -> str:
     if exc.status == 401:
         return (f"the API token was refused by {opts.url} ({exc.message}); set a valid "
@@ -359,13 +677,6 @@ def _explain(exc: DataverseError, opts: ExportOptions) -> str:
     if exc.status == 404 and "not found" in exc.message.lower():
         return f"{exc.message} Check --pid or --collection."
     return str(exc)
-
-
-def _known_pid(dataset: Path, url: str) -> str | None:
-    previous = mf.load(dataset)
-    if previous and previous.server == url:
-        return previous.pid
-    return None
 
 
 def _git_dir(dataset: Path) -> Path:

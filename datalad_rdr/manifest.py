@@ -8,14 +8,22 @@ format; this module is the only code that reads or writes it).
 
 While an export runs, the same records go to a journal under ``.git/datalad-rdr/`` after each
 bundle is registered, so a rerun after a crash or a kill sends only what is not on the server.
+The journal is written as soon as the draft is known, with the settings that shape what lands
+on the server (:class:`Settings`); the manifest keeps them after the export, so a plain
+``datalad rdr-export`` repeats the last one. One export of a dataset runs at a time
+(:class:`ExportLock`).
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import errno
+import fcntl
 import hashlib
 import json
 import os
+import tempfile
+import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -72,6 +80,24 @@ class DocumentRecord:
 
 
 @dataclass
+class Settings:
+    """What shapes what lands on the server besides the commit, as the export was given it."""
+
+    collection: str | None = None  # where the draft was created
+    cap: int | None = None  # --max-bundle-size
+    recursive: bool = False  # -r
+    ignore_preflight: list[str] = field(default_factory=list)
+    restrict: bool = True  # False: --no-restrict
+
+    @classmethod
+    def from_json(cls, data: dict | None) -> "Settings | None":
+        if not data:
+            return None
+        known = {k: v for k, v in data.items() if k in cls.__dataclass_fields__}
+        return cls(**known)
+
+
+@dataclass
 class Manifest:
     server: str
     pid: str
@@ -86,12 +112,23 @@ class Manifest:
     preflight_overrides: list[dict] = field(default_factory=list)
     version: str | None = None  # the published version ("1.0") that has ``doi``
     published: str | None = None  # its release time, as the server gives it
+    settings: dict | None = None  # the export's :class:`Settings`, reused by a plain rerun
 
     def bundle(self, name: str) -> BundleRecord | None:
         return next((b for b in self.bundles if b.name == name), None)
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), indent=1, sort_keys=False) + "\n"
+
+    def same_export(self, other: "Manifest | None") -> bool:
+        """The same files in the same place: only the commit and the time may differ (an
+        export of the previous export's manifest commit changes nothing on the server)."""
+        if other is None:
+            return False
+        mine, theirs = asdict(self), asdict(other)
+        for volatile in ("dataset_commit", "exported"):
+            mine.pop(volatile), theirs.pop(volatile)
+        return mine == theirs
 
     @classmethod
     def from_json(cls, text: str) -> "Manifest":
@@ -142,21 +179,28 @@ def save(dataset: Path, manifest: Manifest) -> Path:
 
 
 class Journal:
-    """What the export in progress has done: bundles confirmed on the server, and the state of
-    the upload under way (its URLs and the parts already sent), so a rerun after a crash or a
-    kill sends neither a confirmed bundle nor a part the store already has."""
+    """What the export in progress has done: its server, draft and settings, bundles confirmed
+    on the server, and the state of the upload under way (its URLs and the parts already
+    sent), so a rerun after a crash or a kill continues in the same draft and sends neither
+    a confirmed bundle nor a part the store already has."""
 
-    def __init__(self, git_dir: Path, server: str, pid: str):
-        self.path = Path(git_dir) / "datalad-rdr" / "export-journal.json"
+    def __init__(self, git_dir: Path, server: str, pid: str,
+                 settings: Settings | None = None):
+        self.path = journal_path(git_dir)
         self.server, self.pid = server, pid
+        self.settings = settings or Settings()
         self.bundles: dict[str, BundleRecord] = {}
         self.uploads: dict[str, dict] = {}  # bundle name -> {"fingerprint", "state"}
-        if self.path.exists():
-            data = json.loads(self.path.read_text())
-            if (data.get("server"), data.get("pid")) == (server, pid):
-                self.bundles = {name: BundleRecord.from_json(b)
-                                for name, b in data["bundles"].items()}
-                self.uploads = data.get("uploads", {})
+        data = read_journal(git_dir)
+        if data and (data.get("server"), data.get("pid")) == (server, pid):
+            self.bundles = {name: BundleRecord.from_json(b)
+                            for name, b in data.get("bundles", {}).items()}
+            self.uploads = data.get("uploads", {})
+
+    def start(self) -> None:
+        """Written before the first byte is sent: a rerun finds the draft even when the run
+        is killed before a bundle is confirmed."""
+        self._write()
 
     def record(self, bundle: BundleRecord) -> None:
         self.bundles[bundle.name] = bundle
@@ -180,7 +224,7 @@ class Journal:
     def _write(self) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         _atomic_write(self.path, json.dumps({
-            "server": self.server, "pid": self.pid,
+            "server": self.server, "pid": self.pid, "settings": asdict(self.settings),
             "bundles": {n: asdict(b) for n, b in self.bundles.items()},
             "uploads": self.uploads}))
 
@@ -191,10 +235,82 @@ class Journal:
             self.path.unlink()
 
 
+def journal_path(git_dir: Path) -> Path:
+    return Path(git_dir) / "datalad-rdr" / "export-journal.json"
+
+
+def read_journal(git_dir: Path) -> dict | None:
+    """The journal of an export in progress (interrupted), or None."""
+    path = journal_path(git_dir)
+    try:
+        return json.loads(path.read_text())
+    except FileNotFoundError:
+        return None
+    except ValueError:
+        return None  # cannot happen with atomic writes; treat as no journal
+
+
+class ExportBusy(Exception):
+    pass
+
+
+class ExportLock:
+    """One export of a dataset at a time: an ``flock`` on a file in its git dir.
+
+    The kernel drops the lock when its process dies, however it dies, so a crashed or
+    killed export never leaves a stale lock behind.
+    """
+
+    def __init__(self, git_dir: Path, wait: float = 60, on_wait=None):
+        self.path = Path(git_dir) / "datalad-rdr" / "export.lock"
+        self.wait, self.on_wait = wait, on_wait
+        self._fd = None
+
+    def __enter__(self) -> "ExportLock":
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        deadline = time.monotonic() + self.wait
+        told = False
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except OSError as exc:
+                if exc.errno not in (errno.EAGAIN, errno.EACCES):
+                    os.close(fd)
+                    raise
+            holder = os.pread(fd, 64, 0).decode(errors="replace").strip() or "?"
+            if time.monotonic() >= deadline:
+                os.close(fd)
+                raise ExportBusy(holder)
+            if not told and self.on_wait is not None:
+                self.on_wait(holder)
+                told = True
+            time.sleep(0.2)
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        self._fd = fd
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self._fd is not None:
+            os.ftruncate(self._fd, 0)
+            fcntl.flock(self._fd, fcntl.LOCK_UN)
+            os.close(self._fd)
+            self._fd = None
+
+
 def _atomic_write(path: Path, text: str) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "w") as f:
-        f.write(text)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    # a temporary file of its own: two writers never rename each other's
+    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
+    try:
+        os.fchmod(fd, 0o644)
+        with os.fdopen(fd, "w") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise

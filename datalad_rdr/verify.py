@@ -8,7 +8,9 @@ with what the manifest says was sent:
 - its size and MD5 are the manifest's;
 - documents (README, documentation) are public; bundles are restricted, or public when the
   dataset is declared open;
-- nothing else is there (no stray files).
+- nothing else is there (no stray files) but the bundles the dataset's ``rdr`` special remote
+  stored in the same record (``git annex copy --to rdr``): those the git-annex branch's location
+  records name, by file id, are listed as ``remote`` and are fine.
 
 Each file gives one result (``error`` on any mismatch, with what to do) and the whole a table,
 rendered by the command after its results.
@@ -16,18 +18,21 @@ rendered by the command after its results.
 
 from __future__ import annotations
 
+import json
+import subprocess
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from .dataverse import Dataverse
 from .manifest import Manifest
 from .register import draft_files
+from .remote import locations
 
 
 @dataclass
 class Row:
     name: str  # the file's path on the server: folder/label
-    kind: str  # "bundle", "document" or "stray"
+    kind: str  # "bundle", "document", "remote" (the rdr remote's own) or "stray"
     size: int | None = None  # the manifest's
     server_size: int | None = None
     md5: str | None = None
@@ -50,7 +55,28 @@ def listing(client: Dataverse, pid: str) -> tuple[str, list[dict]]:
     return "published", client.files(pid, ":latest")
 
 
-def compare(entries: list[dict], manifest: Manifest, bundles_restricted: bool) -> list[Row]:
+def held_by_remote(dataset: Path, server: str, pid: str) -> set[int]:
+    """File ids of this dataset on this server that the git-annex branch's location records
+    name: the bundles of the ``rdr`` remote (and of earlier exports)."""
+    out = subprocess.run(["git", "-C", str(dataset), "annex", "whereis", "--all", "--json"],
+                         capture_output=True, text=True).stdout
+    ids = set()
+    for line in out.splitlines():
+        try:
+            record = json.loads(line)
+        except ValueError:
+            continue
+        for where in record.get("whereis", []) + record.get("untrusted", []):
+            for uri in where.get("urls", []):
+                if locations.claims(uri, server, pid):
+                    ids.add(locations.parse(uri).file_id)
+    return ids
+
+
+def compare(entries: list[dict], manifest: Manifest, bundles_restricted: bool,
+            remote_ids=lambda: set()) -> list[Row]:
+    """``remote_ids``: called when the server has files the manifest does not name, for the
+    file ids the ``rdr`` remote holds."""
     on_server = {_name(e): e for e in entries}
     expected = [(b.filename, "bundle", b.size, b.md5,
                  "restricted" if bundles_restricted else "public") for b in manifest.bundles]
@@ -78,9 +104,14 @@ def compare(entries: list[dict], manifest: Manifest, bundles_restricted: bool) -
                 f"'datalad rdr-export' (or in the web UI: Edit Files > "
                 f"{'Restrict' if access == 'restricted' else 'Unrestrict'})")
         rows.append(row)
+    held = remote_ids() if on_server else set()
     for name, entry in sorted(on_server.items()):
         row = Row(name, "stray")
         _fill(row, entry)
+        if row.file_id in held:
+            row.kind = "remote"  # stored by 'git annex copy --to rdr': the remote reads it
+            rows.append(row)
+            continue
         row.problems.append("on the server but not sent by datalad-rdr (not in the "
                             "manifest): delete it from the draft, or list it as "
                             "documentation in the metadata file")
@@ -92,7 +123,10 @@ def results(dataset: Path, rows: list[Row], where: str, pid: str) -> list[dict]:
     """One result per file, then the summary carrying the rendered table."""
     out = []
     for row in rows:
-        if row.ok:
+        if row.kind == "remote":
+            message = (f"{row.name}: a bundle of the dataset's rdr special remote "
+                       f"({row.server_size} bytes, {row.server_access})")
+        elif row.ok:
             message = (f"{row.name}: {row.server_size} bytes and MD5 as in the manifest, "
                        f"{row.server_access}")
         else:
@@ -157,5 +191,6 @@ def _fill(row: Row, entry: dict) -> None:
 def run(dataset: Path, client: Dataverse, manifest: Manifest,
         bundles_restricted: bool) -> list[dict]:
     where, entries = listing(client, manifest.pid)
-    return results(dataset, compare(entries, manifest, bundles_restricted), where,
-                   manifest.pid)
+    rows = compare(entries, manifest, bundles_restricted,
+                   lambda: held_by_remote(dataset, manifest.server, manifest.pid))
+    return results(dataset, rows, where, manifest.pid)

@@ -18,6 +18,7 @@ import pytest
 import requests
 
 from conftest import DV, rdr_export
+from tools import SEVEN_ZIP
 from datalad_rdr.demo import demo_metadata, make_bids_dataset
 from datalad_rdr.sandbox.faults import Fault
 
@@ -92,7 +93,7 @@ def test_export_round_trip(token_env, bids, tmp_path):
         archive = tmp_path / bundle["filename"]
         archive.write_bytes(data)
         out = tmp_path / "7z" / bundle["name"]
-        r = subprocess.run([shutil.which("7z") or shutil.which("7zz"), "x", "-y",
+        r = subprocess.run([SEVEN_ZIP, "x", "-y",
                             f"-o{out}", str(archive)], capture_output=True, text=True)
         assert r.returncode == 0, r.stdout + r.stderr
         for m in bundle["members"]:
@@ -201,13 +202,16 @@ def test_faults_end_in_a_complete_export_or_a_clear_error(make_sandbox, bids, mo
     monkeypatch.setenv("DATALAD_CREDENTIAL_RDR_SECRET", sb.api_token)
     sb.gate.faults.inject(Fault("PUT", "/", reset_after=1000))
     sb.gate.faults.inject(Fault("PUT", "/", status=500, retry_after=0))
-    # registration retries a 500 after looking in the draft: fail every try
-    sb.dataverse.faults.inject(Fault("POST", "addFiles$", status=500, count=3))
+    refused = sb.dataverse.faults.inject(Fault("POST", "addFiles$", status=500, count=1))
     first = export(bids, sb)
-    assert any(r["status"] == "error" and "core.zip" in r["message"] for r in first)
-    assert (bids / ".datalad/rdr/manifest.json").exists() is False
-    second = export(bids, sb)
-    assert all(r["status"] in ("ok", "notneeded") for r in second), second
+    errors = [r for r in first if r["status"] == "error"]
+    if errors:  # a registration that failed for good: said, and the rerun completes it
+        assert any("core.zip" in r["message"] for r in errors), errors
+        assert (bids / ".datalad/rdr/manifest.json").exists() is False
+        second = plain(bids)
+        assert all(r["status"] in ("ok", "notneeded") for r in second), second
+    else:  # the client retried past the faults
+        assert refused.hits == 1
     manifest = json.loads((bids / ".datalad/rdr/manifest.json").read_text())
     labels = sorted(f["label"] for f in DV(sb).files(manifest["pid"]))
     assert labels == sorted([b["filename"] for b in manifest["bundles"]]
@@ -299,3 +303,445 @@ def test_recursive_takes_subdatasets_at_their_paths(token_env, tmp_path):
     sub_commit = subprocess.run(["git", "-C", sub.path, "rev-parse", "HEAD"],
                                 capture_output=True, text=True).stdout.strip()
     assert manifest["subdatasets"] == {"derivatives/fmriprep": sub_commit}
+
+
+# -- one export state, remembered (D1, D5, D6) --------------------------------------------
+
+DATALAD = os.path.join(os.path.dirname(sys.executable), "datalad")
+
+
+def datalad(ds, *args, env=None, cwd=None, **kw):
+    """``datalad ARGS`` run as a user runs it, in the dataset (or ``cwd``)."""
+    return subprocess.run([DATALAD, *args], cwd=str(cwd or ds), env=env, capture_output=True,
+                          text=True, **kw)
+
+
+def plain(ds, **kw):
+    """``datalad rdr-export`` with no server options: what was remembered."""
+    return dl.rdr_export(dataset=str(ds), result_renderer="disabled", return_type="list",
+                         on_failure="ignore", **kw)
+
+
+def kill_after_first_bundle(cmd, ds, env):
+    journal = ds / ".git/datalad-rdr/export-journal.json"
+    proc = subprocess.Popen(cmd, cwd=str(ds), env=env, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    deadline = time.time() + 120
+    confirmed = {}
+    while time.time() < deadline and proc.poll() is None:
+        try:
+            confirmed = json.loads(journal.read_text()).get("bundles", {})
+        except (OSError, ValueError):
+            confirmed = {}
+        if confirmed:
+            break
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert confirmed, "the export never confirmed a bundle"
+    return json.loads(journal.read_text())
+
+
+@pytest.mark.parametrize("rerun", ["plain", "retyped"])
+def test_killed_first_export_continues_in_its_own_draft(make_sandbox, tmp_path, rerun):
+    sb = make_sandbox("rdr")
+    ds = make_bids_dataset(tmp_path / "bids", subjects=4, nifti_bytes=300_000)
+    env = {**os.environ, "DATALAD_CREDENTIAL_RDR_SECRET": sb.api_token}
+    server = ["--url", sb.dataverse_url, "--collection", sb.collection]
+    journal = kill_after_first_bundle(
+        [DATALAD, "rdr-export", *server, "--max-bundle-size", "1.2MB"], ds, env)
+    assert len(sb.dataverse.datasets) == 1
+    again = ["rdr-export"] + (server if rerun == "retyped" else [])
+    r = datalad(ds, *again, env=env)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "waiting" not in r.stderr  # the killed run's lock died with it
+    manifest = json.loads((ds / ".datalad/rdr/manifest.json").read_text())
+    assert manifest["pid"] == journal["pid"]
+    assert len(sb.dataverse.datasets) == 1  # no second, orphaned draft
+    assert manifest["settings"]["cap"] == 1_200_000  # the cap of the first run, remembered
+    assert len([b for b in manifest["bundles"] if b["logical"] == "raw"]) > 1
+    labels = sorted(f["label"] for f in DV(sb).files(manifest["pid"]))
+    assert labels == sorted([b["filename"] for b in manifest["bundles"]]
+                            + [d["label"] for d in manifest["documents"]])
+
+
+def test_plain_rerun_keeps_the_cap_and_a_new_cap_says_what_it_resends(token_env, bids):
+    sb = token_env
+    assert not [r for r in export(bids, sb) if r["status"] == "error"]
+    again = plain(bids)
+    assert not [r for r in again if r["status"] == "error"], again
+    assert [s for _, s in statuses(again)] == ["notneeded"] * 4  # raw-01, raw-02 kept
+    assert not [r for r in again if "removed" in r.get("message", "")]
+    bigger = plain(bids, max_bundle_size="1GB")
+    said = [r["message"] for r in bigger if "instead of" in r.get("message", "")]
+    assert said and "sends raw.zip" in said[0] and "removes raw-01.zip, raw-02.zip" in \
+        said[0], bigger
+    manifest = json.loads((bids / ".datalad/rdr/manifest.json").read_text())
+    assert [b["filename"] for b in manifest["bundles"]] == ["core.zip", "raw.zip",
+                                                            "derivatives.zip"]
+    assert manifest["settings"]["cap"] == 10**9
+
+
+def test_plain_rerun_after_r_keeps_the_subdatasets(token_env, tmp_path):
+    sup = dl.create(str(tmp_path / "super"), result_renderer="disabled")
+    (Path(sup.path) / "README").write_text("super\n")
+    (Path(sup.path) / ".datalad/rdr").mkdir(parents=True)
+    (Path(sup.path) / ".datalad/rdr/metadata.yaml").write_text(demo_metadata())
+    (Path(sup.path) / "table.csv").write_text("a,b\n1,2\n")
+    sub = sup.create("subds", result_renderer="disabled")
+    (Path(sub.path) / "data.bin").write_bytes(os.urandom(1000))
+    sup.save(recursive=True, result_renderer="disabled")
+    assert not [r for r in export(sup.path, token_env, recursive=True)
+                if r["status"] == "error"]
+    again = plain(sup.path)
+    assert not [r for r in again if "removed" in r.get("message", "")], again
+    assert ("subds.zip", "notneeded") in statuses(again)
+    dropped = plain(sup.path, no_recursive=True)
+    assert any("without -r" in r.get("message", "") and "removes subds.zip" in r["message"]
+               for r in dropped), dropped
+    assert any(r.get("message", "").startswith("subds.zip removed") for r in dropped)
+
+
+def test_a_second_export_waits_then_stops_with_one_line(make_sandbox, bids):
+    sb = make_sandbox("rdr")
+    env = {**os.environ, "DATALAD_CREDENTIAL_RDR_SECRET": sb.api_token}
+    sb.gate.faults.inject(Fault("PUT", "/", delay=1.5, count=6))  # a slow link for A
+    a = subprocess.Popen([DATALAD, "rdr-export", "--url", sb.dataverse_url, "--collection",
+                          sb.collection, "--max-bundle-size", str(CAP)], cwd=str(bids),
+                         env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    lock = bids / ".git/datalad-rdr/export.lock"
+    deadline = time.time() + 60
+    while time.time() < deadline and not (lock.exists() and lock.read_text().strip()):
+        time.sleep(0.05)
+    started = time.time()
+    b = datalad(bids, "rdr-export", "--url", sb.dataverse_url, "--collection",
+                sb.collection, env={**env, "DATALAD_RDR_EXPORT__WAIT": "1"})
+    assert b.returncode == 1
+    assert "waiting up to 1 s" in b.stderr
+    errors = [line for line in (b.stdout + b.stderr).splitlines() if "error" in line.lower()]
+    assert len(errors) == 1 and "another rdr-export of this dataset is still running" \
+        in errors[0], b.stdout + b.stderr
+    assert time.time() - started < 30
+    out, err = a.communicate(timeout=300)
+    assert a.returncode == 0, out + err
+    assert len(sb.dataverse.datasets) == 1
+
+
+# -- the dry run tells the truth (D8) -----------------------------------------------------
+
+def test_dry_run_says_unchanged_send_replace_and_what_would_stop(token_env, bids):
+    sb = token_env
+    assert not [r for r in export(bids, sb) if r["status"] == "error"]
+    (bids / "participants.tsv").write_text("participant_id\tage\nsub-01\t1\nsub-02\t2\n"
+                                           "sub-03\t3\n")
+    (bids / "derivatives/new").mkdir(parents=True)
+    (bids / "derivatives/new/x.txt").write_text("new\n")
+    dl.save(dataset=str(bids), result_renderer="disabled")
+    before = len(sb.dataverse.requests)
+    dry = plain(bids, dry_run=True)
+    assert {r["bundle"]: r["change"] for r in bundles(dry)} == {
+        "core.zip": "replace", "raw-01.zip": "unchanged", "raw-02.zip": "unchanged",
+        "derivatives.zip": "replace"}
+    assert not [r for r in dry if r["status"] == "error"]
+    # what would stop the real run, with no server call either
+    (bids / "sub-01/anat/sub-01_T2w.nii.gz").write_bytes(os.urandom(1000))
+    dl.save(dataset=str(bids), result_renderer="disabled")
+    subprocess.run(["git", "-C", str(bids), "annex", "drop", "--force",
+                    "sub-01/anat/sub-01_T2w.nii.gz"], check=True, capture_output=True)
+    (bids / ".datalad/rdr/metadata.yaml").unlink()
+    (bids / "notes.txt").write_text("not saved\n")
+    dry = plain(bids, dry_run=True)
+    errors = [r["message"] for r in dry if r["status"] == "error"]
+    assert any("metadata.yaml" in m for m in errors), errors
+    assert any("unsaved changes" in m and "notes.txt" in m and ".datalad/rdr/metadata.yaml"
+               in m for m in errors), errors
+    assert any("available nowhere" in m and "sub-01_T2w" in m for m in errors), errors
+    assert all(m.startswith("the export would stop") for m in errors)
+    assert len(sb.dataverse.requests) == before
+
+
+# -- no-op reruns are cheap and silent (D14, D12) -----------------------------------------
+
+def git_out(ds, *args):
+    return subprocess.run(["git", "-C", str(ds), *args], capture_output=True, text=True,
+                          check=True).stdout.strip()
+
+
+def test_rerun_with_nothing_changed_commits_and_records_nothing(token_env, bids):
+    sb = token_env
+    assert not [r for r in export(bids, sb) if r["status"] == "error"]
+    head, annex_branch = git_out(bids, "rev-parse", "HEAD"), git_out(bids, "rev-parse",
+                                                                     "git-annex")
+    before = len(sb.dataverse.requests)
+    started = time.time()
+    again = plain(bids)
+    took = time.time() - started
+    assert not [r for r in again if r["status"] == "error"], again
+    assert git_out(bids, "rev-parse", "HEAD") == head  # no new manifest commit
+    assert git_out(bids, "rev-parse", "git-annex") == annex_branch  # no registerurl
+    changing = [(m, p) for m, p in sb.dataverse.requests[before:] if m != "GET"]
+    assert changing == []
+    assert took < 15, took
+
+
+def test_replaced_bundle_leaves_no_location_record_behind(token_env, bids):
+    sb = token_env
+    image = "sub-03/anat/sub-03_T1w.nii.gz"
+    assert not [r for r in export(bids, sb) if r["status"] == "error"]
+    old_key = git_out(bids, "annex", "lookupkey", image)
+    (bids / image).unlink()
+    (bids / image).write_bytes(os.urandom(IMAGE))
+    dl.save(dataset=str(bids), result_renderer="disabled")
+    assert not [r for r in plain(bids) if r["status"] == "error"]
+    rdr = git_out(bids, "config", "remote.rdr.annex-uuid")
+    where = json.loads(git_out(bids, "annex", "whereis", "--json", "--key", old_key))
+    assert rdr not in [w["uuid"] for w in where["whereis"]], where  # whereis is true
+    new = json.loads(git_out(bids, "annex", "whereis", "--json", image))
+    assert any(u.startswith("rdr+") for w in new["whereis"] for u in w.get("urls", []))
+
+
+# -- where and how it runs (D13, D4, 3.32) ------------------------------------------------
+
+def test_export_runs_from_a_subdirectory(token_env, bids):
+    env = {**os.environ, "DATALAD_CREDENTIAL_RDR_SECRET": token_env.api_token}
+    r = datalad(bids, "rdr-export", "--dry-run", cwd=bids / "sub-01" / "anat", env=env)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "would send raw-01.zip" in r.stdout or "raw.zip" in r.stdout, r.stdout
+
+
+def test_a_ria_alias_of_another_dataset_is_refused_before_anything_is_sent(token_env, bids,
+                                                                           tmp_path):
+    sb = token_env
+    store = f"ria+file://{tmp_path / 'store'}"
+    assert not [r for r in export(bids, sb, ria_store=store, ria_alias="lab")
+                if r["status"] == "error"]
+    other = make_bids_dataset(tmp_path / "other", subjects=1, nifti_bytes=1000, seed=1)
+    sent = sb.gate.stats.bytes_received
+    results = export(other, sb, ria_store=store, ria_alias="lab")
+    errors = [r for r in results if r["status"] == "error"]
+    assert len(errors) == 1 and "--ria-alias lab is taken" in errors[0]["message"] \
+        and "choose another" in errors[0]["message"], results
+    assert sb.gate.stats.bytes_received == sent
+    assert len(sb.dataverse.datasets) == 1
+    # the same dataset again under its own alias is fine
+    assert not [r for r in export(bids, sb, ria_store=store, ria_alias="lab")
+                if r["status"] == "error"]
+
+
+def test_a_dataset_without_annexed_files_gets_its_rdr_remote(token_env, tmp_path):
+    ds = dl.create(str(tmp_path / "plain"), cfg_proc="text2git", result_renderer="disabled")
+    (Path(ds.path) / "README").write_text("plain\n")
+    (Path(ds.path) / "data.csv").write_text("a,b\n1,2\n")
+    (Path(ds.path) / ".datalad/rdr").mkdir(parents=True)
+    (Path(ds.path) / ".datalad/rdr/metadata.yaml").write_text(demo_metadata())
+    ds.save(result_renderer="disabled")
+    assert not [r for r in export(ds.path, token_env) if r["status"] == "error"]
+    assert "rdr" in ds.repo.get_remotes()
+    (Path(ds.path) / "big.bin").write_bytes(os.urandom(5000))
+    ds.save(result_renderer="disabled", to_git=False)
+    r = subprocess.run(["git", "-C", ds.path, "annex", "copy", "--to", "rdr", "big.bin"],
+                       capture_output=True, text=True)
+    assert r.returncode == 0, r.stdout + r.stderr
+
+
+# -- the command refuses bad input with one line (issue 12) -------------------------------
+
+CONFLICTING = [
+    (dict(publish="major", dry_run=True), "--publish and --dry-run"),
+    (dict(publish="major", verify_only=True), "--publish and --verify-only"),
+    (dict(dry_run=True, verify_only=True), "--dry-run and --verify-only"),
+    (dict(metadata_template=True, dry_run=True), "--metadata-template and --dry-run"),
+    (dict(metadata_template=True, verify_only=True), "--metadata-template and --verify-only"),
+    (dict(metadata_template=True, publish="major"), "--metadata-template and --publish"),
+    (dict(metadata_template=True, openminds="o.jsonld"),
+     "--metadata-template and --openminds"),
+    (dict(openminds="o.jsonld", publish="major"), "--openminds and --publish"),
+    (dict(openminds="o.jsonld", dry_run=True), "--openminds and --dry-run"),
+    (dict(openminds="o.jsonld", verify_only=True), "--openminds and --verify-only"),
+    (dict(recursive=True, no_recursive=True), "-r and --no-recursive"),
+]
+
+
+@pytest.mark.parametrize("options,said", CONFLICTING, ids=[s for _, s in CONFLICTING])
+def test_conflicting_options_are_refused_before_anything_runs(sandbox, bids, options, said):
+    before = len(sandbox.dataverse.requests)
+    with pytest.raises(ValueError, match=f"{said} cannot be used together"):
+        dl.rdr_export(dataset=str(bids), url=sandbox.dataverse_url, result_renderer="disabled",
+                      **options)
+    assert len(sandbox.dataverse.requests) == before
+    assert not (bids / "o.jsonld").exists()
+    assert not (bids / ".datalad/rdr/manifest.json").exists()
+
+
+@pytest.mark.parametrize("args,said", [
+    (["--url", "127.0.0.1:8080"], "is not a server URL: write it with its scheme, e.g. "
+                                  "https://127.0.0.1:8080"),
+    (["--url", "https://rdr.kuleuven.be/api"], "give the installation's base URL, "
+                                               "https://rdr.kuleuven.be"),
+    (["--max-bundle-size", "lots"], "not a size: 'lots' (write e.g. 4GB"),
+    (["--max-bundle-size", "100"], "must be at least 1024 bytes"),
+    (["--publish", "major", "--dry-run"], "--publish and --dry-run cannot be used together"),
+])
+def test_bad_options_give_one_line_with_the_fix(bids, args, said):
+    r = datalad(bids, "rdr-export", *args)
+    assert r.returncode != 0
+    assert said in r.stderr, r.stderr
+    assert "Traceback" not in r.stderr
+
+
+def test_sizes_with_units_are_accepted(sandbox, bids):
+    results = export(bids, sandbox, dry_run=True, max_bundle_size="1MB")
+    assert [r["bundle"] for r in bundles(results)] == ["core.zip", "raw.zip",
+                                                        "derivatives.zip"]
+
+
+def test_bad_commit_and_verify_of_nothing_say_what_to_do(token_env, bids):
+    results = export(bids, token_env, commit="deadbeef")
+    (error,) = [r for r in results if r["status"] == "error"]
+    assert error["message"].startswith("--commit deadbeef: no such commit") \
+        and "git log" in error["message"]
+    results = plain(bids, verify_only=True)
+    (error,) = [r for r in results if r["status"] == "error"]
+    assert "nothing exported yet to verify" in error["message"]
+
+
+def test_error_results_carry_the_exception_for_debugging(make_sandbox, bids, monkeypatch):
+    sb = make_sandbox("rdr")
+    monkeypatch.setenv("DATALAD_CREDENTIAL_RDR_SECRET", "not-a-token")
+    results = export(bids, sb)
+    (error,) = [r for r in results if r["status"] == "error"]
+    assert "API token was refused" in error["message"]
+    assert error.get("exception") is not None and error.get("exception_traceback")
+
+
+# -- the rdr remote's own bundles in the same record (D18) --------------------------------
+
+def test_bundles_of_the_rdr_remote_are_not_stray_and_do_not_block_publish(token_env, bids):
+    sb = token_env
+    assert not [r for r in export(bids, sb) if r["status"] == "error"]
+    (bids / "sub-01/anat/extra.nii.gz").write_bytes(os.urandom(5000))
+    dl.save(dataset=str(bids), result_renderer="disabled")
+    r = subprocess.run(["git", "-C", str(bids), "annex", "copy", "--to", "rdr",
+                        "sub-01/anat/extra.nii.gz"], capture_output=True, text=True)
+    assert r.returncode == 0, r.stdout + r.stderr
+    pid = json.loads((bids / ".datalad/rdr/manifest.json").read_text())["pid"]
+    assert any(f["label"].startswith("annex-") for f in DV(sb).files(pid))
+    results = plain(bids, publish="major")
+    assert not [r for r in results if r["status"] == "error"], \
+        [r["message"] for r in results if r["status"] == "error"]
+    rows = [r["verify"] for r in results if r.get("verify")]
+    assert [row["kind"] for row in rows if row["name"].startswith("annex-")] == ["remote"]
+    assert any(r.get("doi") for r in results)
+
+
+# -- progress (D19) ------------------------------------------------------------------------
+
+def in_a_terminal(cmd, cwd, env, timeout=300) -> str:
+    """What ``cmd`` shows in a terminal (a pseudo-terminal of 120 columns)."""
+    import fcntl
+    import pty
+    import struct
+    import termios
+
+    master, slave = pty.openpty()
+    fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 40, 120, 0, 0))
+    proc = subprocess.Popen(cmd, cwd=str(cwd), env={**env, "TERM": "xterm"}, stdin=slave,
+                            stdout=slave, stderr=slave, close_fds=True)
+    os.close(slave)
+    out = b""
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        try:
+            chunk = os.read(master, 65536)
+        except OSError:  # EIO: the terminal closed
+            break
+        if not chunk:
+            break
+        out += chunk
+    proc.wait(timeout=60)
+    os.close(master)
+    return out.decode(errors="replace")
+
+
+def test_bundle_upload_shows_datalads_progress_bar(make_sandbox, tmp_path):
+    sb = make_sandbox("rdr", part_size=5 * 2**20)
+    ds = make_bids_dataset(tmp_path / "bids", subjects=2, nifti_bytes=3_000_000)
+    env = {**os.environ, "DATALAD_CREDENTIAL_RDR_SECRET": sb.api_token}
+    shown = in_a_terminal([DATALAD, "rdr-export", "--url", sb.dataverse_url,
+                           "--collection", sb.collection], ds, env)
+    import re
+
+    # DataLad's bar, labelled with the bundle, counting its bytes
+    assert re.search(r"raw\.zip: +\d+%\|.*\| [\d.]+M?/18\.0M .*Bytes/s", shown), \
+        shown[-3000:]
+    assert re.search(r"README: +\d+%\|", shown)  # documents get a bar too
+
+
+def test_debug_log_shows_the_exports_own_lines(make_sandbox, tmp_path):
+    sb = make_sandbox("rdr")
+    ds = make_bids_dataset(tmp_path / "bids", subjects=1, nifti_bytes=1000)
+    env = {**os.environ, "DATALAD_CREDENTIAL_RDR_SECRET": sb.api_token}
+    r = datalad(ds, "-l", "debug", "rdr-export", "--url", sb.dataverse_url, "--collection",
+                sb.collection, env=env)
+    assert r.returncode == 0, r.stderr
+    assert "[DEBUG] export of " in r.stderr and ", continuing" not in r.stderr, r.stderr[-2000:]
+    assert "[DEBUG] plan of " in r.stderr and "[DEBUG] raw.zip: new bundle" in r.stderr
+    assert sb.api_token not in r.stdout + r.stderr
+
+
+def test_interrupted_first_export_is_not_left_for_another_server(make_sandbox, bids):
+    sb = make_sandbox("rdr")
+    env = {**os.environ, "DATALAD_CREDENTIAL_RDR_SECRET": sb.api_token}
+    sb.dataverse.faults.inject(Fault("POST", "addFiles$", status=400, count=100))
+    first = datalad(bids, "rdr-export", "--url", sb.dataverse_url, "--collection",
+                    sb.collection, env=env)
+    assert first.returncode == 1 and not (bids / ".datalad/rdr/manifest.json").exists()
+    sb.dataverse.faults.clear()
+    before = len(sb.dataverse.requests)
+    other = datalad(bids, "rdr-export", "--url", "https://elsewhere.example.org",
+                    "--collection", "x", env=env)
+    assert other.returncode == 1
+    assert "has not finished: finish it with a plain 'datalad rdr-export'" in other.stderr \
+        + other.stdout
+    assert len(sb.dataverse.requests) == before
+    r = datalad(bids, "rdr-export", env=env)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert len(sb.dataverse.datasets) == 1
+
+
+def test_ctrl_c_stops_with_one_line(make_sandbox, tmp_path):
+    sb = make_sandbox("rdr")
+    ds = make_bids_dataset(tmp_path / "bids", subjects=4, nifti_bytes=300_000)
+    env = {**os.environ, "DATALAD_CREDENTIAL_RDR_SECRET": sb.api_token}
+    sb.gate.faults.inject(Fault("PUT", "/", delay=1, count=20))
+    proc = subprocess.Popen([DATALAD, "rdr-export", "--url", sb.dataverse_url,
+                             "--collection", sb.collection, "--max-bundle-size", "1.2MB"],
+                            cwd=str(ds), env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, start_new_session=True)
+    journal = ds / ".git/datalad-rdr/export-journal.json"
+    deadline = time.time() + 60
+    while time.time() < deadline and not journal.exists():
+        time.sleep(0.05)
+    time.sleep(0.5)
+    os.killpg(proc.pid, signal.SIGINT)  # as the terminal sends it: to the whole group
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode != 0
+    assert "Traceback" not in err
+    errors = [line for line in (out + err).splitlines() if "error" in line.lower()]
+    assert len(errors) == 1 and "rerun 'datalad rdr-export' to continue" in errors[0], \
+        out + err
+    r = datalad(ds, "rdr-export", env=env)
+    assert r.returncode == 0, r.stdout + r.stderr
+
+
+def test_a_plain_rerun_keeps_the_preflight_overrides(token_env, bids):
+    (bids / "task-rest_bold.json").write_text(json.dumps({"RepetitionTime": 2.0}))
+    dl.save(dataset=str(bids), result_renderer="disabled")
+    assert [r for r in export(bids, token_env, dry_run=True) if r["status"] == "error"]
+    first = export(bids, token_env, ignore_preflight=["SIDECAR_KEY_REQUIRED"])
+    assert not [r for r in first if r["status"] == "error"], first
+    again = plain(bids)
+    assert not [r for r in again if r["status"] == "error"], again
+    manifest = json.loads((bids / ".datalad/rdr/manifest.json").read_text())
+    assert manifest["settings"]["ignore_preflight"] == ["SIDECAR_KEY_REQUIRED"]
+    assert [o["code"] for o in manifest["preflight_overrides"]] == ["SIDECAR_KEY_REQUIRED"]

@@ -2,18 +2,24 @@
 
 from __future__ import annotations
 
+import subprocess
 from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
 
-from datalad.distribution.dataset import resolve_path
+from datalad.distribution.dataset import require_dataset, resolve_path
 from datalad.interface.base import eval_results
+from datalad.support.exceptions import CapturedException
 from datalad.support.param import Parameter
 from datalad_next.commands import (
     EnsureCommandParameterization,
+    ParameterConstraintContext,
     ValidatedInterface,
     build_doc,
     get_status_dict,
 )
 from datalad_next.constraints import (
+    Constraint,
+    ConstraintError,
     EnsureBool,
     EnsureChoice,
     EnsureDataset,
@@ -24,12 +30,95 @@ from datalad_next.constraints import (
 )
 from datalad_next.datasets import datasetmethod
 
-from ..credentials import CredentialError, obtain_token
+from ..credentials import CredentialError, obtain, obtain_token
 from ..export import ExportOptions, run_export, run_verify
-from ..manifest import load as load_manifest
 from ..metadata import run_template
 from ..openminds_export import run_openminds
-from ..plan import GB
+from ..sizes import parse_size
+
+
+class EnsureServerURL(Constraint):
+    """A Dataverse installation's base URL: with http(s)://, without /api."""
+
+    def __call__(self, value):
+        text = str(value).strip()
+        parts = urlsplit(text)
+        if parts.scheme not in ("http", "https") or not parts.netloc:
+            self.raise_for(value, _braces(
+                f"{text!r} is not a server URL: write it with its scheme, e.g. "
+                f"https://{text.split('://')[-1]}"))
+        path = parts.path.rstrip("/")
+        if path == "/api" or path.endswith("/api") or "/api/" in path:
+            base = urlunsplit((parts.scheme, parts.netloc, path.split("/api")[0], "", ""))
+            self.raise_for(value, _braces(
+                f"{text} points into the API: give the installation's base URL, {base}"))
+        return text.rstrip("/")
+
+    def short_description(self):
+        return "http(s) URL of the Dataverse installation"
+
+
+class EnsureSize(Constraint):
+    """A byte count as people write it: 20GB, 500MiB, 1000000."""
+
+    def __init__(self, minimum: int = 1024):
+        super().__init__()
+        self.minimum = minimum
+
+    def __call__(self, value):
+        try:
+            n = parse_size(value)
+        except ValueError as exc:
+            self.raise_for(value, _braces(str(exc)))
+        if n < self.minimum:
+            self.raise_for(value, f"must be at least {self.minimum} bytes")
+        return n
+
+    def short_description(self):
+        return "size (e.g. 20GB, 500MiB, 1000000)"
+
+
+def _braces(text: str) -> str:
+    return text.replace("{", "{{").replace("}", "}}")
+
+
+# Options that cannot go together, each with why: refused before anything runs.
+CONFLICTS = [
+    ("publish", "dry_run", "a dry run touches no server"),
+    ("publish", "verify_only", "--verify-only sends nothing; export with --publish"),
+    ("dry_run", "verify_only", "--verify-only already sends nothing"),
+    ("metadata_template", "dry_run", "--metadata-template only writes the template"),
+    ("metadata_template", "verify_only", "--metadata-template only writes the template"),
+    ("metadata_template", "publish", "--metadata-template only writes the template"),
+    ("metadata_template", "openminds", "each writes one file and stops; run them in turn"),
+    ("openminds", "publish", "--openminds only writes the file; publish first, then run it "
+                             "for the DOI"),
+    ("openminds", "dry_run", "--openminds touches no server anyway"),
+    ("openminds", "verify_only", "each does one thing and stops; run them in turn"),
+    ("recursive", "no_recursive", "choose one"),
+    ("check_server", "dry_run", "--check-server only asks the server; run them in turn"),
+    ("check_server", "verify_only", "each does one thing and stops; run them in turn"),
+    ("check_server", "publish", "--check-server changes nothing; export with --publish"),
+    ("check_server", "metadata_template", "each does one thing and stops; run them in turn"),
+]
+
+
+def _option(name: str) -> str:
+    return "-r" if name == "recursive" else "--" + name.replace("_", "-")
+
+
+class RdrExportParams(EnsureCommandParameterization):
+    def __init__(self, param_constraints):
+        super().__init__(param_constraints, joint_constraints={
+            ParameterConstraintContext((a, b), "conflict"): self._conflict(a, b, why)
+            for a, b, why in CONFLICTS})
+
+    def _conflict(self, a: str, b: str, why: str):
+        def check(**given):
+            if given[a] and given[b]:
+                self.raise_for(given, f"{_option(a)} and {_option(b)} cannot be used "
+                                      f"together: {why}")
+        return check
 
 
 @build_doc
@@ -79,7 +168,11 @@ class RdrExport(ValidatedInterface):
 
     The manifest ``.datalad/rdr/manifest.json`` -- which commit, file and annex key went into
     which bundle, at which byte offset -- is saved in the dataset. A rerun sends only
-    bundles whose content changed; after a crash or kill it continues where it stopped.
+    bundles whose content changed; after a crash or kill it continues where it stopped, in the
+    same draft. What shapes what lands on the server -- server, dataset, collection, cap, -r,
+    pre-flight overrides, restriction -- is recorded with the export, and a plain
+    ``datalad rdr-export`` uses it again; a value given that differs is said in the results,
+    with the bundles it sends again or removes. One export of a dataset runs at a time.
 
     The dataset then gets the git-annex special remote ``rdr`` for this server and dataset
     (``autoenable=true``), and every exported annexed file is recorded in the git-annex
@@ -93,15 +186,16 @@ class RdrExport(ValidatedInterface):
     (environment variable ``DATALAD_CREDENTIAL_RDR_SECRET``).
     """
 
-    _validator_ = EnsureCommandParameterization(dict(
+    _validator_ = RdrExportParams(dict(
         dataset=EnsureDataset(installed=True),
-        url=EnsureStr(min_len=1),
+        url=EnsureServerURL(),
         collection=EnsureStr(min_len=1),
         pid=EnsureStr(min_len=1),
         commit=EnsureStr(min_len=1),
-        max_bundle_size=EnsureInt() & EnsureRange(min=1024),
+        max_bundle_size=EnsureSize(),
         jobs=EnsureInt() & EnsureRange(min=1, max=32),
         recursive=EnsureBool(),
+        no_recursive=EnsureBool(),
         dry_run=EnsureBool(),
         drop_after=EnsureBool(),
         no_restrict=EnsureBool(),
@@ -130,17 +224,26 @@ class RdrExport(ValidatedInterface):
                       doi:10.48804/ABCDEF (default: the one of the last export)"""),
         commit=Parameter(args=("--commit",), metavar="COMMIT",
                          doc="the commit to export (default: HEAD)"),
-        max_bundle_size=Parameter(args=("--max-bundle-size",), metavar="BYTES",
-                                  doc="cap on the size of every ZIP (default: 20 GB)"),
+        max_bundle_size=Parameter(args=("--max-bundle-size",), metavar="SIZE",
+                                  doc="""cap on the size of every ZIP, e.g. 20GB, 500MiB or
+                                  1000000 (default: the last export's, else 20GB). A new
+                                  cap re-bundles: the export says which bundles it sends
+                                  again and removes"""),
         jobs=Parameter(args=("-J", "--jobs"), metavar="N",
                        doc="""parts of a bundle sent at once when the server splits it
                        into parts (default: 4); the ZIP is still read, checked and hashed
                        once, in order"""),
         recursive=Parameter(args=("-r", "--recursive"), action="store_true",
-                            doc="include the content of subdatasets at their paths"),
+                            doc="""include the content of subdatasets at their paths
+                            (remembered: a later plain rerun includes them too)"""),
+        no_recursive=Parameter(args=("--no-recursive",), action="store_true",
+                               doc="""leave the subdatasets out after an export with -r:
+                               their bundles are removed from the draft"""),
         dry_run=Parameter(args=("--dry-run",), action="store_true",
-                          doc="""print the plan (bundles, files, bytes) and touch no
-                          server"""),
+                          doc="""print the plan -- per bundle 'unchanged', 'would send'
+                          or 'would replace' against the last export -- and every problem
+                          that would stop the export (metadata file, unsaved changes,
+                          content available nowhere, pre-flight); touch no server"""),
         drop_after=Parameter(args=("--drop-after",), action="store_true",
                              doc="""drop annexed content that was fetched for a bundle once
                              that bundle is confirmed (for datasets larger than the disk)"""),
@@ -221,12 +324,14 @@ class RdrExport(ValidatedInterface):
     @datasetmethod(name="rdr_export")
     @eval_results
     def __call__(dataset=None, *, url=None, collection=None, pid=None, commit="HEAD",
-                 max_bundle_size=20 * GB, jobs=4, recursive=False, dry_run=False,
-                 drop_after=False, no_restrict=False, credential=None,
+                 max_bundle_size=None, jobs=4, recursive=False, no_recursive=False,
+                 dry_run=False, drop_after=False, no_restrict=False, credential=None,
                  ignore_preflight=None, verify_only=False, publish=None,
                  ria_store=None, ria_alias=None, metadata_template=False, openminds=None,
                  check_server=False):
-        ds = dataset.ds if dataset else EnsureDataset(installed=True)(".").ds
+        # from a subdirectory too, like 'datalad save'
+        ds = dataset.ds if dataset else require_dataset(None, check_installed=True,
+                                                        purpose="export to RDR")
         path = Path(ds.path)
         if metadata_template:
             for res in run_template(path):
@@ -237,45 +342,48 @@ class RdrExport(ValidatedInterface):
                                      recursive):
                 yield get_status_dict(**res)
             return
-
-        def error(message):
-            return get_status_dict(action="rdr-export", path=str(path), status="error",
-                                   message=message)
-
-        previous = load_manifest(path)
-        url = url or (previous.server if previous else None)
-        if not url and not dry_run:
-            yield error("no server given: use --url (no earlier export to continue)")
-            return
         if check_server:
-            yield from _check_server(ds, url, collection, pid, previous, credential)
+            yield from _check_server(ds, url, collection, pid, credential)
             return
-        if not dry_run and not verify_only and not pid and not collection \
-                and not previous:
-            yield error("no dataset given: use --collection to create a draft, or --pid")
-            return
-        if commit == "HEAD" and not dry_run and not verify_only and _unsaved(ds):
-            yield error("the dataset has unsaved changes; 'datalad save' them first (the "
-                        "export publishes a commit)")
-            return
-        token = None
-        if not dry_run:
-            try:
-                _, token = obtain_token(ds.config, url, credential)
-            except CredentialError as exc:
-                yield error(str(exc))
-                return
-        opts = ExportOptions(url=url, token=token, collection=collection, pid=pid,
-                             commit=commit, cap=max_bundle_size, jobs=jobs,
-                             recursive=recursive,
-                             dry_run=dry_run, drop_after=drop_after,
-                             restrict=not no_restrict,
-                             ignore_preflight=[ignore_preflight]
-                             if isinstance(ignore_preflight, str)
-                             else list(ignore_preflight or []), publish=publish,
-                             ria_store=ria_store, ria_alias=ria_alias)
-        for res in (run_verify if verify_only else run_export)(path, opts):
-            yield get_status_dict(**res)
+        used = []  # the credential whose token was sent, once asked for
+
+        def token_for(server):
+            used.append(obtain(ds.config, server, credential))
+            return used[-1].secret
+
+        opts = ExportOptions(
+            url=url, token_for=token_for,
+            collection=collection, pid=pid, commit=commit, cap=max_bundle_size, jobs=jobs,
+            # not given: the last export's (None)
+            recursive=True if recursive else False if no_recursive else None,
+            dry_run=dry_run, drop_after=drop_after,
+            restrict=False if no_restrict else None,
+            ignore_preflight=None if ignore_preflight is None else
+            [ignore_preflight] if isinstance(ignore_preflight, str) else list(ignore_preflight),
+            publish=publish, ria_store=ria_store, ria_alias=ria_alias,
+            wait=ds.config.obtain("datalad.rdr.export-wait", default=60, valtype=float))
+        accepted = False
+        try:
+            for res in (run_verify if verify_only else run_export)(path, opts):
+                # an ok result after the token was sent: the server took it
+                accepted = accepted or bool(used) and res["status"] == "ok"
+                yield get_status_dict(**res)
+            if accepted:
+                used[-1].mark_used()
+        except KeyboardInterrupt as exc:
+            yield get_status_dict(
+                action="rdr-export", path=str(path), status="error",
+                exception=CapturedException(exc),
+                message="interrupted: what was confirmed is kept; rerun 'datalad "
+                        "rdr-export' to continue where it stopped")
+        except subprocess.CalledProcessError as exc:
+            # a git or git-annex child ends like this when Ctrl-C reaches it first
+            yield get_status_dict(
+                action="rdr-export", path=str(path), status="error",
+                exception=CapturedException(exc),
+                message=f"{' '.join(map(str, exc.cmd[:1] + exc.cmd[3:5]))} stopped (exit "
+                        f"{exc.returncode}; interrupted?): rerun 'datalad rdr-export' to "
+                        f"continue where it stopped")
 
     @staticmethod
     def custom_result_summary_renderer(results):
@@ -286,12 +394,15 @@ class RdrExport(ValidatedInterface):
             ui.message(tables[-1])
 
 
-def _check_server(ds, url, collection, pid, previous, credential):
+def _check_server(ds, url, collection, pid, credential):
     from ..dataverse import Dataverse
     from ..discovery import run_check
     from ..export import _git_dir
+    from ..manifest import load as load_manifest
 
     path = Path(ds.path)
+    previous = load_manifest(path)
+    url = url or (previous.server if previous else None)
     if not url:
         yield get_status_dict(action="rdr-check-server", path=str(path), status="error",
                               message="no server given: use --url")
@@ -306,9 +417,3 @@ def _check_server(ds, url, collection, pid, previous, credential):
         pid = previous.pid
     for res in run_check(_git_dir(path), path, Dataverse(url, token), pid, collection):
         yield get_status_dict(**res)
-
-
-def _unsaved(ds) -> bool:
-    return any(r.get("state") != "clean" for r in ds.status(
-        result_renderer="disabled", return_type="generator", on_failure="ignore",
-        eval_subdataset_state="commit"))

@@ -1,0 +1,263 @@
+"""The export's last stage: the ``rdr`` remote, every key's location, and the RIA store.
+
+Once the manifest is saved, :func:`run` makes sure the dataset has an ``rdr`` special remote
+for the exported server and dataset (``autoenable=true``, so every clone enables it; also when
+the dataset has no annexed file yet, so that ``git annex copy --to rdr`` works later), records
+for every annexed file of every bundle where it lies (``registerurl --remote``, in the format
+of :mod:`.remote.locations`; this also marks the key present in the remote) unless the
+git-annex branch has that record already, removes the records of bundles the server no longer
+has (also those of keys the export no longer holds, from the previous manifest), and, with
+``--ria-store``, pushes the dataset -- history, manifest, git-annex branch, no annexed content
+-- to a RIA store under an alias, so that::
+
+    datalad clone 'ria+file:///store#~alias' && datalad get <file>
+
+reads the file out of its bundle on RDR.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+from urllib.parse import urlsplit
+
+from .manifest import Manifest
+from .remote import locations
+from .remote.annex import Annex, AnnexError
+from .remote.reader import BundleReader, ReadError
+
+REMOTE = "rdr"
+RIA_SIBLING = "rdr-ria"
+
+
+def _result(path: Path, status: str, message: str, **extra) -> dict:
+    return {"action": "rdr-export", "path": str(path), "type": "dataset", "status": status,
+            "message": message, **extra}
+
+
+def run(dataset: Path, manifest: Manifest, previous: Manifest | None, opts,
+        token: str | None) -> Iterator[dict]:
+    dataset = Path(dataset)
+    by_repo = _members_by_repo(dataset, manifest)
+    old = _members_by_repo(dataset, previous) if previous else {}
+    if dataset not in by_repo and _is_annex(dataset):
+        by_repo[dataset] = []
+    digest = hashlib.sha256(manifest.to_json().encode()).hexdigest()
+    for repo, pairs in by_repo.items():
+        marker = _marker(repo)
+        if marker and _read(marker) == {"manifest": digest, "git-annex": _annex_branch(repo)}:
+            # recorded for this very manifest, and the git-annex branch has not moved since:
+            # nothing to ask git-annex (a whereis of every key is most of a no-op rerun)
+            yield _result(repo, "notneeded", f"the git-annex branch already records the "
+                                             f"{len(pairs)} annexed files in the rdr remote")
+            continue
+        try:
+            name = ensure_remote(repo, manifest.server, manifest.pid)
+            annex = Annex(_gitdir(repo))
+            keys = sorted({k for k, _ in pairs} | {k for k, _ in old.get(repo, [])})
+            recorded = annex.urls(keys)
+            new = [(k, u) for k, u in pairs if u not in recorded.get(k, [])]
+            annex.register_urls(new, name)
+            stale = _stale(manifest, recorded, token)
+            annex.unregister_urls(stale, name)
+            _mark_absent(annex, repo, name, stale, recorded, new)
+        except (AnnexError, OSError) as exc:
+            yield _result(repo, "error", f"the rdr remote could not record where the "
+                                         f"annexed files are: {exc}")
+            return
+        if marker:
+            marker.parent.mkdir(parents=True, exist_ok=True)
+            marker.write_text(json.dumps({"manifest": digest,
+                                          "git-annex": _annex_branch(repo)}))
+        if not new and not stale:
+            yield _result(repo, "notneeded", f"the git-annex branch already records the "
+                                             f"{len(pairs)} annexed files in the special "
+                                             f"remote '{name}'" if pairs else
+                          f"special remote '{name}' ready (no annexed files exported yet; "
+                          f"'git annex copy --to {name}' adds some)", remote=name)
+            continue
+        gone = f"; {len(stale)} records of bundles no longer on the server removed" \
+            if stale else ""
+        yield _result(repo, "ok", f"{len(pairs)} annexed files recorded as in the special "
+                                  f"remote '{name}' (git-annex branch, {len(new)} new){gone}",
+                      remote=name)
+    store = getattr(opts, "ria_store", None)
+    if store:
+        alias = getattr(opts, "ria_alias", None) or dataset.name
+        problem = ria_alias_problem(dataset, store, alias)
+        if problem:
+            yield _result(dataset, "error", problem)
+            return
+        yield from push_to_ria(dataset, store, alias, getattr(opts, "recursive", False))
+
+
+def _marker(repo: Path) -> Path | None:
+    r = subprocess.run(["git", "-C", str(repo), "rev-parse", "--absolute-git-dir"],
+                       capture_output=True, text=True)
+    return Path(r.stdout.strip()) / "datalad-rdr" / "recorded.json" if r.returncode == 0 \
+        else None
+
+
+def _annex_branch(repo: Path) -> str:
+    return subprocess.run(["git", "-C", str(repo), "rev-parse", "--verify", "--quiet",
+                           "refs/heads/git-annex"], capture_output=True, text=True
+                          ).stdout.strip()
+
+
+def _read(path: Path) -> dict | None:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def _mark_absent(annex: Annex, repo: Path, name: str, stale, recorded, new) -> None:
+    """Keys whose last record in the remote went stale are no longer in it: whereis says so
+    (``unregisterurl`` keeps the location log as it was)."""
+    gone = {u for _, u in stale}
+    kept = {k for k, u in new}
+    kept |= {k for k, uris in recorded.items()
+             if any(u.startswith(locations.SCHEME) and u not in gone for u in uris)}
+    absent = sorted({k for k, _ in stale} - kept)
+    if absent:
+        uuid = subprocess.run(["git", "-C", str(repo), "config", f"remote.{name}.annex-uuid"],
+                              capture_output=True, text=True).stdout.strip()
+        if uuid:
+            annex.set_present(absent, uuid, False)
+
+
+def ria_alias_problem(dataset: Path, store: str, alias: str) -> str | None:
+    """Why ``alias`` cannot name this dataset in a ``ria+file://`` store (another dataset has
+    it), or None. ``<store>/alias/<name>`` is a symlink to the directory of the dataset it
+    names, ``<store>/<id[:3]>/<id[3:]>``."""
+    parts = urlsplit(store[len("ria+"):]) if store.startswith("ria+") else None
+    if parts is None or parts.scheme != "file":
+        return None  # not readable from here; DataLad warns on a taken alias
+    link = Path(parts.path) / "alias" / alias
+    if not os.path.lexists(link):
+        return None
+    target = Path(os.path.realpath(link))
+    other = f"{target.parent.name}{target.name}"
+    if other == _dataset_id(dataset):
+        return None
+    return (f"--ria-alias {alias} is taken in {store} by another dataset ({other}): a clone "
+            f"of '{store}#~{alias}' would give that one; choose another with --ria-alias "
+            f"NAME (nothing was exported)")
+
+
+def _dataset_id(dataset: Path) -> str:
+    return subprocess.run(["git", "config", "-f", str(Path(dataset) / ".datalad/config"),
+                           "datalad.dataset.id"], capture_output=True, text=True
+                          ).stdout.strip()
+
+
+def _is_annex(repo: Path) -> bool:
+    return subprocess.run(["git", "-C", str(repo), "config", "annex.uuid"],
+                          capture_output=True).returncode == 0
+
+
+def _members_by_repo(dataset: Path, manifest: Manifest) -> dict[Path, list[tuple[str, str]]]:
+    """(key, location record) of every annexed member, per repository holding the key
+    (the dataset, or the subdataset at the longest matching path when exported with -r)."""
+    subs = sorted((p for p in manifest.subdatasets or {}), key=len, reverse=True)
+    by_repo: dict[Path, list[tuple[str, str]]] = {}
+    for bundle in manifest.bundles:
+        for member in bundle.members:
+            if not member.key:
+                continue
+            sub = next((s for s in subs if member.path.startswith(s.rstrip("/") + "/")), None)
+            repo = dataset / sub if sub else dataset
+            if not (repo / ".git").exists():
+                continue
+            loc = locations.from_manifest(manifest.server, manifest.pid, bundle, member)
+            by_repo.setdefault(repo, []).append((member.key, loc.uri()))
+    return by_repo
+
+
+def _stale(manifest: Manifest, recorded: dict[str, list[str]], token
+           ) -> list[tuple[str, str]]:
+    """Records pointing at bundles of this dataset that the server no longer has (replaced
+    or removed by this export); those of bundles it still has (an earlier published version,
+    bundles made by ``git annex copy``) stay."""
+    current = {b.file_id for b in manifest.bundles}
+    candidates: dict[int, list[tuple[str, str]]] = {}
+    for key, uris in recorded.items():
+        for uri in uris:
+            if not locations.claims(uri, manifest.server, manifest.pid):
+                continue
+            file_id = locations.parse(uri).file_id
+            if file_id not in current:
+                candidates.setdefault(file_id, []).append((key, uri))
+    if not candidates:
+        return []
+    reader = BundleReader(manifest.server.rstrip("/"), lambda: token)
+    stale = []
+    for file_id, pairs in candidates.items():
+        try:
+            if not reader.exists(file_id):
+                stale += pairs
+        except ReadError:
+            continue  # cannot tell: keep the records
+    return stale
+
+
+def ensure_remote(repo: Path, server: str, pid: str) -> str:
+    """The name of the repository's rdr remote for ``server`` and ``pid``, initialised or
+    enabled as needed."""
+    from datalad.support.annexrepo import AnnexRepo
+
+    annex = AnnexRepo(str(repo), create=False)
+    server = server.rstrip("/")
+    names = set(annex.get_remotes())
+    taken = set()
+    for cfg in annex.get_special_remotes().values():
+        taken.add(cfg.get("name"))
+        if cfg.get("externaltype") == "rdr" and cfg.get("url", "").rstrip("/") == server \
+                and cfg.get("pid") == pid:
+            name = cfg["name"]
+            if name not in names:
+                annex.enable_remote(name)
+            return name
+    name = REMOTE
+    n = 1
+    while name in names or name in taken:
+        n += 1
+        name = f"{REMOTE}-{n}"
+    annex.init_remote(name, ["type=external", "externaltype=rdr", "encryption=none",
+                             f"url={server}", f"pid={pid}", "autoenable=true"])
+    return name
+
+
+def push_to_ria(dataset: Path, store: str, alias: str, recursive: bool) -> Iterator[dict]:
+    """History, manifest and git-annex branch to a RIA store under ``alias``; no content."""
+    import datalad.api as dl
+
+    common = {"result_renderer": "disabled", "return_type": "list", "on_failure": "ignore"}
+    ds = dl.Dataset(str(dataset))
+    if RIA_SIBLING not in ds.repo.get_remotes():
+        created = dl.create_sibling_ria(url=store, name=RIA_SIBLING, dataset=str(dataset),
+                                        alias=alias, new_store_ok=True,
+                                        storage_sibling=False, existing="skip",
+                                        recursive=recursive, **common)
+        bad = [r for r in created if r["status"] in ("error", "impossible")]
+        if bad:
+            yield _result(dataset, "error", f"could not create the RIA sibling in {store}: "
+                                            f"{bad[0].get('message')}")
+            return
+    pushed = dl.push(dataset=str(dataset), to=RIA_SIBLING, data="nothing",
+                     recursive=recursive, **common)
+    bad = [r for r in pushed if r["status"] in ("error", "impossible")]
+    if bad:
+        yield _result(dataset, "error", f"push to {store} failed: {bad[0].get('message')}")
+        return
+    clone = f"{store}#~{alias}"
+    yield _result(dataset, "ok", f"pushed to the RIA store (sibling '{RIA_SIBLING}', no "
+                                 f"annexed content): datalad clone '{clone}'", ria=clone)
+
+
+def _gitdir(repo: Path) -> Path:
+    return repo / ".git"
