@@ -1,5 +1,5 @@
 #!/usr/bin/env python
-"""Benchmark ``datalad get`` of the LAST member of a large bundle, with and without download redirect.
+"""Benchmark ``datalad get`` of a large bundle's LAST member, with and without download redirect.
 
     python benchmarks/bench_redirect.py [--bundle-mb 200] [--file-mb 10] [--quick] [--keep]
 
@@ -17,15 +17,18 @@ is room), a BIDS-like DataLad dataset whose ``raw`` bundle is ~``--bundle-mb`` (
 of ``--file-mb`` of incompressible bytes, all in one bundle) is exported with
 ``datalad rdr-export --ria-store`` (a subprocess, as ``datalad get`` is, with the token in
 DATALAD_CREDENTIAL_RDR_SECRET) and cloned through the RIA alias. Then ``datalad get`` of the
-annexed member with the largest ``data_offset`` in the manifest runs once per route (the sandbox's ``download_redirect`` is
-switched on the running server; the file is dropped in between). The table shows the get's
+annexed member with the largest ``data_offset`` in the manifest runs once per route (the
+sandbox's ``download_redirect`` is switched on the running server; the file is dropped in
+between). The table shows the get's
 wall time, the bytes sent to the client (the store's for redirect, the API's for streamed),
 the bytes the S3 server sent (``gate.stats.bytes_served``: what was read from S3) and their
 ratio; ``s3_bytes_read["download"]`` (what the API itself read) is a cross-check. On loopback
-S3 reads at memory speed, so the wall times hardly differ; the last lines model the wait the
+S3 reads at memory speed, so the wall times differ little below
+~2 GB; the last lines model the wait the
 skip adds where the API server reads S3 over a network (extra bytes / link rate).
 
-``--quick`` is a ~50 MB bundle (two subjects: 60 MB). Everything is removed at the end unless ``--keep``.
+``--quick`` is a ~50 MB bundle (two subjects: 60 MB). Everything is removed at the end unless
+``--keep``.
 """
 
 from __future__ import annotations
