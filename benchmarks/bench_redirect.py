@@ -12,20 +12,19 @@ ways, chosen by the store's ``download-redirect`` setting:
   everything before the range (S3AccessIO.setOffset), so the member whose data lies last in
   a bundle costs nearly the whole bundle read from S3.
 
-In one run, against the embedded sandbox (RDR profile, its S3 objects in /dev/shm when there
-is room), a BIDS-like DataLad dataset whose ``raw`` bundle is ~``--bundle-mb`` (NIfTI images
-of ``--file-mb`` of incompressible bytes, all in one bundle) is exported with
-``datalad rdr-export --ria-store`` (a subprocess, as ``datalad get`` is, with the token in
+In one run, against the embedded sandbox (RDR profile, its S3 objects in /dev/shm when there is
+room), a BIDS-like DataLad dataset whose ``raw`` bundle is ~``--bundle-mb`` (NIfTI images of
+``--file-mb`` of incompressible bytes, all in one bundle) is exported with ``datalad rdr-export
+--ria-store`` (a subprocess, as ``datalad get`` is, with the token in
 DATALAD_CREDENTIAL_RDR_SECRET) and cloned through the RIA alias. Then ``datalad get`` of the
 annexed member with the largest ``data_offset`` in the manifest runs once per route (the
 sandbox's ``download_redirect`` is switched on the running server; the file is dropped in
-between). The table shows the get's
-wall time, the bytes sent to the client (the store's for redirect, the API's for streamed),
-the bytes the S3 server sent (``gate.stats.bytes_served``: what was read from S3) and their
-ratio; ``s3_bytes_read["download"]`` (what the API itself read) is a cross-check. On loopback
-S3 reads at memory speed, so the wall times differ little below
-~2 GB; the last lines model the wait the
-skip adds where the API server reads S3 over a network (extra bytes / link rate).
+between). The table shows the get's wall time, the bytes sent to the client (the store's for
+redirect, the API's for streamed), the bytes the S3 server sent (``gate.stats.bytes_served``:
+what was read from S3) and their ratio; ``s3_bytes_read["download"]`` (what the API itself
+read) is a cross-check. On loopback S3 reads at memory speed, so the wall times differ little
+below ~2 GB; the last lines model the wait the skip adds where the API server reads S3 over a
+network (extra bytes / link rate).
 
 ``--quick`` is a ~50 MB bundle (two subjects: 60 MB). Everything is removed at the end unless
 ``--keep``.
