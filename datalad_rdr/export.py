@@ -615,16 +615,22 @@ def _unavailable(plan: Plan) -> str | None:
 
 
 def _unsaved(dataset: Path) -> list[str]:
-    """Paths (relative to the dataset) with changes not saved in HEAD."""
-    from datalad.api import status
-
-    out = []
-    for r in status(dataset=str(dataset), result_renderer="disabled",
-                    return_type="generator", on_failure="ignore",
-                    eval_subdataset_state="commit"):
-        if r.get("state") not in (None, "clean") and r.get("path"):
-            out.append(str(Path(r["path"]).relative_to(dataset)))
-    return sorted(out)
+    """Paths (relative to the dataset) with changes not saved in HEAD; a subdataset counts
+    when its recorded commit changed (as ``datalad status`` with
+    ``eval_subdataset_state="commit"``). git's own NUL-separated status: any name git can
+    hold, newlines included, comes out whole."""
+    out = subprocess.run(["git", "-C", str(dataset), "status", "--porcelain=v1", "-z",
+                          "--untracked-files=normal", "--ignore-submodules=dirty"],
+                         capture_output=True, check=True).stdout.decode("utf-8",
+                                                                        "surrogateescape")
+    paths, entries = [], iter(out.split("\0"))
+    for entry in entries:
+        if not entry:
+            continue
+        paths.append(entry[3:].rstrip("/"))
+        if entry[0] in "RC":  # a rename or copy: the old path follows
+            next(entries, None)
+    return sorted(paths)
 
 
 def _is_commit(dataset: Path, commit: str) -> bool:

@@ -18,8 +18,6 @@ rendered by the command after its results.
 
 from __future__ import annotations
 
-import json
-import subprocess
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -27,6 +25,7 @@ from .dataverse import Dataverse
 from .manifest import Manifest
 from .register import draft_files
 from .remote import locations
+from .remote.annex import Annex
 
 
 @dataclass
@@ -58,19 +57,9 @@ def listing(client: Dataverse, pid: str) -> tuple[str, list[dict]]:
 def held_by_remote(dataset: Path, server: str, pid: str) -> set[int]:
     """File ids of this dataset on this server that the git-annex branch's location records
     name: the bundles of the ``rdr`` remote (and of earlier exports)."""
-    out = subprocess.run(["git", "-C", str(dataset), "annex", "whereis", "--all", "--json"],
-                         capture_output=True, text=True).stdout
-    ids = set()
-    for line in out.splitlines():
-        try:
-            record = json.loads(line)
-        except ValueError:
-            continue
-        for where in record.get("whereis", []) + record.get("untrusted", []):
-            for uri in where.get("urls", []):
-                if locations.claims(uri, server, pid):
-                    ids.add(locations.parse(uri).file_id)
-    return ids
+    return {locations.parse(uri).file_id
+            for uris in Annex(Path(dataset) / ".git").all_urls().values() for uri in uris
+            if locations.claims(uri, server, pid)}
 
 
 def compare(entries: list[dict], manifest: Manifest, bundles_restricted: bool,

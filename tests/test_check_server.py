@@ -12,16 +12,9 @@ from datalad_rdr.demo import make_bids_dataset
 from datalad_rdr.discovery import MAX_PARTS, adjust, discover
 from datalad_rdr.register import register_bundle
 from datalad_rdr.upload import Uploader
+from datalad_rdr.documents import Bytes as Data  # bytes as an upload source
 
 MIB = 1024 * 1024
-
-
-class Data:
-    def __init__(self, data):
-        self.data, self.size = data, len(data)
-
-    def iter_range(self, start, end):
-        yield self.data[start:end]
 
 
 @pytest.fixture

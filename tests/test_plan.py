@@ -92,7 +92,7 @@ def test_a_newline_in_a_name_is_refused_by_name_not_a_crash(sandbox, tmp_path):
     plan = make_plan(ds)  # the '**' rule takes the name like any other
     assert "data/new\nline.bin" in [f.path for b in plan.bundles for f in b.files]
     results = rdr_export(ds, sandbox, dry_run=True)
-    found = errors(results)
+    found = [r for r in errors(results) if r["action"] == "rdr-preflight"]
     assert [r["code"] for r in found] == ["NAME_CONTROL_CHARACTER"], results
     assert "data/new\\nline.bin" in found[0]["message"]
     assert "\n" not in found[0]["message"] and "\n" not in found[0]["path"]

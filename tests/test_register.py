@@ -13,16 +13,9 @@ from datalad_rdr.register import (RegisterError, file_budget, register_bundle,
                                   registration_lock, renamed_copy)
 from datalad_rdr.sandbox.faults import Fault
 from datalad_rdr.upload import Uploader
+from datalad_rdr.documents import Bytes as Data  # bytes as an upload source
 
 FAST = Backoff(attempts=3, first=0.05, cap=0.1)
-
-
-class Data:
-    def __init__(self, data):
-        self.data, self.size = data, len(data)
-
-    def iter_range(self, start, end):
-        yield self.data[start:end]
 
 
 @pytest.fixture

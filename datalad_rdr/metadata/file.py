@@ -11,7 +11,7 @@ import yaml
 from .. import identifiers
 from .problems import METADATA, MetadataError, Problems
 from .readme import first_paragraphs
-from .tree import Snapshot
+from .tree import NotHere, Snapshot
 
 TEMPLATE_HINT = "run 'datalad rdr-export --metadata-template' for a commented template"
 
@@ -89,7 +89,10 @@ def load(dataset: Path, commit: str = "HEAD",
     if snapshot.resolve() is None:
         raise MetadataError(f"{METADATA}: the dataset has no commit {commit!r} to read it "
                             f"from; 'datalad save' first (or name an existing commit)")
-    data = snapshot.read(METADATA)
+    try:
+        data = snapshot.read(METADATA)
+    except NotHere as exc:
+        raise MetadataError(str(exc), field="file") from exc
     if data is None:
         if (dataset / METADATA).exists():
             raise MetadataError(

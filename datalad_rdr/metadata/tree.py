@@ -15,6 +15,20 @@ from .readme import is_readme
 _SYMLINK = "120000"
 
 
+class NotHere(LookupError):
+    """An annexed file whose content cannot be had."""
+
+
+def _annex_key(blob: bytes, mode: str) -> str | None:
+    """The annex key of a committed symlink or pointer file, None for a plain file."""
+    text = blob[:1024].decode("utf-8", "replace").strip()
+    if "annex/objects/" not in text or "\n" in text:
+        return None
+    if mode != _SYMLINK and not text.startswith("/annex/objects/"):
+        return None
+    return text.rsplit("/", 1)[-1]
+
+
 class Snapshot:
     """Files of `dataset` at `commit` (None: the work tree, for a directory that is not a
     repository, as tests give)."""
@@ -47,20 +61,34 @@ class Snapshot:
         return self._entry(path) is not None
 
     def read(self, path: str) -> bytes | None:
-        """The file's bytes; None when it is not there. An annexed file (a symlink in the
-        commit) is read through the work tree, where its content is when present."""
+        """The file's bytes; None when it is not there. An annexed file is read from the
+        annex object of the key the commit names (got from a remote when it is not here:
+        a fresh clone); :class:`NotHere` when no remote has it either."""
         if self.dataset is None:
             return None
         if self.commit is not None:
             entry = self._entry(path)
             if entry is None:
                 return None
-            if entry[0] != _SYMLINK:
-                return self._git("show", f"{self.commit}:{path}").stdout
+            blob = self._git("show", f"{self.commit}:{path}").stdout
+            key = _annex_key(blob, entry[0])
+            return blob if key is None else self._annexed(path, key)
         try:
             return (self.dataset / path).read_bytes()
         except OSError:
             return None
+
+    def _annexed(self, path: str, key: str) -> bytes:
+        for attempt in range(2):
+            where = subprocess.run(["git", "-C", str(self.dataset), "annex", "contentlocation",
+                                    key], capture_output=True, text=True)
+            if where.returncode == 0 and where.stdout.strip():
+                return (self.dataset / where.stdout.strip()).read_bytes()
+            if attempt == 0:
+                subprocess.run(["git", "-C", str(self.dataset), "annex", "get", "--key", key],
+                               capture_output=True)
+        raise NotHere(f"{path} is annexed and its content is not here nor on any remote; "
+                      f"'datalad get {path}' (or add it to git: 'git annex unannex')")
 
     def readme(self) -> str:
         """The text of the top-level README (first by name), "" when there is none."""

@@ -68,15 +68,11 @@ class Annex:
             return {}
         out = self.run(["whereis", "--json", "--batch-keys"],
                        "".join(k + "\n" for k in keys), check=False).stdout
-        found: dict[str, list[str]] = {k: [] for k in keys}
-        for line in out.splitlines():
-            try:
-                record = json.loads(line)
-            except ValueError:
-                continue
-            for where in record.get("whereis", []) + record.get("untrusted", []):
-                found.setdefault(record.get("key"), []).extend(where.get("urls", []))
-        return found
+        return _urls(out, {k: [] for k in keys})
+
+    def all_urls(self) -> dict[str, list[str]]:
+        """The URLs recorded for every key the git-annex branch knows (``--all``)."""
+        return _urls(self.run(["whereis", "--all", "--json"], check=False).stdout, {})
 
     def worktree_paths(self) -> dict[str, str]:
         """key -> a path in the work tree that holds it (the first in sorted order)."""
@@ -91,3 +87,14 @@ class Annex:
             if key and path and (key not in paths or path < paths[key]):
                 paths[key] = path
         return paths
+
+
+def _urls(whereis_json: str, found: dict[str, list[str]]) -> dict[str, list[str]]:
+    for line in whereis_json.splitlines():
+        try:
+            record = json.loads(line)
+        except ValueError:
+            continue
+        for where in record.get("whereis", []) + record.get("untrusted", []):
+            found.setdefault(record.get("key"), []).extend(where.get("urls", []))
+    return found
