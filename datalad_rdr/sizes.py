@@ -51,9 +51,10 @@ class EnsureParsedSize(Constraint):
         try:
             size = parse_size(value)
         except ValueError as exc:
-            self.raise_for(value, str(exc))
+            # raise_for formats its message: braces in what the user typed stay literal
+            self.raise_for(value, str(exc).replace("{", "{{").replace("}", "}}"))
         if size < self._min:
-            self.raise_for(value, f"must be at least {human(self._min)} ({self._min} bytes)")
+            self.raise_for(value, f"must be at least {self._min} bytes ({human(self._min)})")
         return size
 
     def short_description(self) -> str:

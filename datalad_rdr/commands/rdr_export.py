@@ -34,7 +34,7 @@ from ..credentials import CredentialError, obtain, obtain_token
 from ..export import ExportOptions, run_export, run_verify
 from ..metadata import run_template
 from ..openminds_export import run_openminds
-from ..sizes import parse_size
+from ..sizes import EnsureParsedSize
 
 
 class EnsureServerURL(Constraint):
@@ -56,26 +56,6 @@ class EnsureServerURL(Constraint):
 
     def short_description(self):
         return "http(s) URL of the Dataverse installation"
-
-
-class EnsureSize(Constraint):
-    """A byte count as people write it: 20GB, 500MiB, 1000000."""
-
-    def __init__(self, minimum: int = 1024):
-        super().__init__()
-        self.minimum = minimum
-
-    def __call__(self, value):
-        try:
-            n = parse_size(value)
-        except ValueError as exc:
-            self.raise_for(value, _braces(str(exc)))
-        if n < self.minimum:
-            self.raise_for(value, f"must be at least {self.minimum} bytes")
-        return n
-
-    def short_description(self):
-        return "size (e.g. 20GB, 500MiB, 1000000)"
 
 
 def _braces(text: str) -> str:
@@ -192,7 +172,7 @@ class RdrExport(ValidatedInterface):
         collection=EnsureStr(min_len=1),
         pid=EnsureStr(min_len=1),
         commit=EnsureStr(min_len=1),
-        max_bundle_size=EnsureSize(),
+        max_bundle_size=EnsureParsedSize(min=1024),
         jobs=EnsureInt() & EnsureRange(min=1, max=32),
         recursive=EnsureBool(),
         no_recursive=EnsureBool(),
