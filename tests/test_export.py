@@ -745,3 +745,26 @@ def test_a_plain_rerun_keeps_the_preflight_overrides(token_env, bids):
     manifest = json.loads((bids / ".datalad/rdr/manifest.json").read_text())
     assert manifest["settings"]["ignore_preflight"] == ["SIDECAR_KEY_REQUIRED"]
     assert [o["code"] for o in manifest["preflight_overrides"]] == ["SIDECAR_KEY_REQUIRED"]
+
+
+def test_a_re_export_that_would_exhaust_the_file_count_stops_before_sending(make_sandbox,
+                                                                           bids,
+                                                                           monkeypatch):
+    """Dataverse counts every file a dataset ever had and /addFiles refuses at count + N >=
+    limit (fidelity row 21): a re-export that replaces a bundle is stopped before any byte."""
+    first = make_sandbox("rdr")
+    monkeypatch.setenv("DATALAD_CREDENTIAL_RDR_SECRET", first.api_token)
+    done = export(bids, first)
+    assert all(r["status"] in ("ok", "notneeded") for r in done), done
+    owned = len(DV(first).files(json.loads((bids / ".datalad/rdr/manifest.json")
+                                           .read_text())["pid"]))
+    first.dataverse_settings.dataset_file_limit = owned + 1  # room for no replacement
+    (bids / "sub-01/anat/sub-01_T1w.json").write_text('{"EchoTime": 0.004}')
+    dl.save(dataset=str(bids), message="one sidecar changed", result_renderer="disabled")
+    received = first.gate.stats.bytes_received
+    results = plain(bids)
+    (error,) = [r for r in results if r["status"] == "error"]
+    assert "would run out of files" in error["message"]
+    assert "--max-bundle-size" in error["message"] and "nothing was uploaded" in \
+        error["message"]
+    assert first.gate.stats.bytes_received == received  # not a byte sent
