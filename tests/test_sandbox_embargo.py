@@ -248,3 +248,15 @@ def test_sandbox_command_today_sets_the_clock(tmp_path):
     r = subprocess.run([exe, "--today", "tomorrow"], capture_output=True, text=True)
     assert r.returncode == 2
     assert "not a date (YYYY-MM-DD): tomorrow" in r.stderr
+
+
+def test_a_restricted_file_stays_restricted_after_its_embargo(today, dv):
+    pid = dv.create_dataset()
+    (a,) = add(dv, pid, "a.zip")
+    r = dv.call("PUT", f"/api/files/{a}/restrict", data="true")
+    assert r.status_code == 200, r.text
+    assert embargo(dv, pid, [a], date="2026-02-10").status_code == 200
+    publish(dv, pid)
+    today.dataverse.clock.advance(months=1)
+    assert download(dv, a, token=False, allow_redirects=False).status_code == 403
+    assert download(dv, a).content == b"a.zip" * 100
