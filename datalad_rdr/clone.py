@@ -113,10 +113,10 @@ def open_version(client: Dataverse, src: Source):
     except NotFound:
         if spec == ":latest-published":
             raise CloneError(f"{src.server} has no published version of {src.pid}: check "
-                             f"the PID and --url, or clone the draft with --version draft "
+                             f"the PID and --url, or clone the draft with --record-version draft "
                              f"and an API token that may edit it") from None
         raise CloneError(f"{src.server} has no version {src.version} of {src.pid} that "
-                         f"this user may read: check --version (a draft needs a token "
+                         f"this user may read: check --record-version (a draft needs a token "
                          f"that may edit it)") from None
     except Unauthorized:
         raise CloneError(f"{src.server} refused the API token (Bad API key): renew it in "
@@ -262,7 +262,7 @@ def _safe_path(folder: str, name: str) -> str | None:
 
 
 def _url_key(size: int, what: str) -> str:
-    return f"URL-s{size}--rdr-{hashlib.md5(what.encode()).hexdigest()}"
+    return f"VURL-s{size}--rdr-{hashlib.md5(what.encode()).hexdigest()}"
 
 
 def _extension(name: str) -> str:
@@ -290,7 +290,7 @@ def previous(path: Path) -> dict | None:
 
 def init_remote(path: Path, src: Source, credential: str | None) -> None:
     args = ["git", "annex", "initremote", REMOTE, "type=external", "externaltype=rdr",
-            "encryption=none", f"url={src.server}", f"pid={src.pid}", "readonly=yes",
+            "encryption=none", f"url={src.server}", f"pid={src.pid}", "nowrite=yes",
             "autoenable=true", *([f"credential={credential}"] if credential else [])]
     r = subprocess.run(args, cwd=path, capture_output=True, text=True, check=False)
     if r.returncode:

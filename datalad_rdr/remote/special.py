@@ -76,8 +76,9 @@ CHUNK_WINDOW = 2**20
 
 
 lgr = logging.getLogger("datalad.rdr.remote")
-READONLY = ("this rdr remote reads a record as it is on RDR (readonly=yes, as rdr-clone "
-            "sets it): nothing is written to or removed from the server")
+# (git-annex's own readonly=true would also keep the remote from claiming its records)
+NOWRITE = ("this rdr remote reads a record as it is on RDR (nowrite=yes, as rdr-clone "
+           "sets it): nothing is stored to or removed from the server")
 
 
 class RdrRemote(SpecialRemote):
@@ -91,7 +92,7 @@ class RdrRemote(SpecialRemote):
             "bundlesize": "cap on the size of bundles made by STORE (default 4GB)",
             "restrict": "register stored bundles as restricted files (yes/no, default yes)",
             "credential": "name of the DataLad credential holding the API token",
-            "readonly": "never write to the record (yes/no; rdr-clone sets yes)",
+            "nowrite": "never store to or remove from the server (yes/no; rdr-clone: yes)",
         }
         # Everything close() touches exists before prepare() runs (it may never run).
         self.url: str | None = None  # the server the records name
@@ -115,7 +116,7 @@ class RdrRemote(SpecialRemote):
         self.restrict = True
         self.cap = DEFAULT_CAP
         self.credential: str | None = None
-        self.readonly = False
+        self.nowrite = False
 
     # -- setup ---------------------------------------------------------------------------
     @request
@@ -156,7 +157,7 @@ class RdrRemote(SpecialRemote):
             raise RemoteError(f"bundlesize=: {exc}") from None
         self.restrict = yes(self.annex.getconfig("restrict"), True)
         self.credential = self.annex.getconfig("credential") or None
-        self.readonly = yes(self.annex.getconfig("readonly"), False)
+        self.nowrite = yes(self.annex.getconfig("nowrite"), False)
         self.url = url
 
     @property
@@ -307,8 +308,9 @@ class RdrRemote(SpecialRemote):
     # -- STORE ---------------------------------------------------------------------------
     @request
     def transfer_store(self, key, local_file):
-        if self.readonly:
-            raise RemoteError(READONLY)
+        self._configure()
+        if self.nowrite:
+            raise RemoteError(NOWRITE)
         store = self.store
         if key in store.pending:
             return
@@ -489,8 +491,9 @@ class RdrRemote(SpecialRemote):
     # -- REMOVE --------------------------------------------------------------------------
     @request
     def remove(self, key):
-        if self.readonly:
-            raise RemoteError(READONLY)
+        self._configure()
+        if self.nowrite:
+            raise RemoteError(NOWRITE)
         if self._pending(key):
             self._flush_in_session()
         found = self._locations(key)
