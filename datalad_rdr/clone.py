@@ -203,7 +203,10 @@ def _archive(reader, src: Source, name: str, parts: list[RecordFile], merge: boo
             continue
         loc = _member_location(src, posixpath.basename(name), volumes, m)
         key = _url_key(m.size, f"{name}\0{m.name}\0{loc.crc32}\0{m.size}")
-        if hash:
+        if hash and getattr(m, "whole_archive", None):
+            yield _result(path, "impossible", f"--hash: {name}: {m.name} is "
+                          f"{m.whole_archive}; it keeps a URL key with its size")
+        elif hash:
             digest = _Hashing()
             try:
                 listing.read(m, digest)
@@ -362,17 +365,21 @@ def run_clone(src: Source, path: Path, token: str | None, credential: str | None
                       f"{version.label} of {src.pid}")
         return
     reader = BundleReader(src.server, lambda: token)
-    entries = []
+    entries: dict[str, Entry] = {}
     for item in plan(reader, src, version.files, merge, hash):
         if isinstance(item, Entry):
-            entries.append(item)
+            first = entries.setdefault(item.path, item)
+            if first.key != item.key:
+                yield _result(str(path / item.path), "impossible", f"{item.path} is in "
+                              f"more than one archive with different content: the first "
+                              f"is kept (clone without --merge to have them all)")
         else:
             yield {**item, "path": str(path / item["path"])}
     if before is None:
         dl.create(path=str(path), result_renderer="disabled")
         init_remote(path, src, credential)
     try:
-        added, changed, removed = apply(path, entries)
+        added, changed, removed = apply(path, list(entries.values()))
     except (AnnexError, OSError, subprocess.CalledProcessError) as exc:
         raise CloneError(f"cannot record the files in {path}: {exc}") from None
     write_record(path, src, version.label, version.files)
