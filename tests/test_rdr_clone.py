@@ -258,3 +258,25 @@ def test_bad_source_says_why_and_what_to_do(sb, tmp_path):
     (r,) = rdr_clone("doi:10.5072/FK2/NOPE", tmp_path / "x", url=sb.dataverse_url)
     assert r["status"] == "error" and "no published version" in r["message"]
     assert not (tmp_path / "x").exists()
+
+
+def test_archive_records_round_trip_and_carry_their_version():
+    from datalad_rdr.remote import locations
+
+    loc = locations.ArchiveLocation(
+        "https://rdr.example", "doi:10.1/X", "data zip.zip", ((7, 200_000), (8, 31)),
+        "zip", "a b/ü.csv", 1000, "0a1b2c3d",
+        (("method", "8"), ("flags", "0"), ("csize", "400"), ("header", "199990"),
+         ("cextra", "24")))
+    uri = loc.uri()
+    assert uri.startswith("rdr-archive+https://rdr.example/api/access/datafile/7?")
+    assert locations.parse_archive(uri) == loc
+    assert locations.claims_archive(uri, "https://rdr.example", "doi:10.1/X")
+    assert not locations.claims_archive(uri, "https://rdr.example", "doi:10.1/Y")
+    # the bundle records' parser does not take them, nor they its records
+    with pytest.raises(ValueError):
+        locations.parse(uri)
+    with pytest.raises(locations.NewerFormat, match="upgrade datalad-rdr"):
+        locations.parse_archive(uri.replace("&v=1", "&v=2"))
+    with pytest.raises(ValueError, match="unknown format"):
+        locations.parse_archive(uri.replace("format=zip", "format=rar"))
