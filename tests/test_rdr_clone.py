@@ -252,8 +252,7 @@ def test_bad_source_says_why_and_what_to_do(sb, tmp_path):
     assert r["status"] == "error" and "landing" not in r["message"]
     assert "dataset.xhtml?persistentId" in r["message"]
     # sandbox DOIs do not resolve (and there is no network here): name the server
-    (r,) = rdr_clone("doi:10.5072/FK2/NOPE", tmp_path / "x",
-                     )
+    (r,) = rdr_clone("doi:10.5072/FK2/NOPE", tmp_path / "x")
     assert r["status"] == "error" and "--url" in r["message"]
     (r,) = rdr_clone("doi:10.5072/FK2/NOPE", tmp_path / "x", url=sb.dataverse_url)
     assert r["status"] == "error" and "no published version" in r["message"]
@@ -280,3 +279,16 @@ def test_archive_records_round_trip_and_carry_their_version():
         locations.parse_archive(uri.replace("&v=1", "&v=2"))
     with pytest.raises(ValueError, match="unknown format"):
         locations.parse_archive(uri.replace("format=zip", "format=rar"))
+
+
+def test_draft_needs_a_token_that_may_edit_it(sb, tmp_path, monkeypatch):
+    monkeypatch.delenv("DATALAD_CREDENTIAL_RDR_SECRET", raising=False)
+    dv = DV(sb)
+    pid = dv.create_dataset()
+    (res,) = rdr_clone(pid, tmp_path / "d", url=sb.dataverse_url, version="draft")
+    assert res["status"] == "error" and "no version draft" in res["message"]
+    assert "token" in res["message"] and not (tmp_path / "d").exists()
+    monkeypatch.setenv("DATALAD_CREDENTIAL_RDR_SECRET", sb.api_token)
+    results = rdr_clone(pid, tmp_path / "d", url=sb.dataverse_url, version="draft")
+    assert results[-1]["status"] == "ok" and results[-1]["version"] == "draft", results
+    assert json.loads((tmp_path / "d/.datalad/rdr/record.json").read_text())["pid"] == pid

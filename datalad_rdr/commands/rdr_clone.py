@@ -104,6 +104,7 @@ class RdrClone(ValidatedInterface):
                  credential=None):
         from datalad import cfg
 
+        cfg.reload(force=True)  # no dataset yet: the environment as it is now
         where = str(Path(path or ".").absolute())
         try:
             src = resolve(source, url, version)
