@@ -292,3 +292,45 @@ def test_draft_needs_a_token_that_may_edit_it(sb, tmp_path, monkeypatch):
     results = rdr_clone(pid, tmp_path / "d", url=sb.dataverse_url, version="draft")
     assert results[-1]["status"] == "ok" and results[-1]["version"] == "draft", results
     assert json.loads((tmp_path / "d/.datalad/rdr/record.json").read_text())["pid"] == pid
+
+
+def test_what_cannot_be_opened_says_why_and_the_rest_is_cloned(sb, tmp_path, monkeypatch):
+    monkeypatch.delenv("DATALAD_CREDENTIAL_RDR_SECRET", raising=False)
+    dv = DV(sb)
+    pid = dv.create_dataset()
+    up = tmp_path / "up"
+    with zipfile.ZipFile(write(up / "evil.zip", b""), "w") as zf:
+        zf.writestr("../outside.txt", b"no")
+        zf.writestr(".git/config", b"no")
+        zf.writestr("fine.txt", b"fine\n")
+    write(up / "damaged.zip", b"PK\x03\x04 not really a zip" * 10)
+    with zipfile.ZipFile(write(up / "secret.zip", b""), "w") as zf:
+        zf.writestr("a.txt", b"secret\n")
+    write(up / "lonely.zip.002", os.urandom(100))  # its .001 was never uploaded
+    upload(sb, pid, {p.name: p for p in up.iterdir()})
+    ids = file_ids(dv, pid)
+    assert dv.call("PUT", f"/api/files/{ids['secret.zip']}/restrict",
+                   data="true").status_code == 200
+    publish(dv, pid)
+    ds = tmp_path / "clone"
+    results = rdr_clone(pid, ds, url=sb.dataverse_url)
+    by_status = {}
+    for r in results:
+        by_status.setdefault(r["status"], []).append(r["message"])
+    assert any("is not a safe path" in m and "../outside.txt" in m
+               for m in by_status["impossible"])
+    assert any(".git/config" in m for m in by_status["impossible"])
+    errors = " ".join(by_status["error"])
+    assert "damaged.zip: cannot list its members" in errors
+    assert "secret.zip" in errors and "Request Access" in errors
+    assert "volumes 1 are not in the record" in errors
+    assert results[-1]["status"] == "ok"
+    assert get(ds, "evil/fine.txt") == b"fine\n"
+    assert not (tmp_path / "outside.txt").exists() and not (ds / "evil/.git").exists()
+    assert get(ds, "damaged.zip") == (up / "damaged.zip").read_bytes()
+    assert (ds / "secret.zip").is_symlink() and (ds / "lonely.zip.002").is_symlink()
+    # a PATH that holds something else is refused, and left alone
+    (r,) = rdr_clone(pid, tmp_path / "up", url=sb.dataverse_url)
+    assert r["status"] == "error" and "is not an rdr-clone" in r["message"]
+    (r,) = rdr_clone(pid, tmp_path / "c2", url=sb.dataverse_url, credential="nosuch")
+    assert r["status"] == "error" and "no credential 'nosuch'" in r["message"]
