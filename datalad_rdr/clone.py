@@ -175,6 +175,7 @@ def _plain(src: Source, f: RecordFile) -> Entry:
 
 def _archive(reader, src: Source, name: str, parts: list[RecordFile], merge: bool,
              hash: bool) -> Iterator[dict | Entry]:
+    lgr.info("listing the members of %s", name)
     ranges = [from_bundle_reader(reader, f.id, f.size, f.label) for f in parts]
     joined = ranges[0] if len(ranges) == 1 else Volumes(ranges, posixpath.basename(name))
     try:
@@ -305,6 +306,7 @@ def apply(path: Path, entries: list[Entry]) -> tuple[int, int, int]:
     """Make the work tree hold exactly ``entries`` (plus .datalad); (added, changed,
     removed). The caller saves."""
     annex = Annex(path / ".git")
+    lgr.info("recording %d annexed files and their locations", len(entries))
     annex.register_urls([(e.key, u) for e in entries for u in e.rdr], REMOTE)
     annex.register_urls([(e.key, u) for e in entries for u in e.web], "web")
     current = _annexed(annex)
