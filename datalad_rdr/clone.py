@@ -299,7 +299,8 @@ def init_remote(path: Path, src: Source, credential: str | None) -> None:
     r = subprocess.run(args, cwd=path, capture_output=True, text=True, check=False)
     if r.returncode:
         raise CloneError(f"git annex initremote {REMOTE} failed: "
-                         f"{(r.stderr or r.stdout).strip().splitlines()[-1:]}")
+                         f"{(r.stderr or r.stdout).strip().splitlines()[-1:]}; remove "
+                         f"{path} and try again")
 
 
 def apply(path: Path, entries: list[Entry]) -> tuple[int, int, int]:
