@@ -85,7 +85,3 @@ def read(reader: BundleReader, loc: ArchiveLocation, out: BinaryIO,
     except ArchiveError as exc:
         raise ReadError(str(exc)) from exc
     return src.bytes_read
-
-
-def exists(reader: BundleReader, loc: ArchiveLocation) -> bool:
-    return all(reader.exists(fid) for fid, _ in loc.volumes)

@@ -43,7 +43,9 @@ the requests of a clone to where the records' server moved (the records stay as 
 Reading public files needs no token; restricted or draft files, storing and removing need
 the API token from DataLad's credential system (``credential=NAME``, the last one used for
 the server, or the credential ``rdr``: ``DATALAD_CREDENTIAL_RDR_SECRET``). docs/remote.rst
-is the user's guide; :mod:`.locations` owns the record format.
+is the user's guide; :mod:`.locations` owns the record format. A dataset made by
+``datalad rdr-clone`` from a record uploaded by hand has archive records instead, read by
+:mod:`.archived`, and ``nowrite=yes`` (docs/clone.rst).
 """
 
 from __future__ import annotations
