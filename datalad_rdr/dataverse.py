@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import time
+from dataclasses import dataclass
 from urllib.parse import urljoin
 
 import requests
@@ -331,10 +332,51 @@ class Dataverse:
             raise NoAnswer(0, f"no answer from {self.url} ({type(exc).__name__})",
                            f"reading file {file_id}") from exc
 
+    def record_version(self, pid: str, version: str = ":latest-published") -> RecordVersion:
+        """One version of a dataset and its files, as :class:`RecordVersion` (for
+        ``rdr-clone``, which reads records it did not write)."""
+        data = self.dataset_version(pid, version)
+        files = []
+        for entry in data.get("files") or []:
+            df = entry["dataFile"]
+            checksum = df.get("checksum") or {}
+            files.append(RecordFile(
+                df["id"], entry.get("label") or df.get("filename", ""),
+                entry.get("directoryLabel") or "", int(df.get("filesize") or 0),
+                bool(entry.get("restricted")), checksum.get("type") or "",
+                (checksum.get("value") or df.get("md5") or "").lower()))
+        label = ("draft" if data.get("versionState") == "DRAFT" else
+                 f"{data.get('versionNumber')}.{data.get('versionMinorNumber')}")
+        return RecordVersion(label, files)
+
     def versions(self, pid: str) -> list[dict]:
         """All versions of a dataset this user may see, newest first, with their files."""
         return self.call("GET", "/api/datasets/:persistentId/versions",
                          params=self._pid(pid), what=f"listing versions of {pid}")
+
+
+@dataclass(frozen=True)
+class RecordFile:
+    """A file of a dataset version: ``checksum_type`` as Dataverse names it (MD5,
+    SHA-1, SHA-256, SHA-512), ``checksum`` its lower-case hex value."""
+
+    id: int
+    label: str
+    directory: str
+    size: int
+    restricted: bool
+    checksum_type: str
+    checksum: str
+
+    @property
+    def path(self) -> str:
+        return f"{self.directory.strip('/')}/{self.label}" if self.directory else self.label
+
+
+@dataclass(frozen=True)
+class RecordVersion:
+    label: str  # "1.0", or "draft"
+    files: list[RecordFile]
 
 
 def _limit(obj: dict) -> int | None:

@@ -170,3 +170,98 @@ def from_entry(server: str, pid: str, file_id: int, bundle: str, bundle_size: in
                     entry.size, "stored" if entry.method == 0 else "deflated",
                     f"{entry.crc32:08x}", entry.compressed_size, entry.header_offset,
                     entry.data_offset)
+
+
+# -- members of archives made by other tools (datalad rdr-clone) ------------------------
+# A record of its own kind, with its own scheme and version: the bundle record above
+# knows the data offset from our manifest; here only the central directory (or the 7z
+# header) was read, and the archive may be split into volumes, each a file on RDR:
+#
+#     rdr-archive+https://rdr.kuleuven.be/api/access/datafile/1234?pid=doi%3A10.48804/X
+#         &archive=data.zip&vols=1234:20000000000,1235:731&format=zip&member=a/b.csv
+#         &size=1000&crc32=0a1b2c3d&method=8&flags=0&csize=400&header=123456&cextra=24&v=1
+#
+# ``vols`` are the volumes' file ids and sizes in order (the path names the first);
+# ``header`` is the member's local header in the volumes joined; ``cextra`` the central
+# header's extra length (the guess for the local one: the data offset is only known
+# once the local header is read, in the same request). ``raw`` (hex) is the name's bytes
+# when they are not its UTF-8. For ``format=7z``: ``packed`` (start-end, joined),
+# ``coder``, ``props`` (hex), or ``whole`` (why only the whole archive gives it: solid,
+# encrypted); ``format=file``: the volumes are one plain file, read whole.
+ARCHIVE_SCHEME = "rdr-archive+"
+ARCHIVE_VERSION = 1
+ARCHIVE_FORMATS = ("zip", "7z", "file")
+
+
+@dataclass(frozen=True)
+class ArchiveLocation:
+    server: str
+    pid: str
+    archive: str  # the archive's name on the server, e.g. "data.zip"
+    volumes: tuple[tuple[int, int], ...]  # (file id, size) of each volume, in order
+    format: str  # "zip", "7z" or "file"
+    member: str
+    size: int
+    crc32: str = ""  # 8 hex digits; "" when the archive has none (some 7z members)
+    extra: tuple[tuple[str, str], ...] = ()  # the format's own fields, as recorded
+
+    def field(self, name: str, default: str = "") -> str:
+        return dict(self.extra).get(name, default)
+
+    def number(self, name: str) -> int:
+        value = self.field(name)
+        if not value.isdigit():
+            raise ValueError(f"rdr archive record: {name}={value!r} is not a number")
+        return int(value)
+
+    def uri(self) -> str:
+        vols = ",".join(f"{fid}:{size}" for fid, size in self.volumes)
+        query = urlencode([
+            ("pid", self.pid), ("archive", self.archive), ("vols", vols),
+            ("format", self.format), ("member", self.member), ("size", self.size),
+            *([("crc32", self.crc32)] if self.crc32 else []), *self.extra,
+            ("v", ARCHIVE_VERSION)], safe="/:,", quote_via=quote)
+        return f"{archive_prefix(self.server)}{self.volumes[0][0]}?{query}"
+
+
+def archive_prefix(server: str) -> str:
+    return f"{ARCHIVE_SCHEME}{server.rstrip('/')}{_ACCESS}"
+
+
+def claims_archive(uri: str, server: str, pid: str) -> bool:
+    if not uri.startswith(archive_prefix(server)):
+        return False
+    return dict(parse_qsl(uri.partition("?")[2])).get("pid") == pid
+
+
+def parse_archive(uri: str) -> ArchiveLocation:
+    """The member an archive record names; ValueError (NewerFormat) if it is not one."""
+    if not uri.startswith(ARCHIVE_SCHEME) or _ACCESS not in uri or "?" not in uri:
+        raise ValueError(f"not an rdr archive record: {uri!r}")
+    head, query = uri[len(ARCHIVE_SCHEME):].split("?", 1)
+    server = head.rsplit(_ACCESS, 1)[0]
+    fields = dict(parse_qsl(query, keep_blank_values=True, strict_parsing=True))
+    version = fields.pop("v", "")
+    if version != str(ARCHIVE_VERSION):
+        if version.isdigit() and int(version) > ARCHIVE_VERSION:
+            raise NewerFormat(f"an archive record of format version {version} (this "
+                              f"datalad-rdr reads version {ARCHIVE_VERSION}): upgrade "
+                              f"datalad-rdr (pip install -U datalad-rdr)")
+        raise ValueError(f"rdr archive record: unknown version v={version!r}")
+    try:
+        volumes = tuple((int(fid), int(size)) for fid, size in (
+            v.split(":") for v in fields.pop("vols", "").split(",")))
+        size = int(fields.pop("size", ""))
+    except ValueError:
+        raise ValueError("rdr archive record: vols= or size= is not a list of numbers"
+                         ) from None
+    loc = ArchiveLocation(server, fields.pop("pid", ""), fields.pop("archive", ""),
+                          volumes, fields.pop("format", ""), fields.pop("member", ""),
+                          size, fields.pop("crc32", "").lower(), tuple(fields.items()))
+    if loc.format not in ARCHIVE_FORMATS:
+        raise ValueError(f"rdr archive record: unknown format {loc.format!r}")
+    if loc.crc32 and not re.fullmatch(r"[0-9a-f]{8}", loc.crc32):
+        raise ValueError(f"rdr archive record: crc32 {loc.crc32!r} is not 8 hex digits")
+    if not loc.pid or not loc.archive or not (loc.member or loc.format == "file"):
+        raise ValueError("rdr archive record: dataset, archive or member name missing")
+    return loc

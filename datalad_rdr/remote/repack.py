@@ -26,7 +26,9 @@ from . import locations
 from .annex import Annex, AnnexError
 from .reader import BundleReader, ReadError, read_member
 from ..sizes import parse_size
-from .special import DEFAULT_CAP, RemoteError, _yes, read_index
+from .boundary import yes as _yes
+from .keyindex import read_index
+from .special import DEFAULT_CAP, RemoteError
 from .store import PREFIX, FlushError, Store
 
 

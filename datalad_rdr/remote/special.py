@@ -43,20 +43,18 @@ the requests of a clone to where the records' server moved (the records stay as 
 Reading public files needs no token; restricted or draft files, storing and removing need
 the API token from DataLad's credential system (``credential=NAME``, the last one used for
 the server, or the credential ``rdr``: ``DATALAD_CREDENTIAL_RDR_SECRET``). docs/remote.rst
-is the user's guide; :mod:`.locations` owns the record format.
+is the user's guide; :mod:`.locations` owns the record format. A dataset made by
+``datalad rdr-clone`` from a record uploaded by hand has archive records instead, read by
+:mod:`.archived`, and ``nowrite=yes`` (docs/clone.rst).
 """
 
 from __future__ import annotations
 
-import argparse
-import functools
-import json
 import logging
 import os
 import sys
 import time
 import traceback
-import zipfile
 from urllib.parse import urlsplit
 
 from datalad_next.annexremotes import RemoteError, SpecialRemote, UnsupportedRequest
@@ -64,11 +62,13 @@ from datalad_next.annexremotes import RemoteError, SpecialRemote, UnsupportedReq
 from ..credentials import CredentialError, how_to_set, obtain
 from ..dataverse import Dataverse, DataverseError
 from ..sizes import GB, parse_size
+from . import archived, locations
 from . import keys as annex_keys
-from . import locations
 from .annex import Annex, AnnexError
-from .reader import BundleReader, RangeFile, ReadError, read_member
-from .store import INDEX, INDEX_FORMAT, Bundle, FlushError, Store
+from .boundary import request, yes
+from .keyindex import read_index
+from .reader import BundleReader, ReadError, read_member
+from .store import Bundle, FlushError, Store
 
 DEFAULT_CAP = 4 * GB
 #: Seconds an answer about a bundle's existence or the dataset's versions is reused.
@@ -78,44 +78,9 @@ CHUNK_WINDOW = 2**20
 
 
 lgr = logging.getLogger("datalad.rdr.remote")
-
-
-def request(func):
-    """The error boundary of one git-annex request (as ``ora_remote.handle_errors``).
-
-    annexremote turns anything but a RemoteError into ``ERROR`` and exits, which ends the
-    whole git-annex session on one key's surprise. Here an unexpected exception fails just
-    this request, with one line naming it; the traceback goes to the debug log
-    (``git annex --debug``, ``datalad -l debug``)."""
-
-    @functools.wraps(func)
-    def guarded(self, *args, **kwargs):
-        try:
-            return func(self, *args, **kwargs)
-        except (RemoteError, UnsupportedRequest):
-            raise
-        except Exception as exc:
-            trace = traceback.format_exc()
-            lgr.debug("%s failed:\n%s", func.__name__, trace)
-            try:
-                self.message(trace.rstrip())
-            except Exception:
-                pass  # the debug line is a courtesy: the failure below is what counts
-            kind = type(exc).__qualname__
-            if type(exc).__module__ != "builtins":
-                kind = f"{type(exc).__module__}.{kind}"
-            raise RemoteError(
-                f"unexpected {kind} in {func.__name__}: "
-                f"{str(exc).splitlines()[0] if str(exc) else '(no message)'} (see "
-                f"'git annex --debug' for where; please report it)") from None
-
-    return guarded
-
-
-def _yes(value: str | None, default: bool) -> bool:
-    if not value:
-        return default
-    return value.strip().lower() in ("yes", "true", "1", "on")
+# (git-annex's own readonly=true would also keep the remote from claiming its records)
+NOWRITE = ("this rdr remote reads a record as it is on RDR (nowrite=yes, as rdr-clone "
+           "sets it): nothing is stored to or removed from the server")
 
 
 class RdrRemote(SpecialRemote):
@@ -129,6 +94,7 @@ class RdrRemote(SpecialRemote):
             "bundlesize": "cap on the size of bundles made by STORE (default 4GB)",
             "restrict": "register stored bundles as restricted files (yes/no, default yes)",
             "credential": "name of the DataLad credential holding the API token",
+            "nowrite": "never store to or remove from the server (yes/no; rdr-clone: yes)",
         }
         # Everything close() touches exists before prepare() runs (it may never run).
         self.url: str | None = None  # the server the records name
@@ -152,6 +118,7 @@ class RdrRemote(SpecialRemote):
         self.restrict = True
         self.cap = DEFAULT_CAP
         self.credential: str | None = None
+        self.nowrite = False
 
     # -- setup ---------------------------------------------------------------------------
     @request
@@ -190,8 +157,9 @@ class RdrRemote(SpecialRemote):
             self.cap = parse_size(self.annex.getconfig("bundlesize") or str(DEFAULT_CAP))
         except ValueError as exc:
             raise RemoteError(f"bundlesize=: {exc}") from None
-        self.restrict = _yes(self.annex.getconfig("restrict"), True)
+        self.restrict = yes(self.annex.getconfig("restrict"), True)
         self.credential = self.annex.getconfig("credential") or None
+        self.nowrite = yes(self.annex.getconfig("nowrite"), False)
         self.url = url
 
     @property
@@ -242,12 +210,16 @@ class RdrRemote(SpecialRemote):
     @request
     def claimurl(self, url):
         self._configure()
-        return locations.claims(url, self.url, self.pid)
+        return (locations.claims(url, self.url, self.pid)
+                or locations.claims_archive(url, self.url, self.pid))
 
     @request
     def checkurl(self, url):
         self._configure()
         try:
+            if url.startswith(locations.ARCHIVE_SCHEME):
+                locations.parse_archive(url)
+                return locations.claims_archive(url, self.url, self.pid)
             locations.parse(url)
         except ValueError as exc:
             raise RemoteError(str(exc)) from None
@@ -314,11 +286,15 @@ class RdrRemote(SpecialRemote):
         return self._versions[0], self._versions[1]
 
     # -- location records ----------------------------------------------------------------
-    def _locations(self, key: str) -> list[locations.Location]:
+    def _locations(self, key: str, archive: bool = False) -> list:
+        """The key's bundle records (``archive``: its records of members of archives
+        made by other tools, :class:`locations.ArchiveLocation`)."""
+        prefix, parse = ((locations.archive_prefix, locations.parse_archive) if archive
+                         else (locations.prefix, locations.parse))
         found, newer = [], None
-        for uri in self.annex.geturls(key, locations.prefix(self.url)):
+        for uri in self.annex.geturls(key, prefix(self.url)):
             try:
-                loc = locations.parse(uri)
+                loc = parse(uri)
             except locations.NewerFormat as exc:
                 newer = exc
                 continue
@@ -334,6 +310,9 @@ class RdrRemote(SpecialRemote):
     # -- STORE ---------------------------------------------------------------------------
     @request
     def transfer_store(self, key, local_file):
+        self._configure()
+        if self.nowrite:
+            raise RemoteError(NOWRITE)
         store = self.store
         if key in store.pending:
             return
@@ -464,9 +443,11 @@ class RdrRemote(SpecialRemote):
 
     def _present(self, key: str) -> bool:
         errors = []
-        for loc in self._locations(key):
+        for loc in self._locations(key) + self._locations(key, archive=True):
+            ids = ([fid for fid, _ in loc.volumes]
+                   if isinstance(loc, locations.ArchiveLocation) else [loc.file_id])
             try:
-                if self._bundle_exists(loc.file_id):
+                if all(self._bundle_exists(fid) for fid in ids):
                     return True
             except ReadError as exc:
                 errors.append(exc)
@@ -480,9 +461,17 @@ class RdrRemote(SpecialRemote):
         if self._pending(key):
             self._flush_in_session()
         found = self._locations(key)
-        if not found:
+        members = [] if found else self._locations(key, archive=True)
+        if not found and not members:
             raise RemoteError(f"no location in {self.url} is recorded for {key}")
         errors = []
+        for loc in members:  # in an archive someone uploaded by hand (rdr-clone)
+            try:
+                with open(local_file, "wb") as out:
+                    archived.read(self.reader, loc, out, self.annex.progress)
+                return
+            except (ReadError, OSError) as exc:
+                errors.append(str(exc))
         checksum = annex_keys.checksum(key)
         # git-annex asks for a chunked key's chunks one by one; they lie close together
         window = CHUNK_WINDOW if annex_keys.is_chunk(key) else 0
@@ -504,6 +493,9 @@ class RdrRemote(SpecialRemote):
     # -- REMOVE --------------------------------------------------------------------------
     @request
     def remove(self, key):
+        self._configure()
+        if self.nowrite:
+            raise RemoteError(NOWRITE)
         if self._pending(key):
             self._flush_in_session()
         found = self._locations(key)
@@ -601,54 +593,4 @@ class RdrRemote(SpecialRemote):
                     self.message(f"could not record {bundle.name}'s keys: {exc}")
 
 
-def read_index(reader: BundleReader, file_id: int, size: int, remote: str) -> dict | None:
-    """A bundle's key index (member -> key), or None if it has none (an exported one) or
-    another remote made it."""
-    try:
-        with zipfile.ZipFile(RangeFile(reader, file_id, size)) as zf:
-            if INDEX not in zf.namelist():
-                return None
-            data = zf.read(INDEX)
-    except (zipfile.BadZipFile, ValueError, KeyError) as exc:
-        raise RemoteError(f"cannot read the key index of file {file_id}: {exc}") from exc
-    index = json.loads(data)
-    if index.get("format") != INDEX_FORMAT or index.get("remote") != remote:
-        return None
-    return index["keys"]
-
-
-def _parser() -> argparse.ArgumentParser:
-    from .. import __version__
-
-    parser = argparse.ArgumentParser(
-        prog="git-annex-remote-rdr",
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-        description="The git-annex special remote 'rdr' of datalad-rdr: reads annexed "
-                    "files out of ZIP bundles on RDR (Dataverse) by HTTP Range, and stores "
-                    "keys into such bundles. git-annex starts it (type=external "
-                    "externaltype=rdr) and talks to it on stdin/stdout; docs/remote.rst "
-                    "is the guide.",
-        epilog="subcommand:\n"
-               "  git-annex-remote-rdr repack [--remote NAME] [--dry-run]\n"
-               "      rewrite the remote's draft bundles without the members removed\n"
-               "      from it (git annex drop --from), delete bundles with nothing left;\n"
-               "      run it in the repository ('git-annex-remote-rdr repack --help')")
-    parser.add_argument("--version", action="version",
-                        version=f"git-annex-remote-rdr (datalad-rdr) {__version__}")
-    parser.add_argument("-l", "--log-level", metavar="LEVEL",
-                        help="log level of DataLad's logger (e.g. debug); log lines go to "
-                             "stderr, which git-annex shows")
-    return parser
-
-
-def main():
-    """Entry point of ``git-annex-remote-rdr`` (``repack`` as first argument: repack)."""
-    if len(sys.argv) > 1 and sys.argv[1] == "repack":
-        from .repack import main as repack_main
-
-        sys.exit(repack_main(sys.argv[2:]))
-    args = _parser().parse_args()
-    from datalad_next.annexremotes import super_main
-
-    super_main(args=["-l", args.log_level] if args.log_level else [], cls=RdrRemote,
-               remote_name="rdr", description="read annexed files from ZIP bundles on RDR")
+from .cli import main  # noqa: E402,F401  (the console script's entry point)

@@ -1,0 +1,409 @@
+"""``rdr-clone`` of a record uploaded by hand: a DataLad dataset from the record itself.
+
+The data's way: the SOURCE the user gave becomes a server and a dataset PID
+(:func:`resolve`); the chosen version's file list comes from the server; every file is
+planned (:func:`plan`) as annexed files with location records -- a plain file as itself,
+every ZIP or ``.7z`` (and every set of split volumes, read as one archive) as its members,
+listed from the central directory (or 7z header) by Range requests; then the dataset is
+made or updated (:func:`apply`) in one commit, with git-annex's plumbing only: nothing is
+downloaded, and nothing is ever written to the server.
+
+Keys: a plain file gets the checksum key of the checksum the server lists (``MD5E``);
+a member gets a URL key with its size, named by its archive, name, size and CRC-32
+(git-annex accepts it without the content; the ``rdr`` remote checks the CRC-32 on every
+read), or with ``--hash`` an ``MD5E`` key computed by reading every member once.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import posixpath
+import re
+import subprocess
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from urllib.parse import parse_qs, urlsplit
+
+import requests
+
+from .archives import ArchiveError, Volumes, from_bundle_reader, open_archive, volume_sets
+from .dataverse import Dataverse, DataverseError, NoAnswer, NotFound, RecordFile, Unauthorized
+from .remote.annex import Annex, AnnexError
+from .remote.locations import ArchiveLocation
+from .remote.reader import BundleReader, ReadError
+
+lgr = logging.getLogger("datalad.rdr.clone")
+
+DOI_RESOLVER = "https://doi.org/"
+REMOTE = "rdr"
+RECORD_FILE = ".datalad/rdr/record.json"
+_ARCHIVE = re.compile(r"\.(zip|7z)$", re.IGNORECASE)
+_CHECKSUM_BACKENDS = {"MD5": "MD5E", "SHA-1": "SHA1E", "SHA-256": "SHA256E",
+                      "SHA-512": "SHA512E"}
+
+
+class CloneError(Exception):
+    """The clone cannot go on; the message says why and what to do (one line)."""
+
+
+@dataclass(frozen=True)
+class Source:
+    server: str
+    pid: str
+    version: str | None  # None: the latest published
+
+
+def resolve(source: str, url: str | None = None, version: str | None = None,
+            resolver: str = DOI_RESOLVER) -> Source:
+    """Server, PID and version of a DOI, a landing-page URL, or a PID with ``url``."""
+    text = source.strip()
+    parts = urlsplit(text)
+    server = url.rstrip("/") if url else None
+    if parts.scheme in ("http", "https"):
+        query = parse_qs(parts.query)
+        if parts.netloc.lower() in ("doi.org", "dx.doi.org"):
+            pid = "doi:" + parts.path.lstrip("/")
+        elif query.get("persistentId"):
+            pid = query["persistentId"][0]
+            server = server or f"{parts.scheme}://{parts.netloc}"
+            version = version or (query.get("version") or [None])[0]
+        else:
+            raise CloneError(f"{text} is neither a DOI nor a dataset's page: give the "
+                             f"page's URL (https://SERVER/dataset.xhtml?persistentId=doi:"
+                             f"...), the DOI, or the PID with --url SERVER")
+    elif re.match(r"^(doi|hdl):\S+/\S+$", text, re.IGNORECASE):
+        pid = text
+    elif re.match(r"^10\.\d{4,9}/\S+$", text):
+        pid = "doi:" + text
+    else:
+        raise CloneError(f"{text!r} is not a DOI (doi:10.48804/ABCDEF), a dataset's page "
+                         f"URL or a PID: give one of them (a PID with --url SERVER)")
+    if version and version.lower() == "latest":
+        version = None
+    return Source(server or _server_of_doi(pid, resolver), pid, version)
+
+
+def _server_of_doi(pid: str, resolver: str) -> str:
+    """The server of a DOI's landing page, from the resolver's redirect."""
+    if not pid.lower().startswith("doi:"):
+        raise CloneError(f"{pid} is not a DOI: name its server with --url SERVER")
+    where = resolver + pid[4:]
+    try:
+        r = requests.head(where, allow_redirects=False, timeout=30)
+    except requests.RequestException as exc:
+        raise CloneError(f"cannot resolve {pid} through {resolver} ({type(exc).__name__}): "
+                         f"check the network, or name the server with --url (e.g. --url "
+                         f"https://rdr.kuleuven.be)") from None
+    target = urlsplit(r.headers.get("Location", ""))
+    if r.status_code not in (301, 302, 303, 307, 308) or not target.netloc:
+        raise CloneError(f"{resolver} does not resolve {pid} (HTTP {r.status_code}; a "
+                         f"sandbox or unregistered DOI?): name the server with --url")
+    return f"{target.scheme}://{target.netloc}"
+
+
+def open_version(client: Dataverse, src: Source):
+    """The version's label and files (:class:`datalad_rdr.dataverse.RecordVersion`)."""
+    spec = {None: ":latest-published", "draft": ":draft"}.get(
+        (src.version or "").lower() or None, src.version)
+    try:
+        return client.record_version(src.pid, spec)
+    except NotFound:
+        if spec == ":latest-published":
+            raise CloneError(f"{src.server} has no published version of {src.pid}: check "
+                             f"the PID and --url, or clone the draft with --record-version draft "
+                             f"and an API token that may edit it") from None
+        raise CloneError(f"{src.server} has no version {src.version} of {src.pid} that "
+                         f"this user may read: check --record-version (a draft needs a token "
+                         f"that may edit it)") from None
+    except Unauthorized:
+        raise CloneError(f"{src.server} refused the API token (Bad API key): renew it in "
+                         f"the credential, or clone public files without one") from None
+    except NoAnswer as exc:
+        raise CloneError(f"cannot reach {src.server} ({exc.message}): check --url and "
+                         f"the network") from None
+    except DataverseError as exc:
+        raise CloneError(f"{src.server}: {exc}") from None
+
+
+@dataclass
+class Entry:
+    """An annexed file to be: its path, key, and where git-annex finds it."""
+
+    path: str
+    key: str
+    rdr: list[str] = field(default_factory=list)  # location records of the rdr remote
+    web: list[str] = field(default_factory=list)  # plain URLs (public files)
+
+
+def plan(reader: BundleReader, src: Source, files: list[RecordFile], merge: bool = False,
+         hash: bool = False) -> Iterator[dict | Entry]:
+    """Entries for the record's files, and a result per archive and per problem."""
+    by_path = {f.path: f for f in files}
+    archives: list[tuple[str, list[RecordFile]]] = []
+    in_sets = set()
+    for vs in volume_sets(by_path):
+        if vs.missing:
+            yield _result(vs.name, "error", f"split archive {vs.name}: volumes "
+                          f"{', '.join(map(str, vs.missing))} are not in the record; "
+                          f"its volumes are annexed as they are")
+            continue
+        archives.append((vs.name, [by_path[v] for v in vs.volumes]))
+        in_sets.update(vs.volumes)
+    for f in files:
+        if f.path in in_sets:
+            continue
+        if _ARCHIVE.search(f.label):
+            archives.append((f.path, [f]))
+        else:
+            yield _plain(src, f)
+    for name, parts in archives:
+        yield from _archive(reader, src, name, parts, merge, hash)
+
+
+def _plain(src: Source, f: RecordFile) -> Entry:
+    backend = _CHECKSUM_BACKENDS.get(f.checksum_type.upper())
+    key = (f"{backend}-s{f.size}--{f.checksum}{_extension(f.label)}" if backend and
+           f.checksum else _url_key(f.size, f"{src.pid}\0{f.id}"))
+    loc = ArchiveLocation(src.server, src.pid, f.label, ((f.id, f.size),), "file", "",
+                          f.size)
+    web = [] if f.restricted else [f"{src.server}/api/access/datafile/{f.id}"]
+    return Entry(f.path, key, [loc.uri()], web)
+
+
+def _archive(reader, src: Source, name: str, parts: list[RecordFile], merge: bool,
+             hash: bool) -> Iterator[dict | Entry]:
+    lgr.info("listing the members of %s", name)
+    ranges = [from_bundle_reader(reader, f.id, f.size, f.label) for f in parts]
+    joined = ranges[0] if len(ranges) == 1 else Volumes(ranges, posixpath.basename(name))
+    try:
+        listing = open_archive(joined)
+    except (ArchiveError, ReadError) as exc:
+        restricted = any(f.restricted for f in parts)
+        yield _result(name, "error", f"{name}: cannot list its members ({exc})"
+                      + ("; it is restricted: use 'Request Access' on the dataset's page"
+                         if restricted and "Request" not in str(exc) else "")
+                      + "; the file is annexed as it is")
+        for f in parts:
+            yield _plain(src, f)
+        return
+    base = posixpath.dirname(name)
+    folder = base if merge else _ARCHIVE.sub("", name)
+    volumes = tuple((f.id, f.size) for f in parts)
+    count = skipped = 0
+    for m in listing:
+        if m.is_dir or getattr(m, "is_symlink", False):
+            continue
+        path = _safe_path(folder, m.name)
+        if path is None:
+            skipped += 1
+            yield _result(f"{folder}/{m.name!r}", "impossible", f"{name}: member name "
+                          f"{m.name!r} is not a safe path in a dataset; left out")
+            continue
+        loc = _member_location(src, posixpath.basename(name), volumes, m)
+        key = _url_key(m.size, f"{name}\0{m.name}\0{loc.crc32}\0{m.size}")
+        if hash and getattr(m, "whole_archive", None):
+            yield _result(path, "impossible", f"--hash: {name}: {m.name} is "
+                          f"{m.whole_archive}; it keeps a URL key with its size")
+        elif hash:
+            digest = _Hashing()
+            try:
+                listing.read(m, digest)
+            except (ArchiveError, ReadError) as exc:
+                yield _result(path, "error", f"--hash: {exc}")
+                continue
+            key = f"MD5E-s{m.size}--{digest.md5.hexdigest()}{_extension(m.name)}"
+        count += 1
+        yield Entry(path, key, [loc.uri()])
+    what = f"{len(parts)} volumes" if len(parts) > 1 else "archive"
+    yield _result(folder or ".", "ok", f"{name} ({what}): {count} members from its "
+                  f"directory ({joined.requests} requests, {joined.bytes_read} bytes read)"
+                  + (f", {skipped} left out" if skipped else ""),
+                  requests=joined.requests, bytes_read=joined.bytes_read, members=count)
+
+
+def _member_location(src: Source, archive: str, volumes, m) -> ArchiveLocation:
+    if hasattr(m, "header_offset"):  # a ZIP member
+        extra = [("method", m.method), ("flags", m.flags), ("csize", m.compressed_size),
+                 ("header", m.header_offset), ("cextra", m.extra_len)]
+        if m.raw_name != m.name.encode():
+            extra.append(("raw", m.raw_name.hex()))
+        return ArchiveLocation(src.server, src.pid, archive, volumes, "zip", m.name,
+                               m.size, f"{m.crc32:08x}",
+                               tuple((k, str(v)) for k, v in extra))
+    if m.whole_archive or m.packed is None:
+        extra = [("whole", m.whole_archive)] if m.whole_archive else []
+    else:
+        extra = [("packed", f"{m.packed[0]}-{m.packed[1]}"), ("coder", m.coder or ""),
+                 ("props", m.properties.hex())]
+    crc = f"{m.crc32:08x}" if m.crc32 is not None else ""
+    return ArchiveLocation(src.server, src.pid, archive, volumes, "7z", m.name, m.size,
+                           crc, tuple(extra))
+
+
+class _Hashing:
+    def __init__(self):
+        self.md5 = hashlib.md5()
+
+    def write(self, data: bytes) -> int:
+        self.md5.update(data)
+        return len(data)
+
+
+def _safe_path(folder: str, name: str) -> str | None:
+    """The member's path in the dataset, or None if it would leave its folder, enter
+    ``.git``/``.datalad``, or cannot be a file name."""
+    parts = name.replace("\\", "/").split("/")
+    if (name.startswith("/") or any(p in ("", ".", "..") for p in parts)
+            or any(c in name for c in "\n\r\0")):
+        return None
+    path = posixpath.join(folder, *parts) if folder else posixpath.join(*parts)
+    if path.split("/")[0] in (".git", ".datalad") or ".git" in parts:
+        return None
+    return path
+
+
+def _url_key(size: int, what: str) -> str:
+    return f"VURL-s{size}--rdr-{hashlib.md5(what.encode()).hexdigest()}"
+
+
+def _extension(name: str) -> str:
+    """The key's extension as git-annex's E backends make it (up to two of 4 chars)."""
+    ext = ""
+    for part in reversed(posixpath.basename(name).split(".")[1:][-2:]):
+        if not (0 < len(part) <= 4 and part.isalnum() and part.isascii()):
+            break
+        ext = "." + part + ext
+    return ext
+
+
+def _result(path: str, status: str, message: str, **extra) -> dict:
+    return dict(action="rdr-clone", path=path, status=status, message=message, **extra)
+
+
+# -- the dataset ---------------------------------------------------------------------
+def previous(path: Path) -> dict | None:
+    """What an earlier rdr-clone into ``path`` recorded, or None."""
+    try:
+        return json.loads((path / RECORD_FILE).read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def init_remote(path: Path, src: Source, credential: str | None) -> None:
+    args = ["git", "annex", "initremote", REMOTE, "type=external", "externaltype=rdr",
+            "encryption=none", f"url={src.server}", f"pid={src.pid}", "nowrite=yes",
+            "autoenable=true", *([f"credential={credential}"] if credential else [])]
+    r = subprocess.run(args, cwd=path, capture_output=True, text=True, check=False)
+    if r.returncode:
+        raise CloneError(f"git annex initremote {REMOTE} failed: "
+                         f"{(r.stderr or r.stdout).strip().splitlines()[-1:]}; remove "
+                         f"{path} and try again")
+
+
+def apply(path: Path, entries: list[Entry]) -> tuple[int, int, int]:
+    """Make the work tree hold exactly ``entries`` (plus .datalad); (added, changed,
+    removed). The caller saves."""
+    annex = Annex(path / ".git")
+    lgr.info("recording %d annexed files and their locations", len(entries))
+    annex.register_urls([(e.key, u) for e in entries for u in e.rdr], REMOTE)
+    annex.register_urls([(e.key, u) for e in entries for u in e.web], "web")
+    current = _annexed(annex)
+    wanted = {e.path: e.key for e in entries}
+    gone = sorted(p for p in current if p not in wanted)
+    todo = [(p, k) for p, k in wanted.items() if current.get(p) != k]
+    for p, _ in todo:
+        if p in current or (path / p).is_symlink() or (path / p).exists():
+            (path / p).unlink()
+    if gone:
+        subprocess.run(["git", "rm", "-q", "--cached", "--ignore-unmatch", "--", *gone],
+                       cwd=path, check=True, capture_output=True)
+        for p in gone:
+            (path / p).unlink(missing_ok=True)
+    for p, _ in todo:
+        (path / p).parent.mkdir(parents=True, exist_ok=True)
+    if todo:
+        annex.run(["fromkey", "--force", "--batch"], "".join(f"{k} {p}\n" for p, k in todo))
+    changed = sum(1 for p, _ in todo if p in current)
+    return len(todo) - changed, changed, len(gone)
+
+
+def commit(path: Path, message: str) -> None:
+    """Commit what fromkey staged and the record file (in git, not annexed); git-annex's
+    commands committed their branch already. (``datalad save`` would look at every
+    file again: 10 s for 3,000 members.)"""
+    def git(*args):
+        return subprocess.run(["git", *args], cwd=path, capture_output=True, text=True,
+                              check=True)
+
+    git("-c", "annex.largefiles=nothing", "add", RECORD_FILE)
+    if subprocess.run(["git", "diff", "--cached", "--quiet"], cwd=path).returncode:
+        git("commit", "-q", "-m", message)
+
+
+def _annexed(annex: Annex) -> dict[str, str]:
+    r = annex.run(["find", "--include=*", "--json"], check=False)
+    found = {}
+    for line in r.stdout.splitlines():
+        try:
+            record = json.loads(line)
+        except ValueError:
+            continue
+        found[record["file"]] = record["key"]
+    return found
+
+
+def write_record(path: Path, src: Source, version: str, files: list[RecordFile]) -> None:
+    target = path / RECORD_FILE
+    target.parent.mkdir(parents=True, exist_ok=True)
+    target.write_text(json.dumps({
+        "server": src.server, "pid": src.pid, "version": version,
+        "files": [{"id": f.id, "path": f.path, "size": f.size} for f in files]},
+        indent=1) + "\n")
+
+
+def run_clone(src: Source, path: Path, token: str | None, credential: str | None = None,
+              merge: bool = False, hash: bool = False) -> Iterator[dict]:
+    """The stages, as result records; the last says what the dataset now holds."""
+    import datalad.api as dl
+
+    before = previous(path)
+    if path.exists() and any(path.iterdir()) and (
+            before is None or (before["server"], before["pid"]) != (src.server, src.pid)):
+        raise CloneError(f"{path} exists and is not an rdr-clone of {src.pid}: give a new "
+                         f"PATH (a rerun into the same PATH updates it)")
+    client = Dataverse(src.server, token)
+    version = open_version(client, src)
+    if before and before["version"] == version.label and version.label != "draft":
+        yield _result(str(path), "notneeded", f"{path} already holds version "
+                      f"{version.label} of {src.pid}")
+        return
+    reader = BundleReader(src.server, lambda: token)
+    entries: dict[str, Entry] = {}
+    for item in plan(reader, src, version.files, merge, hash):
+        if isinstance(item, Entry):
+            first = entries.setdefault(item.path, item)
+            if first.key != item.key:
+                yield _result(str(path / item.path), "impossible", f"{item.path} is in "
+                              f"more than one archive with different content: the first "
+                              f"is kept (clone without --merge to have them all)")
+        else:
+            yield {**item, "path": str(path / item["path"])}
+    if before is None:
+        dl.create(path=str(path), result_renderer="disabled")
+        init_remote(path, src, credential)
+    try:
+        added, changed, removed = apply(path, list(entries.values()))
+    except (AnnexError, OSError, subprocess.CalledProcessError) as exc:
+        raise CloneError(f"cannot record the files in {path}: {exc}") from None
+    write_record(path, src, version.label, version.files)
+    try:
+        commit(path, f"rdr-clone: version {version.label} of {src.pid} from {src.server}")
+    except subprocess.CalledProcessError as exc:
+        raise CloneError(f"cannot commit in {path}: {exc.stderr.strip()}") from None
+    yield _result(str(path), "ok", f"version {version.label} of {src.pid}: "
+                  f"{len(entries)} annexed files ({added} new, {changed} changed, "
+                  f"{removed} removed); 'datalad get' reads them from {src.server}",
+                  type="dataset", version=version.label, files=len(entries))
