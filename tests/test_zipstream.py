@@ -597,3 +597,51 @@ def test_deflated_member_over_4gib_uses_zip64(tmp_path):
     if UNZIP:
         tested = subprocess.run([UNZIP, "-t", bundle], capture_output=True, text=True)
         assert tested.returncode == 0, tested.stdout + tested.stderr
+
+
+# -- The bytes are pinned: the same members and mtime give the ZIP of earlier exports -------
+
+def in_memory(name: str, data: bytes, crc32=None) -> Member:
+    return Member(name, len(data), lambda: io.BytesIO(data),
+                  Checksum(hashlib.sha256, hashlib.sha256(data).hexdigest()), crc32)
+
+
+def test_bundle_bytes_are_those_of_earlier_exports():
+    """MD5s computed with the writer before the ZIP records moved to zipformat: a change of
+    any header byte would make re-exports differ from what is on the server."""
+    files = {
+        "README": b"A dataset made for a test.\n" * 20,
+        "sub-01/func/sub-01_task-rest_events.tsv": b"onset\tduration\n" + b"".join(
+            b"%d.5\t2.0\n" % i for i in range(300)),
+        "sub-01/anat/T1w.nii.gz": bytes(range(256)) * 8,
+        "sub-01/empty.txt": b"",
+        "tiny.json": b'{"a": 1}\n',
+        "caf\u00e9/na\u00efve \u00fc.txt": "caf\u00e9 ".encode() * 50,
+    }
+    layout = layout_zip([in_memory(n, d) for n, d in files.items()], mtime=COMMIT_DATE)
+    data = stream(layout)
+    assert (layout.size, layout.md5) == (3390, "ff974aec4cb1db2de299eac5edf65687")
+    assert hashlib.md5(data).hexdigest() == layout.md5
+    with zipfile.ZipFile(io.BytesIO(data)) as z:
+        assert {i.filename: z.read(i) for i in z.infolist()} == files
+
+
+def test_zip64_records_are_those_of_earlier_exports():
+    """The zip64 extras (a member of 4 GiB, offsets past it) and end records, pinned the
+    same way; the 4 GiB member is never read (its CRC is given, its data not produced)."""
+    members = [Member("a/big.nii.gz", 2**32 + 5, lambda: None, None, 0x1234ABCD),
+               in_memory("a/before.tsv", b"x\ty\n" * 40),
+               in_memory("b/after.json", b'{"b": 2}\n' * 9)]
+    layout = layout_zip(members, mtime=COMMIT_DATE)
+    big = layout.entries[1]
+    assert big.arcname == "a/big.nii.gz"
+    around = b"".join([*layout.iter_raw(0, big.data_offset),
+                       *layout.iter_raw(big.data_end, layout.size)])
+    assert layout.size == 4294967774
+    assert hashlib.md5(around).hexdigest() == "9bcb81001997b64c8d7beff722f3398f"
+
+    many = layout_zip([Member(f"f{i:05d}", 0, lambda: None) for i in range(65536)],
+                      mtime=COMMIT_DATE)
+    data = b"".join(many.iter_raw())
+    assert (many.size, hashlib.md5(data).hexdigest()) == (
+        5767266, "cb3ed4567130d80ba3131767e88e02e4")
