@@ -645,3 +645,21 @@ def test_zip64_records_are_those_of_earlier_exports():
     data = b"".join(many.iter_raw())
     assert (many.size, hashlib.md5(data).hexdigest()) == (
         5767266, "cb3ed4567130d80ba3131767e88e02e4")
+
+
+def test_member_and_end_overheads_bound_the_zip_exactly():
+    """The plan and the remote's STORE count a member as its data, its name twice and
+    zipformat.MEMBER_OVERHEAD, and a ZIP's end as END_OVERHEAD: a member with every zip64
+    field (4 GiB, past 4 GiB) costs exactly that, so the bound is neither short nor loose."""
+    from datalad_rdr.zipformat import END_OVERHEAD, MEMBER_OVERHEAD
+
+    def cost(m):
+        return m.size + MEMBER_OVERHEAD + 2 * len(m.arcname.encode())
+
+    big = [Member(f"sub-0{i}/bold.nii.gz", 2**32 + i, lambda: None, None, i)
+           for i in (1, 2)]
+    layout = layout_zip(big, mtime=COMMIT_DATE)
+    assert layout.size == sum(map(cost, big)) + END_OVERHEAD - 8  # first at offset 0
+    small = [in_memory("a.json", b"{}"), in_memory("b/c.tsv", b"x\ty\n" * 100)]
+    layout = layout_zip(small, mtime=COMMIT_DATE)
+    assert layout.size < sum(map(cost, small)) + END_OVERHEAD

@@ -26,7 +26,7 @@ from . import locations
 from .annex import Annex, AnnexError
 from .reader import BundleReader, ReadError, read_member
 from ..sizes import parse_size
-from .special import DEFAULT_CAP, RemoteError, _yes, read_index
+from .special import DEFAULT_BUNDLESIZE, RemoteError, _yes, read_index
 from .store import PREFIX, FlushError, Store
 
 
@@ -95,7 +95,8 @@ def repack(repo: Path, name: str | None = None, dry_run: bool = False):
                 for f in v.get("files", [])}
     draft = [f for v in versions if v.get("versionState") != "RELEASED"
              for f in v.get("files", [])]
-    store = Store(repo / ".git", uuid, parse_size(cfg.get("bundlesize") or str(DEFAULT_CAP)))
+    bundlesize = parse_size(cfg.get("bundlesize") or str(DEFAULT_BUNDLESIZE))
+    store = Store(repo / ".git", uuid, bundlesize)
     for entry in draft:
         file_id, label = entry["dataFile"]["id"], entry["label"]
         if not label.startswith(PREFIX) or file_id in released:

@@ -70,7 +70,8 @@ from .annex import Annex, AnnexError
 from .reader import BundleReader, RangeFile, ReadError, read_member
 from .store import INDEX, INDEX_FORMAT, Bundle, FlushError, Store
 
-DEFAULT_CAP = 4 * GB
+#: bundlesize: smaller than rdr-export's cap, see docs/remote.rst ("bundlesize").
+DEFAULT_BUNDLESIZE = 4 * GB
 #: Seconds an answer about a bundle's existence or the dataset's versions is reused.
 SERVER_TTL = 30.0
 #: Bytes read at once for small chunks of a chunked key (the next chunks are in them).
@@ -150,7 +151,7 @@ class RdrRemote(SpecialRemote):
         self._live: dict[int, set | None] = {}
         self._made: set[int] = set()  # bundles this process put into the draft
         self.restrict = True
-        self.cap = DEFAULT_CAP
+        self.cap = DEFAULT_BUNDLESIZE
         self.credential: str | None = None
 
     # -- setup ---------------------------------------------------------------------------
@@ -165,7 +166,7 @@ class RdrRemote(SpecialRemote):
             raise RemoteError("pid= is required: the dataset's persistent id, e.g. "
                               "pid=doi:10.48804/ABCDEF")
         try:
-            parse_size(self.annex.getconfig("bundlesize") or str(DEFAULT_CAP))
+            parse_size(self.annex.getconfig("bundlesize") or str(DEFAULT_BUNDLESIZE))
         except ValueError as exc:
             raise RemoteError(f"bundlesize=: {exc}") from None
         self.annex.setconfig("url", url)
@@ -187,7 +188,8 @@ class RdrRemote(SpecialRemote):
             raise RemoteError("this rdr remote has no url= or pid=; set them with "
                               "'git annex enableremote <name> url=... pid=...'")
         try:
-            self.cap = parse_size(self.annex.getconfig("bundlesize") or str(DEFAULT_CAP))
+            self.cap = parse_size(self.annex.getconfig("bundlesize")
+                                  or str(DEFAULT_BUNDLESIZE))
         except ValueError as exc:
             raise RemoteError(f"bundlesize=: {exc}") from None
         self.restrict = _yes(self.annex.getconfig("restrict"), True)

@@ -37,6 +37,7 @@ from pathlib import Path
 from ..dataverse import Dataverse, DataverseError
 from ..register import RegisterError, register_bundle
 from ..upload import Uploader, UploadError
+from ..zipformat import END_OVERHEAD, MEMBER_OVERHEAD
 from ..zipstream import Member, MemberError, layout_zip
 from . import keys as annex_keys
 from . import locations
@@ -47,12 +48,8 @@ INDEX = ".datalad-rdr/keys.json"
 INDEX_FORMAT = "datalad-rdr-bundle-keys/1"
 #: Names of the bundles the remote makes: ``annex-<UTC time>-<random>.zip``.
 PREFIX = "annex-"
-# ZIP bytes per member beyond its data, at most: local header (30 + zip64 extra 20),
-# central header (46 + zip64 extra 28), the name twice; plus the end records; the index
-# member's own headers and JSON framing.
-_PER_MEMBER = 30 + 20 + 46 + 28
-_END = 22 + 56 + 20
-_INDEX = _PER_MEMBER + 2 * len(INDEX) + 200
+# The index member's own ZIP bytes (its name twice) and its JSON framing.
+_INDEX = MEMBER_OVERHEAD + 2 * len(INDEX) + 200
 
 
 def member_cost(size: int, member: str, key: str) -> int:
@@ -60,7 +57,7 @@ def member_cost(size: int, member: str, key: str) -> int:
     included."""
     name = len(member.encode())
     # the name twice in headers, and in the index (JSON escapes may double it)
-    return size + _PER_MEMBER + 2 * name + 2 * name + len(key) + 16
+    return size + MEMBER_OVERHEAD + 2 * name + 2 * name + len(key) + 16
 
 
 class FlushError(Exception):
@@ -95,8 +92,8 @@ class Bundle:
 
     def estimate(self) -> int:
         """An upper bound of the ZIP's size."""
-        return _END + _INDEX + sum(member_cost(m.size, m.member, m.key)
-                                   for m in self.members)
+        return END_OVERHEAD + _INDEX + sum(member_cost(m.size, m.member, m.key)
+                                           for m in self.members)
 
     def index_bytes(self) -> bytes:
         return json.dumps({"format": INDEX_FORMAT, "remote": self.remote,
