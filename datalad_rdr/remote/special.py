@@ -68,7 +68,7 @@ from . import keys as annex_keys
 from . import locations
 from .annex import Annex, AnnexError
 from .reader import BundleReader, RangeFile, ReadError, read_member
-from .store import INDEX, INDEX_FORMAT, Bundle, FlushError, Store
+from .store import INDEX, INDEX_FORMAT, FlushError, OpenBundle, Store
 
 #: bundlesize: smaller than rdr-export's cap, see docs/remote.rst ("bundlesize").
 DEFAULT_BUNDLESIZE = 4 * GB
@@ -401,11 +401,11 @@ class RdrRemote(SpecialRemote):
             self._made.add(loc.file_id)  # in the draft, whatever the cached versions say
         self._store.done(bundle)
 
-    def _description(self, bundle: Bundle) -> str:
+    def _description(self, bundle: OpenBundle) -> str:
         return (f"datalad-rdr bundle of {len(bundle.members)} annexed files, stored by "
                 f"git-annex into the rdr remote {self.uuid}")
 
-    def _give_up(self, bundle: Bundle) -> None:
+    def _give_up(self, bundle: OpenBundle) -> None:
         """The bundle will not reach the server: record its keys as not in this remote,
         and keep content that is nowhere else (``git annex move`` dropped it)."""
         keys = [m.key for m in bundle.members]
@@ -570,7 +570,7 @@ class RdrRemote(SpecialRemote):
             store.close()
             self._store = None
 
-    def _flush_offline(self, bundle: Bundle) -> bool:
+    def _flush_offline(self, bundle: OpenBundle) -> bool:
         """Flush when git-annex no longer listens: records through plumbing, errors on
         stderr (git-annex shows them). True if the keys are on the server."""
         try:

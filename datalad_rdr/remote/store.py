@@ -73,7 +73,7 @@ class Pending:
 
 
 @dataclass
-class Bundle:
+class OpenBundle:
     """An open (or orphaned) bundle and its journal."""
 
     name: str
@@ -124,7 +124,7 @@ class Store:
         self.uuid = uuid
         self.root = _root(gitdir, uuid)
         self.cap = cap
-        self.open: Bundle | None = None
+        self.open: OpenBundle | None = None
         self._estimate = 0  # of the open bundle, kept as members are added
         self._elsewhere: dict[Path, tuple[tuple, set]] = {}
 
@@ -170,12 +170,12 @@ class Store:
         bundle.members.append(Pending(key, member, size, spool))
         self._estimate += member_cost(size, member, key)
 
-    def _new(self) -> Bundle:
+    def _new(self) -> OpenBundle:
         stamp = dt.datetime.now(dt.UTC)
         name = f"{PREFIX}{stamp:%Y%m%dT%H%M%SZ}-{secrets.token_hex(3)}.zip"
         self.root.mkdir(parents=True, exist_ok=True)
-        bundle = Bundle(name, int(stamp.timestamp()), self.uuid, self.root / f"{name}.jsonl",
-                        self.root / "spool" / name)
+        bundle = OpenBundle(name, int(stamp.timestamp()), self.uuid,
+                            self.root / f"{name}.jsonl", self.root / "spool" / name)
         bundle.spool.mkdir(parents=True, exist_ok=True)
         bundle._fd = os.open(bundle.journal, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
         fcntl.flock(bundle._fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -185,7 +185,7 @@ class Store:
         return bundle
 
     # -- flushing --------------------------------------------------------------------
-    def flush(self, bundle: Bundle, client: Dataverse, server: str, pid: str,
+    def flush(self, bundle: OpenBundle, client: Dataverse, server: str, pid: str,
               restrict: bool, description: str,
               progress: Callable[[int], None] | None = None
               ) -> dict[str, locations.Location]:
@@ -216,7 +216,7 @@ class Store:
                     locations={k: loc.uri() for k, loc in found.items()})
         return found
 
-    def rescue(self, bundle: Bundle, members: list[Pending]) -> Path:
+    def rescue(self, bundle: OpenBundle, members: list[Pending]) -> Path:
         """Keep the spooled content of ``members`` (it is nowhere else) out of the way."""
         target = self.root / "rescued" / bundle.name
         target.mkdir(parents=True, exist_ok=True)
@@ -226,7 +226,7 @@ class Store:
                 listing.write(f"{m.spool}\t{m.key}\t{m.member}\n")
         return target
 
-    def done(self, bundle: Bundle) -> None:
+    def done(self, bundle: OpenBundle) -> None:
         """Forget a bundle whose keys are recorded (present, or absent after a failure)."""
         try:
             bundle.journal.unlink()
@@ -242,7 +242,7 @@ class Store:
             self.open = None
 
     # -- other processes' bundles ------------------------------------------------------
-    def orphans(self) -> list[Bundle]:
+    def orphans(self) -> list[OpenBundle]:
         """Bundles of processes that died; each is returned locked by this process."""
         found = []
         for journal in _journals(self.root):
@@ -298,7 +298,7 @@ def _journals(root: Path) -> list[Path]:
     return sorted(root.glob(f"{PREFIX}*.jsonl")) if root.is_dir() else []
 
 
-def _read(journal: Path, root: Path, uuid: str) -> Bundle | None:
+def _read(journal: Path, root: Path, uuid: str) -> OpenBundle | None:
     try:
         lines = journal.read_text().splitlines()
     except FileNotFoundError:
@@ -310,8 +310,8 @@ def _read(journal: Path, root: Path, uuid: str) -> Bundle | None:
         except ValueError:
             continue  # a line cut by a crash: that key was never confirmed to git-annex
         if "bundle" in record:
-            bundle = Bundle(record["bundle"], record["mtime"], uuid, journal,
-                            root / "spool" / record["bundle"])
+            bundle = OpenBundle(record["bundle"], record["mtime"], uuid, journal,
+                                root / "spool" / record["bundle"])
         elif bundle is None:
             continue
         elif "key" in record:
