@@ -95,7 +95,6 @@ from zipfile import ZIP_DEFLATED, ZIP_STORED
 from .zipformat import dos_datetime, local_header_length
 from .zipmembers import (  # noqa: F401 (the stage's public names are importable here)
     DEFLATE_LEVEL,
-    JOIN_SIZE,
     READ_SIZE,
     Checksum,
     HashLike,
