@@ -663,3 +663,34 @@ def test_member_and_end_overheads_bound_the_zip_exactly():
     small = [in_memory("a.json", b"{}"), in_memory("b/c.tsv", b"x\ty\n" * 100)]
     layout = layout_zip(small, mtime=COMMIT_DATE)
     assert layout.size < sum(map(cost, small)) + END_OVERHEAD
+
+
+def test_remote_reader_checks_the_headers_the_writer_makes():
+    """One ZIP format both ways: the remote's reader accepts each local header exactly as
+    zipformat writes it for the record of that member, and says what is wrong otherwise."""
+    from datalad_rdr.remote import locations
+    from datalad_rdr.remote.reader import Corrupt, _check_header
+
+    files = {"a.json": b'{"a": 1}\n' * 20, "b/c.nii.gz": bytes(range(256)) * 4,
+             "caf\u00e9.tsv": b"x\ty\n" * 50}
+    layout = layout_zip([in_memory(n, d) for n, d in files.items()], mtime=COMMIT_DATE)
+    data = stream(layout)
+    for e in layout.entries:
+        loc = locations.from_entry("https://rdr.example", "doi:10.5072/X", 1, "b.zip",
+                                   layout.size, e)
+        name = e.arcname.encode()
+        _check_header(loc, data[e.header_offset:e.data_offset], name)
+        with pytest.raises(Corrupt, match="cut short"):
+            _check_header(loc, data[e.header_offset:e.header_offset + 29], name)
+        with pytest.raises(Corrupt, match="no ZIP local header at offset"):
+            _check_header(loc, data[e.header_offset + 1:e.data_offset + 1], name)
+        with pytest.raises(Corrupt, match="names another member"):
+            _check_header(loc, data[e.header_offset:e.data_offset], name + b"x")
+        moved = locations.Location(**{**loc.__dict__, "data_offset": loc.data_offset + 1})
+        with pytest.raises(Corrupt, match="data offset differs"):
+            _check_header(moved, data[e.header_offset:e.data_offset], name)
+        other = "deflated" if loc.method == "stored" else "stored"
+        with pytest.raises(Corrupt, match="compression method"):
+            _check_header(locations.Location(**{**loc.__dict__, "method": other}),
+                          data[e.header_offset:e.data_offset], name)
+    assert {e.method for e in layout.entries} == {zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED}
