@@ -117,7 +117,6 @@ class LocalHeader(_Record):
         return LOCAL_HEADER_SIZE + self.name_len + self.extra_len
 
 
-
 @dataclass(frozen=True, slots=True)
 class CentralHeader(_Record):
     """4.3.12 central directory file header (fixed part; sizes may be saturated)."""
@@ -179,7 +178,6 @@ class End(_Record):
                 or SATURATED_32 in (self.cd_size, self.cd_offset))
 
 
-
 @dataclass(frozen=True, slots=True)
 class Zip64Locator(_Record):
     """4.3.15 zip64 end of central directory locator (just before the end record)."""
@@ -191,7 +189,6 @@ class Zip64Locator(_Record):
     zip64_end_disk: int
     zip64_end_offset: int     # on ``zip64_end_disk``
     total_disks: int
-
 
 
 @dataclass(frozen=True, slots=True)

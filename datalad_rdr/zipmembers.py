@@ -87,7 +87,6 @@ class MemberError(Exception):
         self.arcname = arcname
 
 
-
 #: zlib level; 1 is 5-8 times faster than 6 on text, for 10-15 % more bytes. The layout
 #: and every range compress with it: the same zlib, level and input give the same bytes.
 DEFLATE_LEVEL = 1
