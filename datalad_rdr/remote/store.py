@@ -135,11 +135,12 @@ class Store:
 
     def fits(self, size: int, member: str, key: str) -> bool:
         """Would the key still fit in the open bundle (or in an empty one)?"""
-        return self._fits(self._estimate if self.open else _END + _INDEX, size, member, key)
+        empty = END_OVERHEAD + _INDEX
+        return self._fits(self._estimate if self.open else empty, size, member, key)
 
     def fits_alone(self, size: int, member: str, key: str) -> bool:
         """Would the key fit in an empty bundle?"""
-        return self._fits(_END + _INDEX, size, member, key)
+        return self._fits(END_OVERHEAD + _INDEX, size, member, key)
 
     def _fits(self, base: int, size: int, member: str, key: str) -> bool:
         # the member may be renamed keys/<key> if its name is taken
@@ -181,7 +182,7 @@ class Store:
         fcntl.flock(bundle._fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         bundle._append({"bundle": name, "mtime": bundle.mtime, "pid": os.getpid()})
         self.open = bundle
-        self._estimate = _END + _INDEX
+        self._estimate = END_OVERHEAD + _INDEX
         return bundle
 
     # -- flushing --------------------------------------------------------------------
