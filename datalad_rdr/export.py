@@ -33,7 +33,7 @@ from . import after_export, content, discovery, documents, manifest as mf, metad
     preflight, publish, verify
 from .credentials import CredentialError
 from .dataverse import Dataverse, DataverseError
-from .plan import GB, Bundle, Plan, PlanError, make_plan, split_bundle
+from .plan import DEFAULT_CAP, Bundle, Plan, PlanError, make_plan, split_bundle
 from .register import (RegisterError, draft_files, file_budget, find_in_draft,
                        register_bundle)
 from .sizes import human
@@ -41,8 +41,6 @@ from .upload import TooSlowForUrlLifetime, Uploader, UploadError
 from .zipstream import MemberError, layout_zip
 
 log = logging.getLogger("datalad.rdr.export")
-
-DEFAULT_CAP = 20 * GB
 
 
 @dataclass

@@ -54,16 +54,13 @@ from collections import Counter
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from .sizes import human
+from .sizes import GB, human
+from .zipformat import END_OVERHEAD, MEMBER_OVERHEAD
 from .zipstream import shown
 
 RULES_FILE = ".datalad/rdr/bundles"
-GB = 1000**3
+#: The cap on a bundle's ZIP (``--max-bundle-size``), as RDR's guide bundles by hand.
 DEFAULT_CAP = 20 * GB
-# ZIP bytes around each member (local + central header with zip64 extras, name twice) and
-# at the end; the plan counts them so the cap holds for the real ZIP.
-MEMBER_OVERHEAD = 30 + 46 + 2 * 28
-END_OVERHEAD = 22 + 56 + 20
 
 
 class PlanError(Exception):
@@ -83,6 +80,7 @@ class PlannedFile:
 
     @property
     def zip_cost(self) -> int:
+        # the ZIP's bytes around the member (its name is written twice): the cap holds
         return self.size + MEMBER_OVERHEAD + 2 * len(self.path.encode())
 
 

@@ -1,8 +1,10 @@
 """The records of the ZIP format, their sizes, and readers that parse them from bytes.
 
 PKWARE's APPNOTE 6.3.10 fixes every record's layout; this module is the one place that
-knows it for reading (:mod:`datalad_rdr.archives.zip` reads hand-made ZIPs by byte ranges
-with it). Each ``parse`` checks the record's signature and length and raises
+knows it, for writing (:mod:`datalad_rdr.zipstream` packs the bundles' headers with the
+``write_*`` functions at the end) and for reading (:mod:`datalad_rdr.archives.ziparchive`
+reads hand-made ZIPs by byte ranges with it, :mod:`datalad_rdr.remote.reader` checks a
+member's local header). Each ``parse`` checks the record's signature and length and raises
 :class:`ValueError` naming the record and the offset on garbage, so a caller can say
 "this is not a ZIP" instead of failing later on nonsense numbers.
 
@@ -18,6 +20,7 @@ import struct
 import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import ClassVar
 
 # -- Signatures (4.3.x) and sizes of the fixed parts -------------------------
@@ -61,6 +64,7 @@ METHOD_NAMES = {
     98: "PPMd", 99: "AES-encrypted",
 }
 ZIP64_EXTRA_ID = 0x0001           # 4.5.3
+EXTRA_HEADER_SIZE = 4             # 4.5.1: header id and data size before each block
 UNICODE_PATH_EXTRA_ID = 0x7075    # 4.6.9, Info-ZIP Unicode Path
 SATURATED_32 = 0xFFFFFFFF
 SATURATED_16 = 0xFFFF
@@ -111,7 +115,6 @@ class LocalHeader(_Record):
     def length(self) -> int:
         """Bytes from the header's signature to the member's first data byte."""
         return LOCAL_HEADER_SIZE + self.name_len + self.extra_len
-
 
 
 @dataclass(frozen=True, slots=True)
@@ -175,7 +178,6 @@ class End(_Record):
                 or SATURATED_32 in (self.cd_size, self.cd_offset))
 
 
-
 @dataclass(frozen=True, slots=True)
 class Zip64Locator(_Record):
     """4.3.15 zip64 end of central directory locator (just before the end record)."""
@@ -187,7 +189,6 @@ class Zip64Locator(_Record):
     zip64_end_disk: int
     zip64_end_offset: int     # on ``zip64_end_disk``
     total_disks: int
-
 
 
 @dataclass(frozen=True, slots=True)
@@ -345,3 +346,115 @@ def decode_name(raw_name: bytes, flags: int, extra: bytes = b"", made_by: int = 
         except UnicodeDecodeError:
             pass
     return raw_name.decode("cp437") if name is None else name
+
+
+# -- Writing: the records of the ZIPs we make --------------------------------
+# Our writer's choices within the format: names always UTF-8, every member a regular
+# file rw-r--r-- from a UNIX host, no comments, no data descriptors (the CRC-32 and sizes
+# are in the local header), zip64 only for a value that does not fit.
+
+VERSION_DEFLATE = 20              # 4.4.3.2: 2.0, deflate and folders
+VERSION_ZIP64 = 45                # 4.4.3.2: 4.5, zip64
+MADE_BY = (3 << 8) | VERSION_ZIP64   # 4.4.2: UNIX, so the attributes are a mode
+FILE_ATTRIBUTES = 0o100644 << 16     # regular file, rw-r--r--
+#: zlib's ``wbits`` for the raw DEFLATE stream of method 8 (no zlib header or trailer).
+RAW_DEFLATE = -15
+#: A local header's zip64 extra holds both sizes (4.5.3); a central header's at most the
+#: two sizes and the header offset (the disk number never: one disk).
+LOCAL_ZIP64_EXTRA_SIZE = EXTRA_HEADER_SIZE + 2 * 8
+CENTRAL_ZIP64_EXTRA_MAX = EXTRA_HEADER_SIZE + 3 * 8
+#: The most bytes that a member adds to a ZIP we write beyond its data and its name (which
+#: is written twice): local and central header with their largest zip64 extras.
+MEMBER_OVERHEAD = (LOCAL_HEADER_SIZE + LOCAL_ZIP64_EXTRA_SIZE
+                   + CENTRAL_HEADER_SIZE + CENTRAL_ZIP64_EXTRA_MAX)
+#: The most bytes of the end records of a ZIP we write (no comment).
+END_OVERHEAD = ZIP64_END_SIZE + ZIP64_LOCATOR_SIZE + END_SIZE
+
+
+def dos_datetime(mtime: datetime | int | float) -> tuple[int, int]:
+    """(time, date) fields of 4.4.6 for ``mtime`` (a datetime, or seconds since the epoch)
+    in UTC."""
+    if isinstance(mtime, datetime):
+        dt = mtime.astimezone(UTC) if mtime.tzinfo else mtime
+    else:
+        dt = datetime.fromtimestamp(mtime, UTC)
+    # DOS dates run from 1980 to 2107, in steps of 2 seconds.
+    fields = (dt.year, dt.month, dt.day, dt.hour, dt.minute, dt.second)
+    fields = max((1980, 1, 1, 0, 0, 0), min((2107, 12, 31, 23, 59, 58), fields))
+    y, mo, d, h, mi, s = fields
+    return (h << 11) | (mi << 5) | (s // 2), ((y - 1980) << 9) | (mo << 5) | d
+
+
+def zip64_extra(*values: int) -> bytes:
+    """The zip64 extra block (4.5.3) of ``values`` (8 bytes each, the APPNOTE's order)."""
+    return struct.pack(f"<HH{len(values)}Q", ZIP64_EXTRA_ID, 8 * len(values), *values)
+
+
+def _local_zip64(size: int, compressed_size: int) -> bool:
+    return size >= SATURATED_32 or compressed_size >= SATURATED_32
+
+
+def _central_zip64(size: int, compressed_size: int, header_offset: int) -> list[int]:
+    # 4.5.3: only the values whose 32-bit field is saturated, in this order.
+    return [v for v in (size, compressed_size, header_offset) if v >= SATURATED_32]
+
+
+def _version_needed(size: int, compressed_size: int, header_offset: int) -> int:
+    zip64 = _local_zip64(size, compressed_size) or header_offset >= SATURATED_32
+    return VERSION_ZIP64 if zip64 else VERSION_DEFLATE
+
+
+def local_header_length(name: bytes, size: int, compressed_size: int) -> int:
+    """Bytes of the local header that :func:`write_local_header` makes, with the extra."""
+    return (LOCAL_HEADER_SIZE + len(name)
+            + (LOCAL_ZIP64_EXTRA_SIZE if _local_zip64(size, compressed_size) else 0))
+
+
+def write_local_header(name: bytes, method: int, crc32: int, size: int,
+                       compressed_size: int, header_offset: int, dos: tuple[int, int]
+                       ) -> bytes:
+    """A member's local header (4.3.7), complete: CRC-32 and sizes, no data descriptor."""
+    version = _version_needed(size, compressed_size, header_offset)
+    if _local_zip64(size, compressed_size):
+        extra = zip64_extra(size, compressed_size)
+        compressed_size = size = SATURATED_32
+    else:
+        extra = b""
+    return _LOCAL.pack(LOCAL_SIG, version, FLAG_UTF8, method, *dos, crc32, compressed_size,
+                       size, len(name), len(extra)) + name + extra
+
+
+def central_header_length(name: bytes, size: int, compressed_size: int,
+                          header_offset: int) -> int:
+    """Bytes of the central header :func:`write_central_header` makes."""
+    n = len(_central_zip64(size, compressed_size, header_offset))
+    return (CENTRAL_HEADER_SIZE + len(name)
+            + (EXTRA_HEADER_SIZE + 8 * n if n else 0))
+
+
+def write_central_header(name: bytes, method: int, crc32: int, size: int,
+                         compressed_size: int, header_offset: int, dos: tuple[int, int]
+                         ) -> bytes:
+    """A member's central directory header (4.3.12)."""
+    wide = _central_zip64(size, compressed_size, header_offset)
+    extra = zip64_extra(*wide) if wide else b""
+    return _CENTRAL.pack(
+        CENTRAL_SIG, MADE_BY, _version_needed(size, compressed_size, header_offset),
+        FLAG_UTF8, method, *dos, crc32, min(compressed_size, SATURATED_32),
+        min(size, SATURATED_32), len(name), len(extra), 0, 0, 0, FILE_ATTRIBUTES,
+        min(header_offset, SATURATED_32),
+    ) + name + extra
+
+
+def write_end_records(count: int, cd_offset: int, cd_size: int) -> bytes:
+    """The end of central directory record (4.3.16), after the zip64 end record and its
+    locator (4.3.14, 4.3.15) if a count or offset does not fit."""
+    end = _END.pack(END_SIG, 0, 0, min(count, SATURATED_16), min(count, SATURATED_16),
+                    min(cd_size, SATURATED_32), min(cd_offset, SATURATED_32), 0)
+    if count < SATURATED_16 and cd_size < SATURATED_32 and cd_offset < SATURATED_32:
+        return end
+    # record_size counts the bytes after itself: the whole record less signature and size
+    zip64_end = _ZIP64_END.pack(ZIP64_END_SIG, ZIP64_END_SIZE - 12, MADE_BY, VERSION_ZIP64,
+                                0, 0, count, count, cd_size, cd_offset)
+    locator = _ZIP64_LOCATOR.pack(ZIP64_LOCATOR_SIG, 0, cd_offset + cd_size, 1)
+    return zip64_end + locator + end

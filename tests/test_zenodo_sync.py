@@ -24,7 +24,7 @@ from datalad.api import clone, create
 from datalad_rdr.commands.zenodo_sync import ZenodoSync  # noqa: F401 - binds ds.zenodo_sync
 from datalad_rdr.sandbox.cli import Sandbox
 from datalad_rdr.sandbox.invenio import Fault
-from datalad_rdr.zenodo.members import Member, build_zip
+from datalad_rdr.zenodo.members import ZenodoFile, build_zip
 
 RDM = "application/vnd.inveniordm.v1+json"
 CREDENTIAL = "zenodosandbox"  # DATALAD_CREDENTIAL_ZENODOSANDBOX_{SECRET,REALM}
@@ -573,7 +573,7 @@ def test_zip_is_deterministic(tmp_path):
         for p in folder.rglob("*"):
             os.utime(p, (1_000_000 * (n + 1), 1_000_000 * (n + 1)))
         files = sorted(folder.rglob("*.txt"), reverse=bool(n))
-        m = Member("src.zip", files, "src", folder, zip_root=tmp_path)
+        m = ZenodoFile("src.zip", files, "src", folder, zip_root=tmp_path)
         build_zip(m, tmp_path / f"{n}.zip")
         md5s.append(m.md5)
     assert md5s[0] == md5s[1]
@@ -586,7 +586,7 @@ def test_zip_comes_from_the_bundle_writer(tmp_path):
     folder = tmp_path / "figs"
     write(folder / "plot.png", os.urandom(5000))
     write(folder / "notes.txt", "text " * 200)
-    m = Member("figs.zip", sorted(folder.rglob("*")), "figs", folder, zip_root=tmp_path)
+    m = ZenodoFile("figs.zip", sorted(folder.rglob("*")), "figs", folder, zip_root=tmp_path)
     build_zip(m, tmp_path / "figs.zip")
     with zipfile.ZipFile(tmp_path / "figs.zip") as zf:
         methods = {i.filename: i.compress_type for i in zf.infolist()}

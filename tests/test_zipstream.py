@@ -597,3 +597,100 @@ def test_deflated_member_over_4gib_uses_zip64(tmp_path):
     if UNZIP:
         tested = subprocess.run([UNZIP, "-t", bundle], capture_output=True, text=True)
         assert tested.returncode == 0, tested.stdout + tested.stderr
+
+
+# -- The bytes are pinned: the same members and mtime give the ZIP of earlier exports -------
+
+def in_memory(name: str, data: bytes, crc32=None) -> Member:
+    return Member(name, len(data), lambda: io.BytesIO(data),
+                  Checksum(hashlib.sha256, hashlib.sha256(data).hexdigest()), crc32)
+
+
+def test_bundle_bytes_are_those_of_earlier_exports():
+    """MD5s computed with the writer before the ZIP records moved to zipformat: a change of
+    any header byte would make re-exports differ from what is on the server."""
+    files = {
+        "README": b"A dataset made for a test.\n" * 20,
+        "sub-01/func/sub-01_task-rest_events.tsv": b"onset\tduration\n" + b"".join(
+            b"%d.5\t2.0\n" % i for i in range(300)),
+        "sub-01/anat/T1w.nii.gz": bytes(range(256)) * 8,
+        "sub-01/empty.txt": b"",
+        "tiny.json": b'{"a": 1}\n',
+        "caf\u00e9/na\u00efve \u00fc.txt": "caf\u00e9 ".encode() * 50,
+    }
+    layout = layout_zip([in_memory(n, d) for n, d in files.items()], mtime=COMMIT_DATE)
+    data = stream(layout)
+    assert (layout.size, layout.md5) == (3390, "ff974aec4cb1db2de299eac5edf65687")
+    assert hashlib.md5(data).hexdigest() == layout.md5
+    with zipfile.ZipFile(io.BytesIO(data)) as z:
+        assert {i.filename: z.read(i) for i in z.infolist()} == files
+
+
+def test_zip64_records_are_those_of_earlier_exports():
+    """The zip64 extras (a member of 4 GiB, offsets past it) and end records, pinned the
+    same way; the 4 GiB member is never read (its CRC is given, its data not produced)."""
+    members = [Member("a/big.nii.gz", 2**32 + 5, lambda: None, None, 0x1234ABCD),
+               in_memory("a/before.tsv", b"x\ty\n" * 40),
+               in_memory("b/after.json", b'{"b": 2}\n' * 9)]
+    layout = layout_zip(members, mtime=COMMIT_DATE)
+    big = layout.entries[1]
+    assert big.arcname == "a/big.nii.gz"
+    around = b"".join([*layout.iter_raw(0, big.data_offset),
+                       *layout.iter_raw(big.data_end, layout.size)])
+    assert layout.size == 4294967774
+    assert hashlib.md5(around).hexdigest() == "9bcb81001997b64c8d7beff722f3398f"
+
+    many = layout_zip([Member(f"f{i:05d}", 0, lambda: None) for i in range(65536)],
+                      mtime=COMMIT_DATE)
+    data = b"".join(many.iter_raw())
+    assert (many.size, hashlib.md5(data).hexdigest()) == (
+        5767266, "cb3ed4567130d80ba3131767e88e02e4")
+
+
+def test_member_and_end_overheads_bound_the_zip_exactly():
+    """The plan and the remote's STORE count a member as its data, its name twice and
+    zipformat.MEMBER_OVERHEAD, and a ZIP's end as END_OVERHEAD: a member with every zip64
+    field (4 GiB, past 4 GiB) costs exactly that, so the bound is neither short nor loose."""
+    from datalad_rdr.zipformat import END_OVERHEAD, MEMBER_OVERHEAD
+
+    def cost(m):
+        return m.size + MEMBER_OVERHEAD + 2 * len(m.arcname.encode())
+
+    big = [Member(f"sub-0{i}/bold.nii.gz", 2**32 + i, lambda: None, None, i)
+           for i in (1, 2)]
+    layout = layout_zip(big, mtime=COMMIT_DATE)
+    assert layout.size == sum(map(cost, big)) + END_OVERHEAD - 8  # first at offset 0
+    small = [in_memory("a.json", b"{}"), in_memory("b/c.tsv", b"x\ty\n" * 100)]
+    layout = layout_zip(small, mtime=COMMIT_DATE)
+    assert layout.size < sum(map(cost, small)) + END_OVERHEAD
+
+
+def test_remote_reader_checks_the_headers_the_writer_makes():
+    """One ZIP format both ways: the remote's reader accepts each local header exactly as
+    zipformat writes it for the record of that member, and says what is wrong otherwise."""
+    from datalad_rdr.remote import locations
+    from datalad_rdr.remote.reader import Corrupt, _check_header
+
+    files = {"a.json": b'{"a": 1}\n' * 20, "b/c.nii.gz": bytes(range(256)) * 4,
+             "caf\u00e9.tsv": b"x\ty\n" * 50}
+    layout = layout_zip([in_memory(n, d) for n, d in files.items()], mtime=COMMIT_DATE)
+    data = stream(layout)
+    for e in layout.entries:
+        loc = locations.from_entry("https://rdr.example", "doi:10.5072/X", 1, "b.zip",
+                                   layout.size, e)
+        name = e.arcname.encode()
+        _check_header(loc, data[e.header_offset:e.data_offset], name)
+        with pytest.raises(Corrupt, match="cut short"):
+            _check_header(loc, data[e.header_offset:e.header_offset + 29], name)
+        with pytest.raises(Corrupt, match="no ZIP local header at offset"):
+            _check_header(loc, data[e.header_offset + 1:e.data_offset + 1], name)
+        with pytest.raises(Corrupt, match="names another member"):
+            _check_header(loc, data[e.header_offset:e.data_offset], name + b"x")
+        moved = locations.Location(**{**loc.__dict__, "data_offset": loc.data_offset + 1})
+        with pytest.raises(Corrupt, match="data offset differs"):
+            _check_header(moved, data[e.header_offset:e.data_offset], name)
+        other = "deflated" if loc.method == "stored" else "stored"
+        with pytest.raises(Corrupt, match="compression method"):
+            _check_header(locations.Location(**{**loc.__dict__, "method": other}),
+                          data[e.header_offset:e.data_offset], name)
+    assert {e.method for e in layout.entries} == {zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED}

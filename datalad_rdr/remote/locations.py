@@ -44,13 +44,13 @@ import re
 from dataclasses import dataclass, field
 from urllib.parse import parse_qsl, quote, urlencode
 
+from ..zipformat import LOCAL_HEADER_SIZE, METHOD_NAMES
+
 SCHEME = "rdr+"
 #: The version of the record format this module writes and reads.
 VERSION = 1
 _ACCESS = "/api/access/datafile/"
 METHODS = ("stored", "deflated")
-# ZIP local header (APPNOTE 4.3.7): 30 fixed bytes, then the name and the extra field.
-LOCAL_HEADER_SIZE = 30
 
 
 class NewerFormat(ValueError):
@@ -165,9 +165,9 @@ def from_manifest(server: str, pid: str, bundle, member) -> Location:
 
 def from_entry(server: str, pid: str, file_id: int, bundle: str, bundle_size: int,
                entry) -> Location:
-    """The location of a :class:`datalad_rdr.zipstream.Entry` in a registered bundle."""
+    """The location of a :class:`datalad_rdr.zipstream.LaidOutMember` of a bundle."""
     return Location(server.rstrip("/"), pid, file_id, bundle, bundle_size, entry.arcname,
-                    entry.size, "stored" if entry.method == 0 else "deflated",
+                    entry.size, METHOD_NAMES[entry.method],
                     f"{entry.crc32:08x}", entry.compressed_size, entry.header_offset,
                     entry.data_offset)
 

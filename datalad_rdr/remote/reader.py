@@ -15,7 +15,6 @@ The presigned URL is kept for later ranges of the same bundle while it is valid.
 from __future__ import annotations
 
 import datetime as dt
-import struct
 import time
 import zlib
 from collections.abc import Callable
@@ -25,14 +24,14 @@ from urllib.parse import parse_qs, urlsplit
 
 import requests
 
+from .. import zipformat as zf
 from ..dataverse import Dataverse, DataverseError
 from ..http import Backoff, with_retries
 from ..zipstream import Checksum
-from .locations import LOCAL_HEADER_SIZE, Location
+from .locations import Location
 
 CHUNK = 1024 * 1024
-_LOCAL = struct.Struct("<IHHHHHIIIHH")
-_METHOD_CODES = {"stored": 0, "deflated": 8}
+_METHOD_CODES = {"stored": zf.STORED, "deflated": zf.DEFLATED}
 
 
 class ReadError(Exception):
@@ -257,7 +256,7 @@ def read_member(reader: BundleReader, loc: Location, out: BinaryIO,
             if len(head) >= want:
                 break
         _check_header(loc, head[:want], name)
-        inflate = zlib.decompressobj(-15) if loc.method == "deflated" else None
+        inflate = zlib.decompressobj(zf.RAW_DEFLATE) if loc.method == "deflated" else None
         hasher = checksum.new() if checksum else None
         crc = size = 0
 
@@ -307,20 +306,22 @@ def read_member(reader: BundleReader, loc: Location, out: BinaryIO,
 
 def _check_header(loc: Location, head: bytes, name: bytes) -> None:
     where = f"{loc.member} in {loc.bundle}"
-    if len(head) < LOCAL_HEADER_SIZE:
+    if len(head) < zf.LOCAL_HEADER_SIZE:
         raise Corrupt(f"{where}: the local header was cut short")
-    (sig, _version, flags, method, _time, _date, crc, _csize, _size, name_len,
-     extra_len) = _LOCAL.unpack_from(head)
-    if sig != 0x04034B50:
+    try:
+        header = zf.LocalHeader.parse(head)
+    except ValueError:
         raise Corrupt(f"{where}: no ZIP local header at offset {loc.header_offset} (the "
-                      f"record does not fit this bundle)")
-    if method != _METHOD_CODES[loc.method]:
-        raise Corrupt(f"{where}: compression method {method} differs from the record")
-    if head[LOCAL_HEADER_SIZE:LOCAL_HEADER_SIZE + name_len] != name:
+                      f"record does not fit this bundle)") from None
+    if header.method != _METHOD_CODES[loc.method]:
+        raise Corrupt(f"{where}: compression method {header.method} differs from the "
+                      f"record")
+    if head[zf.LOCAL_HEADER_SIZE:zf.LOCAL_HEADER_SIZE + header.name_len] != name:
         raise Corrupt(f"{where}: the ZIP names another member at this offset")
-    if loc.header_offset + LOCAL_HEADER_SIZE + name_len + extra_len != loc.data_offset:
+    if loc.header_offset + header.length != loc.data_offset:
         raise Corrupt(f"{where}: the data offset differs from the record")
-    if not flags & 0x08 and f"{crc:08x}" != loc.crc32:
+    if (not header.flags & zf.FLAG_DATA_DESCRIPTOR
+            and f"{header.crc32:08x}" != loc.crc32):
         raise Corrupt(f"{where}: CRC-32 in the header differs from the record")
 
 

@@ -28,7 +28,7 @@ from .reader import BundleReader, ReadError, read_member
 from ..sizes import parse_size
 from .boundary import yes as _yes
 from .keyindex import read_index
-from .special import DEFAULT_CAP, RemoteError
+from .special import DEFAULT_BUNDLESIZE, RemoteError
 from .store import PREFIX, FlushError, Store
 
 
@@ -97,7 +97,8 @@ def repack(repo: Path, name: str | None = None, dry_run: bool = False):
                 for f in v.get("files", [])}
     draft = [f for v in versions if v.get("versionState") != "RELEASED"
              for f in v.get("files", [])]
-    store = Store(repo / ".git", uuid, parse_size(cfg.get("bundlesize") or str(DEFAULT_CAP)))
+    bundlesize = parse_size(cfg.get("bundlesize") or str(DEFAULT_BUNDLESIZE))
+    store = Store(repo / ".git", uuid, bundlesize)
     for entry in draft:
         file_id, label = entry["dataFile"]["id"], entry["label"]
         if not label.startswith(PREFIX) or file_id in released:

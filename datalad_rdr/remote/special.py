@@ -68,9 +68,10 @@ from .annex import Annex, AnnexError
 from .boundary import request, yes
 from .keyindex import read_index
 from .reader import BundleReader, ReadError, read_member
-from .store import Bundle, FlushError, Store
+from .store import FlushError, OpenBundle, Store
 
-DEFAULT_CAP = 4 * GB
+#: bundlesize: smaller than rdr-export's cap, see docs/remote.rst ("bundlesize").
+DEFAULT_BUNDLESIZE = 4 * GB
 #: Seconds an answer about a bundle's existence or the dataset's versions is reused.
 SERVER_TTL = 30.0
 #: Bytes read at once for small chunks of a chunked key (the next chunks are in them).
@@ -116,7 +117,7 @@ class RdrRemote(SpecialRemote):
         self._live: dict[int, set | None] = {}
         self._made: set[int] = set()  # bundles this process put into the draft
         self.restrict = True
-        self.cap = DEFAULT_CAP
+        self.cap = DEFAULT_BUNDLESIZE
         self.credential: str | None = None
         self.nowrite = False
 
@@ -132,7 +133,7 @@ class RdrRemote(SpecialRemote):
             raise RemoteError("pid= is required: the dataset's persistent id, e.g. "
                               "pid=doi:10.48804/ABCDEF")
         try:
-            parse_size(self.annex.getconfig("bundlesize") or str(DEFAULT_CAP))
+            parse_size(self.annex.getconfig("bundlesize") or str(DEFAULT_BUNDLESIZE))
         except ValueError as exc:
             raise RemoteError(f"bundlesize=: {exc}") from None
         self.annex.setconfig("url", url)
@@ -154,7 +155,8 @@ class RdrRemote(SpecialRemote):
             raise RemoteError("this rdr remote has no url= or pid=; set them with "
                               "'git annex enableremote <name> url=... pid=...'")
         try:
-            self.cap = parse_size(self.annex.getconfig("bundlesize") or str(DEFAULT_CAP))
+            self.cap = parse_size(self.annex.getconfig("bundlesize")
+                                  or str(DEFAULT_BUNDLESIZE))
         except ValueError as exc:
             raise RemoteError(f"bundlesize=: {exc}") from None
         self.restrict = yes(self.annex.getconfig("restrict"), True)
@@ -378,11 +380,11 @@ class RdrRemote(SpecialRemote):
             self._made.add(loc.file_id)  # in the draft, whatever the cached versions say
         self._store.done(bundle)
 
-    def _description(self, bundle: Bundle) -> str:
+    def _description(self, bundle: OpenBundle) -> str:
         return (f"datalad-rdr bundle of {len(bundle.members)} annexed files, stored by "
                 f"git-annex into the rdr remote {self.uuid}")
 
-    def _give_up(self, bundle: Bundle) -> None:
+    def _give_up(self, bundle: OpenBundle) -> None:
         """The bundle will not reach the server: record its keys as not in this remote,
         and keep content that is nowhere else (``git annex move`` dropped it)."""
         keys = [m.key for m in bundle.members]
@@ -560,7 +562,7 @@ class RdrRemote(SpecialRemote):
             store.close()
             self._store = None
 
-    def _flush_offline(self, bundle: Bundle) -> bool:
+    def _flush_offline(self, bundle: OpenBundle) -> bool:
         """Flush when git-annex no longer listens: records through plumbing, errors on
         stderr (git-annex shows them). True if the keys are on the server."""
         try:

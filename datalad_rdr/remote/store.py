@@ -37,6 +37,7 @@ from pathlib import Path
 from ..dataverse import Dataverse, DataverseError
 from ..register import RegisterError, register_bundle
 from ..upload import Uploader, UploadError
+from ..zipformat import END_OVERHEAD, MEMBER_OVERHEAD
 from ..zipstream import Member, MemberError, layout_zip
 from . import keys as annex_keys
 from . import locations
@@ -47,12 +48,8 @@ INDEX = ".datalad-rdr/keys.json"
 INDEX_FORMAT = "datalad-rdr-bundle-keys/1"
 #: Names of the bundles the remote makes: ``annex-<UTC time>-<random>.zip``.
 PREFIX = "annex-"
-# ZIP bytes per member beyond its data, at most: local header (30 + zip64 extra 20),
-# central header (46 + zip64 extra 28), the name twice; plus the end records; the index
-# member's own headers and JSON framing.
-_PER_MEMBER = 30 + 20 + 46 + 28
-_END = 22 + 56 + 20
-_INDEX = _PER_MEMBER + 2 * len(INDEX) + 200
+# The index member's own ZIP bytes (its name twice) and its JSON framing.
+_INDEX = MEMBER_OVERHEAD + 2 * len(INDEX) + 200
 
 
 def member_cost(size: int, member: str, key: str) -> int:
@@ -60,7 +57,7 @@ def member_cost(size: int, member: str, key: str) -> int:
     included."""
     name = len(member.encode())
     # the name twice in headers, and in the index (JSON escapes may double it)
-    return size + _PER_MEMBER + 2 * name + 2 * name + len(key) + 16
+    return size + MEMBER_OVERHEAD + 2 * name + 2 * name + len(key) + 16
 
 
 class FlushError(Exception):
@@ -76,7 +73,7 @@ class Pending:
 
 
 @dataclass
-class Bundle:
+class OpenBundle:
     """An open (or orphaned) bundle and its journal."""
 
     name: str
@@ -95,8 +92,8 @@ class Bundle:
 
     def estimate(self) -> int:
         """An upper bound of the ZIP's size."""
-        return _END + _INDEX + sum(member_cost(m.size, m.member, m.key)
-                                   for m in self.members)
+        return END_OVERHEAD + _INDEX + sum(member_cost(m.size, m.member, m.key)
+                                           for m in self.members)
 
     def index_bytes(self) -> bytes:
         return json.dumps({"format": INDEX_FORMAT, "remote": self.remote,
@@ -127,7 +124,7 @@ class Store:
         self.uuid = uuid
         self.root = _root(gitdir, uuid)
         self.cap = cap
-        self.open: Bundle | None = None
+        self.open: OpenBundle | None = None
         self._estimate = 0  # of the open bundle, kept as members are added
         self._elsewhere: dict[Path, tuple[tuple, set]] = {}
 
@@ -138,11 +135,12 @@ class Store:
 
     def fits(self, size: int, member: str, key: str) -> bool:
         """Would the key still fit in the open bundle (or in an empty one)?"""
-        return self._fits(self._estimate if self.open else _END + _INDEX, size, member, key)
+        empty = END_OVERHEAD + _INDEX
+        return self._fits(self._estimate if self.open else empty, size, member, key)
 
     def fits_alone(self, size: int, member: str, key: str) -> bool:
         """Would the key fit in an empty bundle?"""
-        return self._fits(_END + _INDEX, size, member, key)
+        return self._fits(END_OVERHEAD + _INDEX, size, member, key)
 
     def _fits(self, base: int, size: int, member: str, key: str) -> bool:
         # the member may be renamed keys/<key> if its name is taken
@@ -173,22 +171,22 @@ class Store:
         bundle.members.append(Pending(key, member, size, spool))
         self._estimate += member_cost(size, member, key)
 
-    def _new(self) -> Bundle:
+    def _new(self) -> OpenBundle:
         stamp = dt.datetime.now(dt.UTC)
         name = f"{PREFIX}{stamp:%Y%m%dT%H%M%SZ}-{secrets.token_hex(3)}.zip"
         self.root.mkdir(parents=True, exist_ok=True)
-        bundle = Bundle(name, int(stamp.timestamp()), self.uuid, self.root / f"{name}.jsonl",
-                        self.root / "spool" / name)
+        bundle = OpenBundle(name, int(stamp.timestamp()), self.uuid,
+                            self.root / f"{name}.jsonl", self.root / "spool" / name)
         bundle.spool.mkdir(parents=True, exist_ok=True)
         bundle._fd = os.open(bundle.journal, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
         fcntl.flock(bundle._fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         bundle._append({"bundle": name, "mtime": bundle.mtime, "pid": os.getpid()})
         self.open = bundle
-        self._estimate = _END + _INDEX
+        self._estimate = END_OVERHEAD + _INDEX
         return bundle
 
     # -- flushing --------------------------------------------------------------------
-    def flush(self, bundle: Bundle, client: Dataverse, server: str, pid: str,
+    def flush(self, bundle: OpenBundle, client: Dataverse, server: str, pid: str,
               restrict: bool, description: str,
               progress: Callable[[int], None] | None = None
               ) -> dict[str, locations.Location]:
@@ -219,7 +217,7 @@ class Store:
                     locations={k: loc.uri() for k, loc in found.items()})
         return found
 
-    def rescue(self, bundle: Bundle, members: list[Pending]) -> Path:
+    def rescue(self, bundle: OpenBundle, members: list[Pending]) -> Path:
         """Keep the spooled content of ``members`` (it is nowhere else) out of the way."""
         target = self.root / "rescued" / bundle.name
         target.mkdir(parents=True, exist_ok=True)
@@ -229,7 +227,7 @@ class Store:
                 listing.write(f"{m.spool}\t{m.key}\t{m.member}\n")
         return target
 
-    def done(self, bundle: Bundle) -> None:
+    def done(self, bundle: OpenBundle) -> None:
         """Forget a bundle whose keys are recorded (present, or absent after a failure)."""
         try:
             bundle.journal.unlink()
@@ -245,7 +243,7 @@ class Store:
             self.open = None
 
     # -- other processes' bundles ------------------------------------------------------
-    def orphans(self) -> list[Bundle]:
+    def orphans(self) -> list[OpenBundle]:
         """Bundles of processes that died; each is returned locked by this process."""
         found = []
         for journal in _journals(self.root):
@@ -301,7 +299,7 @@ def _journals(root: Path) -> list[Path]:
     return sorted(root.glob(f"{PREFIX}*.jsonl")) if root.is_dir() else []
 
 
-def _read(journal: Path, root: Path, uuid: str) -> Bundle | None:
+def _read(journal: Path, root: Path, uuid: str) -> OpenBundle | None:
     try:
         lines = journal.read_text().splitlines()
     except FileNotFoundError:
@@ -313,8 +311,8 @@ def _read(journal: Path, root: Path, uuid: str) -> Bundle | None:
         except ValueError:
             continue  # a line cut by a crash: that key was never confirmed to git-annex
         if "bundle" in record:
-            bundle = Bundle(record["bundle"], record["mtime"], uuid, journal,
-                            root / "spool" / record["bundle"])
+            bundle = OpenBundle(record["bundle"], record["mtime"], uuid, journal,
+                                root / "spool" / record["bundle"])
         elif bundle is None:
             continue
         elif "key" in record:

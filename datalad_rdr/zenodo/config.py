@@ -93,7 +93,7 @@ def drop_empty(**values) -> dict:
     return {k: v for k, v in values.items() if v is not None and v != [] and v != {}}
 
 
-class _Reader:
+class _ZenodoYamlReader:
     """Collects every problem of a config with where it is, instead of stopping at one."""
 
     def __init__(self):
@@ -486,7 +486,7 @@ def load_config(path: Path, cli_paths=(), description: Path | None = None) -> Sy
     path = Path(path).absolute()
     data = _load_file(path)
     base = path.parent
-    r = _Reader()
+    r = _ZenodoYamlReader()
     r.mapping(data, "", TOP_KEYS)
     record_id = r.string(data, "path_record_id", "", required=True)
     endpoint = (r.string(data, "endpoint", "") or DEFAULT_ENDPOINT).rstrip("/")

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 
 from .client import FileEntry, Record
 from .config import CUSTOM_FIELDS, MANAGED_METADATA
-from .members import Member
+from .members import ZenodoFile
 
 
 def _covers(have, want) -> bool:
@@ -75,13 +75,13 @@ class FilePlan:
     """What to do with a draft's files so that they become ``members``."""
 
     delete: list[str] = field(default_factory=list)  # online, no longer listed
-    replace: list[Member] = field(default_factory=list)  # online with another MD5
-    add: list[Member] = field(default_factory=list)  # not online yet
-    complete: list[Member] = field(default_factory=list)  # announced, never committed
-    same: list[Member] = field(default_factory=list)
+    replace: list[ZenodoFile] = field(default_factory=list)  # online with another MD5
+    add: list[ZenodoFile] = field(default_factory=list)  # not online yet
+    complete: list[ZenodoFile] = field(default_factory=list)  # announced, never committed
+    same: list[ZenodoFile] = field(default_factory=list)
 
     @property
-    def send(self) -> list[Member]:
+    def send(self) -> list[ZenodoFile]:
         return self.replace + self.add + self.complete
 
     @property
@@ -89,7 +89,7 @@ class FilePlan:
         return bool(self.delete or self.send)
 
 
-def plan_files(members: list[Member], online: dict[str, FileEntry]) -> FilePlan:
+def plan_files(members: list[ZenodoFile], online: dict[str, FileEntry]) -> FilePlan:
     plan = FilePlan()
     wanted = {m.key for m in members}
     plan.delete = [k for k in online if k not in wanted]
@@ -106,7 +106,8 @@ def plan_files(members: list[Member], online: dict[str, FileEntry]) -> FilePlan:
     return plan
 
 
-def needs_content(members: list[Member], online: dict[str, FileEntry]) -> list[Member]:
+def needs_content(members: list[ZenodoFile], online: dict[str, FileEntry]
+                  ) -> list[ZenodoFile]:
     """Members whose bytes must be here: MD5 unknown, or to be sent."""
     return [m for m in members
             if m.md5 is None or

@@ -1,4 +1,4 @@
-"""What goes to Zenodo: one *member* per file key, since Zenodo has no folders.
+"""What goes to Zenodo: one :class:`ZenodoFile` per file key, since Zenodo has no folders.
 
 ``paths`` of zenodo.yaml (and the command line) name files, folders and globs; a ``zip:``
 entry becomes one ZIP of a folder. Sizes and MD5s come from the annex key where possible, so
@@ -17,15 +17,15 @@ from datetime import UTC, datetime
 from functools import partial
 from pathlib import Path
 
-from ..zipstream import Member as ZipMember
-from ..zipstream import check_arcname, layout_zip
+from ..zipstream import Member, check_arcname, layout_zip
 from .client import MAX_BYTES, MAX_FILES
 from .config import ConfigError, PathSpec, SyncConfig
 
 
 @dataclass
-class Member:
-    """One file on Zenodo, and where its bytes are here."""
+class ZenodoFile:
+    """One file of the Zenodo record, and where its bytes are here (for a ZIP: the
+    :class:`~datalad_rdr.zipstream.Member` files that go into it)."""
 
     key: str  # the name on Zenodo (flat: no folders)
     files: list[Path]  # one file, or the files of a ZIP
@@ -95,7 +95,7 @@ def md5_of(path: Path) -> str:
 
 
 def plan_members(ds, config: SyncConfig, known: dict, max_files: int = MAX_FILES,
-                 max_bytes: int = MAX_BYTES) -> list[Member]:
+                 max_bytes: int = MAX_BYTES) -> list[ZenodoFile]:
     """The files to send, as Zenodo will name them, with what is known of each without
     reading content. ``known`` is the last run's record of files (for cached MD5s)."""
     problems, members = [], []
@@ -112,13 +112,14 @@ def plan_members(ds, config: SyncConfig, known: dict, max_files: int = MAX_FILES
                     check_arcname(_arcname(f, root))
                 except ValueError as exc:
                     problems.append(f"{spec.origin}: {exc}")
-            members.append(Member(name, files, spec.origin, spec.pattern, zip_root=root))
+            members.append(ZenodoFile(name, files, spec.origin, spec.pattern,
+                                      zip_root=root))
         else:
-            members += [Member(f.name, [f], spec.origin, f) for f in files]
+            members += [ZenodoFile(f.name, [f], spec.origin, f) for f in files]
     listed = set()  # the same file named twice (config and command line) is sent once
     members = [m for m in members
                if m.is_zip or not (m.source in listed or listed.add(m.source))]
-    seen: dict[str, Member] = {}
+    seen: dict[str, ZenodoFile] = {}
     for m in members:
         other = seen.setdefault(m.key, m)
         if other is not m:
@@ -157,7 +158,7 @@ def plan_members(ds, config: SyncConfig, known: dict, max_files: int = MAX_FILES
     return members
 
 
-def check_limits(members: list[Member], ds, max_bytes: int) -> None:
+def check_limits(members: list[ZenodoFile], ds, max_bytes: int) -> None:
     """Zenodo's quota is per record and so per file; refuse what cannot fit, by name."""
     problems = [f"{shown(m.path, ds)} ({m.key}) is {human_size(m.size)}, over the "
                 f"{human_size(max_bytes)} Zenodo takes per record"
@@ -170,7 +171,7 @@ def check_limits(members: list[Member], ds, max_bytes: int) -> None:
         raise ConfigError(problems, "limits")
 
 
-def _fingerprint(m: Member, info: dict) -> str:
+def _fingerprint(m: ZenodoFile, info: dict) -> str:
     """What a ZIP holds, by name and content identity: the same inputs make the same ZIP."""
     h = hashlib.sha256(ZIP_FORMAT.encode())
     for path in sorted(m.files, key=lambda p: _arcname(p, m.zip_root)):
@@ -211,7 +212,7 @@ class FetchError(Exception):
     """Content to send could not be brought here (``datalad get`` failed)."""
 
 
-def materialize(ds, members: list[Member], workdir: Path | None, dry_run: bool,
+def materialize(ds, members: list[ZenodoFile], workdir: Path | None, dry_run: bool,
                 notes: list[str]) -> None:
     """Bring the bytes of ``members`` here: fetch annexed content, build ZIPs (in
     ``workdir``), and compute MD5s. A dry run fetches nothing; it notes what it would fetch."""
@@ -242,10 +243,10 @@ def materialize(ds, members: list[Member], workdir: Path | None, dry_run: bool,
             m.size = m.local.stat().st_size
 
 
-def build_zip(m: Member, dest: Path) -> None:
+def build_zip(m: ZenodoFile, dest: Path) -> None:
     """A deterministic ZIP from the project's one ZIP writer: same files, same bytes."""
-    layout = layout_zip([ZipMember(_arcname(p, m.zip_root), p.stat().st_size,
-                                   partial(open, p, "rb")) for p in m.files],
+    layout = layout_zip([Member(_arcname(p, m.zip_root), p.stat().st_size,
+                                partial(open, p, "rb")) for p in m.files],
                         mtime=ZIP_EPOCH)
     with open(dest, "wb") as out:
         for chunk in layout.iter_range():

@@ -37,8 +37,8 @@ from .client import (MAX_BYTES, MAX_FILES, FileEntry, Forbidden, NotFound, Recor
 from .config import RELATION_TYPES, ConfigError, SyncConfig, drop_empty, find_config, \
     load_config
 from .decide import FilePlan, compare_versions, metadata_changes, needs_content, plan_files
-from .members import (FetchError, Member, check_limits, human_size, materialize, plan_members,
-                      shown)
+from .members import (FetchError, ZenodoFile, check_limits, human_size, materialize,
+                      plan_members, shown)
 
 lgr = logging.getLogger("datalad.rdr.zenodo.sync")
 
@@ -67,7 +67,7 @@ class Sync:
         self.ds, self.config, self.client, self.settings = ds, config, client, settings
         self.name = config.path.relative_to(ds.path).as_posix()
         self.state = saved_state.load(ds, self.name, config.endpoint)
-        self.members: list[Member] = []
+        self.members: list[ZenodoFile] = []
         self.sent_bytes = 0
         self.notes: list[str] = []
         self.record: Record | None = None  # the draft or record as last seen
@@ -311,7 +311,7 @@ class Sync:
         return before
 
     # -- files -------------------------------------------------------------------------
-    def _materialize(self, members: list[Member]) -> None:
+    def _materialize(self, members: list[ZenodoFile]) -> None:
         """Bring the bytes of ``members`` here, then check the limits again (a ZIP's size is
         known only once it is built)."""
         if self._tmp is None and any(m.is_zip and m.local is None for m in members):
@@ -337,7 +337,7 @@ class Sync:
             yield self._file_result(m, "notneeded", f"unchanged in draft {rid}")
         return plan.changes
 
-    def _upload(self, rid: str, m: Member, verb: str) -> dict:
+    def _upload(self, rid: str, m: ZenodoFile, verb: str) -> dict:
         pid = f"zenodo-upload-{rid}-{m.key}"
         quiet = dict(noninteractive_level=logging.DEBUG)  # results say it when no bar shows
         log_progress(lgr.info, pid, "Uploading %s", m.key, label=f"Uploading {m.key}",
@@ -358,7 +358,7 @@ class Sync:
         return self._file_result(m, "ok", f"{verb} in draft {rid} ({human_size(m.size)}, "
                                           f"md5:{m.md5})", bytes=m.size)
 
-    def _file_result(self, m: Member, status: str, message: str, **kw) -> dict:
+    def _file_result(self, m: ZenodoFile, status: str, message: str, **kw) -> dict:
         return self.result(status, f"{m.key}: {message}", path=m.path, zenodo_key=m.key,
                            md5=m.md5, **kw)
 

@@ -1,0 +1,293 @@
+"""The bytes of a laid-out ZIP: any range, in any order, each member checked as it goes.
+
+:class:`ZipLayout` knows every member's place (from
+:func:`datalad_rdr.zipstream.layout_zip`), and so the offset of every header, of the
+central directory and of the end records; :mod:`datalad_rdr.zipformat` packs the headers,
+:mod:`datalad_rdr.zipmembers` reads the members' bytes again and checks them. How ranges
+hand on the running CRC-32, checksum and MD5: :mod:`datalad_rdr.zipstream` ("Byte ranges").
+"""
+
+from __future__ import annotations
+
+import hashlib
+import zlib
+from bisect import bisect_right
+from collections.abc import Iterator
+from dataclasses import dataclass
+from zipfile import ZIP_STORED
+
+from . import zipformat as zf
+from .zipmembers import (
+    JOIN_SIZE,
+    READ_SIZE,
+    HashLike,
+    LaidOutMember,
+    MemberError,
+    check_read,
+    deflater,
+    larger,
+    read_chunks,
+    smaller,
+)
+
+
+@dataclass
+class _Carry:
+    """What is known at an offset where a range ended: the running MD5 of the
+    ZIP up to there (None if unknown) and, if the offset is inside the data of
+    STORED member number ``member``, that member's running CRC32 and checksum."""
+
+    md5: HashLike | None = None
+    member: int = -1
+    crc: int = 0
+    check: HashLike | None = None
+
+    def copy(self) -> _Carry:
+        return _Carry(
+            self.md5.copy() if self.md5 else None, self.member, self.crc,
+            self.check.copy() if self.check else None,
+        )
+
+
+def _local_header(e: LaidOutMember, dos: tuple[int, int]) -> bytes:
+    return zf.write_local_header(e.arcname.encode("utf-8"), e.method, e.crc32, e.size,
+                                 e.compressed_size, e.header_offset, dos)
+
+
+def _central_header(e: LaidOutMember, dos: tuple[int, int]) -> bytes:
+    return zf.write_central_header(e.arcname.encode("utf-8"), e.method, e.crc32, e.size,
+                                   e.compressed_size, e.header_offset, dos)
+
+
+class ZipLayout:
+    """The exact layout of a ZIP: every member's place, and the total size.
+
+    ``entries`` are in ZIP order (sorted by name); ``size`` is the ZIP's
+    length in bytes. Make one with `layout_zip`.
+    """
+
+    #: Carries kept for ranges that may follow; a retry needs the latest one.
+    KEEP_CARRIES = 8
+
+    def __init__(self, entries: list[LaidOutMember], dos: tuple[int, int],
+                 md5: bool = True):
+        self.entries: tuple[LaidOutMember, ...] = tuple(entries)
+        self._dos = dos
+        self._data_ends = [e.data_end for e in self.entries]
+        offset = self.entries[-1].data_end if self.entries else 0
+        self.central_directory_offset = offset
+        self._central_ends = []
+        for e in self.entries:
+            offset += zf.central_header_length(e.arcname.encode("utf-8"), e.size,
+                                               e.compressed_size, e.header_offset)
+            self._central_ends.append(offset)
+        self._end = zf.write_end_records(
+            len(self.entries), self.central_directory_offset,
+            offset - self.central_directory_offset,
+        )
+        self._end_offset = offset
+        self.size: int = offset + len(self._end)
+        self._carries: dict[int, _Carry] = {}
+        self._hash_md5 = md5
+        self._md5: str | None = None
+
+    @property
+    def md5(self) -> str | None:
+        """Hex MD5 of the ZIP, once it was produced from 0 to the end (else None)."""
+        return self._md5
+
+    def iter_range(self, start: int = 0, end: int | None = None) -> Iterator[bytes]:
+        """Yield the bytes of the ZIP from ``start`` to ``end`` (excluded).
+
+        Chunks are `bytes` of up to a few MiB. Every member whose last byte is
+        in the range is checked (size, CRC32, checksum) before that byte is
+        yielded; `MemberError` names the first that fails.
+        """
+        end = self.size if end is None else end
+        if not 0 <= start <= end <= self.size:
+            raise ValueError(f"range [{start}, {end}) not within [0, {self.size})")
+        return self._iter_range(start, end)
+
+    def iter_raw(self, start: int = 0, end: int | None = None) -> Iterator[bytes]:
+        """Yield the bytes of [start, end) like `iter_range`, but check nothing.
+
+        For a consumer that checks the whole ZIP in another pass (the uploader's parts in
+        parallel, gated on that pass): no CRC32, no checksum, no MD5, no state shared with
+        other ranges, so several raw ranges may run at once in threads.
+        """
+        end = self.size if end is None else end
+        if not 0 <= start <= end <= self.size:
+            raise ValueError(f"range [{start}, {end}) not within [0, {self.size})")
+        return self._iter_raw(start, end)
+
+    def _iter_raw(self, start: int, end: int) -> Iterator[bytes]:
+        pending: list[bytes | memoryview] = []
+        pending_size = 0
+        for piece in self._pieces(start, end, _Carry(), _Carry(), check=False):
+            if pending_size >= JOIN_SIZE:
+                yield _join(pending)
+                pending, pending_size = [], 0
+            pending.append(piece)
+            pending_size += len(piece)
+        if pending:
+            yield _join(pending)
+
+    def _iter_range(self, start: int, end: int) -> Iterator[bytes]:
+        resume = self._carries.get(start)
+        resume = resume.copy() if resume else _Carry()
+        if start == 0 and self._hash_md5:
+            resume.md5 = hashlib.md5()
+        carry = _Carry(md5=resume.md5)
+        pending: list[bytes | memoryview] = []
+        pending_size = 0
+        for piece in self._pieces(start, end, resume, carry):
+            if carry.md5 is not None:
+                carry.md5.update(piece)
+            # Hold back one piece, so the carry is saved before the last one
+            # goes out: a consumer may never ask for more after it.
+            if pending_size >= JOIN_SIZE:
+                yield _join(pending)
+                pending, pending_size = [], 0
+            pending.append(piece)
+            pending_size += len(piece)
+        self._keep(end, carry)
+        if pending:
+            yield _join(pending)
+
+    def _keep(self, offset: int, carry: _Carry) -> None:
+        if offset == self.size and carry.md5 is not None:
+            self._md5 = carry.md5.hexdigest()
+        self._carries.pop(offset, None)
+        self._carries[offset] = carry
+        while len(self._carries) > self.KEEP_CARRIES:
+            del self._carries[next(iter(self._carries))]
+
+    def _pieces(self, start: int, end: int, resume: _Carry, carry: _Carry,
+                check: bool = True):
+        """Yield the bytes of [start, end) as pieces; set ``carry`` for ``end``."""
+        for index in range(bisect_right(self._data_ends, start), len(self.entries)):
+            e = self.entries[index]
+            if e.header_offset >= end:
+                break
+            header = _local_header(e, self._dos)
+            yield from _overlap(header, e.header_offset, start, end)
+            # An empty member is checked with its header's last byte.
+            if e.data_offset > end or (e.data_offset == end and e.size):
+                break
+            lo = max(start, e.data_offset) - e.data_offset
+            hi = min(end, e.data_end) - e.data_offset
+            if not check:
+                yield from self._unchecked(e, lo, hi)
+            elif e.method == ZIP_STORED:
+                yield from self._stored(index, lo, hi, resume, carry)
+            else:
+                yield from self._deflated(e, lo, hi)
+        if end <= self.central_directory_offset:
+            return
+        offset = self.central_directory_offset
+        first = bisect_right(self._central_ends, start)
+        if first:
+            offset = self._central_ends[first - 1]
+        for e in self.entries[first:]:
+            if offset >= end:
+                return
+            header = _central_header(e, self._dos)
+            yield from _overlap(header, offset, start, end)
+            offset += len(header)
+        yield from _overlap(self._end, self._end_offset, start, end)
+
+    def _stored(self, index: int, lo: int, hi: int, resume: _Carry, carry: _Carry):
+        e = self.entries[index]
+        check = e.member.checksum
+        with e.member.open() as f:
+            if lo == 0:
+                crc, hasher = 0, check.new() if check else None
+            elif resume.member == index:
+                crc, hasher = resume.crc, resume.check
+                f.seek(lo)
+            else:
+                # No range ended here: rebuild the running checks from the start.
+                crc, hasher = 0, check.new() if check else None
+                for chunk in read_chunks(f, e, 0, lo):
+                    crc = zlib.crc32(chunk, crc)
+                    if hasher:
+                        hasher.update(chunk)
+            pos = lo
+            for chunk in read_chunks(f, e, lo, hi):
+                crc = zlib.crc32(chunk, crc)
+                if hasher:
+                    hasher.update(chunk)
+                pos += len(chunk)
+                if pos == e.size:
+                    check_read(e, f, crc, hasher)
+                yield chunk
+            if e.size == 0:
+                check_read(e, f, crc, hasher)
+        if hi < e.size:
+            carry.member, carry.crc, carry.check = index, crc, hasher
+
+    def _unchecked(self, e: LaidOutMember, lo: int, hi: int):
+        if lo >= hi:
+            return
+        with e.member.open() as f:
+            # smaller reads than the checked stream's: several raw ranges run at once
+            if e.method == ZIP_STORED:
+                f.seek(lo)
+                yield from read_chunks(f, e, lo, hi, JOIN_SIZE)
+                return
+            deflate = deflater()
+            out = 0
+            while out < hi:
+                chunk = f.read(JOIN_SIZE)
+                compressed = deflate.compress(chunk) if chunk else deflate.flush()
+                yield from _overlap(compressed, out, lo, hi)
+                out += len(compressed)
+                if not chunk:
+                    break
+
+    def _deflated(self, e: LaidOutMember, lo: int, hi: int):
+        check = e.member.checksum
+        hasher = check.new() if check else None
+        deflate = deflater()
+        crc = nread = out = 0
+        with e.member.open() as f:
+            while chunk := f.read(READ_SIZE):
+                nread += len(chunk)
+                if nread > e.size:
+                    raise MemberError(e.arcname, larger(e.size))
+                crc = zlib.crc32(chunk, crc)
+                if hasher:
+                    hasher.update(chunk)
+                compressed = deflate.compress(chunk)
+                yield from _overlap(compressed, out, lo, hi)
+                out += len(compressed)
+                if out >= hi and hi < e.compressed_size:
+                    return  # the range ends inside this member
+            if nread < e.size:
+                raise MemberError(e.arcname, smaller(nread, e.size))
+            # flush() always returns the final block: these bytes wait for the checks.
+            compressed = deflate.flush()
+            if out + len(compressed) != e.compressed_size:
+                raise MemberError(
+                    e.arcname,
+                    f"compressed to {out + len(compressed)} bytes, "
+                    f"not the {e.compressed_size} laid out (changed since laid out?)",
+                )
+            check_read(e, f, crc, hasher)
+            yield from _overlap(compressed, out, lo, hi)
+
+
+def _overlap(data: bytes, offset: int, start: int, end: int):
+    """Yield the part of ``data`` (at ``offset`` in the ZIP) inside [start, end)."""
+    lo, hi = max(start - offset, 0), min(end - offset, len(data))
+    if lo <= 0 and hi >= len(data):
+        if data:
+            yield data
+    elif lo < hi:
+        yield memoryview(data)[lo:hi]
+
+
+def _join(pieces: list[bytes | memoryview]) -> bytes:
+    if len(pieces) == 1 and isinstance(pieces[0], bytes):
+        return pieces[0]
+    return b"".join(pieces)
