@@ -165,6 +165,9 @@ def main(argv=None) -> int:
                         help="lifetime of presigned URLs in seconds (default 3600)")
     parser.add_argument("--no-download-redirect", action="store_true",
                         help="stream downloads through the API instead of a 303 to S3")
+    parser.add_argument("--bandwidth", type=float, metavar="BYTES_PER_S",
+                        help="limit every connection to S3 through presigned URLs to this "
+                             "many bytes/s, e.g. 20e6, as a WAN link does (default: none)")
     parser.add_argument("--api-token", help="fix the depositor's API token")
     parser.add_argument("--review", action="store_true",
                         help="a curated installation: the depositor may not publish, "
@@ -185,7 +188,9 @@ def main(argv=None) -> int:
         overrides["review"] = True
     sandbox = Sandbox(args.profile, args.data_dir, dataverse_port=args.port,
                       s3_port=args.s3_port, zenodo_port=args.zenodo_port,
-                      **overrides).start()
+                      **overrides)
+    sandbox.s3_settings.bandwidth = args.bandwidth  # the gate reads it on every request
+    sandbox.start()
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())
