@@ -177,7 +177,7 @@ class _Check(threading.Thread):
                 self.finished = True
                 self._cond.notify_all()
 
-    def wait_past(self, offset: int, cancel: threading.Event) -> None:
+    def wait_past(self, offset: int, cancel) -> None:
         """Return once every byte before ``offset`` was checked; raise what the check found."""
         with self._cond:
             while self.offset < offset and not self.finished:
@@ -343,7 +343,8 @@ class Uploader:
                                         self.rate, ticket.lifetime)
 
     def _send(self, source: Source, ticket: Ticket, done: dict[int, str], check: _Check,
-              progress, part_sent: Callable[[], None], cancel: threading.Event) -> None:
+              progress, part_sent: Callable[[], None], stopped: threading.Event) -> None:
+        cancel = _Either(threading.Event(), stopped)  # this attempt's parts stop together
         if not ticket.multipart:
             headers = {"x-amz-tagging": "dv-state=temp"} if ticket.signs_tagging else {}
             self._put(ticket.urls[0], source, 0, source.size, headers, check, progress, cancel)
@@ -362,14 +363,14 @@ class Uploader:
                         done[futures[future]] = future.result()
                         part_sent()
             except BaseException:
-                cancel.set()  # the other parts of this bundle stop too
+                cancel.set()  # the other parts of this attempt stop too
                 for future in pending:
                     future.cancel()
                 raise
         self.dataverse.complete_multipart(ticket.reply["complete"], dict(sorted(done.items())))
 
     def _put(self, url: str, source: Source, start: int, end: int, headers, check: _Check,
-             progress, cancel: threading.Event) -> str:
+             progress, cancel) -> str:
         """PUT bytes [start, end) of the source; returns the ETag. Retries rewind."""
         raw = getattr(source, "iter_raw", None) or source.iter_range
         delays = self.backoff.delays()
@@ -432,6 +433,19 @@ class Uploader:
             log.info("part %d-%d: %s; sending it again in %.1f s", start, end,
                      error or response.status_code, delay)
             time.sleep(delay)
+
+
+class _Either:
+    """Set when either event is: a failed part, or the whole uploader stopped."""
+
+    def __init__(self, own: threading.Event, other: threading.Event):
+        self.own, self.other = own, other
+
+    def set(self) -> None:
+        self.own.set()
+
+    def is_set(self) -> bool:
+        return self.own.is_set() or self.other.is_set()
 
 
 def _part_range(ticket: Ticket, n: int, size: int) -> tuple[int, int]:
