@@ -46,11 +46,18 @@ def check_server_matches_manifest(sb, ds: Path, manifest: dict) -> None:
                 assert zf.read(m["path"]) == (ds / m["path"]).resolve().read_bytes()
 
 
-def test_j3_sends_bundles_at_once_with_puts_bounded_in_total(make_sandbox, tmp_path):
+def slow_sandbox(make_sandbox, monkeypatch, bandwidth, **settings):
+    sb = make_sandbox("rdr", **settings)
+    sb.s3_settings.bandwidth = bandwidth  # per connection
+    monkeypatch.setenv("DATALAD_CREDENTIAL_RDR_SECRET", sb.api_token)
+    return sb
+
+
+def test_j3_sends_bundles_at_once_with_puts_bounded_in_total(make_sandbox, monkeypatch,
+                                                             tmp_path):
     # parts of 5 MiB: every raw bundle is a multipart upload of two parts, so without a
     # bound over all bundles 3 bundles would have 6 PUTs in flight
-    sb = make_sandbox("rdr", part_size=5 * 2**20)
-    sb.s3_settings.bandwidth = 4 * MB  # per connection
+    sb = slow_sandbox(make_sandbox, monkeypatch, 4 * MB, part_size=5 * 2**20)
     ds = make_bids_dataset(tmp_path / "bids", subjects=4, nifti_bytes=IMAGE)
     results = rdr_export(ds, sb, max_bundle_size=CAP, jobs=3)
     assert not [r for r in results if r["status"] == "error"], results
@@ -71,9 +78,8 @@ def test_j3_sends_bundles_at_once_with_puts_bounded_in_total(make_sandbox, tmp_p
             2 if bundle["size"] > 5 * 2**20 else 1), bundle["filename"]
 
 
-def test_j1_sends_one_bundle_at_a_time(make_sandbox, tmp_path):
-    sb = make_sandbox("rdr")
-    sb.s3_settings.bandwidth = 10 * MB
+def test_j1_sends_one_bundle_at_a_time(make_sandbox, monkeypatch, tmp_path):
+    sb = slow_sandbox(make_sandbox, monkeypatch, 10 * MB)
     ds = make_bids_dataset(tmp_path / "bids", subjects=3, nifti_bytes=MB)
     results = rdr_export(ds, sb, max_bundle_size=3.5 * MB, jobs=1)
     assert not [r for r in results if r["status"] == "error"], results
@@ -81,10 +87,10 @@ def test_j1_sends_one_bundle_at_a_time(make_sandbox, tmp_path):
     assert len(manifest_of(ds)["bundles"]) == 4
 
 
-def test_bandwidth_limit_holds_a_connection_to_its_rate(make_sandbox, tmp_path):
-    sb = make_sandbox("rdr")
+def test_bandwidth_limit_holds_a_connection_to_its_rate(make_sandbox, monkeypatch,
+                                                        tmp_path):
+    sb = slow_sandbox(make_sandbox, monkeypatch, 2 * MB)
     ds = make_bids_dataset(tmp_path / "bids", subjects=1, nifti_bytes=2 * MB)
-    sb.s3_settings.bandwidth = 2 * MB
     began = time.monotonic()
     results = rdr_export(ds, sb, jobs=1)
     assert not [r for r in results if r["status"] == "error"], results
