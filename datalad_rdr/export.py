@@ -31,7 +31,7 @@ from .credentials import CredentialError
 from .dataverse import Dataverse, DataverseError
 from .plan import GB, Plan, PlanError, make_plan
 from .register import RegisterError, draft_files, file_budget, find_in_draft
-from .send import _listing, fingerprint, plan_order, result, send_bundles
+from .send import _listing, fingerprint, result, send_bundles
 from .sizes import human
 from .upload import Uploader, UploadError
 
@@ -126,7 +126,6 @@ def _export(dataset: Path, opts: ExportOptions) -> Iterator[dict]:
             records.append(res.pop("record"))
         failed = failed or res["status"] == "error"
         yield res
-    records.sort(key=plan_order(plan))  # sent in the order they finished
     # -- documents -------------------------------------------------------------------------
     sent_documents: list[mf.DocumentRecord] = []
     if not failed:

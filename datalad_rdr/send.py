@@ -106,11 +106,12 @@ class SharedJournal:
 def send_bundles(dataset, plan: Plan, opts, client, pid, uploader: Uploader, previous,
                  journal: mf.Journal) -> Iterator[dict]:
     """One result per bundle (``record``: its manifest record when it is on the server),
-    in the order the bundles are done; :func:`plan_order` sorts the records."""
+    in the plan's order whatever order the bundles finish in."""
     commit_time = _commit_time(dataset, plan.commit)
     listing = _listing(client, pid)  # once: unchanged bundles need no request of their own
     journal = SharedJournal(journal)
     todo, done = deque(plan.bundles), queue.Queue()
+    order, ready = [b.name for b in plan.bundles], {}  # a result waits for those before it
     workers: list[threading.Thread] = []
     in_flight = 0
 
@@ -121,6 +122,11 @@ def send_bundles(dataset, plan: Plan, opts, client, pid, uploader: Uploader, pre
         except BaseException as exc:  # handed to the calling thread
             done.put((bundle, None, exc))
 
+    def finished(bundle, res):
+        ready[bundle.name] = res
+        while order and order[0] in ready:
+            yield ready.pop(order.pop(0))
+
     try:
         while todo or in_flight:
             while todo and in_flight < max(1, opts.jobs):
@@ -128,11 +134,10 @@ def send_bundles(dataset, plan: Plan, opts, client, pid, uploader: Uploader, pre
                 try:
                     unchanged = _unchanged(bundle, opts, client, previous, journal, listing)
                 except DataverseError as exc:
-                    yield _failed(dataset, bundle, exc)
+                    yield from finished(bundle, _failed(dataset, bundle, exc))
                     continue
                 if unchanged is not None:
-                    record, status, message = unchanged
-                    yield _done(dataset, bundle, record, status, message)
+                    yield from finished(bundle, _done(dataset, bundle, *unchanged))
                     continue
                 worker = threading.Thread(target=work, args=(bundle,), daemon=True,
                                           name=f"rdr-send-{bundle.name}")
@@ -143,43 +148,31 @@ def send_bundles(dataset, plan: Plan, opts, client, pid, uploader: Uploader, pre
                 continue
             bundle, streamed, exc = _next(done)
             try:
-                if isinstance(exc, TooSlowForUrlLifetime):
-                    smaller = _split(bundle, exc)
-                    if smaller:
-                        yield result(dataset / bundle.filename, "notneeded",
-                                     f"{exc}: split into {len(smaller)} bundles",
-                                     bundle=bundle.filename)
-                        todo.extendleft(reversed(smaller))
-                        continue
-                if exc is not None:
-                    yield _failed(dataset, bundle, exc)
-                    continue
-                try:
-                    record, status, message = _register_streamed(dataset, streamed, opts,
-                                                                 client, pid, journal)
-                except (RegisterError, DataverseError) as exc:
-                    yield _failed(dataset, bundle, exc)
-                    continue
-                yield _done(dataset, bundle, record, status, message)
+                smaller = (_split(bundle, exc) if isinstance(exc, TooSlowForUrlLifetime)
+                           else [])
+                if smaller:
+                    at = order.index(bundle.name) + 1
+                    order[at:at] = [b.name for b in smaller]
+                    todo.extendleft(reversed(smaller))
+                    res = result(dataset / bundle.filename, "notneeded",
+                                 f"{exc}: split into {len(smaller)} bundles",
+                                 bundle=bundle.filename)
+                elif exc is not None:
+                    res = _failed(dataset, bundle, exc)
+                else:
+                    try:
+                        res = _done(dataset, bundle, *_register_streamed(
+                            dataset, streamed, opts, client, pid, journal))
+                    except (RegisterError, DataverseError) as exc:
+                        res = _failed(dataset, bundle, exc)
             finally:
                 in_flight -= 1
+            yield from finished(bundle, res)
     finally:
         if in_flight:  # stopped early (Ctrl-C, the caller closed us): end the uploads
             uploader.stop()
             for worker in workers:
                 worker.join(timeout=10)
-
-
-def plan_order(plan: Plan):
-    """Sort key of bundle records: the plan's order, the parts of a split bundle in place."""
-    position = {b.name: i for i, b in enumerate(plan.bundles)}
-
-    def key(record: mf.BundleRecord):
-        origin = max((n for n in position if record.name == n
-                      or record.name.startswith(n + "-")), key=len, default=None)
-        return position.get(origin, len(position)), record.name
-
-    return key
 
 
 def _next(done: queue.Queue):
