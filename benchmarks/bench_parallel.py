@@ -2,7 +2,7 @@
 """Benchmark ``datalad rdr-export -J 1`` against ``-J 4`` over a WAN-like link.
 
     python benchmarks/bench_parallel.py [--bundles 8] [--mb 75] [--bandwidth 20e6]
-                                        [--jobs 1 4] [--sparse]
+                                        [--jobs 1 4] [--sparse] [--part-mb MB]
 
 The sandbox (in this process, ``rdr`` profile) limits every S3 connection to ``--bandwidth``
 bytes/s, as a WAN link does where one connection rarely fills the pipe. A dataset of
@@ -100,6 +100,8 @@ def main() -> int:
     parser.add_argument("--jobs", type=int, nargs="+", default=[1, 4])
     parser.add_argument("--sparse", action="store_true",
                         help="sparse files of zeros (for 20 GB-class bundles)")
+    parser.add_argument("--part-mb", type=float,
+                        help="the server's part size in MB (default: 1 GiB, Dataverse's)")
     parser.add_argument("--keep", action="store_true", help="keep the work directory")
     args = parser.parse_args()
 
@@ -107,7 +109,8 @@ def main() -> int:
 
     work = Path(tempfile.mkdtemp(prefix="bench-parallel-", dir=os.environ.get("TMPDIR")))
     log = work / "log.txt"
-    sb = Sandbox("rdr", data_dir=str(work / "sandbox"))
+    sb = Sandbox("rdr", data_dir=str(work / "sandbox"),
+                 **({"part_size": int(args.part_mb * MB)} if args.part_mb else {}))
     sb.s3_settings.bandwidth = args.bandwidth or None
     sb.start()
     env = {**os.environ, "DATALAD_CREDENTIAL_RDR_SECRET": sb.api_token}
