@@ -78,8 +78,10 @@ class Sandbox:
         return boto3.client(
             "s3", endpoint_url=self.s3_server.url, region_name=s.region,
             aws_access_key_id=s.access_key, aws_secret_access_key=s.secret_key,
+            # joining the parts of a multi-GB object takes moto longer than boto's 60 s,
+            # and a retry meets the parts the first completion already consumed
             config=Config(signature_version="s3v4", s3={"addressing_style": "path"},
-                          retries={"max_attempts": 2}),
+                          retries={"max_attempts": 2}, read_timeout=900),
         )
 
     def start(self) -> "Sandbox":
