@@ -7,7 +7,7 @@ publish -> after-export.
   reports them too;
 - send bundles: open the draft (created once; its PID goes to the journal at once), then
   each bundle that changed is streamed, uploaded and registered (plan -> ZIP stream -> upload
-  -> register);
+  -> register), up to ``-J`` bundles at once (:mod:`.send`);
 - documents: the README and documentation as public files (:mod:`.documents`);
 - record: the manifest, committed only when something changed;
 - verify (:mod:`.verify`), publish on request (:mod:`.publish`), and the after-export
@@ -19,26 +19,21 @@ parses its arguments and renders these. One export of a dataset runs at a time.
 
 from __future__ import annotations
 
-import datetime as dt
 import logging
 import subprocess
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Callable, Iterator
 
-from datalad.log import log_progress
-from datalad.support.exceptions import CapturedException
-
 from . import after_export, content, discovery, documents, manifest as mf, metadata, \
     preflight, publish, verify
 from .credentials import CredentialError
 from .dataverse import Dataverse, DataverseError
-from .plan import DEFAULT_CAP, Bundle, Plan, PlanError, make_plan, split_bundle
-from .register import (RegisterError, draft_files, file_budget, find_in_draft,
-                       register_bundle)
+from .plan import DEFAULT_CAP, Plan, PlanError, make_plan
+from .register import RegisterError, draft_files, file_budget, find_in_draft
+from .send import _listing, fingerprint, result, send_bundles
 from .sizes import human
-from .upload import TooSlowForUrlLifetime, Uploader, UploadError
-from .zipstream import MemberError, layout_zip
+from .upload import Uploader, UploadError
 
 log = logging.getLogger("datalad.rdr.export")
 
@@ -60,7 +55,7 @@ class ExportOptions:
     restrict: bool | None = None  # False: --no-restrict (the dataset is open)
     lock_timeout: float = 300  # for the server's locks on the dataset
     wait: float = 60  # for another export of this dataset to finish
-    jobs: int = 4  # parts of a bundle sent at once
+    jobs: int = 4  # bundles, and PUTs over all of them, sent at once
     ignore_preflight: list[str] | None = None  # codes, or "all"
     publish: str | None = None  # "major" or "minor": publish after a clean verify
     publish_timeout: float = 600
@@ -68,14 +63,6 @@ class ExportOptions:
     ria_alias: str | None = None  # under this alias (default: the dataset's directory name)
     in_progress: bool = False  # settled: continuing an interrupted export
     changed: dict = field(default_factory=dict)  # settled: setting -> the last export's value
-
-
-def result(action_path: Path, status: str, message: str, exc: BaseException | None = None,
-           **extra) -> dict:
-    if exc is not None:
-        extra["exception"] = CapturedException(exc)
-    return {"action": "rdr-export", "path": str(action_path), "type": "file",
-            "status": status, "message": message, **extra}
 
 
 def run_export(dataset: Path, opts: ExportOptions) -> Iterator[dict]:
@@ -120,7 +107,7 @@ def _export(dataset: Path, opts: ExportOptions) -> Iterator[dict]:
     # counts every file the dataset ever had (fidelity row 21): stop before, not half-way
     known = {**({b.name: b for b in previous.bundles} if previous else {}), **journal.bundles}
     adding = sum(1 for b in plan.bundles
-                 if b.name not in known or known[b.name].fingerprint != _fingerprint(b))
+                 if b.name not in known or known[b.name].fingerprint != fingerprint(b))
     if adding:
         try:
             budget = file_budget(client, pid, adding, collection=opts.collection)
@@ -375,7 +362,7 @@ def _what_changes(dataset: Path, plan: Plan, known: dict, opts: ExportOptions
         record = known.get(b.name)
         if record is None:
             send.append(b)
-        elif record.fingerprint != _fingerprint(b):
+        elif record.fingerprint != fingerprint(b):
             replace_.append(b)
         else:
             unchanged.append(b)
@@ -436,116 +423,6 @@ def open_draft(dataset: Path, opts: ExportOptions, client: Dataverse, meta, plan
     return None
 
 
-def send_bundles(dataset, plan, opts, client, pid, uploader, previous, journal):
-    """One result per bundle (``record``: its manifest record when it is on the server)."""
-    commit_time = _commit_time(dataset, plan.commit)
-    listing = _listing(client, pid)  # once: unchanged bundles need no request of their own
-    queue = list(plan.bundles)
-    while queue:
-        bundle = queue.pop(0)
-        try:
-            record, status, message = _export_bundle(
-                dataset, bundle, opts, client, pid, uploader, commit_time, previous, journal,
-                listing)
-        except TooSlowForUrlLifetime as exc:
-            smaller = split_bundle(bundle.logical, bundle.files, max(exc.fits, 1))
-            if len(smaller) <= 1:
-                yield result(dataset / bundle.filename, "error", str(exc), exc)
-                continue
-            # Name the parts after the bundle they replace: raw -> raw-01.., raw-02 -> raw-02-01..
-            for i, part in enumerate(smaller, 1):
-                part.name = f"{bundle.name}-{i:02d}"
-            log.warning("%s; splitting %s into %d bundles", exc, bundle.filename,
-                        len(smaller))
-            yield result(dataset / bundle.filename, "notneeded",
-                         f"{exc}: split into {len(smaller)} bundles", bundle=bundle.filename)
-            queue = smaller + queue
-            continue
-        except (content.ContentError, MemberError, UploadError, RegisterError,
-                DataverseError) as exc:
-            advice = ""
-            if isinstance(exc, MemberError):
-                advice = (f"; nothing of {bundle.filename} was registered: check the copy "
-                          f"here with 'git annex fsck {exc.arcname}' and get a good one "
-                          f"from another remote")
-            yield result(dataset / bundle.filename, "error",
-                         f"{bundle.filename}: {exc}{advice}", exc, bundle=bundle.filename)
-            continue
-        yield result(dataset / bundle.filename, status, message, bundle=bundle.filename,
-                     file_id=record.file_id, md5=record.md5, size=record.size, record=record)
-
-
-def _fingerprint(bundle: Bundle) -> str:
-    return mf.fingerprint([(f.path, f.key, f.blob, f.size) for f in bundle.files])
-
-
-def _export_bundle(dataset, bundle: Bundle, opts, client, pid, uploader, commit_time,
-                   previous, journal, listing):
-    fp = _fingerprint(bundle)
-    known = journal.bundles.get(bundle.name) or (previous and previous.bundle(bundle.name))
-    if known and known.fingerprint == fp:
-        on_server = find_in_draft(listing, bundle.filename)
-        if on_server and on_server["dataFile"]["id"] == known.file_id:
-            if bool(on_server.get("restricted")) != opts.restrict:
-                # changed by hand in the web UI, or the dataset's access changed
-                client.restrict(known.file_id, opts.restrict)
-                known.restricted = opts.restrict
-                return known, "ok", (f"{bundle.filename} unchanged since the last export; "
-                                     f"made {'restricted' if opts.restrict else 'public'}")
-            return known, "notneeded", f"{bundle.filename} unchanged since the last export"
-    log.debug("%s: %s", bundle.filename, "content changed" if known else "new bundle")
-    fetched = content.fetch(bundle.files)
-    blobs: dict[str, content.BlobReader] = {}
-    try:
-        # the uploader hashes the ZIP in its check pass: no MD5 in the layout
-        layout = layout_zip(content.members(bundle.files, blobs,
-                                            mf.known_crc32s(previous, journal)),
-                            mtime=commit_time, md5=False)
-        # the same members, sizes and timestamps give the same bytes: parts sent by an
-        # interrupted run of this very layout can be kept
-        same_bytes = f"{fp}:{layout.size}:{commit_time.isoformat()}"
-        progress_id = f"rdr-export-{bundle.name}"
-        log_progress(log.info, progress_id, f"Sending {bundle.filename}",
-                     total=layout.size, unit=" Bytes", label=bundle.filename)
-        try:
-            uploaded = uploader.upload(
-                layout, progress=lambda n: log_progress(log.info, progress_id, "",
-                                                        update=n, increment=True),
-                on_state=lambda state: journal.record_upload(bundle.name, same_bytes, state),
-                resume=journal.upload_state(bundle.name, same_bytes))
-        finally:
-            log_progress(log.info, progress_id, f"Sent {bundle.filename}")
-        registered = register_bundle(
-            client, pid, bundle.filename, uploaded, opts.restrict,
-            f"datalad-rdr bundle '{bundle.logical}': {len(bundle.files)} files of "
-            f"{dataset.name}", lock_timeout=opts.lock_timeout)
-        record = mf.BundleRecord(
-            bundle.name, bundle.logical, bundle.filename, registered.size, registered.md5,
-            registered.file_id, registered.storage_identifier, registered.restricted, fp,
-            [_member_record(e, f) for e, f in zip(layout.entries,
-                                                   sorted(bundle.files, key=lambda f: f.path))])
-        journal.record(record)
-    finally:
-        for reader in blobs.values():
-            reader.close()
-        if opts.drop_after and fetched:
-            for repo in {f.repo for f in bundle.files if f.key in fetched}:
-                content.drop(repo, [f.key for f in bundle.files
-                                    if f.repo == repo and f.key in fetched])
-    verb = "adopted" if registered.adopted else "sent"
-    return record, "ok", (f"{bundle.filename} {verb}: {len(bundle.files)} files, "
-                          f"{human(registered.size)}, file id {registered.file_id}"
-                          + "".join(f"; {note}" for note in registered.notes))
-
-
-def _member_record(entry, f) -> mf.MemberRecord:
-    assert entry.arcname == f.path
-    return mf.MemberRecord(f.path, f.size, f.key, f.blob,
-                           "stored" if entry.method == 0 else "deflated",
-                           f"{entry.crc32:08x}", entry.compressed_size, entry.header_offset,
-                           entry.data_offset)
-
-
 # -- documents ---------------------------------------------------------------------------
 
 def send_documents(dataset, plan, meta, client, pid, uploader, previous, opts):
@@ -568,10 +445,6 @@ def send_documents(dataset, plan, meta, client, pid, uploader, previous, opts):
                              f"draft: no longer a document of the dataset")
     except (content.ContentError, UploadError, RegisterError, DataverseError) as exc:
         yield result(dataset, "error", f"documents: {exc}", exc)
-
-
-def _listing(client, pid) -> list[dict]:
-    return draft_files(client, pid) or client.files(pid, ":latest")
 
 
 def _remove_unplanned(client, pid, records, previous, dataset) -> Iterator[dict]:
@@ -686,13 +559,6 @@ def _explain(exc: DataverseError, opts: ExportOptions) -> str:
 def _git_dir(dataset: Path) -> Path:
     return Path(subprocess.run(["git", "-C", str(dataset), "rev-parse", "--absolute-git-dir"],
                                capture_output=True, text=True, check=True).stdout.strip())
-
-
-def _commit_time(dataset: Path, commit: str) -> dt.datetime:
-    seconds = int(subprocess.run(["git", "-C", str(dataset), "show", "-s", "--format=%ct",
-                                  commit], capture_output=True, text=True,
-                                 check=True).stdout.strip())
-    return dt.datetime.fromtimestamp(seconds, dt.timezone.utc)
 
 
 def _save(dataset: Path, path: Path, message: str) -> None:

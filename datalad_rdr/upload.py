@@ -18,6 +18,11 @@ Two things run side by side for one bundle:
 So the MD5 costs one sequential pass and parts still go in parallel; a part re-sent after a
 failure does not disturb the hash.
 
+One :class:`Uploader` may send several bundles at once (from several threads): ``jobs`` is
+the number of PUTs in flight in total, over all its uploads, so memory (a few MiB of body per
+PUT) and connections stay bounded however many bundles and parts there are. :meth:`stop`
+cancels every upload under way (Ctrl-C).
+
 Failures, as the RDR guide and Dataverse's code describe them:
 
 - connection errors and 5xx from S3: the part is produced again and re-sent, with backoff that
@@ -86,7 +91,7 @@ class _Expired(Exception):
 
 
 class _Cancelled(Exception):
-    """Another part of the same bundle failed: stop sending this one."""
+    """Another part of the same bundle failed, or the uploader was stopped."""
 
 
 @dataclass
@@ -172,7 +177,7 @@ class _Check(threading.Thread):
                 self.finished = True
                 self._cond.notify_all()
 
-    def wait_past(self, offset: int, cancel: threading.Event) -> None:
+    def wait_past(self, offset: int, cancel) -> None:
         """Return once every byte before ``offset`` was checked; raise what the check found."""
         with self._cond:
             while self.offset < offset and not self.finished:
@@ -205,6 +210,10 @@ class Uploader:
         self.max_restarts = max_restarts
         self.timeout = chunk_timeout
         self.jobs = max(1, jobs)
+        self._slots = threading.BoundedSemaphore(self.jobs)  # PUTs in flight, all uploads
+        self._cancels: set[threading.Event] = set()  # one per upload under way
+        self._stopped = False
+        self._lock = threading.Lock()
         self._sessions = threading.local()  # no Dataverse token on these sessions, ever
         self.rate: float | None = None  # bytes per second, measured over whole uploads
 
@@ -233,14 +242,29 @@ class Uploader:
                 report(n)
 
         on_state = on_state or (lambda state: None)
+        cancel = threading.Event()
+        with self._lock:
+            if self._stopped:
+                raise UploadError("the upload was stopped")
+            self._cancels.add(cancel)
         check = _Check(source)
         check.start()
         try:
-            return self._upload(source, progress, on_state, resume, check)
+            return self._upload(source, progress, on_state, resume, check, cancel)
         finally:
             check.stop()
+            with self._lock:
+                self._cancels.discard(cancel)
 
-    def _upload(self, source, progress, on_state, resume, check) -> Uploaded:
+    def stop(self) -> None:
+        """Cancel every upload under way and refuse new ones: their PUTs end at the next
+        chunk, and each upload fails (its multipart upload aborted)."""
+        with self._lock:
+            self._stopped = True
+            for cancel in self._cancels:
+                cancel.set()
+
+    def _upload(self, source, progress, on_state, resume, check, cancel) -> Uploaded:
         restarts = 0
         ticket, done, completed = self._resumable(resume, source.size, on_state)
         resumed = len(done)
@@ -255,7 +279,7 @@ class Uploader:
             try:
                 if not completed:
                     self._send(source, ticket, done, check, progress,
-                               lambda: on_state(_state(ticket, done, False)))
+                               lambda: on_state(_state(ticket, done, False)), cancel)
                     completed = True
                     on_state(_state(ticket, done, completed))
             except _Expired:
@@ -319,8 +343,8 @@ class Uploader:
                                         self.rate, ticket.lifetime)
 
     def _send(self, source: Source, ticket: Ticket, done: dict[int, str], check: _Check,
-              progress, part_sent: Callable[[], None]) -> None:
-        cancel = threading.Event()
+              progress, part_sent: Callable[[], None], stopped: threading.Event) -> None:
+        cancel = _Either(threading.Event(), stopped)  # this attempt's parts stop together
         if not ticket.multipart:
             headers = {"x-amz-tagging": "dv-state=temp"} if ticket.signs_tagging else {}
             self._put(ticket.urls[0], source, 0, source.size, headers, check, progress, cancel)
@@ -339,14 +363,14 @@ class Uploader:
                         done[futures[future]] = future.result()
                         part_sent()
             except BaseException:
-                cancel.set()
+                cancel.set()  # the other parts of this attempt stop too
                 for future in pending:
                     future.cancel()
                 raise
         self.dataverse.complete_multipart(ticket.reply["complete"], dict(sorted(done.items())))
 
     def _put(self, url: str, source: Source, start: int, end: int, headers, check: _Check,
-             progress, cancel: threading.Event) -> str:
+             progress, cancel) -> str:
         """PUT bytes [start, end) of the source; returns the ETag. Retries rewind."""
         raw = getattr(source, "iter_raw", None) or source.iter_range
         delays = self.backoff.delays()
@@ -371,6 +395,9 @@ class Uploader:
                     yield held
 
             response, error = None, None
+            while not self._slots.acquire(timeout=0.25):
+                if cancel.is_set():
+                    raise _Cancelled()
             try:
                 response = self.s3.put(url, data=_Sized(body(), end - start),
                                        timeout=self.timeout, headers=headers)
@@ -379,12 +406,16 @@ class Uploader:
             except BaseException:
                 progress(-sent[0])
                 raise
+            finally:
+                self._slots.release()
             if response is not None and response.status_code == 200:
                 if sent[0] != end - start:
                     raise UploadError(f"the bundle produced {sent[0]} bytes for a part of "
                                       f"{end - start}")
                 return response.headers.get("ETag", "")
             progress(-sent[0])
+            if cancel.is_set():
+                raise _Cancelled()
             if response is not None and response.status_code == 403 \
                     and "Request has expired" in response.text:
                 raise _Expired()
@@ -402,6 +433,19 @@ class Uploader:
             log.info("part %d-%d: %s; sending it again in %.1f s", start, end,
                      error or response.status_code, delay)
             time.sleep(delay)
+
+
+class _Either:
+    """Set when either event is: a failed part, or the whole uploader stopped."""
+
+    def __init__(self, own: threading.Event, other: threading.Event):
+        self.own, self.other = own, other
+
+    def set(self) -> None:
+        self.own.set()
+
+    def is_set(self) -> bool:
+        return self.own.is_set() or self.other.is_set()
 
 
 def _part_range(ticket: Ticket, n: int, size: int) -> tuple[int, int]:

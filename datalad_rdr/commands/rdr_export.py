@@ -210,9 +210,11 @@ class RdrExport(ValidatedInterface):
                                   cap re-bundles: the export says which bundles it sends
                                   again and removes"""),
         jobs=Parameter(args=("-J", "--jobs"), metavar="N",
-                       doc="""parts of a bundle sent at once when the server splits it
-                       into parts (default: 4); the ZIP is still read, checked and hashed
-                       once, in order"""),
+                       doc="""bundles streamed and uploaded at once, and uploads (PUTs)
+                       in flight in total, over all bundles and their parts (default: 4).
+                       Each ZIP is still read, checked and hashed once, in order; bundles
+                       are registered one at a time, as they finish. More than 1 pays off
+                       where one connection does not fill the link"""),
         recursive=Parameter(args=("-r", "--recursive"), action="store_true",
                             doc="""include the content of subdatasets at their paths
                             (remembered: a later plain rerun includes them too)"""),

@@ -80,8 +80,10 @@ class Sandbox:
         return boto3.client(
             "s3", endpoint_url=self.s3_server.url, region_name=s.region,
             aws_access_key_id=s.access_key, aws_secret_access_key=s.secret_key,
+            # joining the parts of a multi-GB object takes moto longer than boto's 60 s,
+            # and a retry meets the parts the first completion already consumed
             config=Config(signature_version="s3v4", s3={"addressing_style": "path"},
-                          retries={"max_attempts": 2}),
+                          retries={"max_attempts": 2}, read_timeout=900),
         )
 
     def start(self) -> "Sandbox":
@@ -175,6 +177,9 @@ def main(argv=None) -> int:
                         help="lifetime of presigned URLs in seconds (default 3600)")
     parser.add_argument("--no-download-redirect", action="store_true",
                         help="stream downloads through the API instead of a 303 to S3")
+    parser.add_argument("--bandwidth", type=float, metavar="BYTES_PER_S",
+                        help="limit every connection to S3 through presigned URLs to this "
+                             "many bytes/s, e.g. 20e6, as a WAN link does (default: none)")
     parser.add_argument("--api-token", help="fix the depositor's API token")
     parser.add_argument("--review", action="store_true",
                         help="a curated installation: the depositor may not publish, "
@@ -198,7 +203,9 @@ def main(argv=None) -> int:
         overrides["review"] = True
     sandbox = Sandbox(args.profile, args.data_dir, dataverse_port=args.port,
                       s3_port=args.s3_port, zenodo_port=args.zenodo_port,
-                      **overrides).start()
+                      **overrides)
+    sandbox.s3_settings.bandwidth = args.bandwidth  # the gate reads it on every request
+    sandbox.start()
     if args.today:
         sandbox.dataverse.clock.set(args.today)
     stop = threading.Event()

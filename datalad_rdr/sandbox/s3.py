@@ -14,8 +14,11 @@ moto's own Flask application, adds:
 - large objects stay on disk: moto joins multipart parts in one bytearray and reads a whole
   object to answer a Range request; :func:`_keep_large_objects_on_disk` and the gate's own
   GET path stream from moto's stored buffer instead, so a 20 GB bundle needs no 20 GB of RAM;
-- counters (bytes served per object) and injectable faults (status codes, connection resets)
-  for tests.
+- counters (bytes served per object, PUTs per object, the most PUTs and objects in flight
+  at once) and injectable faults (status codes, connection resets) for tests;
+- an optional per-connection bandwidth limit (``S3Settings.bandwidth``, bytes/s) on presigned
+  requests, so that sending several bundles at once pays off on loopback as it does over a
+  WAN, where one connection rarely fills the link.
 
 Requests signed in the Authorization header come only from the sandbox's own Dataverse and
 Zenodo servers; the gate checks their access key, not their signature.
@@ -32,6 +35,7 @@ import re
 import shutil
 import socket
 import tempfile
+import threading
 import time
 import uuid
 from collections import Counter
@@ -59,6 +63,9 @@ class S3Settings:
     swift: bool = False
     # Highest part number (AWS 10000; Swift s3api's max_upload_part_num defaults to 1000).
     max_parts: int = 10000
+    # Bytes per second per connection (presigned requests only: the sandbox's own servers
+    # are not slowed); None: as fast as loopback goes.
+    bandwidth: float | None = None
 
 
 @dataclass
@@ -66,11 +73,41 @@ class S3Stats:
     requests: Counter = field(default_factory=Counter)
     bytes_served: Counter = field(default_factory=Counter)  # object key -> body bytes sent
     bytes_received: int = 0
+    puts: Counter = field(default_factory=Counter)  # "bucket/key" -> PUTs (parts count each)
+    in_flight: Counter = field(default_factory=Counter)  # "bucket/key" -> PUTs under way
+    max_puts_in_flight: int = 0  # the most PUTs under way at once
+    max_objects_in_flight: int = 0  # the most objects (bundles) being PUT at once
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    def put_started(self, key: str) -> None:
+        with self._lock:
+            self.puts[key] += 1
+            self.in_flight[key] += 1
+            self.max_puts_in_flight = max(self.max_puts_in_flight,
+                                          sum(self.in_flight.values()))
+            self.max_objects_in_flight = max(self.max_objects_in_flight,
+                                             len(+self.in_flight))
+
+    def put_ended(self, key: str) -> None:
+        with self._lock:
+            self.in_flight[key] -= 1
+            if self.in_flight[key] <= 0:
+                del self.in_flight[key]
+
+    def puts_of(self, storage_identifier: str) -> int:
+        """PUTs of the object a Dataverse storage identifier (``s3://bucket:id``) names."""
+        ident = storage_identifier.rsplit(":", 1)[-1]
+        with self._lock:
+            return sum(n for key, n in self.puts.items() if key.endswith("/" + ident))
 
     def reset(self) -> None:
-        self.requests.clear()
-        self.bytes_served.clear()
-        self.bytes_received = 0
+        with self._lock:
+            self.requests.clear()
+            self.bytes_served.clear()
+            self.bytes_received = 0
+            self.puts.clear()
+            self.max_puts_in_flight = sum(self.in_flight.values())
+            self.max_objects_in_flight = len(self.in_flight)
 
 
 def _error(status: int, code: str, message: str, settings: S3Settings, **extra) -> Response:
@@ -208,8 +245,18 @@ class S3Gate:
         if refusal is not None:
             return refusal(environ, start_response)
 
+        presigned = "X-Amz-Signature=" in raw_query
+        if presigned and self.settings.bandwidth:
+            environ["wsgi.input"] = _Throttled(environ["wsgi.input"], self.settings.bandwidth)
         if method == "PUT":
             self.stats.bytes_received += request.content_length or 0
+            if presigned:
+                key = unquote(raw_path).lstrip("/")
+                self.stats.put_started(key)
+                try:
+                    return self.moto(environ, start_response)  # moto reads the body here
+                finally:
+                    self.stats.put_ended(key)
         if method in ("POST", "DELETE") and self._other_key(raw_path, raw_query):
             # moto finds an upload by its id alone; S3 and Swift need the key to match.
             return _error(404, "NoSuchUpload", "The specified upload does not exist. The "
@@ -345,6 +392,7 @@ class S3Gate:
         length = max(0, end - start + 1)
         headers["Content-Length"] = str(length)
         stats, key_label = self.stats, f"{bucket}/{key_name}"
+        pace = _Pace(self.settings.bandwidth if "X-Amz-Signature=" in raw_query else None)
 
         def body():
             remaining, pos = length, start
@@ -360,11 +408,52 @@ class S3Gate:
                 pos += len(chunk)
                 remaining -= len(chunk)
                 stats.bytes_served[key_label] += len(chunk)
+                pace.took(len(chunk))
                 yield chunk
 
         resp = Response(body(), status=status, headers=headers, direct_passthrough=True)
         _stamp(resp, self.settings)
         return resp
+
+
+class _Pace:
+    """Holds one connection to ``rate`` bytes/s: sleeps once bytes run ahead of the clock."""
+
+    def __init__(self, rate: float | None):
+        self.rate, self.began, self.bytes = rate, time.monotonic(), 0
+
+    def took(self, n: int) -> None:
+        if not self.rate:
+            return
+        self.bytes += n
+        ahead = self.bytes / self.rate - (time.monotonic() - self.began)
+        if ahead > 0:
+            time.sleep(ahead)
+
+
+class _Throttled:
+    """A request body read at most ``rate`` bytes/s: the client's sending slows down as
+    the socket's buffers fill, as on a slow link."""
+
+    STEP = 256 * 1024
+
+    def __init__(self, stream, rate: float):
+        self.stream, self.pace = stream, _Pace(rate)
+
+    def read(self, size: int = -1) -> bytes:
+        if size is None or size < 0:
+            return b"".join(iter(lambda: self.read(self.STEP), b""))
+        data = self.stream.read(min(size, self.STEP))
+        self.pace.took(len(data))
+        return data
+
+    def readline(self, size: int = -1) -> bytes:
+        data = self.stream.readline(size)
+        self.pace.took(len(data))
+        return data
+
+    def __iter__(self):
+        return iter(lambda: self.read(self.STEP), b"")
 
 
 def parse_range(header: str, size: int):
