@@ -29,8 +29,8 @@ from typing import Callable, Iterator
 from datalad.log import log_progress
 from datalad.support.exceptions import CapturedException
 
-from . import after_export, content, discovery, documents, manifest as mf, metadata, \
-    preflight, publish, verify
+from . import after_export, cluster, content, discovery, documents, manifest as mf, \
+    metadata, preflight, publish, verify
 from .credentials import CredentialError
 from .dataverse import Dataverse, DataverseError
 from .plan import GB, Bundle, Plan, PlanError, make_plan, split_bundle
@@ -496,6 +496,10 @@ def _export_bundle(dataset, bundle: Bundle, opts, client, pid, uploader, commit_
                                      f"made {'restricted' if opts.restrict else 'public'}")
             return known, "notneeded", f"{bundle.filename} unchanged since the last export"
     log.debug("%s: %s", bundle.filename, "content changed" if known else "new bundle")
+    # uploaded by a SLURM task (rdr-export --slurm): registered, not sent again
+    taken = cluster.take_upload(dataset, bundle, fp, opts, client, pid, journal)
+    if taken is not None:
+        return taken
     fetched = content.fetch(bundle.files)
     blobs: dict[str, content.BlobReader] = {}
     try:
