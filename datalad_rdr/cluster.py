@@ -561,8 +561,8 @@ def _wait(dataset: Path, sub: Submission) -> Iterator[dict]:
             res = yield from _task_result(dataset, sub, bundle, tasks.get(i), final_over)
             if res:
                 reported.add(i)
-                log_progress(log.info, progress_id, "", update=len(reported),
-                             increment=False)
+                log_progress(log.info, progress_id, "%d of %d tasks ended",
+                             len(reported), total, update=len(reported), increment=False)
         if final_over:
             break
         time.sleep(POLL)

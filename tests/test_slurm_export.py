@@ -146,6 +146,12 @@ def test_a_task_killed_by_scancel_is_sent_again_by_a_rerun(jobs, token_env, bids
         f"{hanging['filename']}: SLURM task {task} is still sending it (RUNNING); nothing "
         f"was submitted: rerun when it has ended, or 'scancel {task}' first"]
     assert not [r for r in busy if r.get("slurm_array")]
+    # a plain export now registers the three uploads, and leaves that bundle to its task
+    plain = rdr_export(bids, sb, url=None, collection=None, max_bundle_size=None)
+    assert [r["message"] for r in errors(plain) if r.get("bundle")] == [
+        f"{hanging['filename']}: SLURM task {task} is sending it (RUNNING): rerun when it "
+        f"has ended, or 'scancel {task}' first"]
+    assert len([r for r in plain if "registered: sent by SLURM task" in r["message"]]) == 3
     run("scancel", task)
     states = wait_for(lambda: ended(final, [None]), timeout=120, what=f"final job {final}")
     assert job_states(array)[hanging["index"]]["JobState"] == "CANCELLED"
