@@ -44,7 +44,7 @@ import socket
 import subprocess
 import sys
 import time
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Iterator
 
@@ -88,7 +88,7 @@ class TaskFailed(UploadError):
 
 @dataclass
 class SlurmOptions:
-    sbatch: list[str] = field(default_factory=list)  # the user's sbatch arguments
+    sbatch: list[str] | None = None  # the user's sbatch arguments; None: the last ones
     wait: bool = True  # False: --no-wait
     credential: str | None = None  # --credential, for the jobs
 
@@ -404,6 +404,12 @@ def _job_list(sub: Submission) -> str:
 
 def _submit(dataset: Path, opts: ex.ExportOptions, slurm: SlurmOptions):
     git_dir = ex._git_dir(dataset)
+    if slurm.sbatch is None:  # a rerun goes where the last submission went
+        last = next(iter(submissions(git_dir)), None)
+        slurm = replace(slurm, sbatch=list(last.data.get("sbatch", [])) if last else [])
+        if slurm.sbatch:
+            yield ex.result(dataset, "ok", f"sbatch options of the last submission: "
+                                           f"{shlex.join(slurm.sbatch)}")
     try:
         check_sbatch(slurm.sbatch)  # before the draft is made: a typo costs nothing
     except SlurmError as exc:

@@ -182,8 +182,10 @@ def test_a_failed_task_is_reported_with_its_log_and_only_it_is_resubmitted(
         jobs, token_env, bids):
     sb = token_env
     sb.gate.faults.inject(Fault(method="PUT", path=".", status=400))
-    results = export(bids, sb, slurm=True)
+    results = export(bids, sb, slurm=True, sbatch="--time=10 --job-name=mine")
     array, final, _ = ids_of(results, jobs)
+    assert job_states(array)[0]["TimeLimit"] == "00:10:00"
+    assert job_states(array)[0]["JobName"] == "mine"
     failed = [r for r in errors(results) if r.get("slurm_job", "").startswith(f"{array}_")]
     assert len(failed) == 1, errors(results)
     message = failed[0]["message"]
@@ -198,11 +200,32 @@ def test_a_failed_task_is_reported_with_its_log_and_only_it_is_resubmitted(
     registered = [r["bundle"] for r in results
                   if r.get("slurm_job") == final and r["status"] == "ok" and "bundle" in r]
     assert sorted(registered + [failed[0]["bundle"]]) == sorted(BUNDLES)
-    again = export(bids, sb, slurm=True)
+    again = export(bids, sb, slurm=True)  # where the last submission went
     assert not errors(again), errors(again)
+    assert any(r["message"] == "sbatch options of the last submission: --time=10 "
+                               "--job-name=mine" for r in again)
     array2, _, _ = ids_of(again, jobs)
+    assert job_states(array2)[0]["TimeLimit"] == "00:10:00"
     assert [r["bundle"] for r in again if r.get("slurm_job", "").startswith(f"{array2}_")] \
         == [failed[0]["bundle"]]
+    assert sorted(b["filename"] for b in manifest_of(bids)["bundles"]) == sorted(BUNDLES)
+
+
+def test_a_plain_export_after_a_failed_task_sends_that_bundle_from_here(jobs, token_env,
+                                                                        bids):
+    sb = token_env
+    sb.gate.faults.inject(Fault(method="PUT", path=".", status=400))
+    results = export(bids, sb, slurm=True, no_wait=True)
+    array, final, run_dir = ids_of(results, jobs)
+    run("scancel", final)
+    wait_for(lambda: ended(array, range(4)), timeout=120, what=f"tasks of {array}")
+    failed = [json.loads(p.read_text()) for p in (run_dir / "results").glob("*.json")]
+    assert sorted(r["status"] for r in failed) == ["error", "ok", "ok", "ok"]
+    again = rdr_export(bids, sb, url=None, collection=None, max_bundle_size=None)
+    assert not errors(again), errors(again)
+    messages = sorted(r["message"].split(":")[0] for r in again if "bundle" in r)
+    assert sum("registered" in m for m in messages) == 3
+    assert sum(m.endswith(" sent") for m in messages) == 1, messages  # from here
     assert sorted(b["filename"] for b in manifest_of(bids)["bundles"]) == sorted(BUNDLES)
 
 

@@ -327,8 +327,9 @@ class RdrExport(ValidatedInterface):
         args=("--sbatch",), metavar="OPTIONS", action="append",
         doc="""sbatch options for the jobs, as on an sbatch command line, e.g. --sbatch
         "-p batch -A lp_myproject -M wice -t 2:00:00" (repeat to add more). They are
-        checked with 'sbatch --test-only' before anything is sent. --array, --dependency,
-        --output and --error are set by the export""")
+        checked with 'sbatch --test-only' before anything is sent. A rerun without
+        --sbatch uses those of the last submission (--sbatch "" for none). --array,
+        --dependency, --output and --error are set by the export""")
     _params_["no_wait"] = Parameter(
         args=("--no-wait",), action="store_true",
         doc="""with --slurm: return the job ids once submitted; the final job finishes the
@@ -404,7 +405,7 @@ class RdrExport(ValidatedInterface):
         try:
             if slurm:
                 runs = run_slurm_export(path, opts, SlurmOptions(
-                    sbatch or [], wait=not no_wait, credential=credential))
+                    sbatch, wait=not no_wait, credential=credential))
             else:
                 runs = (run_verify if verify_only else run_export)(path, opts)
             for res in runs:
