@@ -191,6 +191,15 @@ class RdrExport(ValidatedInterface):
     ``--ria-store`` the dataset (history, manifest, git-annex branch; no annexed content) is
     pushed to a RIA store, so that ``datalad clone 'ria+file:///store#~ALIAS'`` works.
 
+    ``--slurm`` sends the bundles from a SLURM cluster: the export is planned and the draft
+    opened here, then one array job is submitted with a task per bundle still to send (each
+    uploads its bundle, the same bytes as a local export) and one final job, after all of
+    them, that registers the uploads, writes the manifest, verifies and, with ``--publish``,
+    publishes. It waits and shows the tasks' progress unless ``--no-wait``; ``--sbatch``
+    passes sbatch options (partition, account, cluster, time). A failed task is reported with
+    its log; a rerun submits only what is missing, and a plain rerun registers what the
+    tasks uploaded without sending it again (docs: "Large datasets").
+
     The API token comes from DataLad's credential system: the credential named with
     ``--credential``, the last one used for the server, or the credential ``rdr``
     (environment variable ``DATALAD_CREDENTIAL_RDR_SECRET``).
