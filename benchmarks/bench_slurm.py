@@ -106,17 +106,18 @@ def one_pair(work: Path, subjects: int, image: int) -> dict:
         "local": local_wall,
         "slurm": slurm_wall,
         "submission": submitted - began,
-        "queue": min(starts) - submitted,
+        "queue": max(0.0, min(starts) - submitted),  # scontrol: whole seconds
         "tasks": max(ends) - min(starts),
         "task_mean": statistics.mean(e - s for s, e in zip(starts, ends)),
-        "final_queue": stamp(final["StartTime"]) - max(ends),
+        "final_queue": max(0.0, stamp(final["StartTime"]) - max(ends)),
         "final": stamp(final["EndTime"]) - stamp(final["StartTime"]),
         "after_final": began + slurm_wall - stamp(final["EndTime"]),
         "overhead": slurm_wall - local_wall,
     }
 
 
-ROWS = [("bundles", "bundles (= array tasks)", "{:.0f}"), ("bytes", "bytes of bundles", "{:.0f}"),
+ROWS = [("bundles", "bundles (= array tasks)", "{:.0f}"),
+        ("bytes", "bytes of bundles", "{:.0f}"),
         ("local", "local export, wall (s)", "{:.1f}"),
         ("slurm", "--slurm, wall (s)", "{:.1f}"),
         ("submission", "  submission (s)", "{:.1f}"), ("queue", "  queue (s)", "{:.0f}"),

@@ -173,7 +173,8 @@ def job_states(job: str, clusters: list[str] = ()) -> dict:
             states[task] = (rec.get("JobState", "?"), rec.get("ExitCode", "?"))
         return states
     # forgotten (MinJobAge): the accounting database, where there is one
-    proc = _slurm("sacct", *clusters, "-n", "-P", "-X", "-j", job, "-o", "JobID,State,ExitCode")
+    proc = _slurm("sacct", *clusters, "-n", "-P", "-X", "-j", job,
+                  "-o", "JobID,State,ExitCode")
     for line in proc.stdout.splitlines() if proc.returncode == 0 else []:
         job_id, state, code = (line.split("|") + ["", ""])[:3]
         task = job_id.partition("_")[2]
@@ -303,7 +304,12 @@ def task_outcome(git_dir: Path, name: str, fingerprint: str, server: str, pid: s
             ok = result.get("status") == "ok"
             return TaskOutcome(sub, index, "sent" if ok else "failed", result,
                                "" if ok else f"failed: {result.get('message', '')}")
-        state, code = task_state(job_states(sub.array, sub.data.get("clusters", [])), index)
+        try:
+            state, code = task_state(job_states(sub.array, sub.data.get("clusters", [])),
+                                     index)
+        except SlurmError as exc:  # no SLURM here (a copy of the dataset elsewhere)
+            log.debug("state of SLURM task %s unknown: %s", sub.task_id(index), exc)
+            state, code = None, None
         if state is not None and state not in FINISHED:
             return TaskOutcome(sub, index, "busy", None, state)
         return TaskOutcome(sub, index, "failed", None,
@@ -420,7 +426,8 @@ def _submit(dataset: Path, opts: ex.ExportOptions, slurm: SlurmOptions):
         return None
     opts, plan, meta, previous, _ = prepared
     try:
-        token = opts.token if opts.token or opts.token_for is None else opts.token_for(opts.url)
+        token = opts.token if opts.token or opts.token_for is None \
+            else opts.token_for(opts.url)
     except CredentialError as exc:
         yield ex.result(dataset, "error", str(exc), exc)
         return None
@@ -557,14 +564,21 @@ def _wait(dataset: Path, sub: Submission) -> Iterator[dict]:
                      unit=" bundles", label=f"SLURM {sub.array}")
     final_state = None
     while True:
-        tasks = job_states(sub.array, clusters) if sub.array and len(reported) < total else {}
-        final_state = job_states(sub.data["final"], clusters).get(None, (None, None))
+        try:
+            tasks = job_states(sub.array, clusters) if sub.array and len(reported) < total \
+                else {}
+            final_state = job_states(sub.data["final"], clusters).get(None, (None, None))
+        except SlurmError as exc:  # a busy controller: look again
+            log.warning("%s; asking again in %.0f s", exc, 10 * POLL)
+            time.sleep(10 * POLL)
+            continue
         final_over = final_state[0] is None or final_state[0] in FINISHED
         for bundle in sub.bundles:
             i = bundle["index"]
             if i in reported:
                 continue
-            res = yield from _task_result(dataset, sub, bundle, tasks.get(i), final_over)
+            res = yield from _task_result(dataset, sub, bundle, task_state(tasks, i),
+                                          final_over)
             if res:
                 reported.add(i)
                 log_progress(log.info, progress_id, "%d of %d tasks ended",
@@ -585,9 +599,16 @@ def _task_result(dataset, sub: Submission, bundle: dict, state, final_over: bool
     result = sub.result(bundle["name"])
     if result is None and sub.result_path(bundle["name"]).with_suffix(".registered").exists():
         result = {"status": "ok", "size": None}
-    ended = state is not None and state[0] in FINISHED
-    if result is None and not ended and not final_over:
+    if result is None and not final_over:
+        # a task that ended has written its result, though a shared file system may show
+        # it late: one without is told once the final job, which comes after, has ended
         return False
+    if result is None and state[0] is not None and state[0] not in FINISHED:
+        yield ex.result(dataset / filename, "impossible",
+                        f"{filename}: SLURM task {sub.task_id(i)} is still {state[0]}, but "
+                        f"the final job {sub.data['final']} has ended: run 'datalad "
+                        f"rdr-export' once the task has ended", **where)
+        return True
     if result is not None and result.get("status") == "ok":
         size = f", {human(result['size'])}" if result.get("size") else ""
         yield ex.result(dataset / filename, "ok",
@@ -595,8 +616,8 @@ def _task_result(dataset, sub: Submission, bundle: dict, state, final_over: bool
         return True
     outcome = TaskOutcome(sub, i, "failed", result,
                           f"failed: {result.get('message', '')}" if result else
-                          f"ended {state[0] if state else '(state no longer known)'}"
-                          + (f", exit {state[1]}" if state else "") + " without a result")
+                          f"ended {state[0] or '(state no longer known)'}"
+                          + (f", exit {state[1]}" if state[1] else "") + " without a result")
     yield ex.result(dataset / filename, "error",
                     f"{filename}: {_describe_failure(outcome)}", **where)
     return True
@@ -645,7 +666,9 @@ def _token(sub: Submission, server: str) -> str:
 def _run_task(sub: Submission, index: int) -> int:
     spec = json.loads((sub.run / "tasks" / f"{index}.json").read_text())
     bundle = Bundle(spec["name"], spec["logical"], [PlannedFile(**f) for f in spec["files"]])
-    dataset, job = Path(sub.data["dataset"]), sub.task_id(index)
+    # from SLURM: the submitter may not have written the array's id yet
+    dataset = Path(sub.data["dataset"])
+    job = f"{os.environ.get('SLURM_ARRAY_JOB_ID', '?')}_{index}"
     print(f"datalad-rdr: SLURM task {job} on {socket.gethostname()}: {bundle.filename}, "
           f"{len(bundle.files)} files, {human(bundle.nbytes)}", flush=True)
     opts = sub.data["options"]

@@ -19,11 +19,11 @@ import pytest
 
 from conftest import DV, rdr_export
 from slurm import FINISHED_STATES, job_states, require_slurm, run, slurm_conf, wait_for
+from test_export import IMAGE, export
 from datalad_rdr.demo import make_bids_dataset
 from datalad_rdr.sandbox.faults import Fault
 
-IMAGE = 60_000
-CAP = 7 * IMAGE  # core, raw-01, raw-02, derivatives: four bundles, four tasks
+# core, raw-01, raw-02, derivatives: four bundles, four tasks
 BUNDLES = ["core.zip", "raw-01.zip", "raw-02.zip", "derivatives.zip"]
 DATALAD = os.path.join(os.path.dirname(sys.executable), "datalad")
 
@@ -42,14 +42,9 @@ def jobs(monkeypatch):
 
 
 @pytest.fixture
-def bids(tmp_path):
+def bids(tmp_path):  # as test_export's: capped by its export() into the four BUNDLES
     return make_bids_dataset(tmp_path / "bids", subjects=3, nifti_bytes=IMAGE,
                              derivatives={"fmriprep": IMAGE})
-
-
-def export(ds, sb, **kw):
-    kw.setdefault("max_bundle_size", CAP)
-    return rdr_export(ds, sb, **kw)
 
 
 def ids_of(results, jobs):
