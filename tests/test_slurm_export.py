@@ -272,6 +272,7 @@ def test_a_bad_sbatch_option_is_one_line_and_nothing_is_uploaded(jobs, token_env
     (["--slurm", "--sbatch", "-p 'batch"],
      "--sbatch \"-p 'batch\": No closing quotation"),
     (["--sbatch", "-p batch"], "--sbatch only goes with --slurm"),
+    (["--sbatch="], "--sbatch only goes with --slurm"),
     (["--no-wait"], "--no-wait only goes with --slurm"),
     (["--slurm", "--dry-run"], "--slurm and --dry-run cannot be used together"),
 ])
@@ -284,3 +285,51 @@ def test_sbatch_options_the_export_cannot_use_are_refused_before_anything_runs(
     assert said in r.stderr, r.stderr
     assert len(token_env.dataverse.requests) == 0
     assert not (bids / ".git/datalad-rdr/slurm").exists()
+
+
+def test_without_sbatch_on_path_slurm_says_so_and_sends_nothing(token_env, bids, tmp_path,
+                                                                 monkeypatch):
+    tools = tmp_path / "bin"
+    tools.mkdir()
+    (tools / "git").symlink_to(subprocess.run(["which", "git"], capture_output=True,
+                                              text=True).stdout.strip())
+    monkeypatch.setenv("PATH", f"{tools}{os.pathsep}{os.path.dirname(sys.executable)}")
+    results = export(bids, token_env, slurm=True)
+    assert [r["message"] for r in results] == [
+        "sbatch not found: --slurm needs SLURM's client commands on PATH (run it on a login "
+        "node of the cluster)"]
+    assert len(token_env.dataverse.requests) == 0
+
+
+def test_a_final_job_cancelled_while_waiting_is_reported_with_its_log(jobs, token_env,
+                                                                      bids):
+    sb = token_env
+    hang = sb.gate.faults.inject(Fault(method="PUT", path=".", delay=120))
+    env = {**os.environ, "DATALAD_CREDENTIAL_RDR_SECRET": sb.api_token}
+    proc = subprocess.Popen([DATALAD, "-f", "json", "rdr-export", "-d", str(bids), "--url",
+                             sb.dataverse_url, "--collection", sb.collection,
+                             "--max-bundle-size", str(7 * IMAGE), "--slurm"],
+                            env=env, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+                            text=True)
+    base = bids / ".git/datalad-rdr/slurm"
+
+    def final_id():
+        for path in base.glob("*/submission.json") if base.exists() else []:
+            data = json.loads(path.read_text())
+            if data.get("final") and hang.hits:
+                return data
+        return None
+
+    data = wait_for(final_id, timeout=120, what="jobs submitted, an upload hanging")
+    jobs += [data["array"], data["final"]]
+    run("scancel", data["final"])
+    out, _ = proc.communicate(timeout=120)
+    results = [json.loads(line) for line in out.splitlines() if line.startswith("{")]
+    said = [r for r in results if r.get("slurm_job") == data["final"]]
+    assert [r["status"] for r in said] == ["error"]
+    assert said[0]["message"].startswith(
+        f"the final job {data['final']} ended CANCELLED without results; log ")
+    assert said[0]["message"].endswith("rerun 'datalad rdr-export' to register what was sent")
+    still = [r for r in results if r["status"] == "impossible"]
+    assert still and all(f"but the final job {data['final']} has ended" in r["message"]
+                         for r in still)

@@ -125,7 +125,7 @@ class RdrExportParams(EnsureCommandParameterization):
 
     def _needs(self, a: str, b: str):
         def check(**given):
-            if given[a] and not given[b]:
+            if given[a] not in (None, False) and not given[b]:  # --sbatch "" counts
                 self.raise_for(given, f"{_option(a)} only goes with {_option(b)}: add "
                                       f"{_option(b)}, or leave {_option(a)} out")
         return check
