@@ -312,10 +312,13 @@ def task_outcome(git_dir: Path, name: str, fingerprint: str, server: str, pid: s
             state, code = None, None
         if state is not None and state not in FINISHED:
             return TaskOutcome(sub, index, "busy", None, state)
-        return TaskOutcome(sub, index, "failed", None,
-                           f"ended {state or '(state no longer known)'}"
-                           + (f", exit {code}" if code else "") + " without a result")
+        return TaskOutcome(sub, index, "failed", None, _no_result(state, code))
     return None
+
+
+def _no_result(state: str | None, code: str | None) -> str:
+    return (f"ended {state or '(state no longer known)'}" + (f", exit {code}" if code else "")
+            + " without a result")
 
 
 def _describe_failure(outcome: TaskOutcome) -> str:
@@ -616,8 +619,7 @@ def _task_result(dataset, sub: Submission, bundle: dict, state, final_over: bool
         return True
     outcome = TaskOutcome(sub, i, "failed", result,
                           f"failed: {result.get('message', '')}" if result else
-                          f"ended {state[0] or '(state no longer known)'}"
-                          + (f", exit {state[1]}" if state[1] else "") + " without a result")
+                          _no_result(*state))
     yield ex.result(dataset / filename, "error",
                     f"{filename}: {_describe_failure(outcome)}", **where)
     return True
