@@ -333,3 +333,20 @@ def test_a_final_job_cancelled_while_waiting_is_reported_with_its_log(jobs, toke
     still = [r for r in results if r["status"] == "impossible"]
     assert still and all(f"but the final job {data['final']} has ended" in r["message"]
                          for r in still)
+
+
+def test_with_publish_the_final_job_publishes_and_keeps_the_doi(jobs, token_env, bids):
+    sb = token_env
+    results = export(bids, sb, slurm=True, publish="major")
+    assert not errors(results), errors(results)
+    _, final, _ = ids_of(results, jobs)
+    published = [r for r in results if r["action"] == "rdr-publish"]
+    assert [r["slurm_job"] for r in published] == [final]
+    manifest = manifest_of(bids)
+    assert (manifest["doi"], manifest["version"]) == (manifest["pid"][len("doi:"):], "1.0")
+    version = DV(sb).call("GET", "/api/datasets/:persistentId/versions/:latest-published",
+                          params={"persistentId": manifest["pid"]}).json()["data"]
+    assert version["versionState"] == "RELEASED"
+    assert sorted(f["label"] for f in DV(sb).files(manifest["pid"], ":latest-published")
+                  if f["label"].endswith(".zip")) == sorted(BUNDLES)
+    assert manifest["doi"] in (bids / "CITATION.cff").read_text()
