@@ -37,7 +37,7 @@ from typing import Iterator
 from datalad.log import log_progress
 from datalad.support.exceptions import CapturedException
 
-from . import content, manifest as mf
+from . import cluster, content, manifest as mf
 from .dataverse import DataverseError
 from .plan import Bundle, Plan, split_bundle
 from .register import RegisterError, draft_files, find_in_draft, register_bundle
@@ -86,6 +86,14 @@ class SharedJournal:
     @property
     def bundles(self) -> dict[str, mf.BundleRecord]:
         return self.journal.bundles
+
+    @property
+    def path(self) -> Path:
+        return self.journal.path
+
+    @property
+    def server(self) -> str:
+        return self.journal.server
 
     def record(self, bundle: mf.BundleRecord) -> None:
         with self._lock:
@@ -139,6 +147,15 @@ def send_bundles(dataset, plan: Plan, opts, client, pid, uploader: Uploader, pre
                     continue
                 if unchanged is not None:
                     yield from finished(bundle, _done(dataset, bundle, *unchanged))
+                    continue
+                try:  # uploaded by a SLURM task (rdr-export --slurm): registered, not sent
+                    taken = cluster.take_upload(dataset, bundle, fingerprint(bundle), opts,
+                                                client, pid, journal)
+                except (UploadError, RegisterError, DataverseError) as exc:
+                    yield from finished(bundle, _failed(dataset, bundle, exc))
+                    continue
+                if taken is not None:
+                    yield from finished(bundle, _done(dataset, bundle, *taken))
                     continue
                 worker = threading.Thread(target=work, args=(bundle,), daemon=True,
                                           name=f"rdr-send-{bundle.name}")

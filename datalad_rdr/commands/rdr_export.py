@@ -30,6 +30,7 @@ from datalad_next.constraints import (
 )
 from datalad_next.datasets import datasetmethod
 
+from ..cluster import SlurmError, SlurmOptions, parse_sbatch, run_slurm_export
 from ..credentials import CredentialError, obtain, obtain_token
 from ..export import ExportOptions, run_export, run_verify
 from ..metadata import run_template
@@ -58,6 +59,19 @@ class EnsureServerURL(Constraint):
         return "http(s) URL of the Dataverse installation"
 
 
+class EnsureSbatchOptions(Constraint):
+    """``--sbatch`` values: sbatch arguments, as on an sbatch command line."""
+
+    def __call__(self, value):
+        try:
+            return parse_sbatch(value)
+        except SlurmError as exc:
+            self.raise_for(value, _braces(str(exc)))
+
+    def short_description(self):
+        return "sbatch options, e.g. '-p batch -A lp_myproject -t 2:00:00'"
+
+
 def _braces(text: str) -> str:
     return text.replace("{", "{{").replace("}", "}}")
 
@@ -80,7 +94,14 @@ CONFLICTS = [
     ("check_server", "verify_only", "each does one thing and stops; run them in turn"),
     ("check_server", "publish", "--check-server changes nothing; export with --publish"),
     ("check_server", "metadata_template", "each does one thing and stops; run them in turn"),
+    ("slurm", "dry_run", "a dry run submits nothing; run --dry-run alone"),
+    ("slurm", "verify_only", "--verify-only sends nothing; run it alone"),
+    ("slurm", "check_server", "each does one thing and stops; run them in turn"),
+    ("slurm", "metadata_template", "--metadata-template only writes the template"),
+    ("slurm", "openminds", "--openminds only writes the file"),
 ]
+# Options that only mean something with another one.
+NEEDS = [("sbatch", "slurm"), ("no_wait", "slurm")]
 
 
 def _option(name: str) -> str:
@@ -91,13 +112,22 @@ class RdrExportParams(EnsureCommandParameterization):
     def __init__(self, param_constraints):
         super().__init__(param_constraints, joint_constraints={
             ParameterConstraintContext((a, b), "conflict"): self._conflict(a, b, why)
-            for a, b, why in CONFLICTS})
+            for a, b, why in CONFLICTS} | {
+            ParameterConstraintContext((a, b), "needs"): self._needs(a, b)
+            for a, b in NEEDS})
 
     def _conflict(self, a: str, b: str, why: str):
         def check(**given):
             if given[a] and given[b]:
                 self.raise_for(given, f"{_option(a)} and {_option(b)} cannot be used "
                                       f"together: {why}")
+        return check
+
+    def _needs(self, a: str, b: str):
+        def check(**given):
+            if given[a] not in (None, False) and not given[b]:  # --sbatch "" counts
+                self.raise_for(given, f"{_option(a)} only goes with {_option(b)}: add "
+                                      f"{_option(b)}, or leave {_option(a)} out")
         return check
 
 
@@ -161,6 +191,15 @@ class RdrExport(ValidatedInterface):
     ``--ria-store`` the dataset (history, manifest, git-annex branch; no annexed content) is
     pushed to a RIA store, so that ``datalad clone 'ria+file:///store#~ALIAS'`` works.
 
+    ``--slurm`` sends the bundles from a SLURM cluster: the export is planned and the draft
+    opened here, then one array job is submitted with a task per bundle still to send (each
+    uploads its bundle, the same bytes as a local export) and one final job, after all of
+    them, that registers the uploads, writes the manifest, verifies and, with ``--publish``,
+    publishes. It waits and shows the tasks' progress unless ``--no-wait``; ``--sbatch``
+    passes sbatch options (partition, account, cluster, time). A failed task is reported with
+    its log; a rerun submits only what is missing, and a plain rerun registers what the
+    tasks uploaded without sending it again (docs: "Large datasets").
+
     The API token comes from DataLad's credential system: the credential named with
     ``--credential``, the last one used for the server, or the credential ``rdr``
     (environment variable ``DATALAD_CREDENTIAL_RDR_SECRET``).
@@ -188,6 +227,9 @@ class RdrExport(ValidatedInterface):
         metadata_template=EnsureBool(),
         openminds=EnsureStr(min_len=1),
         check_server=EnsureBool(),
+        slurm=EnsureBool(),
+        sbatch=EnsureSbatchOptions(),
+        no_wait=EnsureBool(),
     ))
 
     _params_ = dict(
@@ -281,6 +323,30 @@ class RdrExport(ValidatedInterface):
         .git/datalad-rdr/server-HOST.json; later exports cap bundles at the largest
         accepted file""")
 
+    _params_["slurm"] = Parameter(
+        args=("--slurm",), action="store_true",
+        doc="""send the bundles from a SLURM cluster: plan and open the draft here, then
+        submit one array job with a task per bundle still to send (each fetches its
+        content, streams and uploads its bundle -- the same bytes as a local export -- and
+        drops what it fetched with --drop-after) and one final job, run after the tasks
+        whatever their outcome, that registers the uploaded bundles one by one, writes the
+        manifest, verifies and, with --publish, publishes. Waits for the jobs and shows
+        their progress (see --no-wait); a failed task is reported with its log, and a
+        rerun submits only what is missing. Needs sbatch here and the dataset on a file
+        system the nodes share; state and logs in .git/datalad-rdr/slurm/""")
+    _params_["sbatch"] = Parameter(
+        args=("--sbatch",), metavar="OPTIONS", action="append",
+        doc="""sbatch options for the jobs, as on an sbatch command line, e.g. --sbatch
+        "-p batch -A lp_myproject -M wice -t 2:00:00" (repeat to add more). They are
+        checked with 'sbatch --test-only' before anything is sent. A rerun without
+        --sbatch uses those of the last submission (--sbatch "" for none). --array,
+        --dependency, --output and --error are set by the export""")
+    _params_["no_wait"] = Parameter(
+        args=("--no-wait",), action="store_true",
+        doc="""with --slurm: return the job ids once submitted; the final job finishes the
+        export, and a later plain 'datalad rdr-export' shows the result (or finishes it:
+        bundles the tasks uploaded are registered, not sent again)""")
+
     _examples_ = [
         {"text": "Show how a dataset would be bundled",
          "code_cmd": "datalad rdr-export --dry-run"},
@@ -298,6 +364,8 @@ class RdrExport(ValidatedInterface):
                      "--collection mylab"},
         {"text": "Check what the server holds against the manifest",
          "code_cmd": "datalad rdr-export --verify-only"},
+        {"text": "Send the bundles as SLURM jobs on the cluster's batch partition",
+         "code_cmd": "datalad rdr-export --slurm --sbatch '-p batch -A lp_myproject -t 4:00:00'"},
         {"text": "Export, verify and publish version 1.0, keeping the DOI in the dataset",
          "code_cmd": "datalad rdr-export --publish major"},
     ]
@@ -310,7 +378,7 @@ class RdrExport(ValidatedInterface):
                  dry_run=False, drop_after=False, no_restrict=False, credential=None,
                  ignore_preflight=None, verify_only=False, publish=None,
                  ria_store=None, ria_alias=None, metadata_template=False, openminds=None,
-                 check_server=False):
+                 check_server=False, slurm=False, sbatch=None, no_wait=False):
         # from a subdirectory too, like 'datalad save'
         ds = dataset.ds if dataset else require_dataset(None, check_installed=True,
                                                         purpose="export to RDR")
@@ -346,7 +414,12 @@ class RdrExport(ValidatedInterface):
             wait=ds.config.obtain("datalad.rdr.export-wait", default=60, valtype=float))
         accepted = False
         try:
-            for res in (run_verify if verify_only else run_export)(path, opts):
+            if slurm:
+                runs = run_slurm_export(path, opts, SlurmOptions(
+                    sbatch, wait=not no_wait, credential=credential))
+            else:
+                runs = (run_verify if verify_only else run_export)(path, opts)
+            for res in runs:
                 # an ok result after the token was sent: the server took it
                 accepted = accepted or bool(used) and res["status"] == "ok"
                 yield get_status_dict(**res)
