@@ -47,18 +47,21 @@ def run(dataset: Path, manifest: Manifest, previous: Manifest | None, opts,
     if dataset not in by_repo and _is_annex(dataset):
         by_repo[dataset] = []
     digest = manifest.digest()
-    for repo, pairs in by_repo.items():
+    for repo, members in by_repo.items():
         marker = _marker(repo)
         if marker and _read(marker) == {"manifest": digest, "git-annex": _annex_branch(repo)}:
             # recorded for this very manifest, and the git-annex branch has not moved since:
             # nothing to ask git-annex (a whereis of every key is most of a no-op rerun)
             yield _result(repo, "notneeded", f"the git-annex branch already records the "
-                                             f"{len(pairs)} annexed files in the rdr remote")
+                                             f"{len(members)} annexed files in the rdr remote")
             continue
+        # the records only now: formatting 100,000 of them is most of a no-op rerun
+        pairs = [(m.key, locations.from_manifest(manifest.server, manifest.pid, b, m).uri())
+                 for b, m in members]
         try:
             name = ensure_remote(repo, manifest.server, manifest.pid)
             annex = Annex(_gitdir(repo))
-            keys = sorted({k for k, _ in pairs} | {k for k, _ in old.get(repo, [])})
+            keys = sorted({k for k, _ in pairs} | {m.key for _, m in old.get(repo, [])})
             recorded = annex.branch_urls(keys)
             if recorded is None:
                 recorded = annex.urls(keys)
@@ -166,21 +169,22 @@ def _is_annex(repo: Path) -> bool:
                           capture_output=True).returncode == 0
 
 
-def _members_by_repo(dataset: Path, manifest: Manifest) -> dict[Path, list[tuple[str, str]]]:
-    """(key, location record) of every annexed member, per repository holding the key
-    (the dataset, or the subdataset at the longest matching path when exported with -r)."""
+def _members_by_repo(dataset: Path, manifest: Manifest) -> dict[Path, list[tuple]]:
+    """(bundle, member) of every annexed member, per repository holding the key (the
+    dataset, or the subdataset at the longest matching path when exported with -r)."""
     subs = sorted((p for p in manifest.subdatasets or {}), key=len, reverse=True)
-    by_repo: dict[Path, list[tuple[str, str]]] = {}
+    by_repo: dict[Path, list[tuple]] = {}
+    installed: dict[Path, bool] = {}
     for bundle in manifest.bundles:
         for member in bundle.members:
             if not member.key:
                 continue
             sub = next((s for s in subs if member.path.startswith(s.rstrip("/") + "/")), None)
             repo = dataset / sub if sub else dataset
-            if not (repo / ".git").exists():
-                continue
-            loc = locations.from_manifest(manifest.server, manifest.pid, bundle, member)
-            by_repo.setdefault(repo, []).append((member.key, loc.uri()))
+            if repo not in installed:
+                installed[repo] = (repo / ".git").exists()
+            if installed[repo]:
+                by_repo.setdefault(repo, []).append((bundle, member))
     return by_repo
 
 

@@ -183,6 +183,7 @@ class Annex:
         repo = Path(repo)
         # A bare repository (a RIA store's) has no work tree: git-annex runs in the gitdir.
         self.cwd = repo.parent if repo.name == ".git" else repo
+        self._listing: tuple[str, dict[str, str]] | None = None  # git-annex branch files
 
     def run(self, args: list[str], input: str | None = None,
             check: bool = True) -> subprocess.CompletedProcess:
@@ -298,9 +299,26 @@ class Annex:
         branch = self._branch()
         if branch is None or not self._journal_empty():
             return None
-        logs = cat_blobs(self.cwd, [f"{branch}:{_branch_file(k)}.log.web" for k in keys])
-        return {k: _present(logs[f"{branch}:{_branch_file(k)}.log.web"], strip=":")
-                for k in keys}
+        logs = self._logs(branch, [f"{_branch_file(k)}.log.web" for k in keys])
+        return {k: _present(logs[f"{_branch_file(k)}.log.web"], strip=":") for k in keys}
+
+    def _logs(self, branch: str, paths: list[str]) -> dict[str, bytes | None]:
+        """Files of the git-annex branch at ``branch`` (None: not there). Looked up in one
+        listing of the branch: ``cat-file`` of ``rev:path`` walks the trees for every path,
+        a millisecond each."""
+        if self._listing is None or self._listing[0] != branch:
+            out = subprocess.run(["git", "-C", str(self.cwd), "ls-tree", "-r", "-z",
+                                  branch], capture_output=True, check=True).stdout
+            blobs = {}
+            for record in out.split(b"\0"):
+                if record:
+                    meta, _, path = record.partition(b"\t")
+                    blobs[path.decode("utf-8", "surrogateescape")] = meta.split()[2].decode()
+            self._listing = (branch, blobs)
+        blobs = self._listing[1]
+        wanted = [blobs[p] for p in paths if p in blobs]
+        content = cat_blobs(self.cwd, list(dict.fromkeys(wanted)))
+        return {p: content.get(blobs.get(p, "")) for p in paths}
 
     def record_urls(self, pairs: list[tuple[str, str]], remote: str, uuid: str) -> None:
         """Record ``(key, url)``s as locations in ``remote`` (uuid ``uuid``) and mark the
@@ -319,19 +337,18 @@ class Annex:
         for key, url in pairs:
             by_key.setdefault(key, []).append(url)
         names = {k: _branch_file(k) for k in by_key}
-        specs = [f"{branch}:{names[k]}{suffix}" for k in by_key for suffix in (".log",
-                                                                             ".log.web")]
-        old = cat_blobs(self.cwd, specs)
+        old = self._logs(branch, [f"{names[k]}{suffix}" for k in by_key
+                                  for suffix in (".log", ".log.web")])
         ns = time.time_ns()
         stamp = f"{ns // 10**9}.{ns % 10**9:09d}s"
         chunks, changed = [], 0
         for key, urls in by_key.items():
             name = names[key]
-            locations = old[f"{branch}:{name}.log"]
+            locations = old[f"{name}.log"]
             if uuid not in _present(locations):
                 chunks.append(_inline(f"{name}.log", (locations or b"")
                                       + f"{stamp} 1 {uuid}\n".encode()))
-            web = old[f"{branch}:{name}.log.web"]
+            web = old[f"{name}.log.web"]
             known = set(_present(web, strip=":"))
             fresh = [u for u in dict.fromkeys(urls) if u not in known]
             if fresh:
