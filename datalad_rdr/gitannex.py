@@ -25,6 +25,7 @@ import logging
 import os
 import re
 import subprocess
+import tempfile
 import threading
 import time
 from pathlib import Path
@@ -341,33 +342,38 @@ class Annex:
                                   for suffix in (".log", ".log.web")])
         ns = time.time_ns()
         stamp = f"{ns // 10**9}.{ns % 10**9:09d}s"
-        chunks, changed = [], 0
-        for key, urls in by_key.items():
-            name = names[key]
-            locations = old[f"{name}.log"]
-            if uuid not in _present(locations):
-                chunks.append(_inline(f"{name}.log", (locations or b"")
-                                      + f"{stamp} 1 {uuid}\n".encode()))
-            web = old[f"{name}.log.web"]
-            known = set(_present(web, strip=":"))
-            fresh = [u for u in dict.fromkeys(urls) if u not in known]
-            if fresh:
-                chunks.append(_inline(f"{name}.log.web", (web or b"") + "".join(
-                    f"{stamp} 1 :{u}\n" for u in fresh).encode()))
-            changed += 1
-        del old
         ident = git(self.cwd, "var", "GIT_COMMITTER_IDENT").strip()
         message = b"update (datalad-rdr: location records of an export)\n"
         temp = "refs/datalad-rdr/git-annex-records"
-        stream = b"".join([
-            f"commit {temp}\ncommitter {ident}\ndata {len(message)}\n".encode(), message,
-            f"from {branch}\n".encode(), *chunks, b"\n"])
-        del chunks
-        r = subprocess.run(["git", "-C", str(self.cwd), "fast-import", "--quiet", "--force"],
-                           input=stream, capture_output=True)
-        if r.returncode:
-            log.debug("git fast-import of location records failed: %s", r.stderr[-500:])
-            return False
+        # streamed file by file: the whole stream at 100,000 keys is ~60 MB
+        with tempfile.TemporaryFile() as errors:
+            proc = subprocess.Popen(["git", "-C", str(self.cwd), "fast-import", "--quiet",
+                                     "--force"], stdin=subprocess.PIPE,
+                                    stdout=subprocess.DEVNULL, stderr=errors)
+            try:
+                proc.stdin.write(f"commit {temp}\ncommitter {ident}\ndata {len(message)}\n"
+                                 .encode() + message + f"from {branch}\n".encode())
+                for key, urls in by_key.items():
+                    name = names[key]
+                    locations = old[f"{name}.log"]
+                    if uuid not in _present(locations):
+                        proc.stdin.write(_inline(f"{name}.log", (locations or b"")
+                                                 + f"{stamp} 1 {uuid}\n".encode()))
+                    web = old[f"{name}.log.web"]
+                    known = set(_present(web, strip=":"))
+                    fresh = [u for u in dict.fromkeys(urls) if u not in known]
+                    if fresh:
+                        proc.stdin.write(_inline(f"{name}.log.web", (web or b"") + "".join(
+                            f"{stamp} 1 :{u}\n" for u in fresh).encode()))
+                proc.stdin.write(b"\n")
+                proc.stdin.close()
+            except BrokenPipeError:
+                pass
+            if proc.wait():
+                errors.seek(0)
+                log.debug("git fast-import of location records failed: %s",
+                          errors.read()[-500:])
+                return False
         try:
             new = git(self.cwd, "rev-parse", temp).strip()
             # moved only if nothing changed the branch meanwhile (compare and swap)
@@ -379,7 +385,7 @@ class Annex:
         finally:
             subprocess.run(["git", "-C", str(self.cwd), "update-ref", "-d", temp],
                            capture_output=True)
-        log.debug("%d keys recorded in one commit of the git-annex branch", changed)
+        log.debug("%d keys recorded in one commit of the git-annex branch", len(by_key))
         return True
 
 
