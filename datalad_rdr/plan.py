@@ -71,7 +71,7 @@ class PlanError(Exception):
     pass
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)  # 100,000 of them: no dict each
 class PlannedFile:
     """A file of the dataset as committed: its path, size, and where its bytes are."""
 

@@ -13,6 +13,7 @@ import subprocess
 import sys
 import zipfile
 import zlib
+from collections import Counter
 from pathlib import Path
 
 import pytest
@@ -82,9 +83,11 @@ def test_twenty_thousand_files_export_with_a_bounded_number_of_processes(
     assert not [r for r in results if r["status"] in ("error", "impossible")], \
         [r.get("message") for r in results if r["status"] in ("error", "impossible")]
     calls = (tmp_path / "calls").read_text().splitlines()
-    annex_calls = [c for c in calls if c.startswith("annex ")]
-    # measured: ~150 git calls in all (git-annex's own included), ~10 of them 'git annex'
-    assert len(calls) < 600, sorted(set(c.split()[0] for c in calls))
+    annex_calls = [c for c in calls if " annex " in f" {c} "]
+    # measured: ~60 git calls (git-annex's own do not come through PATH), ~15 of them
+    # 'git annex'; one per file would be 20,000
+    kinds = Counter(" ".join(c.split()[:2]) for c in calls)
+    assert len(calls) < 200, kinds.most_common(10)
     assert len(annex_calls) < 40, annex_calls
     # the location records of all 20,000 keys: one commit on the git-annex branch
     added = int(gitannex.git(ds, "rev-list", "--count", gitannex.ANNEX_BRANCH)) \
@@ -93,7 +96,7 @@ def test_twenty_thousand_files_export_with_a_bounded_number_of_processes(
 
     manifest = mf.load(ds)
     members = [m for b in manifest.bundles for m in b.members]
-    assert len(members) == FILES + 1  # and the README
+    assert len(members) == FILES + 2  # and README, dataset_description.json
     size = sum(p.stat().st_size for p in mf.files(ds))
     assert size / len(members) <= 100, f"{size / len(members):.0f} bytes a member"
     # every member read back out of the server's bundles
