@@ -3,9 +3,10 @@
 Once the manifest is saved, :func:`run` makes sure the dataset has an ``rdr`` special remote
 for the exported server and dataset (``autoenable=true``, so every clone enables it; also when
 the dataset has no annexed file yet, so that ``git annex copy --to rdr`` works later), records
-for every annexed file of every bundle where it lies (``registerurl --remote``, in the format
-of :mod:`.remote.locations`; this also marks the key present in the remote) unless the
-git-annex branch has that record already, removes the records of bundles the server no longer
+for every annexed file of every bundle where it lies (in the format of
+:mod:`.remote.locations`, with the key marked present in the remote; all in one commit of the
+git-annex branch, see :meth:`.gitannex.Annex.record_urls`) unless the git-annex branch has
+that record already, removes the records of bundles the server no longer
 has (also those of keys the export no longer holds, from the previous manifest), and, with
 ``--ria-store``, pushes the dataset -- history, manifest, git-annex branch, no annexed content
 -- to a RIA store under an alias, so that::
@@ -17,7 +18,6 @@ reads the file out of its bundle on RDR.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import subprocess
@@ -27,7 +27,7 @@ from urllib.parse import urlsplit
 
 from .manifest import Manifest
 from .remote import locations
-from .remote.annex import Annex, AnnexError
+from .gitannex import Annex, AnnexError
 from .remote.reader import BundleReader, ReadError
 
 REMOTE = "rdr"
@@ -46,22 +46,27 @@ def run(dataset: Path, manifest: Manifest, previous: Manifest | None, opts,
     old = _members_by_repo(dataset, previous) if previous else {}
     if dataset not in by_repo and _is_annex(dataset):
         by_repo[dataset] = []
-    digest = hashlib.sha256(manifest.to_json().encode()).hexdigest()
-    for repo, pairs in by_repo.items():
+    digest = manifest.digest()
+    for repo, members in by_repo.items():
         marker = _marker(repo)
         if marker and _read(marker) == {"manifest": digest, "git-annex": _annex_branch(repo)}:
             # recorded for this very manifest, and the git-annex branch has not moved since:
             # nothing to ask git-annex (a whereis of every key is most of a no-op rerun)
             yield _result(repo, "notneeded", f"the git-annex branch already records the "
-                                             f"{len(pairs)} annexed files in the rdr remote")
+                                             f"{len(members)} annexed files in the rdr remote")
             continue
+        # the records only now: formatting 100,000 of them is most of a no-op rerun
+        pairs = [(m.key, locations.from_manifest(manifest.server, manifest.pid, b, m).uri())
+                 for b, m in members]
         try:
             name = ensure_remote(repo, manifest.server, manifest.pid)
             annex = Annex(_gitdir(repo))
-            keys = sorted({k for k, _ in pairs} | {k for k, _ in old.get(repo, [])})
-            recorded = annex.urls(keys)
+            keys = sorted({k for k, _ in pairs} | {m.key for _, m in old.get(repo, [])})
+            recorded = annex.branch_urls(keys)
+            if recorded is None:
+                recorded = annex.urls(keys)
             new = [(k, u) for k, u in pairs if u not in recorded.get(k, [])]
-            annex.register_urls(new, name)
+            annex.record_urls(new, name, _uuid(repo, name))
             stale = _stale(manifest, recorded, token)
             annex.unregister_urls(stale, name)
             _mark_absent(annex, repo, name, stale, recorded, new)
@@ -124,10 +129,14 @@ def _mark_absent(annex: Annex, repo: Path, name: str, stale, recorded, new) -> N
              if any(u.startswith(locations.SCHEME) and u not in gone for u in uris)}
     absent = sorted({k for k, _ in stale} - kept)
     if absent:
-        uuid = subprocess.run(["git", "-C", str(repo), "config", f"remote.{name}.annex-uuid"],
-                              capture_output=True, text=True).stdout.strip()
+        uuid = _uuid(repo, name)
         if uuid:
             annex.set_present(absent, uuid, False)
+
+
+def _uuid(repo: Path, name: str) -> str:
+    return subprocess.run(["git", "-C", str(repo), "config", f"remote.{name}.annex-uuid"],
+                          capture_output=True, text=True).stdout.strip()
 
 
 def ria_alias_problem(dataset: Path, store: str, alias: str) -> str | None:
@@ -160,21 +169,22 @@ def _is_annex(repo: Path) -> bool:
                           capture_output=True).returncode == 0
 
 
-def _members_by_repo(dataset: Path, manifest: Manifest) -> dict[Path, list[tuple[str, str]]]:
-    """(key, location record) of every annexed member, per repository holding the key
-    (the dataset, or the subdataset at the longest matching path when exported with -r)."""
+def _members_by_repo(dataset: Path, manifest: Manifest) -> dict[Path, list[tuple]]:
+    """(bundle, member) of every annexed member, per repository holding the key (the
+    dataset, or the subdataset at the longest matching path when exported with -r)."""
     subs = sorted((p for p in manifest.subdatasets or {}), key=len, reverse=True)
-    by_repo: dict[Path, list[tuple[str, str]]] = {}
+    by_repo: dict[Path, list[tuple]] = {}
+    installed: dict[Path, bool] = {}
     for bundle in manifest.bundles:
         for member in bundle.members:
             if not member.key:
                 continue
             sub = next((s for s in subs if member.path.startswith(s.rstrip("/") + "/")), None)
             repo = dataset / sub if sub else dataset
-            if not (repo / ".git").exists():
-                continue
-            loc = locations.from_manifest(manifest.server, manifest.pid, bundle, member)
-            by_repo.setdefault(repo, []).append((member.key, loc.uri()))
+            if repo not in installed:
+                installed[repo] = (repo / ".git").exists()
+            if installed[repo]:
+                by_repo.setdefault(repo, []).append((bundle, member))
     return by_repo
 
 

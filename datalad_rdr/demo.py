@@ -158,7 +158,9 @@ def main(argv=None) -> int:
             say(f"  {f['label']:<22} {f['dataFile']['filesize']:>10} bytes  "
                 f"md5 {f['dataFile']['md5']}  "
                 f"{'restricted' if f['restricted'] else 'public'}")
-        members = sum(len(b["members"]) for b in manifest["bundles"])
+        from .manifest import load
+
+        members = sum(len(b.members) for b in load(ds_path).bundles)
         say(f"\nmanifest: .datalad/rdr/manifest.json, {members} members in "
             f"{len(manifest['bundles'])} bundles, commit {manifest['dataset_commit'][:8]}")
         log = dl.Dataset(str(ds_path)).repo.call_git(["log", "-1", "--format=%s"]).strip()
@@ -172,8 +174,10 @@ def main(argv=None) -> int:
 def _clone_and_get(dl, sb, workdir: Path, store: str, manifest: dict, say) -> bool:
     """Clone through the RIA alias, get one file out of its bundle; True on failure."""
     target = "sub-01/anat/sub-01_T1w.nii.gz"
-    bundle = next(b for b in manifest["bundles"]
-                  if any(m["path"] == target for m in b["members"]))
+    from .manifest import load
+
+    bundle = next(b.header() for b in load(workdir / "bids").bundles
+                  if any(m.path == target for m in b.members))
     clone = workdir / "clone"
     say(f"\n$ datalad clone '{store}#~bids-demo' {clone}")
     dl.clone(source=f"{store}#~bids-demo", path=str(clone), result_renderer="disabled")

@@ -152,7 +152,7 @@ def _export(dataset: Path, opts: ExportOptions) -> Iterator[dict]:
                      f"nothing sent, manifest kept", pid=pid)
     else:
         path = mf.save(dataset, manifest)
-        _save(dataset, path, f"[DATALAD RDR] export of {plan.commit[:8]} to {pid}")
+        _save(dataset, mf.files(dataset), f"[DATALAD RDR] export of {plan.commit[:8]} to {pid}")
         yield result(path, "ok", f"manifest of {len(records)} bundles saved", pid=pid)
     journal.clear()
     # -- verify, publish -------------------------------------------------------------------
@@ -561,8 +561,8 @@ def _git_dir(dataset: Path) -> Path:
                                capture_output=True, text=True, check=True).stdout.strip())
 
 
-def _save(dataset: Path, path: Path, message: str) -> None:
+def _save(dataset: Path, paths: list[Path], message: str) -> None:
     from datalad.api import save
 
-    save(dataset=str(dataset), path=[str(path)], message=message,
+    save(dataset=str(dataset), path=[str(p) for p in paths], message=message,
          result_renderer="disabled", return_type="list", on_failure="stop")

@@ -1,10 +1,15 @@
 """Record stage: the manifest, the one source of truth of what was published where.
 
-``.datalad/rdr/manifest.json`` is committed to the dataset with ``datalad save`` after an
-export. It names the dataset commit (and subdataset commits), the server and the dataset PID,
-and for every bundle its file on the server and every member's place inside the ZIP: enough to
-pull one member back out of a bundle by an HTTP Range request (docs/manifest.rst describes the
-format; this module is the only code that reads or writes it).
+``.datalad/rdr/manifest.json`` and ``.datalad/rdr/members.tsv`` are committed to the dataset
+with ``datalad save`` after an export. The first names the dataset commit (and subdataset
+commits), the server and the dataset PID, and every bundle's file on the server; the second
+holds one short line per bundle member with its place inside the ZIP: enough to pull one
+member back out of a bundle by an HTTP Range request. One line a member, about 100 bytes,
+with what can be derived left out (the size a key already says, offsets that follow from the
+previous member), so 100,000 members stay a few MB in git and load in a second
+(docs/manifest.rst describes the format; this module is the only code that reads or writes
+it). Manifests of format 1 (members inline in the JSON) still load; the next export writes
+format 2.
 
 While an export runs, the same records go to a journal under ``.git/datalad-rdr/`` after each
 bundle is registered, so a rerun after a crash or a kill sends only what is not on the server.
@@ -22,16 +27,26 @@ import fcntl
 import hashlib
 import json
 import os
+import re
 import tempfile
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-FORMAT = "datalad-rdr-manifest/1"
+from .gitannex import key_size
+
+FORMAT = "datalad-rdr-manifest/2"
+FORMAT_1 = "datalad-rdr-manifest/1"  # members inline in the JSON: read, never written
 MANIFEST = ".datalad/rdr/manifest.json"
+MEMBERS = ".datalad/rdr/members.tsv"
+MEMBERS_HEADER = ("# datalad-rdr members/1: [bundle], folder/, then per member: name, key or "
+                  "blob, crc32[, header, data, size, csize] (docs/manifest.rst)")
+# ZIP local header (APPNOTE 4.3.7): 30 fixed bytes, then the name (our writer adds no extra
+# field below 4 GiB): a member's data follows its header by this much and its name
+LOCAL_HEADER_SIZE = 30
 
 
-@dataclass
+@dataclass(slots=True)
 class MemberRecord:
     path: str  # in the dataset (and in the ZIP)
     size: int
@@ -59,8 +74,17 @@ class BundleRecord:
 
     @classmethod
     def from_json(cls, data: dict) -> "BundleRecord":
-        members = [MemberRecord(**m) for m in data.get("members", [])]
+        data = dict(data)
+        text = data.pop("members_tsv", None)
+        if text is not None:
+            members = parse_members(text).get(data["name"], [])
+        else:
+            members = [MemberRecord(**m) for m in data.get("members", [])]
         return cls(**{**data, "members": members})
+
+    def header(self) -> dict:
+        """Its fields but the members (those go to the members file)."""
+        return {f: getattr(self, f) for f in self.__dataclass_fields__ if f != "members"}
 
 
 @dataclass
@@ -117,27 +141,147 @@ class Manifest:
     def bundle(self, name: str) -> BundleRecord | None:
         return next((b for b in self.bundles if b.name == name), None)
 
+    def _header(self) -> dict:
+        data = {f: getattr(self, f) for f in self.__dataclass_fields__
+                if f not in ("bundles", "documents")}
+        data["documents"] = [asdict(d) for d in self.documents]
+        data["bundles"] = [b.header() for b in self.bundles]
+        return data
+
     def to_json(self) -> str:
-        return json.dumps(asdict(self), indent=1, sort_keys=False) + "\n"
+        """``manifest.json``: everything but the members (:meth:`members_text`)."""
+        return json.dumps({**self._header(), "format": FORMAT}, indent=1) + "\n"
+
+    def members_text(self) -> str:
+        """``members.tsv``: one line per member of every bundle."""
+        return members_text(self.bundles)
+
+    def as_dict(self) -> dict:
+        """Everything in one dict, members inside their bundles (format 1's shape): for
+        scripts and tests that look at one member."""
+        return asdict(self)
+
+    def digest(self) -> str:
+        """Identity of what the manifest says, both files."""
+        return hashlib.sha256((self.to_json() + self.members_text()).encode()).hexdigest()
 
     def same_export(self, other: "Manifest | None") -> bool:
         """The same files in the same place: only the commit and the time may differ (an
-        export of the previous export's manifest commit changes nothing on the server)."""
+        export of the previous export's manifest commit changes nothing on the server).
+        A manifest of format 1 is never the same: the next export rewrites it as 2."""
         if other is None:
             return False
-        mine, theirs = asdict(self), asdict(other)
+        mine, theirs = self._header(), other._header()
         for volatile in ("dataset_commit", "exported"):
             mine.pop(volatile), theirs.pop(volatile)
-        return mine == theirs
+        return mine == theirs and all(a.members == b.members
+                                      for a, b in zip(self.bundles, other.bundles))
 
     @classmethod
-    def from_json(cls, text: str) -> "Manifest":
+    def from_json(cls, text: str, members: str | None = None) -> "Manifest":
+        """A manifest from ``manifest.json`` and (format 2) ``members.tsv``."""
         data = json.loads(text)
-        if data.get("format") != FORMAT:
+        if data.get("format") not in (FORMAT, FORMAT_1):
             raise ValueError(f"not a {FORMAT} manifest: format {data.get('format')!r}")
-        bundles = [BundleRecord.from_json(b) for b in data.pop("bundles", [])]
+        by_bundle = parse_members(members or "") if data["format"] == FORMAT else {}
+        bundles = []
+        for b in data.pop("bundles", []):
+            record = BundleRecord.from_json(b)
+            if data["format"] == FORMAT:
+                record.members = by_bundle.get(record.name, [])
+            bundles.append(record)
         documents = [DocumentRecord(**d) for d in data.pop("documents", [])]
         return cls(**{**data, "bundles": bundles, "documents": documents})
+
+
+# -- members.tsv --------------------------------------------------------------------------
+
+_ESCAPES = {"%": "%25", "\t": "%09", "\n": "%0A", "\r": "%0D"}
+_UNESCAPE = re.compile("%(25|09|0A|0D|23|5B)")
+_UNESCAPES = {"25": "%", "09": "\t", "0A": "\n", "0D": "\r", "23": "#", "5B": "["}
+
+
+def _escape(name: str, line_start: bool = False) -> str:
+    for char, code in _ESCAPES.items():
+        if char in name:
+            name = name.replace(char, code)
+    if line_start and name[:1] in ("#", "["):  # would read as a comment or a bundle
+        name = {"#": "%23", "[": "%5B"}[name[0]] + name[1:]
+    return name
+
+
+def _unescape(text: str) -> str:
+    return _UNESCAPE.sub(lambda m: _UNESCAPES[m.group(1)], text) if "%" in text else text
+
+
+def _name_size(path: str) -> int:
+    return len(path.encode("utf-8", "surrogateescape"))
+
+
+def members_text(bundles: list[BundleRecord]) -> str:
+    out = [MEMBERS_HEADER]
+    for bundle in bundles:
+        out.append(f"[{_escape(bundle.name)}]")
+        folder, end = None, 0
+        for m in bundle.members:
+            parent, _, name = m.path.rpartition("/")
+            parent = f"{parent}/" if parent else "./"
+            if parent != folder:
+                out.append(_escape(parent, line_start=True))
+                folder = parent
+            cols = [
+                _escape(name), m.key or m.blob or "", m.crc32,
+                "" if m.header_offset == end else str(m.header_offset),
+                "" if m.data_offset == m.header_offset + LOCAL_HEADER_SIZE + _name_size(m.path)
+                else str(m.data_offset),
+                "" if m.key and key_size(m.key) == m.size else str(m.size),
+                "" if m.method == "stored" else str(m.compressed_size),
+            ]
+            while cols[-1] == "":
+                cols.pop()
+            out.append("\t".join(cols))
+            end = m.data_offset + m.compressed_size
+    return "\n".join(out) + "\n"
+
+
+def parse_members(text: str) -> dict[str, list[MemberRecord]]:
+    """bundle name -> its members, from the text :func:`members_text` writes."""
+    bundles: dict[str, list[MemberRecord]] = {}
+    members: list[MemberRecord] = []
+    folder, end = "", 0
+    for number, line in enumerate(text.split("\n"), 1):
+        if "\t" not in line:
+            if not line or line.startswith("#"):
+                continue
+            if line.startswith("[") and line.endswith("]"):
+                members = bundles.setdefault(_unescape(line[1:-1]), [])
+                folder, end = "", 0
+            elif line.endswith("/"):
+                folder = "" if line == "./" else _unescape(line)
+            else:
+                raise ValueError(f"{MEMBERS} line {number}: not a bundle, folder or member")
+            continue
+        cols = line.split("\t")
+        cols += [""] * (7 - len(cols))
+        name, ident, crc, header, data, size, csize = cols[:7]
+        path = folder + _unescape(name)
+        key = ident if "--" in ident else None
+        try:
+            header_offset = int(header) if header else end
+            data_offset = int(data) if data else \
+                header_offset + LOCAL_HEADER_SIZE + _name_size(path)
+            nbytes = int(size) if size else key_size(key or "")
+            if nbytes is None:
+                raise ValueError("no size")
+            compressed = int(csize) if csize else nbytes
+        except ValueError:
+            raise ValueError(f"{MEMBERS} line {number}: a size or offset is not a number"
+                             ) from None
+        members.append(MemberRecord(path, nbytes, key, None if key else ident,
+                                    "deflated" if csize else "stored", crc, compressed,
+                                    header_offset, data_offset))
+        end = data_offset + compressed
+    return bundles
 
 
 def known_crc32s(*sources: "Manifest | Journal | None") -> dict[str, int]:
@@ -167,15 +311,29 @@ def load(dataset: Path) -> Manifest | None:
     path = Path(dataset) / MANIFEST
     if not path.exists():
         return None
-    return Manifest.from_json(path.read_text())
+    members = Path(dataset) / MEMBERS
+    return Manifest.from_json(path.read_text(),
+                              members.read_text() if members.exists() else None)
 
 
 def save(dataset: Path, manifest: Manifest) -> Path:
+    """Write ``manifest.json`` (returned) and ``members.tsv`` (:func:`files` names both,
+    for the commit)."""
     manifest.exported = dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    manifest.format = FORMAT
     path = Path(dataset) / MANIFEST
     path.parent.mkdir(parents=True, exist_ok=True)
+    members = Path(dataset) / MEMBERS
+    text = manifest.members_text()
+    if not members.exists() or members.read_text() != text:
+        _atomic_write(members, text)
     _atomic_write(path, manifest.to_json())
     return path
+
+
+def files(dataset: Path) -> list[Path]:
+    """The files of the manifest, to be committed together."""
+    return [Path(dataset) / MANIFEST, Path(dataset) / MEMBERS]
 
 
 class Journal:
@@ -223,9 +381,12 @@ class Journal:
 
     def _write(self) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
+        # members in the compact form of members.tsv: rewritten after every bundle, so
+        # no JSON object per member
         _atomic_write(self.path, json.dumps({
             "server": self.server, "pid": self.pid, "settings": asdict(self.settings),
-            "bundles": {n: asdict(b) for n, b in self.bundles.items()},
+            "bundles": {n: {**b.header(), "members_tsv": members_text([b])}
+                        for n, b in self.bundles.items()},
             "uploads": self.uploads}))
 
     def clear(self) -> None:

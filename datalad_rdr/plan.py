@@ -54,6 +54,7 @@ from collections import Counter
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
+from . import gitannex
 from .sizes import GB, human
 from .zipformat import END_OVERHEAD, MEMBER_OVERHEAD
 from .zipstream import shown
@@ -67,7 +68,7 @@ class PlanError(Exception):
     pass
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)  # 100,000 of them: no dict each
 class PlannedFile:
     """A file of the dataset as committed: its path, size, and where its bytes are."""
 
@@ -281,8 +282,7 @@ def list_commit(repo: Path, commit: str, prefix: str = "", recursive: bool = Fal
                 listing: Listing | None = None) -> Listing:
     """Every file of ``commit``, annexed or in git, with its size (from the key for annex)."""
     listing = Listing() if listing is None else listing
-    out = subprocess.run(["git", "-C", str(repo), "ls-tree", "-r", "-t", "-z", "--long",
-                          "--full-tree", commit], check=True, capture_output=True).stdout
+    out = gitannex.ls_tree(repo, commit)
     entries, small = [], {}  # small: blob ids to read, once each
     for record in out.decode("utf-8", "surrogateescape").split("\0"):
         if not record:
@@ -295,7 +295,7 @@ def list_commit(repo: Path, commit: str, prefix: str = "", recursive: bool = Fal
         entries.append((mode, kind, obj, size, path))
         if kind == "blob" and (mode == "120000" or (size.isdigit() and int(size) < 512)):
             small[obj] = None
-    contents = _cat_blobs(repo, list(small))
+    contents = gitannex.cat_blobs(repo, list(small))
     for mode, kind, obj, size, path in entries:
         full = f"{prefix}{path}"
         if kind == "commit":
@@ -308,10 +308,10 @@ def list_commit(repo: Path, commit: str, prefix: str = "", recursive: bool = Fal
                 listing.folders.add(full)
                 list_commit(sub, obj, f"{full}/", True, listing)
             continue
-        data = contents.get(obj, b"")
-        key = _annex_key(data, mode)
+        data = contents.get(obj) or b""
+        key = gitannex.key_of_pointer(data, mode)
         if key is not None:
-            key_size = _key_size(key)
+            key_size = gitannex.key_size(key)
             if key_size is None:
                 listing.unsized.append(full)
             else:
@@ -365,36 +365,6 @@ def resolve_link(listing: Listing, path: str) -> PlannedFile | str:
     else:
         return "a folder"
     return "not in the commit"
-
-
-def _cat_blobs(repo: Path, objects: list[str]) -> dict[str, bytes]:
-    if not objects:
-        return {}
-    proc = subprocess.run(["git", "-C", str(repo), "cat-file", "--batch"],
-                          input="".join(f"{o}\n" for o in objects).encode(),
-                          capture_output=True, check=True)
-    data, pos, result = proc.stdout, 0, {}
-    for obj in objects:
-        header_end = data.index(b"\n", pos)
-        _, _, size = data[pos:header_end].split()
-        start = header_end + 1
-        result[obj] = data[start:start + int(size)]
-        pos = start + int(size) + 1
-    return result
-
-
-def _annex_key(content: bytes, mode: str) -> str | None:
-    text = content.decode("utf-8", "replace").strip()
-    if "annex/objects/" not in text or "\n" in text:
-        return None
-    if mode != "120000" and not text.startswith("/annex/objects/"):
-        return None
-    return text.rsplit("/", 1)[-1]
-
-
-def _key_size(key: str) -> int | None:
-    m = re.match(r"^[A-Z0-9]+-s(\d+)-", key)
-    return int(m.group(1)) if m else None
 
 
 # -- planning -------------------------------------------------------------------------

@@ -25,7 +25,7 @@ from .dataverse import Dataverse
 from .manifest import Manifest
 from .register import draft_files
 from .remote import locations
-from .remote.annex import Annex
+from .gitannex import Annex
 
 
 @dataclass

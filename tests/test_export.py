@@ -19,6 +19,7 @@ import requests
 
 from conftest import DV, rdr_export
 from tools import SEVEN_ZIP
+from datalad_rdr import manifest as mf
 from datalad_rdr.demo import demo_metadata, make_bids_dataset
 from datalad_rdr.sandbox.faults import Fault
 
@@ -65,7 +66,7 @@ def test_export_round_trip(token_env, bids, tmp_path):
     sb = token_env
     results = export(bids, sb)
     assert all(r["status"] == "ok" for r in results), results
-    manifest = json.loads((bids / ".datalad/rdr/manifest.json").read_text())
+    manifest = mf.load(bids).as_dict()
     names = [b["filename"] for b in manifest["bundles"]]
     assert names == ["core.zip", "raw-01.zip", "raw-02.zip", "derivatives.zip"]
     files, blobs = server_bundles(sb, manifest["pid"])
@@ -297,7 +298,7 @@ def test_recursive_takes_subdatasets_at_their_paths(token_env, tmp_path):
     assert [r["bundle"] for r in bundles(flat)] == ["core.zip"]  # without -r: not its content
     results = export(sup.path, token_env, recursive=True)
     assert all(r["status"] == "ok" for r in results), results
-    manifest = json.loads((Path(sup.path) / ".datalad/rdr/manifest.json").read_text())
+    manifest = mf.load(Path(sup.path)).as_dict()
     paths = [m["path"] for b in manifest["bundles"] for m in b["members"]]
     assert "derivatives/fmriprep/sub-01/out.nii.gz" in paths
     sub_commit = subprocess.run(["git", "-C", sub.path, "rev-parse", "HEAD"],

@@ -14,6 +14,7 @@ import datalad.api as dl
 import pytest
 from conftest import DV
 
+from datalad_rdr import manifest as mf
 from datalad_rdr.demo import make_bids_dataset
 from datalad_rdr.remote import locations
 from datalad_rdr.sandbox.faults import Fault
@@ -68,7 +69,7 @@ def run(cmd, cwd, token=None, check=False):
 
 
 def manifest(ds):
-    return json.loads((Path(ds) / ".datalad/rdr/manifest.json").read_text())
+    return mf.load(Path(ds)).as_dict()
 
 
 def member(ds, path):

@@ -8,7 +8,7 @@ hash in the name covers, so only the ZIP's CRC-32 checks them.
 
 from __future__ import annotations
 
-from ..content import key_checksum
+from ..gitannex import key_checksum
 from ..zipstream import Checksum
 
 
