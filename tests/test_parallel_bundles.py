@@ -15,6 +15,7 @@ from pathlib import Path
 import requests
 
 from conftest import DV, rdr_export
+from datalad_rdr import manifest as mf
 from datalad_rdr.demo import make_bids_dataset
 
 DATALAD = os.path.join(os.path.dirname(sys.executable), "datalad")
@@ -25,7 +26,7 @@ CAP = 7 * MB
 
 
 def manifest_of(ds: Path) -> dict:
-    return json.loads((ds / ".datalad/rdr/manifest.json").read_text())
+    return mf.load(ds).as_dict()
 
 
 def check_server_matches_manifest(sb, ds: Path, manifest: dict) -> None:

@@ -20,6 +20,7 @@ import pytest
 from conftest import DV, rdr_export
 from slurm import FINISHED_STATES, job_states, require_slurm, run, slurm_conf, wait_for
 from test_export import IMAGE, export
+from datalad_rdr import manifest as mf
 from datalad_rdr.demo import make_bids_dataset
 from datalad_rdr.sandbox.faults import Fault
 
@@ -74,7 +75,7 @@ def head(ds):
 
 
 def manifest_of(ds):
-    return json.loads((Path(ds) / ".datalad/rdr/manifest.json").read_text())
+    return mf.load(Path(ds)).as_dict()
 
 
 def test_tasks_send_the_bundles_as_slurm_jobs_byte_equal_to_a_local_export(
