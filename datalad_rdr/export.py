@@ -32,10 +32,10 @@ from datalad.support.exceptions import CapturedException
 from . import after_export, content, discovery, documents, manifest as mf, metadata, \
     preflight, publish, verify
 from .credentials import CredentialError
-from .dataverse import Dataverse, DataverseError
+from .dataverse import Dataverse, DataverseError, FileEntry
+from .dataverse_records import find
 from .plan import GB, Bundle, Plan, PlanError, make_plan, split_bundle
-from .register import (RegisterError, draft_files, file_budget, find_in_draft,
-                       register_bundle)
+from .register import RegisterError, file_budget, register_bundle
 from .sizes import human
 from .upload import TooSlowForUrlLifetime, Uploader, UploadError
 from .zipstream import MemberError, layout_zip
@@ -486,9 +486,9 @@ def _export_bundle(dataset, bundle: Bundle, opts, client, pid, uploader, commit_
     fp = _fingerprint(bundle)
     known = journal.bundles.get(bundle.name) or (previous and previous.bundle(bundle.name))
     if known and known.fingerprint == fp:
-        on_server = find_in_draft(listing, bundle.filename)
-        if on_server and on_server["dataFile"]["id"] == known.file_id:
-            if bool(on_server.get("restricted")) != opts.restrict:
+        on_server = find(listing, bundle.filename)
+        if on_server and on_server.file_id == known.file_id:
+            if on_server.restricted != opts.restrict:
                 # changed by hand in the web UI, or the dataset's access changed
                 client.restrict(known.file_id, opts.restrict)
                 known.restricted = opts.restrict
@@ -563,17 +563,17 @@ def send_documents(dataset, plan, meta, client, pid, uploader, previous, opts):
                          file_id=doc.file_id, md5=doc.md5, size=doc.size,
                          document_record=doc)
         for old in documents.stray(previous, sent):
-            entry = find_in_draft(draft_files(client, pid), old.label, old.directory)
+            entry = client.file_in_draft(pid, old.label, old.directory)
             if entry is not None:
-                client.delete_file(entry["dataFile"]["id"])
+                client.delete_file(entry.file_id)
                 yield result(dataset / old.path, "ok", f"{old.path} removed from the "
                              f"draft: no longer a document of the dataset")
     except (content.ContentError, UploadError, RegisterError, DataverseError) as exc:
         yield result(dataset, "error", f"documents: {exc}", exc)
 
 
-def _listing(client, pid) -> list[dict]:
-    return draft_files(client, pid) or client.files(pid, ":latest")
+def _listing(client, pid) -> list[FileEntry]:
+    return client.latest_files(pid)[1]
 
 
 def _remove_unplanned(client, pid, records, previous, dataset) -> Iterator[dict]:
@@ -584,11 +584,11 @@ def _remove_unplanned(client, pid, records, previous, dataset) -> Iterator[dict]
     gone = [old for old in previous.bundles if old.filename not in current]
     if not gone:
         return
-    listing = draft_files(client, pid)
+    listing = client.draft_files(pid)
     for old in gone:
-        entry = find_in_draft(listing, old.filename)
+        entry = find(listing, old.filename)
         if entry is not None:
-            client.delete_file(entry["dataFile"]["id"])
+            client.delete_file(entry.file_id)
             yield result(dataset / old.filename, "ok",
                          f"{old.filename} removed from the draft: no longer in the plan")
 
