@@ -363,8 +363,9 @@ class Dataverse:
     def user_permissions(self, pid: str) -> Permissions:
         """What this token may do with the dataset (``GET /api/datasets/{id}/
         userPermissions``, 6.1+)."""
-        return Permissions.from_json(self.call("GET", "/api/datasets/:persistentId/userPermissions",
-                         params=self._pid(pid), what=f"reading the permissions on {pid}"))
+        return Permissions.from_json(self.call(
+            "GET", "/api/datasets/:persistentId/userPermissions", params=self._pid(pid),
+            what=f"reading the permissions on {pid}"))
 
     def _collection(self, alias: str) -> dict:
         return self.call("GET", f"/api/dataverses/{alias}",

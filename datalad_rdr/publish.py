@@ -179,8 +179,7 @@ def run(dataset: Path, client: Dataverse, pid: str, kind: str, manifest: mf.Mani
         return
     doi = persistent[len("doi:"):]
     number = version.name
-    released = version.release_time or time.strftime("%Y-%m-%dT%H:%M:%SZ",
-                                                           time.gmtime())
+    released = version.release_time or time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
     manifest.doi, manifest.version, manifest.published = doi, number, released
     path = mf.save(dataset, manifest)
     cff = write_citation(dataset, doi, number, released[:10], meta)
