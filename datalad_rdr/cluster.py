@@ -54,7 +54,8 @@ from . import content, export as ex, manifest as mf, send
 from .credentials import CredentialError, obtain
 from .dataverse import Dataverse, DataverseError
 from .plan import Bundle, PlannedFile
-from .register import file_budget, find_in_draft, register_bundle
+from .dataverse_records import find
+from .register import file_budget, register_bundle
 from .sizes import human
 from .upload import Uploaded, Uploader, UploadError
 from .zipstream import MemberError, layout_zip
@@ -453,8 +454,8 @@ def _submit(dataset: Path, opts: ex.ExportOptions, slurm: SlurmOptions):
         fp = send.fingerprint(bundle)
         known = journal.bundles.get(bundle.name) or (previous and previous.bundle(bundle.name))
         if known and known.fingerprint == fp:
-            entry = find_in_draft(listing, bundle.filename)
-            if entry and entry["dataFile"]["id"] == known.file_id:
+            entry = find(listing, bundle.filename)
+            if entry and entry.file_id == known.file_id:
                 continue
         adding += 1
         outcome = task_outcome(git_dir, bundle.name, fp, opts.url, pid)

@@ -1,8 +1,10 @@
 """Client of the Dataverse native API: everything datalad-rdr knows about the server.
 
-Only the calls this project needs, each answering with the ``data`` of the reply or raising
-:class:`DataverseError` with the server's own message. The API token is sent to the Dataverse
-API only; presigned S3 URLs are used by :mod:`datalad_rdr.upload` without it.
+Only the calls this project needs, each answering with a record of
+:mod:`datalad_rdr.dataverse_records` (a file entry, a version, a lock, an upload target ...)
+parsed from the ``data`` of the reply, or raising a :class:`DataverseError` subclass with the
+server's own message. No other module reads the server's JSON. The API token is sent to the
+Dataverse API only; presigned S3 URLs are used by :mod:`datalad_rdr.upload` without it.
 """
 
 from __future__ import annotations
@@ -14,7 +16,13 @@ from urllib.parse import urljoin
 
 import requests
 
+from .dataverse_records import (DatasetVersion, FieldType, FileEntry, Lock, NewFile,
+                                Permissions, Registration, UploadTarget, find)
 from .http import Backoff, with_retries
+
+__all__ = ["Dataverse", "DataverseError", "Unauthorized", "Forbidden", "NotFound", "Conflict",
+           "Locked", "NoAnswer", "DatasetVersion", "FieldType", "FileEntry", "Lock",
+           "NewFile", "Permissions", "Registration", "UploadTarget"]
 
 
 class DataverseError(Exception):
@@ -113,33 +121,100 @@ class Dataverse:
                          retry=False)
         return data["persistentId"]
 
-    def dataset(self, pid: str) -> dict:
-        return self.call("GET", "/api/datasets/:persistentId/", params=self._pid(pid),
-                         what=f"reading dataset {pid}")
+    def _dataset(self, pid: str, what: str = "", **params) -> dict:
+        return self.call("GET", "/api/datasets/:persistentId/",
+                         params={**self._pid(pid), **params},
+                         what=what or f"reading dataset {pid}")
 
-    def files(self, pid: str, version: str = ":latest") -> list[dict]:
-        return self.call("GET", f"/api/datasets/:persistentId/versions/{version}/files",
-                         params=self._pid(pid), what=f"listing files of {pid}")
+    def check_dataset(self, pid: str) -> None:
+        """Raise unless this token may see the dataset."""
+        self._dataset(pid)
 
-    def dataset_version(self, pid: str, version: str = ":latest-published") -> dict:
-        """One version: ``versionNumber``, ``versionMinorNumber``, ``releaseTime``, ..."""
-        return self.call("GET", f"/api/datasets/:persistentId/versions/{version}",
-                         params=self._pid(pid), what=f"reading version {version} of {pid}")
+    def latest_version(self, pid: str) -> DatasetVersion:
+        """The draft if there is one, else the last release."""
+        return DatasetVersion.from_json(self._dataset(pid)["latestVersion"])
 
-    def locks(self, pid: str) -> list[dict]:
-        return self.call("GET", "/api/datasets/:persistentId/locks", params=self._pid(pid),
-                         what=f"reading locks of {pid}")
+    def dataset_version(self, pid: str, version: str = ":latest-published") -> DatasetVersion:
+        return DatasetVersion.from_json(self.call(
+            "GET", f"/api/datasets/:persistentId/versions/{version}", params=self._pid(pid),
+            what=f"reading version {version} of {pid}"))
+
+    def last_release(self, pid: str) -> DatasetVersion | None:
+        """The latest published version; None when the dataset was never published."""
+        try:
+            return self.dataset_version(pid, ":latest-published")
+        except NotFound:
+            return None
+
+    def versions(self, pid: str) -> list[DatasetVersion]:
+        """All versions of a dataset this user may see, newest first, with their files."""
+        return [DatasetVersion.from_json(v) for v in self.call(
+            "GET", "/api/datasets/:persistentId/versions", params=self._pid(pid),
+            what=f"listing versions of {pid}")]
+
+    def files(self, pid: str, version: str = ":latest") -> list[FileEntry]:
+        return [FileEntry.from_json(e) for e in self.call(
+            "GET", f"/api/datasets/:persistentId/versions/{version}/files",
+            params=self._pid(pid), what=f"listing files of {pid}")]
+
+    def draft_files(self, pid: str) -> list[FileEntry]:
+        """The draft's files; none when there is no draft (everything published)."""
+        try:
+            return self.files(pid, ":draft")
+        except NotFound:
+            return []
+
+    def current_files(self, pid: str) -> list[FileEntry]:
+        """The files the next registration meets: the draft's, or, without a draft, those of
+        the latest version, which the server copies into the draft it makes (defect D3)."""
+        try:
+            return self.files(pid, ":draft")
+        except NotFound:
+            pass
+        try:
+            return self.files(pid, ":latest")
+        except NotFound:
+            return []
+
+    def latest_files(self, pid: str) -> tuple[str, list[FileEntry]]:
+        """("draft", its files) when the draft holds any, else ("published", the files of
+        the latest version)."""
+        draft = self.draft_files(pid)
+        if draft:
+            return "draft", draft
+        return "published", self.files(pid, ":latest")
+
+    def file_in_draft(self, pid: str, label: str,
+                      directory: str | None = None) -> FileEntry | None:
+        return find(self.draft_files(pid), label, directory)
+
+    def released_and_draft_file_ids(self, pid: str) -> tuple[set[int], set[int]]:
+        """File ids in any published version, and in the draft."""
+        released, draft = set(), set()
+        for v in self.versions(pid):
+            (released if v.released else draft).update(e.file_id for e in v.files)
+        return released, draft
+
+    def locks(self, pid: str) -> list[Lock]:
+        return [Lock.from_json(lock) for lock in self.call(
+            "GET", "/api/datasets/:persistentId/locks", params=self._pid(pid),
+            what=f"reading locks of {pid}")]
+
+    def is_locked(self, pid: str, kind: str | None = None) -> bool:
+        """Whether the dataset holds a lock (of ``kind``: Ingest, InReview, ...)."""
+        return any(kind is None or lock.kind == kind for lock in self.locks(pid))
 
     def wait_unlocked(self, pid: str, timeout: float = 300, poll: float = 0.5,
                       on_wait=None) -> None:
-        """Wait until the dataset has no lock (as dvuploader does before registering)."""
+        """Wait until the dataset has no lock (as dvuploader does before registering);
+        ``on_wait`` is given the :class:`Lock` list after each look that found some."""
         deadline = time.monotonic() + timeout
         while True:
             locks = self.locks(pid)
             if not locks:
                 return
             if time.monotonic() > deadline:
-                kinds = ", ".join(lock["lockType"] for lock in locks)
+                kinds = ", ".join(lock.kind for lock in locks)
                 raise Locked(423, f"dataset {pid} still locked ({kinds}) after "
                                           f"{timeout:.0f} s", "waiting for locks")
             if on_wait:
@@ -147,10 +222,10 @@ class Dataverse:
             time.sleep(poll)
 
     # -- direct upload --------------------------------------------------------------
-    def upload_urls(self, pid: str, size: int) -> dict:
-        return self.call("GET", "/api/datasets/:persistentId/uploadurls",
-                         params={**self._pid(pid), "size": size},
-                         what="asking for upload URLs")
+    def upload_urls(self, pid: str, size: int) -> UploadTarget:
+        return UploadTarget.from_json(self.call(
+            "GET", "/api/datasets/:persistentId/uploadurls",
+            params={**self._pid(pid), "size": size}, what="asking for upload URLs"))
 
     def complete_multipart(self, complete_path: str, etags: dict[int, str]) -> None:
         body = json.dumps({str(n): etags[n] for n in sorted(etags)})
@@ -161,18 +236,20 @@ class Dataverse:
                   what="aborting a multipart upload")
 
     # -- registering and editing files ----------------------------------------------
-    def add_files(self, pid: str, specs: list[dict]) -> list[dict]:
-        """Register uploaded objects; returns the per-file results inside the 200 reply."""
-        data = self.call("POST", "/api/datasets/:persistentId/addFiles",
-                         params=self._pid(pid), retry=False, what="registering files",
-                         files={"jsonData": (None, json.dumps(specs), "application/json")})
-        return data["Files"]
+    def add_file(self, pid: str, new: NewFile) -> Registration:
+        """Register an uploaded object; the per-file result inside the 200 reply."""
+        return self._register(pid, "addFiles", new.to_json(), "registering files")
 
-    def replace_files(self, pid: str, specs: list[dict]) -> list[dict]:
-        data = self.call("POST", "/api/datasets/:persistentId/replaceFiles",
-                         params=self._pid(pid), retry=False, what="replacing files",
-                         files={"jsonData": (None, json.dumps(specs), "application/json")})
-        return data["Files"]
+    def replace_file(self, pid: str, file_id: int, new: NewFile) -> Registration:
+        return self._register(pid, "replaceFiles", new.to_json(replacing=file_id),
+                              "replacing files")
+
+    def _register(self, pid: str, endpoint: str, spec: dict, what: str) -> Registration:
+        data = self.call("POST", f"/api/datasets/:persistentId/{endpoint}",
+                         params=self._pid(pid), retry=False, what=what,
+                         files={"jsonData": (None, json.dumps([spec]), "application/json")})
+        (result,) = data["Files"]
+        return Registration.from_json(result)
 
     def delete_file(self, file_id: int) -> bool:
         return self.call("DELETE", f"/api/files/{file_id}", what=f"deleting file {file_id}")
@@ -226,14 +303,28 @@ class Dataverse:
     def dataset_collection(self, pid: str) -> str | None:
         """The alias of the collection that holds the dataset: ``isPartOf`` of the dataset
         with ``returnOwners=true`` (6.1+; JsonPrinter); None when the server does not say."""
-        data = self.call("GET", "/api/datasets/:persistentId/",
-                         params={**self._pid(pid), "returnOwners": "true"},
-                         what=f"reading the collection of {pid}")
+        data = self._dataset(pid, f"reading the collection of {pid}", returnOwners="true")
         owner = (data or {}).get("isPartOf") or {}
         return owner.get("identifier") if owner.get("type") == "DATAVERSE" else None
 
     def licenses(self) -> list[dict]:
+        """The server's licenses as it lists them (``name``, ``uri``, ``active``): the
+        metadata mapping matches the metadata file's license against them."""
         return self.call("GET", "/api/licenses", what="listing the server's licenses")
+
+    def license_names(self) -> list[str]:
+        """The names of the licenses a dataset may be given (the active ones)."""
+        return [lic["name"] for lic in self.licenses() if lic.get("active", True)]
+
+    def field_types(self, collection: str | None = None) -> tuple[list[str], list[FieldType]]:
+        """The metadata block names and every field type in them (child fields too), of
+        ``collection`` as it sets requiredness, else of the installation's citation block."""
+        if collection:
+            blocks = self.collection_blocks(collection)
+        else:
+            blocks = [self.metadata_block("citation")]
+        return ([b.get("name", "?") for b in blocks],
+                [t for b in blocks for t in FieldType.all_in(b.get("fields") or {})])
 
     def update_draft(self, pid: str, version_json: dict) -> dict:
         """Replace the draft's metadata (and license or terms) as a whole; creates the draft
@@ -270,13 +361,14 @@ class Dataverse:
                          params=self._pid(pid), retry=False,
                          what=f"submitting {pid} for review")
 
-    def user_permissions(self, pid: str) -> dict:
-        """What this token may do with the dataset: ``canEditDataset``,
-        ``canPublishDataset``, ... (``GET /api/datasets/{id}/userPermissions``, 6.1+)."""
-        return self.call("GET", "/api/datasets/:persistentId/userPermissions",
-                         params=self._pid(pid), what=f"reading the permissions on {pid}")
+    def user_permissions(self, pid: str) -> Permissions:
+        """What this token may do with the dataset (``GET /api/datasets/{id}/
+        userPermissions``, 6.1+)."""
+        return Permissions.from_json(self.call(
+            "GET", "/api/datasets/:persistentId/userPermissions", params=self._pid(pid),
+            what=f"reading the permissions on {pid}"))
 
-    def collection(self, alias: str) -> dict:
+    def _collection(self, alias: str) -> dict:
         return self.call("GET", f"/api/dataverses/{alias}",
                          what=f"reading collection {alias}")
 
@@ -284,16 +376,15 @@ class Dataverse:
         """The file-count limit when the server tells it (6.7: ``datasetFileCountLimit`` and
         ``effectiveDatasetFileCountLimit`` of the dataset, else of its collection); None
         when neither says."""
-        limit = _limit(self.dataset(pid)) if pid else None
+        limit = _limit(self._dataset(pid)) if pid else None
         if limit is None and collection:
-            limit = _limit(self.collection(collection))
+            limit = _limit(self._collection(collection))
         return limit
 
     def files_ever_owned(self, pid: str) -> int:
         """How many files the dataset owns in any version: what the file-count limit counts
         (replaced and removed files that are in a published version count too)."""
-        return len({entry["dataFile"]["id"] for version in self.versions(pid)
-                    for entry in version.get("files") or []})
+        return len({entry.file_id for version in self.versions(pid) for entry in version.files})
 
     def publish(self, pid: str, kind: str = "major") -> dict:
         return self.call("POST", "/api/datasets/:persistentId/actions/:publish",
@@ -335,24 +426,11 @@ class Dataverse:
     def record_version(self, pid: str, version: str = ":latest-published") -> RecordVersion:
         """One version of a dataset and its files, as :class:`RecordVersion` (for
         ``rdr-clone``, which reads records it did not write)."""
-        data = self.dataset_version(pid, version)
-        files = []
-        for entry in data.get("files") or []:
-            df = entry["dataFile"]
-            checksum = df.get("checksum") or {}
-            files.append(RecordFile(
-                df["id"], entry.get("label") or df.get("filename", ""),
-                entry.get("directoryLabel") or "", int(df.get("filesize") or 0),
-                bool(entry.get("restricted")), checksum.get("type") or "",
-                (checksum.get("value") or df.get("md5") or "").lower()))
-        label = ("draft" if data.get("versionState") == "DRAFT" else
-                 f"{data.get('versionNumber')}.{data.get('versionMinorNumber')}")
-        return RecordVersion(label, files)
-
-    def versions(self, pid: str) -> list[dict]:
-        """All versions of a dataset this user may see, newest first, with their files."""
-        return self.call("GET", "/api/datasets/:persistentId/versions",
-                         params=self._pid(pid), what=f"listing versions of {pid}")
+        v = self.dataset_version(pid, version)
+        files = [RecordFile(f.file_id, f.label, f.directory or "", int(f.size or 0),
+                            f.restricted, f.checksum_type or "",
+                            (f.checksum or f.md5 or "").lower()) for f in v.files]
+        return RecordVersion("draft" if v.state == "DRAFT" else f"{v.major}.{v.minor}", files)
 
 
 @dataclass(frozen=True)

@@ -121,8 +121,7 @@ def main(argv=None) -> int:
     os.environ.setdefault("DATALAD_LOG_LEVEL", "WARNING")
     from datalad.api import rdr_export  # noqa: F401  (registers the command)
     import datalad.api as dl
-    import requests
-
+    from .dataverse import Dataverse
     from .sandbox.cli import Sandbox
 
     workdir = Path(args.workdir or tempfile.mkdtemp(prefix="rdr-demo-"))
@@ -149,15 +148,11 @@ def main(argv=None) -> int:
         if any(r["status"] in ("error", "impossible") for r in results):
             return 1
         manifest = json.loads((ds_path / ".datalad/rdr/manifest.json").read_text())
-        files = requests.get(
-            f"{sb.dataverse_url}/api/datasets/:persistentId/versions/:draft/files",
-            params={"persistentId": manifest["pid"]},
-            headers={"X-Dataverse-key": sb.api_token}).json()["data"]
+        files = Dataverse(sb.dataverse_url, sb.api_token).files(manifest["pid"], ":draft")
         say(f"\nserver: draft {manifest['pid']} holds {len(files)} files:")
         for f in files:
-            say(f"  {f['label']:<22} {f['dataFile']['filesize']:>10} bytes  "
-                f"md5 {f['dataFile']['md5']}  "
-                f"{'restricted' if f['restricted'] else 'public'}")
+            say(f"  {f.label:<22} {f.size:>10} bytes  md5 {f.md5}  "
+                f"{'restricted' if f.restricted else 'public'}")
         from .manifest import load
 
         members = sum(len(b.members) for b in load(ds_path).bundles)

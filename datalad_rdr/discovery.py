@@ -29,7 +29,6 @@ from typing import Iterator
 from urllib.parse import urlsplit
 
 from .dataverse import Dataverse, DataverseError
-from .register import current_files
 from .sizes import human as show_size
 from .upload import Ticket
 
@@ -116,7 +115,7 @@ def _probe(client: Dataverse, pid: str, size: int) -> str | None:
             return exc.message
         raise
     if ticket.multipart:
-        client.abort_multipart(ticket.reply["abort"])
+        client.abort_multipart(ticket.target.abort)
     return None
 
 
@@ -150,11 +149,11 @@ def _download_fact(client: Dataverse, pid: str | None) -> Fact:
     name, label = "download_redirect", "downloads"
     if not pid:
         return _unknown(name, label, _NEEDS_DATASET)
-    files = current_files(client, pid)
+    files = client.current_files(pid)
     if not files:
         return _unknown(name, label, "the dataset has no file yet to ask for; check again "
                                      "after the first export")
-    response = client.access(files[0]["dataFile"]["id"], 0, 0)
+    response = client.access(files[0].file_id, 0, 0)
     try:
         status = response.status_code
     finally:
@@ -181,7 +180,7 @@ def _publish_fact(client: Dataverse, pid: str | None) -> Fact:
         if exc.status in (400, 404):
             return _unknown(name, label, f"no permissions API: {exc.message}")
         raise
-    if allowed.get("canPublishDataset"):
+    if allowed.can_publish:
         return Fact(name, label, True, "this account may publish")
     return Fact(name, label, False, "this account may not publish: --publish submits the "
                                     "draft for review, the collection's curators publish")
@@ -189,35 +188,20 @@ def _publish_fact(client: Dataverse, pid: str | None) -> Fact:
 
 # -- metadata, licenses, limits ------------------------------------------------------------
 def _metadata_facts(client: Dataverse, collection: str | None) -> list[Fact]:
-    if collection:
-        blocks = client.collection_blocks(collection)
-        where = f"collection {collection}"
-    else:
-        blocks = [client.metadata_block("citation")]
-        where = "the installation (give --collection for a collection's own)"
-    required, vocabularies = [], {}
-    for block in blocks:
-        for field_name, field_type in _fields(block.get("fields") or {}):
-            if field_type.get("isRequired"):
-                required.append(field_name)
-            values = field_type.get("controlledVocabularyValues")
-            if values:
-                vocabularies[field_name] = len(values)
-    licenses = [lic["name"] for lic in client.licenses() if lic.get("active", True)]
+    names, types = client.field_types(collection)
+    where = (f"collection {collection}" if collection else
+             "the installation (give --collection for a collection's own)")
+    required = [t.name for t in types if t.required]
+    vocabularies = {t.name: len(t.vocabulary) for t in types if t.vocabulary}
+    licenses = client.license_names()
     return [
         Fact("required_fields", "required fields", required,
              f"{', '.join(required) or 'none'} (of {where}; blocks: "
-             f"{', '.join(b.get('name', '?') for b in blocks)})"),
+             f"{', '.join(names)})"),
         Fact("vocabularies", "controlled vocabularies", vocabularies,
              ", ".join(f"{k} ({n} terms)" for k, n in vocabularies.items()) or "none"),
         Fact("licenses", "licenses", licenses, ", ".join(licenses) or "none"),
     ]
-
-
-def _fields(fields: dict):
-    for name, field_type in fields.items():
-        yield name, field_type
-        yield from _fields(field_type.get("childFields") or {})
 
 
 def _count_fact(client: Dataverse, pid: str | None, collection: str | None) -> Fact:

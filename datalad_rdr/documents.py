@@ -23,11 +23,12 @@ from typing import Iterator
 from datalad.log import log_progress
 
 from . import content
-from .dataverse import Dataverse
+from .dataverse import Dataverse, FileEntry
+from .dataverse_records import find
 from .manifest import DocumentRecord, Manifest
 from .plan import Plan, PlannedFile
 from .preflight import committed_files, find_readme
-from .register import find_in_draft, register_bundle
+from .register import register_bundle
 from .upload import Uploader
 
 log = logging.getLogger("datalad.rdr.documents")
@@ -96,20 +97,19 @@ def read(f: PlannedFile) -> bytes:
 
 
 def send(dataset: Path, docs: list[PlannedFile], client: Dataverse, pid: str,
-         uploader: Uploader, listing: list[dict], lock_timeout: float = 300
+         uploader: Uploader, listing: list[FileEntry], lock_timeout: float = 300
          ) -> Iterator[tuple[DocumentRecord, str, str]]:
     """Send each document unless the server has its bytes; yields (record, status, message)."""
     for f in docs:
         data = read(f)
         md5 = hashlib.md5(data).hexdigest()
         label, directory = place(f.path)
-        entry = find_in_draft(listing, label, directory)
-        if entry is not None and _md5(entry) == md5:
-            df = entry["dataFile"]
-            record = DocumentRecord(f.path, label, directory, df["filesize"], md5, df["id"],
-                                    df["storageIdentifier"], False, f.key, f.blob)
-            if entry.get("restricted"):
-                client.restrict(df["id"], False)
+        entry = find(listing, label, directory)
+        if entry is not None and entry.md5 == md5:
+            record = DocumentRecord(f.path, label, directory, entry.size, md5, entry.file_id,
+                                    entry.storage_identifier, False, f.key, f.blob)
+            if entry.restricted:
+                client.restrict(entry.file_id, False)
                 yield record, "ok", f"{f.path} was restricted on the server: made public"
             else:
                 yield record, "notneeded", f"{f.path} unchanged since the last export, public"
@@ -143,7 +143,3 @@ def stray(previous: Manifest | None, current: list[DocumentRecord]) -> list[Docu
     kept = {(d.label, d.directory) for d in current}
     return [d for d in previous.documents if (d.label, d.directory) not in kept]
 
-
-def _md5(entry: dict) -> str | None:
-    df = entry["dataFile"]
-    return df.get("md5") or (df.get("checksum") or {}).get("value")

@@ -29,8 +29,9 @@ from . import after_export, content, discovery, documents, manifest as mf, metad
     preflight, publish, verify
 from .credentials import CredentialError
 from .dataverse import Dataverse, DataverseError
+from .dataverse_records import find
 from .plan import DEFAULT_CAP, Plan, PlanError, make_plan
-from .register import RegisterError, draft_files, file_budget, find_in_draft
+from .register import RegisterError, file_budget
 from .send import _listing, fingerprint, result, send_bundles
 from .sizes import human
 from .upload import Uploader, UploadError
@@ -438,9 +439,9 @@ def send_documents(dataset, plan, meta, client, pid, uploader, previous, opts):
                          file_id=doc.file_id, md5=doc.md5, size=doc.size,
                          document_record=doc)
         for old in documents.stray(previous, sent):
-            entry = find_in_draft(draft_files(client, pid), old.label, old.directory)
+            entry = client.file_in_draft(pid, old.label, old.directory)
             if entry is not None:
-                client.delete_file(entry["dataFile"]["id"])
+                client.delete_file(entry.file_id)
                 yield result(dataset / old.path, "ok", f"{old.path} removed from the "
                              f"draft: no longer a document of the dataset")
     except (content.ContentError, UploadError, RegisterError, DataverseError) as exc:
@@ -455,11 +456,11 @@ def _remove_unplanned(client, pid, records, previous, dataset) -> Iterator[dict]
     gone = [old for old in previous.bundles if old.filename not in current]
     if not gone:
         return
-    listing = draft_files(client, pid)
+    listing = client.draft_files(pid)
     for old in gone:
-        entry = find_in_draft(listing, old.filename)
+        entry = find(listing, old.filename)
         if entry is not None:
-            client.delete_file(entry["dataFile"]["id"])
+            client.delete_file(entry.file_id)
             yield result(dataset / old.filename, "ok",
                          f"{old.filename} removed from the draft: no longer in the plan")
 

@@ -32,7 +32,7 @@ import yaml
 from datalad.log import log_progress
 
 from . import manifest as mf
-from .dataverse import Dataverse, DataverseError
+from .dataverse import DatasetVersion, Dataverse, DataverseError, NotFound
 
 log = logging.getLogger("datalad.rdr.publish")
 
@@ -67,19 +67,17 @@ def refusal(client: Dataverse, pid: str, kind: str) -> str | None:
     release (DatasetVersion.isMinorUpdate; PublishDatasetCommand, fidelity row 24)."""
     if kind != "minor":
         return None
-    last = _published(client, pid)
+    last = client.last_release(pid)
     if last is None:
         return (f"{pid} was never published; the first publication must be major: use "
                 f"--publish major")
     try:
         draft = client.files(pid, ":draft")
-    except DataverseError as exc:
-        if exc.status == 404:
-            return None  # nothing to publish: the server's own answer says so
-        raise
-    released = client.files(pid, _version(last))
-    before = {e["dataFile"]["id"]: _path(e) for e in released}
-    now = {e["dataFile"]["id"]: _path(e) for e in draft}
+    except NotFound:
+        return None  # nothing to publish: the server's own answer says so
+    released = client.files(pid, last.name)
+    before = {e.file_id: e.path for e in released}
+    now = {e.file_id: e.path for e in draft}
     changes = []
     added = [now[i] for i in now if i not in before]
     removed = [before[i] for i in before if i not in now]
@@ -93,29 +91,29 @@ def refusal(client: Dataverse, pid: str, kind: str) -> str | None:
     if not changes:
         return None
     return (f"not published: files were added, replaced or removed since version "
-            f"{_version(last)} ({'; '.join(changes)}), and Dataverse allows only a major "
+            f"{last.name} ({'; '.join(changes)}), and Dataverse allows only a major "
             f"release then: use --publish major")
 
 
 def release(client: Dataverse, pid: str, kind: str, timeout: float = WAIT_FLOOR,
-            nbytes: int = 0) -> dict:
+            nbytes: int = 0) -> DatasetVersion:
     """Publish the draft and wait until it is released; returns the released version.
 
     The wait for the ``finalizePublication`` lock is sized by the dataset's ``nbytes``
     (:func:`publication_wait`, ``timeout`` its floor), with a progress bar."""
     def failed(locks):
-        bad = [lock for lock in locks if lock.get("lockType") == "FileValidationFailed"]
+        bad = [lock for lock in locks if lock.kind == "FileValidationFailed"]
         if bad:
             raise PublishError(
                 f"the server could not validate the files while publishing "
-                f"({bad[0].get('message') or 'FileValidationFailed'}): the stored bytes of "
+                f"({bad[0].reason or 'FileValidationFailed'}): the stored bytes of "
                 f"a file do not match its checksum. The draft stays unpublished and "
                 f"locked. Ask RDR support to remove the FileValidationFailed lock of {pid} "
                 f"(only a superuser can) and to tell which file failed (the server's log "
                 f"names it); delete that file from the draft and rerun "
                 f"'datalad rdr-export', which sends it again")
 
-    before = _published(client, pid)
+    before = client.last_release(pid)
     client.wait_unlocked(pid, timeout=timeout, on_wait=failed)  # e.g. Ingest
     client.publish(pid, kind)
     started = time.monotonic()
@@ -141,11 +139,11 @@ def release(client: Dataverse, pid: str, kind: str, timeout: float = WAIT_FLOOR,
                              on_wait=waiting)  # finalizePublication
     finally:
         log_progress(log.info, progress_id, f"Finished waiting for {pid}")
-    after = _published(client, pid)
-    if after is None or (before is not None and _number(after) <= _number(before)):
+    after = client.last_release(pid)
+    if after is None or (before is not None and after.number <= before.number):
         raise PublishError(f"the server finished publishing {pid} but lists no new "
                            f"version; check the dataset in the web UI")
-    log.info("published %s as %s after %.1f s", pid, _version(after),
+    log.info("published %s as %s after %.1f s", pid, after.name,
              time.monotonic() - started)
     return after
 
@@ -174,15 +172,14 @@ def run(dataset: Path, client: Dataverse, pid: str, kind: str, manifest: mf.Mani
     except PublishError as exc:
         yield _result(dataset, "error", str(exc))
         return
-    persistent = version.get("datasetPersistentId") or pid
+    persistent = version.persistent_id or pid
     if not persistent.startswith("doi:"):
         yield _result(dataset, "error", f"published {pid}, but its identifier "
                                         f"{persistent} is not a DOI; nothing recorded")
         return
     doi = persistent[len("doi:"):]
-    number = _version(version)
-    released = version.get("releaseTime") or time.strftime("%Y-%m-%dT%H:%M:%SZ",
-                                                           time.gmtime())
+    number = version.name
+    released = version.release_time or time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
     manifest.doi, manifest.version, manifest.published = doi, number, released
     path = mf.save(dataset, manifest)
     cff = write_citation(dataset, doi, number, released[:10], meta)
@@ -197,7 +194,7 @@ def may_publish(client: Dataverse, pid: str) -> bool:
     """Whether this token may publish the dataset (a server without the permissions API
     is taken at its word when it answers the publish)."""
     try:
-        return bool(client.user_permissions(pid).get("canPublishDataset", True))
+        return client.user_permissions(pid).can_publish is not False
     except DataverseError as exc:
         if exc.status in (400, 404):
             return True
@@ -302,28 +299,6 @@ def _title_and_authors(dataset: Path, meta) -> tuple[str, list[dict]]:
     names = [a for a in description.get("Authors") or [] if isinstance(a, str)]
     return (description.get("Name") or dataset.name,
             [cff_person(n) for n in names] or [{"name": "Unknown"}])
-
-
-def _published(client: Dataverse, pid: str) -> dict | None:
-    try:
-        return client.dataset_version(pid, ":latest-published")
-    except DataverseError as exc:
-        if exc.status == 404:
-            return None
-        raise
-
-
-def _path(entry: dict) -> str:
-    return (f"{entry['directoryLabel']}/" if entry.get("directoryLabel") else "") \
-        + entry["label"]
-
-
-def _number(version: dict) -> tuple[int, int]:
-    return int(version.get("versionNumber") or 0), int(version.get("versionMinorNumber") or 0)
-
-
-def _version(version: dict) -> str:
-    return "{}.{}".format(*_number(version))
 
 
 def _explain(exc: DataverseError, pid: str, kind: str) -> str:

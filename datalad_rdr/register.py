@@ -40,7 +40,8 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .dataverse import Dataverse, DataverseError, NoAnswer, NotFound
+from .dataverse import Dataverse, DataverseError, FileEntry, NewFile, NoAnswer
+from .dataverse_records import find
 from .upload import Uploaded
 
 log = logging.getLogger("datalad.rdr.register")
@@ -66,22 +67,9 @@ class Registered:
     notes: list[str] = field(default_factory=list)  # repairs done on the way, for the user
 
 
-def find_in_draft(draft_files: list[dict], label: str, directory: str | None = None):
-    for entry in draft_files:
-        if entry["label"] == label and entry.get("directoryLabel") == directory:
-            return entry
-    return None
-
-
-def _registered(entry: dict, adopted: bool = False) -> Registered:
-    df = entry["dataFile"]
-    return Registered(df["id"], entry["label"], _md5(entry), df["filesize"],
-                      df["storageIdentifier"], entry.get("restricted", False), adopted)
-
-
-def _md5(entry: dict) -> str | None:
-    df = entry["dataFile"]
-    return (df.get("md5") or (df.get("checksum") or {}).get("value") or "").lower() or None
+def _registered(entry: FileEntry, adopted: bool = False) -> Registered:
+    return Registered(entry.file_id, entry.label, entry.md5, entry.size,
+                      entry.storage_identifier, entry.restricted, adopted)
 
 
 # -- one registration at a time ---------------------------------------------------------
@@ -121,30 +109,6 @@ def registration_lock(server: str, pid: str, timeout: float = 300, poll: float =
         os.close(fd)  # releases the flock
 
 
-# -- what the dataset holds -------------------------------------------------------------
-def draft_files(client: Dataverse, pid: str) -> list[dict]:
-    """The draft's files; none when there is no draft (everything published)."""
-    try:
-        return client.files(pid, ":draft")
-    except DataverseError as exc:
-        if exc.status == 404:
-            return []
-        raise
-
-
-def current_files(client: Dataverse, pid: str) -> list[dict]:
-    """The files the next registration meets: the draft's, or, without a draft, those of the
-    latest version, which the server copies into the draft it makes (defect D3)."""
-    try:
-        return client.files(pid, ":draft")
-    except NotFound:
-        pass
-    try:
-        return client.files(pid, ":latest")
-    except NotFound:
-        return []
-
-
 def renamed_copy(label: str, original: str) -> bool:
     """Whether ``label`` is a name Dataverse gives a second file called ``original``:
     ``a.zip`` -> ``a-1.zip``, ``a-2.zip`` ...; ``raw-02.zip`` -> ``raw-3.zip`` ... (the
@@ -156,15 +120,14 @@ def renamed_copy(label: str, original: str) -> bool:
     return bool(n) and int(n.group(1)) > start and not n.group(1).startswith("0")
 
 
-def _renamed_copies(listing, label, directory, md5, keep_id=None) -> list[dict]:
+def _renamed_copies(listing, label, directory, md5, keep_id=None) -> list[FileEntry]:
     return [e for e in listing
-            if e.get("directoryLabel") == directory and renamed_copy(e["label"], label)
-            and _md5(e) == md5 and e["dataFile"]["id"] != keep_id]
+            if e.directory == (directory or None) and renamed_copy(e.label, label)
+            and e.md5 == md5 and e.file_id != keep_id]
 
 
-def _holding(listing, storage_identifier) -> dict | None:
-    return next((e for e in listing
-                 if e["dataFile"].get("storageIdentifier") == storage_identifier), None)
+def _holding(listing, storage_identifier) -> FileEntry | None:
+    return next((e for e in listing if e.storage_identifier == storage_identifier), None)
 
 
 # -- registering -----------------------------------------------------------------------
@@ -190,27 +153,21 @@ def register_bundle(client: Dataverse, pid: str, label: str, uploaded: Uploaded,
 
 def _register(client, pid, label, uploaded, restrict, description, directory, mime_type):
     notes: list[str] = []
-    spec = {"storageIdentifier": uploaded.storage_identifier, "fileName": label,
-            "mimeType": mime_type, "description": description,
-            "checksum": {"@type": "MD5", "@value": uploaded.md5},
-            "restrict": restrict, "tabIngest": False}
-    if directory:
-        spec["directoryLabel"] = directory
+    new = NewFile(uploaded.storage_identifier, label, uploaded.md5, mime_type, description,
+                  directory, restrict)
     for attempt in range(1, TRIES + 1):
-        listing = current_files(client, pid)
+        listing = client.current_files(pid)
         mine = _holding(listing, uploaded.storage_identifier)
         if mine is not None:  # an earlier try was saved although its reply was lost
             return _take(client, mine, label, directory, listing, notes), notes, listing
-        existing = find_in_draft(listing, label, directory)
-        if existing is not None and _md5(existing) == uploaded.md5:
+        existing = find(listing, label, directory)
+        if existing is not None and existing.md5 == uploaded.md5:
             return _registered(existing, adopted=True), notes, listing
         try:
             if existing is not None:
-                results = client.replace_files(pid, [{
-                    **spec, "fileToReplaceId": existing["dataFile"]["id"],
-                    "forceReplace": True}])
+                result = client.replace_file(pid, existing.file_id, new)
             else:
-                results = client.add_files(pid, [spec])
+                result = client.add_file(pid, new)
         except DataverseError as exc:
             if not (isinstance(exc, NoAnswer) or exc.status >= 500) or attempt == TRIES:
                 raise
@@ -219,13 +176,11 @@ def _register(client, pid, label, uploaded, restrict, description, directory, mi
                      label, exc)
             time.sleep(0.5 * attempt)
             continue
-        (result,) = results
-        if "errorMessage" in result or "dataFile" not in result.get("fileDetails", {}):
-            raise RegisterError(f"Dataverse did not register {label}: "
-                                f"{result.get('errorMessage') or result.get('message')}")
-        entry = result["fileDetails"]
-        if entry["label"] != label or entry.get("directoryLabel") != directory:
-            listing = current_files(client, pid)
+        entry = result.entry
+        if entry is None:
+            raise RegisterError(f"Dataverse did not register {label}: {result.problem}")
+        if not entry.is_at(label, directory):
+            listing = client.current_files(pid)
             return _take(client, entry, label, directory, listing, notes), notes, listing
         return _registered(entry), notes, listing
     raise AssertionError("unreachable")
@@ -233,23 +188,23 @@ def _register(client, pid, label, uploaded, restrict, description, directory, mi
 
 def _take(client, entry, label, directory, listing, notes) -> Registered:
     """Our upload is ``entry``; if the server renamed it, make it the file called ``label``."""
-    if entry["label"] == label and entry.get("directoryLabel") == directory:
+    if entry.is_at(label, directory):
         return _registered(entry)
-    holder = find_in_draft(listing, label, directory)
-    if holder is not None and _md5(holder) == _md5(entry):
+    holder = find(listing, label, directory)
+    if holder is not None and holder.md5 == entry.md5:
         # the same bytes are at the name already: the renamed file is a duplicate
-        client.delete_file(entry["dataFile"]["id"])
-        listing[:] = [e for e in listing if e["dataFile"]["id"] != entry["dataFile"]["id"]]
+        client.delete_file(entry.file_id)
+        listing[:] = [e for e in listing if e.file_id != entry.file_id]
         notes.append(f"{label}: the server had registered these bytes twice; deleted the "
-                     f"renamed copy {entry['label']}")
+                     f"renamed copy {entry.label}")
         return _registered(holder, adopted=True)
     if holder is not None:
-        client.delete_file(holder["dataFile"]["id"])
-    client.set_file_label(entry["dataFile"]["id"], label, directory)
-    notes.append(f"{label}: the server had registered it as {entry['label']}"
+        client.delete_file(holder.file_id)
+    client.set_file_label(entry.file_id, label, directory)
+    notes.append(f"{label}: the server had registered it as {entry.label}"
                  + (" next to an older file of that name (deleted)" if holder else "")
                  + f"; renamed it back to {label}")
-    return _registered({**entry, "label": label, "directoryLabel": directory})
+    return _registered(entry.moved(label, directory))
 
 
 def _remove_copies(client, listing, label, directory, registered) -> list[str]:
@@ -258,8 +213,8 @@ def _remove_copies(client, listing, label, directory, registered) -> list[str]:
     copies = _renamed_copies(listing, label, directory, registered.md5,
                              keep_id=registered.file_id)
     for entry in copies:
-        client.delete_file(entry["dataFile"]["id"])
-    return [f"{label}: deleted {e['label']}, a renamed copy of the same bytes left by an "
+        client.delete_file(entry.file_id)
+    return [f"{label}: deleted {e.label}, a renamed copy of the same bytes left by an "
             f"earlier registration" for e in copies]
 
 

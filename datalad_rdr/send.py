@@ -38,9 +38,10 @@ from datalad.log import log_progress
 from datalad.support.exceptions import CapturedException
 
 from . import cluster, content, manifest as mf
-from .dataverse import DataverseError
+from .dataverse import DataverseError, FileEntry
+from .dataverse_records import find
 from .plan import Bundle, Plan, split_bundle
-from .register import RegisterError, draft_files, find_in_draft, register_bundle
+from .register import RegisterError, register_bundle
 from .sizes import human
 from .upload import TooSlowForUrlLifetime, Uploaded, Uploader, UploadError
 from .zipformat import METHOD_NAMES
@@ -237,10 +238,10 @@ def _unchanged(bundle: Bundle, opts, client, previous, journal, listing):
     if not known or known.fingerprint != fingerprint(bundle):
         log.debug("%s: %s", bundle.filename, "content changed" if known else "new bundle")
         return None
-    on_server = find_in_draft(listing, bundle.filename)
-    if not on_server or on_server["dataFile"]["id"] != known.file_id:
+    on_server = find(listing, bundle.filename)
+    if not on_server or on_server.file_id != known.file_id:
         return None
-    if bool(on_server.get("restricted")) != opts.restrict:
+    if on_server.restricted != opts.restrict:
         # changed by hand in the web UI, or the dataset's access changed
         client.restrict(known.file_id, opts.restrict)
         known.restricted = opts.restrict
@@ -325,8 +326,8 @@ def _member_record(entry, f) -> mf.MemberRecord:
                            entry.data_offset)
 
 
-def _listing(client, pid) -> list[dict]:
-    return draft_files(client, pid) or client.files(pid, ":latest")
+def _listing(client, pid) -> list[FileEntry]:
+    return client.latest_files(pid)[1]
 
 
 def _commit_time(dataset: Path, commit: str) -> dt.datetime:

@@ -54,7 +54,7 @@ from urllib.parse import parse_qs, urlsplit
 
 import requests
 
-from .dataverse import Dataverse, DataverseError
+from .dataverse import Dataverse, DataverseError, UploadTarget
 from .http import Backoff, retry_after, transient
 
 log = logging.getLogger("datalad.rdr.upload")
@@ -106,28 +106,26 @@ class Uploaded:
 
 @dataclass
 class Ticket:
-    """One ``uploadurls`` reply: the URLs for one upload of one file."""
+    """The URLs for one upload of one file, and when the server handed them out."""
 
-    reply: dict
+    target: UploadTarget
     issued: float  # time.time() when received: kept across processes for a resume
 
     @property
     def multipart(self) -> bool:
-        return "urls" in self.reply
+        return self.target.multipart
 
     @property
     def part_size(self) -> int:
-        return int(self.reply["partSize"])
+        return self.target.part_size
 
     @property
     def storage_identifier(self) -> str:
-        return self.reply["storageIdentifier"]
+        return self.target.storage_identifier
 
     @property
     def urls(self) -> list[str]:
-        if not self.multipart:
-            return [self.reply["url"]]
-        return [self.reply["urls"][k] for k in sorted(self.reply["urls"], key=int)]
+        return list(self.target.urls)
 
     @property
     def lifetime(self) -> int:
@@ -307,7 +305,7 @@ class Uploader:
         """The ticket, parts sent and completion of an interrupted upload worth continuing."""
         if not resume:
             return None, {}, False
-        ticket = Ticket(resume["reply"], resume["issued"])
+        ticket = Ticket(UploadTarget.from_json(resume["reply"]), resume["issued"])
         done = {int(n): etag for n, etag in resume.get("etags", {}).items()}
         completed = bool(resume.get("completed"))
         if completed:
@@ -329,7 +327,7 @@ class Uploader:
         if ticket is None or not ticket.multipart:
             return
         try:
-            self.dataverse.abort_multipart(ticket.reply["abort"])
+            self.dataverse.abort_multipart(ticket.target.abort)
         except DataverseError as exc:
             log.warning("could not abort the multipart upload: %s", exc)
 
@@ -367,7 +365,7 @@ class Uploader:
                 for future in pending:
                     future.cancel()
                 raise
-        self.dataverse.complete_multipart(ticket.reply["complete"], dict(sorted(done.items())))
+        self.dataverse.complete_multipart(ticket.target.complete, dict(sorted(done.items())))
 
     def _put(self, url: str, source: Source, start: int, end: int, headers, check: _Check,
              progress, cancel) -> str:
@@ -459,7 +457,7 @@ def _bytes_in(ticket: Ticket, parts, size: int) -> int:
 
 
 def _state(ticket: Ticket, done: dict[int, str], completed: bool) -> dict:
-    return {"reply": ticket.reply, "issued": ticket.issued,
+    return {"reply": ticket.target.to_json(), "issued": ticket.issued,
             "etags": {str(n): etag for n, etag in sorted(done.items())},
             "completed": completed}
 

@@ -21,9 +21,8 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from .dataverse import Dataverse
+from .dataverse import Dataverse, FileEntry
 from .manifest import Manifest
-from .register import draft_files
 from .remote import locations
 from .gitannex import Annex
 
@@ -46,14 +45,6 @@ class Row:
         return not self.problems
 
 
-def listing(client: Dataverse, pid: str) -> tuple[str, list[dict]]:
-    """The files the server lists for the dataset: ("draft"|"published", entries)."""
-    draft = draft_files(client, pid)
-    if draft:
-        return "draft", draft
-    return "published", client.files(pid, ":latest")
-
-
 def held_by_remote(dataset: Path, server: str, pid: str) -> set[int]:
     """File ids of this dataset on this server that the git-annex branch's location records
     name: the bundles of the ``rdr`` remote (and of earlier exports)."""
@@ -62,11 +53,11 @@ def held_by_remote(dataset: Path, server: str, pid: str) -> set[int]:
             if locations.claims(uri, server, pid)}
 
 
-def compare(entries: list[dict], manifest: Manifest, bundles_restricted: bool,
+def compare(entries: list[FileEntry], manifest: Manifest, bundles_restricted: bool,
             remote_ids=lambda: set()) -> list[Row]:
     """``remote_ids``: called when the server has files the manifest does not name, for the
     file ids the ``rdr`` remote holds."""
-    on_server = {_name(e): e for e in entries}
+    on_server = {e.path: e for e in entries}
     expected = [(b.filename, "bundle", b.size, b.md5,
                  "restricted" if bundles_restricted else "public") for b in manifest.bundles]
     expected += [(f"{d.directory}/{d.label}" if d.directory else d.label, "document", d.size,
@@ -164,22 +155,16 @@ def _short(value, short: bool) -> str:
     return str(value)[:8] if short and value is not None else str(value)
 
 
-def _name(entry: dict) -> str:
-    folder = entry.get("directoryLabel") or entry["dataFile"].get("directoryLabel")
-    return f"{folder}/{entry['label']}" if folder else entry["label"]
-
-
-def _fill(row: Row, entry: dict) -> None:
-    df = entry["dataFile"]
-    row.server_size = df.get("filesize")
-    row.server_md5 = df.get("md5") or (df.get("checksum") or {}).get("value")
-    row.server_access = "restricted" if entry.get("restricted") else "public"
-    row.file_id = df.get("id")
+def _fill(row: Row, entry: FileEntry) -> None:
+    row.server_size = entry.size
+    row.server_md5 = entry.md5
+    row.server_access = "restricted" if entry.restricted else "public"
+    row.file_id = entry.file_id
 
 
 def run(dataset: Path, client: Dataverse, manifest: Manifest,
         bundles_restricted: bool) -> list[dict]:
-    where, entries = listing(client, manifest.pid)
+    where, entries = client.latest_files(manifest.pid)
     rows = compare(entries, manifest, bundles_restricted,
                    lambda: held_by_remote(dataset, manifest.server, manifest.pid))
     return results(dataset, rows, where, manifest.pid)

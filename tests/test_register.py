@@ -38,7 +38,7 @@ def publish(client, pid):
 
 
 def labels(client, pid, version=":latest"):
-    return sorted(e["label"] for e in client.files(pid, version))
+    return sorted(e.label for e in client.files(pid, version))
 
 
 def test_renamed_copies_are_told_apart_from_other_bundles():
@@ -58,7 +58,7 @@ def test_the_first_registration_after_a_publication_replaces_the_released_file(d
     second = register(client, pid, upload(client, pid, b"version two" * 1000))
     assert not second.adopted and second.notes == []
     draft = client.files(pid, ":draft")
-    assert [(e["label"], e["dataFile"]["md5"]) for e in draft] == [("core.zip", second.md5)]
+    assert [(e.label, e.md5) for e in draft] == [("core.zip", second.md5)]
 
 
 def test_the_same_bytes_after_a_publication_are_adopted(ds):
@@ -189,9 +189,9 @@ def test_a_name_taken_meanwhile_leaves_one_file_of_that_name(ds, sandbox, same_b
     worker.join(20)
     (registered,) = done
     draft = client.files(pid, ":draft")
-    assert [e["label"] for e in draft] == ["core.zip"]
+    assert [e.label for e in draft] == ["core.zip"]
     assert registered.label == "core.zip" and registered.md5 == ours.md5
-    assert draft[0]["dataFile"]["id"] == registered.file_id
+    assert draft[0].file_id == registered.file_id
     assert any("core-1.zip" in note for note in registered.notes), registered.notes
 
 
@@ -201,11 +201,13 @@ def test_replacing_the_draft_metadata_keeps_restricted_files_publishable(ds, san
     client, pid = ds
     registered = register(client, pid, upload(client, pid, os.urandom(2000)))
     assert registered.restricted
-    version = client.dataset(pid)["latestVersion"]
-    client.update_draft(pid, {"metadataBlocks": version["metadataBlocks"],
-                              "license": version["license"]})
-    assert client.dataset(pid)["latestVersion"]["fileAccessRequest"] is True
+    version = client.latest_version(pid)
+    client.update_draft(pid, {"metadataBlocks": {name: {"fields": list(fields.values())}
+                                                 for name, fields in version.fields.items()},
+                              "license": {"name": version.license.name,
+                                          "uri": version.license.uri}})
+    assert client.latest_version(pid).file_access_request is True
     client.restrict(registered.file_id, False)
     client.restrict(registered.file_id, True)
     publish(client, pid)
-    assert client.dataset_version(pid)["versionNumber"] == 1
+    assert client.dataset_version(pid).major == 1

@@ -8,7 +8,7 @@ import pytest
 import requests
 
 from conftest import DV
-from datalad_rdr.dataverse import Dataverse, DataverseError
+from datalad_rdr.dataverse import Dataverse, DataverseError, NewFile
 from datalad_rdr.http import Backoff
 from datalad_rdr.sandbox.faults import Fault
 from datalad_rdr.upload import TooSlowForUrlLifetime, Uploader, UploadError
@@ -38,12 +38,10 @@ def upload_and_register(sb, data, **kw):
     client = Dataverse(sb.dataverse_url, sb.api_token, backoff=FAST)
     result = Uploader(client, pid, backoff=FAST, **kw).upload(BytesSource(data, chunk=MIB))
     assert result.md5 == hashlib.md5(data).hexdigest()
-    files = client.add_files(pid, [{
-        "storageIdentifier": result.storage_identifier, "fileName": "b.zip",
-        "mimeType": "application/zip",
-        "checksum": {"@type": "MD5", "@value": result.md5}}])
-    assert "successMessage" in files[0], files
-    fid = files[0]["fileDetails"]["dataFile"]["id"]
+    registered = client.add_file(pid, NewFile(result.storage_identifier, "b.zip", result.md5,
+                                              "application/zip"))
+    assert registered.entry is not None, registered.problem
+    fid = registered.entry.file_id
     got = requests.get(client.access_url(fid), headers={"X-Dataverse-key": sb.api_token})
     assert got.content == data
     return result
@@ -282,10 +280,8 @@ def test_a_killed_multipart_upload_resumes_without_resending_its_parts(make_sand
     resent = sb.gate.stats.bytes_received - received_before
     assert resent <= len(data) - result.resumed_parts * 5 * MIB
     assert result.md5 == hashlib.md5(data).hexdigest()
-    files = client.add_files(pid, [{
-        "storageIdentifier": result.storage_identifier, "fileName": "b.zip",
-        "mimeType": "application/zip", "checksum": {"@type": "MD5", "@value": result.md5}}])
-    fid = files[0]["fileDetails"]["dataFile"]["id"]
+    fid = client.add_file(pid, NewFile(result.storage_identifier, "b.zip", result.md5,
+                                       "application/zip")).entry.file_id
     got = requests.get(client.access_url(fid), headers={"X-Dataverse-key": sb.api_token})
     assert got.content == data
 
@@ -317,11 +313,10 @@ def test_multipart_complete_lists_the_parts_in_ascending_order(make_sandbox):
     etags = {}
     for n in (3, 2, 1):  # as parallel parts may finish
         part = data[(n - 1) * 5 * MIB:n * 5 * MIB]
-        etags[n] = requests.put(ticket["urls"][str(n)], data=part).headers["ETag"]
+        etags[n] = requests.put(ticket.urls[n - 1], data=part).headers["ETag"]
     assert list(etags) == [3, 2, 1]
-    client.complete_multipart(ticket["complete"], etags)
-    files = client.add_files(pid, [{
-        "storageIdentifier": ticket["storageIdentifier"], "fileName": "b.zip",
-        "mimeType": "application/zip",
-        "checksum": {"@type": "MD5", "@value": hashlib.md5(data).hexdigest()}}])
-    assert "successMessage" in files[0], files
+    client.complete_multipart(ticket.complete, etags)
+    registered = client.add_file(pid, NewFile(ticket.storage_identifier, "b.zip",
+                                              hashlib.md5(data).hexdigest(),
+                                              "application/zip"))
+    assert registered.entry is not None, registered.problem

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from ..dataverse_records import DatasetVersion
 from .file import METADATA
 from .server import Mapping
 
@@ -16,15 +17,12 @@ def _plain(value):
     return value
 
 
-def server_fields(version: dict) -> dict[str, dict[str, dict]]:
+def server_fields(version: DatasetVersion) -> dict[str, dict[str, dict]]:
     """{block: {typeName: field JSON}} of a version as the server shows it."""
-    out = {}
-    for name, block in (version.get("metadataBlocks") or {}).items():
-        out[name] = {f["typeName"]: f for f in block.get("fields", [])}
-    return out
+    return version.fields
 
 
-def changes(mapping: Mapping, version: dict) -> list[str]:
+def changes(mapping: Mapping, version: DatasetVersion) -> list[str]:
     """The managed fields (and 'license') whose value on the server differs from the file."""
     have = server_fields(version)
     changed = []
@@ -37,14 +35,14 @@ def changes(mapping: Mapping, version: dict) -> list[str]:
                 changed.append(name)
     wanted = mapping.license()
     if "license" in wanted:
-        if (version.get("license") or {}).get("name") != wanted["license"]["name"]:
+        if (version.license and version.license.name) != wanted["license"]["name"]:
             changed.append("license")
-    elif (version.get("termsOfUse") or None) != wanted["termsOfUse"] or version.get("license"):
+    elif version.terms_of_use != wanted["termsOfUse"] or version.license:
         changed.append("license")
     return changed
 
 
-def merged_version(mapping: Mapping, version: dict) -> dict:
+def merged_version(mapping: Mapping, version: DatasetVersion) -> dict:
     """The server's version with the managed fields replaced by the file's: what to PUT.
     Fields the file does not manage (filled in the web UI) are kept."""
     have = server_fields(version)
@@ -62,7 +60,7 @@ def merged_version(mapping: Mapping, version: dict) -> dict:
 def sync_draft(client, pid: str, mapping: Mapping, base: dict,
                lock_timeout: float = 300) -> dict:
     """Bring the record's metadata and license in line with the file; a result record."""
-    version = client.dataset(pid)["latestVersion"]
+    version = client.latest_version(pid)
     changed = changes(mapping, version)
     if not changed:
         return {**base, "status": "notneeded",

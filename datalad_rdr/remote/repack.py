@@ -93,18 +93,16 @@ def repack(repo: Path, name: str | None = None, dry_run: bool = False):
         versions = client.versions(pid)
     except DataverseError as exc:
         raise RepackError(f"cannot list the versions of {pid}: {exc}") from None
-    released = {f["dataFile"]["id"] for v in versions if v.get("versionState") == "RELEASED"
-                for f in v.get("files", [])}
-    draft = [f for v in versions if v.get("versionState") != "RELEASED"
-             for f in v.get("files", [])]
+    released = {f.file_id for v in versions if v.released for f in v.files}
+    draft = [f for v in versions if not v.released for f in v.files]
     bundlesize = parse_size(cfg.get("bundlesize") or str(DEFAULT_BUNDLESIZE))
     store = Store(repo / ".git", uuid, bundlesize)
     for entry in draft:
-        file_id, label = entry["dataFile"]["id"], entry["label"]
+        file_id, label = entry.file_id, entry.label
         if not label.startswith(PREFIX) or file_id in released:
             continue
         try:
-            index = read_index(reader, file_id, entry["dataFile"]["filesize"], uuid)
+            index = read_index(reader, file_id, entry.size, uuid)
         except (RemoteError, ReadError) as exc:
             yield f"{label}: cannot read its key index ({exc}); left as it is"
             continue
@@ -138,7 +136,7 @@ def _delete(client: Dataverse, file_id: int) -> str:
 
 def _rewrite(store, annex, client, reader, uuid, pid, cfg, entry, live, recorded,
              where) -> str:
-    label, file_id = entry["label"], entry["dataFile"]["id"]
+    label, file_id = entry.label, entry.file_id
     here = annex.content_locations(sorted(set(live.values())))
     old = {}
     for key in live.values():

@@ -277,13 +277,9 @@ class RdrRemote(SpecialRemote):
         if self._versions is None or self._versions[2] < time.monotonic():
             client = self.writer("removing from RDR")
             try:
-                versions = client.versions(self.pid)
+                released, draft = client.released_and_draft_file_ids(self.pid)
             except DataverseError as exc:
                 raise RemoteError(f"cannot list the versions of {self.pid}: {exc}") from exc
-            released, draft = set(), set()
-            for v in versions:
-                ids = {f["dataFile"]["id"] for f in v.get("files", [])}
-                (released if v.get("versionState") == "RELEASED" else draft).update(ids)
             self._versions = (released, draft, time.monotonic() + SERVER_TTL)
         return self._versions[0], self._versions[1]
 
@@ -345,7 +341,7 @@ class RdrRemote(SpecialRemote):
         if self._target_problem is None:
             client = self.writer("storing into RDR")
             try:
-                client.dataset(self.pid)
+                client.check_dataset(self.pid)
                 self._target_problem = ""
                 self._credential.mark_used()  # the server took the token
             except DataverseError as exc:
