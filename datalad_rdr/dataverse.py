@@ -350,7 +350,7 @@ class Dataverse:
             data = self.call("GET", "/api/info/settings/:MaxEmbargoDurationInMonths",
                              what="reading the maximum embargo duration")
         except NotFound as exc:
-            if "setting" in exc.message.lower():
+            if exc.message.lower().startswith("setting"):  # not "no such endpoint"
                 return 0
             raise
         text = data.get("message") if isinstance(data, dict) else data
