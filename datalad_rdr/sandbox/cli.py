@@ -12,6 +12,7 @@ It stops cleanly on SIGINT or SIGTERM.
 from __future__ import annotations
 
 import argparse
+import datetime as dt
 import json
 import os
 import signal
@@ -28,11 +29,12 @@ from .serve import ServedApp
 
 # What is known of the servers each profile stands for. "rdr" is KU Leuven's RDR as far as
 # public sources tell (docs/sandbox.rst lists what is uncertain): Dataverse 6.7.1 on an
-# OpenStack Swift S3 API without object tagging.
+# OpenStack Swift S3 API without object tagging. RDR's maximum embargo is not public: 36
+# months is an assumption (stock Dataverse leaves embargoes off).
 PROFILES = {
     "dataverse": dict(dataverse={}, s3={}),
     "rdr": dict(dataverse={"tagging": False, "citation": "rdr", "license_set": "rdr",
-                           "extra_blocks": ("geospatial",)},
+                           "extra_blocks": ("geospatial",), "max_embargo_months": 36},
                 s3={"tagging": False, "swift": True, "max_parts": 1000}),
 }
 
@@ -143,6 +145,14 @@ class Sandbox:
         self.dataverse_settings = self.dataverse.settings
 
 
+def _iso_date(text: str) -> str:
+    try:
+        dt.date.fromisoformat(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a date (YYYY-MM-DD): {text}") from None
+    return text
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(
         prog="datalad-rdr-sandbox",
@@ -170,6 +180,9 @@ def main(argv=None) -> int:
                         help="a curated installation: the depositor may not publish, "
                              "only submit for review (POST .../submitForReview); the "
                              "admin token publishes")
+    parser.add_argument("--today", metavar="YYYY-MM-DD", type=_iso_date,
+                        help="the sandbox's date for embargoes (default: the real date; "
+                             "PUT /api/admin/sandbox/clock moves it while running)")
     args = parser.parse_args(argv)
 
     overrides = {}
@@ -186,6 +199,8 @@ def main(argv=None) -> int:
     sandbox = Sandbox(args.profile, args.data_dir, dataverse_port=args.port,
                       s3_port=args.s3_port, zenodo_port=args.zenodo_port,
                       **overrides).start()
+    if args.today:
+        sandbox.dataverse.clock.set(args.today)
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())

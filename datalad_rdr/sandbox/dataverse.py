@@ -32,6 +32,8 @@ from werkzeug.routing import Map, Rule
 from werkzeug.wrappers import Request, Response
 
 from . import metadatablocks as mb
+from .embargo import RULES as EMBARGO_RULES, Clock, Embargo, EmbargoEndpoints
+from .answers import TOUA_INVALID, ApiError, internal_error, ok, ok_message
 from .faults import Faults
 from .s3 import parse_range
 
@@ -41,8 +43,6 @@ MIB = 1024 * 1024
 MIN_PART_SIZE = 5 * MIB
 CHUNK = MIB
 
-TOUA_INVALID = ("Terms of Use and Access are invalid. You must enable request access or "
-                "add terms of access in datasets with restricted files.")
 
 CHECKSUM_TYPES = ("MD5", "SHA-1", "SHA-256", "SHA-512")
 
@@ -104,6 +104,8 @@ class DataverseSettings:
     # Which citation block is installed: "dataverse" (stock 6.7.1) or "rdr" (KU Leuven's,
     # with its required fields and vocabularies; see metadatablocks.py).
     citation: str = "dataverse"
+    # :MaxEmbargoDurationInMonths: None (unset) or 0 = no embargoes, -1 = no maximum.
+    max_embargo_months: int | None = None
 
     def __post_init__(self):
         # Dataverse uses 5 MiB when a smaller part size is configured (ref §1.1).
@@ -116,30 +118,6 @@ REGISTRATIONS = ("add_file", "add_files", "replace_files")
 
 class OptimisticLock(Exception):
     """Another transaction changed the dataset version since this one read it."""
-
-
-class ApiError(Exception):
-    def __init__(self, status: int, message: str):
-        super().__init__(message)
-        self.status, self.message = status, message
-
-
-def ok(data, status: int = 200, **extra) -> Response:
-    body = {"status": "OK", **extra, "data": data}
-    return Response(json.dumps(body), status=status, content_type="application/json")
-
-
-def internal_error(status: int = 500) -> Response:
-    """The API's generic handler for an uncaught exception (AbstractApiBean)."""
-    return Response(json.dumps({
-        "status": "ERROR", "code": status,
-        "message": "Internal server error. More details available at the server logs.",
-        "incidentId": str(uuid.uuid4())}), status=status, content_type="application/json")
-
-
-def ok_message(message: str) -> Response:
-    # 6.7.1 wraps string replies in an object (ref §2, "string success at 6.7.1").
-    return ok({"message": message})
 
 
 def _now() -> str:
@@ -157,6 +135,7 @@ class DataFile:
     checksum_value: str
     creation_date: str
     released: bool = False
+    embargo: Embargo | None = None
 
 
 @dataclass
@@ -225,7 +204,7 @@ class Dataset:
         return [v for v in self.versions if v.state == "RELEASED"]
 
 
-class DataverseSandbox:
+class DataverseSandbox(EmbargoEndpoints):
     """A Werkzeug WSGI application answering Dataverse's native API."""
 
     def __init__(self, settings: DataverseSettings, s3_client, bucket: str):
@@ -244,6 +223,7 @@ class DataverseSandbox:
         self.s3_bytes_read: Counter = Counter()
         self.download_reads: list[list[int]] = []  # per streamed download: [bytes read]
         self.guestbook_entries: Counter = Counter()  # DataFile id -> download records
+        self.clock = Clock()  # "today", for embargo dates; tests move it
 
     # -- identity and lookup ---------------------------------------------------------
     def next_id(self) -> int:
@@ -344,8 +324,7 @@ class DataverseSandbox:
                 if seen is not None and response.status_code == 200:
                     seen[0].revision += 1
         except ApiError as e:
-            response = Response(json.dumps({"status": "ERROR", "message": e.message}),
-                                status=e.status, content_type="application/json")
+            response = e.response()
         except OptimisticLock:
             # An EJBException wrapping EclipseLink's OptimisticLockException reaches the
             # API's generic handler (IQSS/dataverse#11265); the transaction rolls back.
@@ -582,7 +561,8 @@ class DataverseSandbox:
             "id": df.id, "persistentId": "", "filename": fm.label,
             "contentType": df.content_type, "friendlyType": df.content_type,
             "filesize": df.filesize, "description": fm.description,
-            "categories": fm.categories, "storageIdentifier": df.storage_identifier,
+            "categories": fm.categories, **self.embargo_field(df),
+            "storageIdentifier": df.storage_identifier,
             "rootDataFileId": -1,
             "checksum": {"type": df.checksum_type, "value": df.checksum_value},
             "tabularData": False, "creationDate": df.creation_date[:10],
@@ -1368,8 +1348,9 @@ class DataverseSandbox:
         ds, fm = self.find_filemeta(fid)
         # Public if any release holds it unrestricted: a file removed in 2.0 can still be
         # read from 1.0 (Access.java, via the released FileMetadatas).
-        public = any(f.datafile is df and not f.restricted
-                     for v in ds.released for f in v.files)
+        # An embargo whose date lies ahead closes it as a restriction would.
+        public = not self.under_embargo(df) and any(
+            f.datafile is df and not f.restricted for v in ds.released for f in v.files)
         if not public and not self.can_edit(user, ds):
             raise ApiError(403, f"'/api/v1/access/datafile/{fid}' you are not authorized "
                                 f"to access this object via this api endpoint. Please "
@@ -1528,3 +1509,4 @@ def _user_permissions(self, request, dsid):
 DataverseSandbox.user_permissions = _user_permissions
 _RULES.append(Rule("/api/datasets/<dsid>/userPermissions", endpoint="user_permissions",
                    methods=["GET"]))
+_RULES.extend(EMBARGO_RULES)
