@@ -81,8 +81,9 @@ def apply(dataset: Path, client: Dataverse, pid: str, meta, records) -> Iterator
         now = embargo_of(entry)
         if embargo is not None and now != embargo:
             to_set.append(record)
-        elif embargo is None and now is not None:
-            to_lift.append(record)
+        elif embargo is None and now is not None and now.date_available > dt.date.today():
+            to_lift.append(record)  # one that has ended is left as it is: the server
+            # lists it still, and lets nobody but a superuser touch a published one
     names = ", ".join(r.filename for r in to_set or to_lift)
     try:
         if to_set:

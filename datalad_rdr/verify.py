@@ -124,8 +124,7 @@ def results(dataset: Path, rows: list[Row], where: str, pid: str) -> list[dict]:
                        f"({row.server_size} bytes, {row.server_access})")
         elif row.ok:
             message = (f"{row.name}: {row.server_size} bytes and MD5 as in the manifest, "
-                       f"{row.server_access}" + (f", under embargo until {row.server_embargo}"
-                                                 if row.server_embargo else ""))
+                       f"{row.server_access}" + _embargo_note(row.server_embargo))
         else:
             message = f"{row.name}: " + "; ".join(row.problems)
         out.append(dict(action="rdr-verify", path=str(Path(dataset) / row.name), type="file",
@@ -172,6 +171,16 @@ def render(rows: list[Row]) -> str:
     return "\n".join(text)
 
 
+def _ended(date: str | None) -> bool:
+    return date is not None and date <= dt.date.today().isoformat()
+
+
+def _embargo_note(date: str | None) -> str:
+    if date is None:
+        return ""
+    return f", embargo ended {date}" if _ended(date) else f", under embargo until {date}"
+
+
 def _short(value, short: bool) -> str:
     return str(value)[:8] if short and value is not None else str(value)
 
@@ -193,8 +202,8 @@ def _fill(row: Row, entry: dict) -> None:
 
 def _check_embargo(row: Row, until: str | None) -> None:
     row.embargo = until
-    if row.server_embargo == until:
-        return
+    if row.server_embargo == until or (until is None and _ended(row.server_embargo)):
+        return  # an embargo that has ended stays listed: the file is open as wanted
     found = f"embargo until {row.server_embargo}" if row.server_embargo else "no embargo"
     wanted = f"until {until}" if until else "none"
     row.problems.append(f"{found} on the server, {wanted} in the metadata file: rerun "

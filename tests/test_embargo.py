@@ -14,6 +14,7 @@ import datalad.api as dl
 import pytest
 
 from conftest import DV, rdr_export
+from datalad_rdr import publish
 from datalad_rdr.dataverse import Dataverse
 from datalad_rdr.demo import make_bids_dataset
 from datalad_rdr.discovery import discover
@@ -284,3 +285,32 @@ def test_check_server_reports_the_maximum_embargo(make_sandbox, months, value, s
     sb = make_sandbox("rdr", max_embargo_months=months)
     fact = discover(Dataverse(sb.dataverse_url, sb.api_token))["max_embargo_months"]
     assert fact.value == value and shown in fact.shown
+
+
+def test_an_embargo_that_has_ended_is_left_alone(sb, bids):
+    """After the date the metadata file says what the data are now (``access: open``);
+    the ended embargo, still listed by the server, is neither lifted nor a mismatch."""
+    set_access(bids, "access: open\n")
+    results = export(bids, sb)
+    assert errors(results) == [], errors(results)
+    pid = pid_of(results)
+    client = Dataverse(sb.dataverse_url, sb.api_token)
+    bundles = {n: e["dataFile"]["id"] for n, e in by_name(DV(sb).files(pid)).items()
+               if n.endswith(".zip")}
+    yesterday = TODAY - dt.timedelta(days=1)
+    sb.dataverse.clock.set(TODAY - dt.timedelta(days=100))  # when the embargo was set
+    client.set_embargo(pid, list(bundles.values()), yesterday, REASON)
+    publish.release(client, pid, "major")
+    sb.dataverse.clock.set(None)
+
+    before = len(sb.dataverse.requests)
+    results = export(bids, sb)
+    assert errors(results) == [], errors(results)
+    assert not [p for m, p in sb.dataverse.requests[before:] if "embargo" in p]
+    rows = {Path(r["path"]).name: r for r in results
+            if r["action"] == "rdr-verify" and r["type"] == "file"}
+    for name in bundles:
+        assert rows[name]["status"] == "ok"
+        assert f"embargo ended {yesterday.isoformat()}" in rows[name]["message"]
+    some = next(iter(bundles.values()))
+    assert DV(sb, token="").call("GET", f"/api/access/datafile/{some}").status_code == 200
