@@ -147,8 +147,8 @@ class RdrExport(ValidatedInterface):
     separate public files, so that the landing page shows them without an access request.
     After the upload the server's listing is verified against the manifest -- every file
     there, sizes and MD5s equal, README public, bundles restricted and under the file's
-    embargo, nothing else -- and shown
-    as a table; any mismatch is an error. ``--verify-only`` does only that.
+    embargo, nothing else -- and shown as a table; any mismatch is an error.
+    ``--verify-only`` does only that.
     ``--publish major|minor`` then publishes the draft, waits until the server has finished,
     and writes the DOI into the manifest and ``CITATION.cff``, saved in the dataset.
 
@@ -281,9 +281,9 @@ class RdrExport(ValidatedInterface):
         object tagging, part size and URL lifetime, the largest file it accepts, whether
         downloads are redirected or streamed, whether this account may publish or must
         submit for review, required fields and vocabularies, licenses, the file-count
-        limit, the maximum embargo. Nothing that stays on the server is changed. The facts are kept in
-        .git/datalad-rdr/server-HOST.json; later exports cap bundles at the largest
-        accepted file""")
+        limit, the maximum embargo. Nothing that stays on the server is changed. The
+        facts are kept in .git/datalad-rdr/server-HOST.json; later exports cap bundles at
+        the largest accepted file""")
 
     _examples_ = [
         {"text": "Show how a dataset would be bundled",
