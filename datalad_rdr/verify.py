@@ -205,6 +205,10 @@ def _check_embargo(row: Row, until: str | None) -> None:
     if row.server_embargo == until or (until is None and _ended(row.server_embargo)):
         return  # an embargo that has ended stays listed: the file is open as wanted
     found = f"embargo until {row.server_embargo}" if row.server_embargo else "no embargo"
+    if row.kind == "document":  # the export embargoes bundles only
+        row.problems.append(f"{found} on the server, but documents stay public: lift it in "
+                            f"the web UI (Edit Files > Embargo), or ask RDR support")
+        return
     wanted = f"until {until}" if until else "none"
     row.problems.append(f"{found} on the server, {wanted} in the metadata file: rerun "
                         f"'datalad rdr-export' to {'lift' if until is None else 'set'} it")

@@ -314,3 +314,27 @@ def test_an_embargo_that_has_ended_is_left_alone(sb, bids):
         assert f"embargo ended {yesterday.isoformat()}" in rows[name]["message"]
     some = next(iter(bundles.values()))
     assert DV(sb, token="").call("GET", f"/api/access/datafile/{some}").status_code == 200
+
+
+def test_verify_finds_an_embargo_set_by_hand(sb, tmp_path):
+    """An embargo on the README (set in the web UI) or lifted from a bundle: mismatches."""
+    ds = embargoed(make_bids_dataset(tmp_path / "bids", subjects=1, nifti_bytes=IMAGE))
+    pid = pid_of(export(ds, sb))
+    files = by_name(DV(sb).files(pid))
+    client = Dataverse(sb.dataverse_url, sb.api_token)
+    client.set_embargo(pid, [files["README"]["dataFile"]["id"]], UNTIL, "by hand")
+    client.unset_embargo(pid, [files["core.zip"]["dataFile"]["id"]])
+    results = dl.rdr_export(dataset=str(ds), verify_only=True, result_renderer="disabled",
+                            return_type="list", on_failure="ignore")
+    rows = {Path(r["path"]).name: r for r in results
+            if r["action"] == "rdr-verify" and r["type"] == "file"}
+    assert rows["README"]["status"] == "error"
+    assert "documents stay public" in rows["README"]["message"]
+    assert rows["core.zip"]["status"] == "error"
+    assert f"no embargo on the server, until {UNTIL.isoformat()} in the metadata file: " \
+           f"rerun 'datalad rdr-export' to set it" in rows["core.zip"]["message"]
+    # the rerun sets the bundle's embargo again, sending nothing
+    sb.gate.stats.reset()
+    export(ds, sb)
+    assert embargo_of(by_name(DV(sb).files(pid))["core.zip"]) == UNTIL.isoformat()
+    assert sb.gate.stats.bytes_received == 0
