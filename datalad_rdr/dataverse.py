@@ -9,14 +9,16 @@ Dataverse API only; presigned S3 URLs are used by :mod:`datalad_rdr.upload` with
 
 from __future__ import annotations
 
+import datetime as dt
 import json
+import re
 import time
 from dataclasses import dataclass
 from urllib.parse import urljoin
 
 import requests
 
-from .dataverse_records import (DatasetVersion, FieldType, FileEntry, Lock, NewFile,
+from .dataverse_records import (DatasetVersion, Embargo, FieldType, FileEntry, Lock, NewFile,
                                 Permissions, Registration, UploadTarget, find)
 from .http import Backoff, with_retries
 
@@ -456,6 +458,52 @@ class RecordVersion:
     label: str  # "1.0", or "draft"
     files: list[RecordFile]
 
+    # -- embargo (issue 15): files closed until a date, the record public now ----------
+    def max_embargo_months(self) -> int | None:
+        """The longest embargo the server allows, in months from today; 0: embargoes are
+        off (``:MaxEmbargoDurationInMonths`` not set or 0), None: no limit (-1).
+
+        Read from ``GET /api/info/settings/:MaxEmbargoDurationInMonths`` (Info.java), which
+        answers 404 "Setting ... not found" when it is not set."""
+        try:
+            data = self.call("GET", "/api/info/settings/:MaxEmbargoDurationInMonths",
+                             what="reading the maximum embargo duration")
+        except NotFound as exc:
+            if exc.message.lower().startswith("setting"):  # not "no such endpoint"
+                return 0
+            raise
+        text = data.get("message") if isinstance(data, dict) else data
+        try:
+            months = int(str(text).strip())
+        except ValueError:
+            raise DataverseError(200, f"the maximum embargo duration is not a number: "
+                                      f"{text!r}", "reading the maximum embargo duration"
+                                 ) from None
+        return None if months < 0 else months
+
+    def set_embargo(self, pid: str, file_ids: list[int], date: dt.date, reason: str) -> None:
+        """Close the files until ``date`` (they open on it); replaces an embargo they have.
+
+        Dataverse lets the depositor embargo only files that are in no published version;
+        a superuser may change released ones too (Datasets.createFileEmbargo)."""
+        self._embargo(":set-embargo", pid, {"dateAvailable": date.isoformat(),
+                                            "reason": reason, "fileIds": list(file_ids)},
+                      f"embargoing {len(file_ids)} file(s) of {pid} until {date}")
+
+    def unset_embargo(self, pid: str, file_ids: list[int]) -> None:
+        """Lift the files' embargo now (the same rule: released files only by a superuser)."""
+        self._embargo(":unset-embargo", pid, {"fileIds": list(file_ids)},
+                      f"lifting the embargo of {len(file_ids)} file(s) of {pid}")
+
+    def _embargo(self, action: str, pid: str, body: dict, what: str) -> None:
+        try:
+            self.call("POST", f"/api/datasets/:persistentId/files/actions/{action}",
+                      params=self._pid(pid), json=body, retry=False, what=what)
+        except DataverseError as exc:
+            if exc.status in (400, 403) and _EMBARGO_REFUSALS.search(exc.message):
+                raise EmbargoRefused(exc.status, exc.message, what) from None
+            raise
+
 
 def _limit(obj: dict) -> int | None:
     for key in ("effectiveDatasetFileCountLimit", "datasetFileCountLimit"):
@@ -471,3 +519,29 @@ def _message(response: requests.Response) -> str:
     except ValueError:
         text = response.text.strip()
         return text[:200] if text else response.reason
+
+
+# -- embargo (issue 15) ---------------------------------------------------------------------
+
+# The server's words when it refuses an embargo as such (Datasets.java)
+_EMBARGO_REFUSALS = re.compile(r"embargo|date available|released", re.IGNORECASE)
+_MAX_MONTHS = re.compile(r"MaxEmbargoDurationInMonths:\s*(-?\d+)")
+
+
+class EmbargoRefused(DataverseError):
+    """The server refused to set or lift an embargo: embargoes are off ("No Embargoes
+    allowed"), the date is past or beyond the maximum, or the files are published and only
+    a superuser may change their embargo. ``max_months``: the maximum the refusal names."""
+
+    @property
+    def off(self) -> bool:
+        return "no embargoes allowed" in self.message.lower()
+
+    @property
+    def published(self) -> bool:
+        return self.status == 403
+
+    @property
+    def max_months(self) -> int | None:
+        found = _MAX_MONTHS.search(self.message)
+        return int(found.group(1)) if found else (0 if self.off else None)

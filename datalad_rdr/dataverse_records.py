@@ -7,21 +7,24 @@ Shapes as Dataverse 6.7.1 prints them (JsonPrinter.java) and the sandbox mirrors
 
 from __future__ import annotations
 
+import datetime as dt
 from dataclasses import dataclass, field, replace
 
 
 @dataclass(frozen=True)
 class Embargo:
-    """A file's embargo: unreadable by others until ``date_available`` (YYYY-MM-DD)."""
+    """A file's embargo: unreadable by others until ``date_available``."""
 
-    date_available: str
-    reason: str | None = None
+    date_available: dt.date
+    reason: str = ""
 
     @classmethod
     def from_json(cls, data: dict | None) -> Embargo | None:
         if not data or not data.get("dateAvailable"):
             return None
-        return cls(data["dateAvailable"], data.get("reason") or None)
+        # an embargo whose date has passed is still listed (JsonPrinter)
+        return cls(dt.date.fromisoformat(str(data["dateAvailable"])[:10]),
+                   data.get("reason") or "")
 
 
 @dataclass(frozen=True)

@@ -5,7 +5,7 @@
 its store wants the signed ``x-amz-tagging`` header; the part size and URL lifetime; the
 largest file it accepts; whether downloads are redirected to the store or streamed through
 the server; whether this account may publish or must submit for review; the collection's
-required fields and vocabularies; the licenses; the file-count limit.
+required fields and vocabularies; the licenses; the file-count limit; the maximum embargo.
 
 Nothing that stays on the server is changed: upload tickets are only asked for (a ticket for
 a multipart size opens a multipart upload, aborted at once; no byte is sent), and a download
@@ -61,6 +61,7 @@ def discover(client: Dataverse, pid: str | None = None,
     facts.append(_publish_fact(client, pid))
     facts += _metadata_facts(client, collection)
     facts.append(_count_fact(client, pid, collection))
+    facts.append(_embargo_fact(client))
     return {f.name: f for f in facts}
 
 
@@ -214,6 +215,24 @@ def _count_fact(client: Dataverse, pid: str | None, collection: str | None) -> F
     if pid:
         shown += f"; {client.files_ever_owned(pid)} used by {pid}"
     return Fact(name, label, limit, shown)
+
+
+def _embargo_fact(client: Dataverse) -> Fact:
+    """The longest embargo (``access: embargoed``): the setting's value, -1 for no limit."""
+    name, label = "max_embargo_months", "maximum embargo"
+    try:
+        months = client.max_embargo_months()
+    except DataverseError as exc:
+        if exc.status == 404:
+            return _unknown(name, label, f"no settings API: {exc.message}")
+        raise
+    if months == 0:
+        return Fact(name, label, 0, "embargoes are off (:MaxEmbargoDurationInMonths is 0 or "
+                                    "not set): 'access: embargoed' is refused")
+    if months is None:
+        return Fact(name, label, -1, "no limit: an embargo may end on any later date")
+    return Fact(name, label, months, f"{months} months: 'embargo_until' at most {months} "
+                                     f"months from today")
 
 
 # -- the cache, and acting on it -------------------------------------------------------------

@@ -25,8 +25,8 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Callable, Iterator
 
-from . import after_export, content, discovery, documents, manifest as mf, metadata, \
-    preflight, publish, verify
+from . import after_export, content, discovery, documents, embargo, manifest as mf, \
+    metadata, preflight, publish, verify
 from .credentials import CredentialError
 from .dataverse import Dataverse, DataverseError
 from .dataverse_records import find
@@ -139,6 +139,7 @@ def _export(dataset: Path, opts: ExportOptions) -> Iterator[dict]:
                                        "not sent again)")
         return
     yield from _remove_unplanned(client, pid, records, previous, dataset)
+    yield from embargo.apply(dataset, client, pid, meta, records)
     # -- record ----------------------------------------------------------------------------
     manifest = mf.Manifest(opts.url, pid, plan.commit, plan.subdatasets, records,
                            doi=previous.doi if previous else None,
@@ -158,7 +159,7 @@ def _export(dataset: Path, opts: ExportOptions) -> Iterator[dict]:
     journal.clear()
     # -- verify, publish -------------------------------------------------------------------
     try:
-        checked = verify.run(dataset, client, manifest, opts.restrict)
+        checked = verify.run(dataset, client, manifest, opts.restrict, embargo.until(meta))
     except DataverseError as exc:
         checked = [result(dataset, "error", f"verify: {_explain(exc, opts)}", exc)]
     yield from checked
@@ -406,6 +407,7 @@ def open_draft(dataset: Path, opts: ExportOptions, client: Dataverse, meta, plan
         # checked against the server's own fields before a draft is made or a byte is sent
         mapping = metadata.server_mapping(dataset, client, meta, plan, opts.url,
                                           collection=opts.collection, pid=opts.pid)
+        embargo.check(client, meta, dataset, plan.commit, opts.url)
         if opts.pid:
             yield metadata.sync_draft(client, opts.pid, mapping,
                                       result(dataset, "ok", "", pid=opts.pid),
@@ -526,9 +528,9 @@ def run_verify(dataset: Path, opts: ExportOptions) -> Iterator[dict]:
     try:
         token = opts.token if opts.token or opts.token_for is None \
             else opts.token_for(manifest.server)
-        restricted = bundles_restricted(opts, metadata.load(dataset))
+        meta = metadata.load(dataset)
         yield from verify.run(dataset, Dataverse(manifest.server, token), manifest,
-                              restricted)
+                              bundles_restricted(opts, meta), embargo.until(meta))
     except CredentialError as exc:
         yield result(dataset, "error", str(exc), exc)
     except metadata.MetadataError as exc:
@@ -541,11 +543,11 @@ def bundles_restricted(opts: ExportOptions, meta) -> bool:
     """Bundles are restricted unless the dataset is declared open (metadata or option)."""
     if meta is None:
         return opts.restrict is not False
-    if opts.restrict is False and meta.access != "open":
+    if opts.restrict is False and embargo.restricted(meta):
         raise metadata.MetadataError(
             f"--no-restrict contradicts 'access: {meta.access}' in {metadata.METADATA}; "
             f"declare the dataset open there ('access: open') instead", "access")
-    return meta.access != "open"
+    return embargo.restricted(meta)
 
 
 def _explain(exc: DataverseError, opts: ExportOptions) -> str:

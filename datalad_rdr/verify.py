@@ -8,6 +8,8 @@ with what the manifest says was sent:
 - its size and MD5 are the manifest's;
 - documents (README, documentation) are public; bundles are restricted, or public when the
   dataset is declared open;
+- bundles are under the embargo the metadata file names, until its date (documents never
+  are); each bundle's embargo and date are reported;
 - nothing else is there (no stray files) but the bundles the dataset's ``rdr`` special remote
   stored in the same record (``git annex copy --to rdr``): those the git-annex branch's location
   records name, by file id, are listed as ``remote`` and are fine.
@@ -18,6 +20,7 @@ rendered by the command after its results.
 
 from __future__ import annotations
 
+import datetime as dt
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -38,6 +41,8 @@ class Row:
     access: str | None = None  # expected: "restricted" or "public"
     server_access: str | None = None
     file_id: int | None = None  # on the server
+    embargo: str | None = None  # expected: the end of the embargo (YYYY-MM-DD), or None
+    server_embargo: str | None = None
     problems: list[str] = field(default_factory=list)
 
     @property
@@ -54,9 +59,9 @@ def held_by_remote(dataset: Path, server: str, pid: str) -> set[int]:
 
 
 def compare(entries: list[FileEntry], manifest: Manifest, bundles_restricted: bool,
-            remote_ids=lambda: set()) -> list[Row]:
+            remote_ids=lambda: set(), embargo_until: dt.date | None = None) -> list[Row]:
     """``remote_ids``: called when the server has files the manifest does not name, for the
-    file ids the ``rdr`` remote holds."""
+    file ids the ``rdr`` remote holds. ``embargo_until``: the bundles' embargo (None: none)."""
     on_server = {e.path: e for e in entries}
     expected = [(b.filename, "bundle", b.size, b.md5,
                  "restricted" if bundles_restricted else "public") for b in manifest.bundles]
@@ -78,6 +83,8 @@ def compare(entries: list[FileEntry], manifest: Manifest, bundles_restricted: bo
         elif row.server_md5 != md5:
             row.problems.append(f"MD5 {row.server_md5} on the server, {md5} in the manifest: "
                                 f"rerun 'datalad rdr-export' to send it again")
+        _check_embargo(row, embargo_until.isoformat() if embargo_until and
+                       kind == "bundle" else None)
         if row.server_access != access:
             row.problems.append(
                 f"{row.server_access} on the server, should be {access}: rerun "
@@ -108,7 +115,7 @@ def results(dataset: Path, rows: list[Row], where: str, pid: str) -> list[dict]:
                        f"({row.server_size} bytes, {row.server_access})")
         elif row.ok:
             message = (f"{row.name}: {row.server_size} bytes and MD5 as in the manifest, "
-                       f"{row.server_access}")
+                       f"{row.server_access}" + _embargo_note(row.server_embargo))
         else:
             message = f"{row.name}: " + "; ".join(row.problems)
         out.append(dict(action="rdr-verify", path=str(Path(dataset) / row.name), type="file",
@@ -136,12 +143,16 @@ def render(rows: list[Row]) -> str:
             return _short(found, short)
         return f"{_short(expected, short)} != {_short(found, short)}"
 
-    header = ("file", "kind", "bytes", "md5", "access", "check")
+    embargoes = any(r.embargo or r.server_embargo for r in rows)  # a column only then
+    header = ("file", "kind", "bytes", "md5", "access", *(("embargo",) if embargoes else ()),
+              "check")
     lines = [header]
     for r in rows:
         lines.append((r.name, r.kind, pair(r.size, r.server_size),
                       pair(r.md5, r.server_md5, short=True),
-                      pair(r.access, r.server_access), "ok" if r.ok else "MISMATCH"))
+                      pair(r.access, r.server_access),
+                      *((pair(r.embargo, r.server_embargo),) if embargoes else ()),
+                      "ok" if r.ok else "MISMATCH"))
     widths = [max(len(str(line[i])) for line in lines) for i in range(len(header))]
     text = ["  ".join(str(c).ljust(w) for c, w in zip(line, widths)).rstrip()
             for line in lines]
@@ -149,6 +160,16 @@ def render(rows: list[Row]) -> str:
     if any(not r.ok for r in rows):
         text.append("(a != b: the manifest's a, the server's b)")
     return "\n".join(text)
+
+
+def _ended(date: str | None) -> bool:
+    return date is not None and date <= dt.date.today().isoformat()
+
+
+def _embargo_note(date: str | None) -> str:
+    if date is None:
+        return ""
+    return f", embargo ended {date}" if _ended(date) else f", under embargo until {date}"
 
 
 def _short(value, short: bool) -> str:
@@ -160,11 +181,27 @@ def _fill(row: Row, entry: FileEntry) -> None:
     row.server_md5 = entry.md5
     row.server_access = "restricted" if entry.restricted else "public"
     row.file_id = entry.file_id
+    row.server_embargo = entry.embargo.date_available.isoformat() if entry.embargo else None
+
+
+def _check_embargo(row: Row, until: str | None) -> None:
+    row.embargo = until
+    if row.server_embargo == until or (until is None and _ended(row.server_embargo)):
+        return  # an embargo that has ended stays listed: the file is open as wanted
+    found = f"embargo until {row.server_embargo}" if row.server_embargo else "no embargo"
+    if row.kind == "document":  # the export embargoes bundles only
+        row.problems.append(f"{found} on the server, but documents stay public: lift it in "
+                            f"the web UI (Edit Files > Embargo), or ask RDR support")
+        return
+    wanted = f"until {until}" if until else "none"
+    row.problems.append(f"{found} on the server, {wanted} in the metadata file: rerun "
+                        f"'datalad rdr-export' to {'lift' if until is None else 'set'} it")
 
 
 def run(dataset: Path, client: Dataverse, manifest: Manifest,
-        bundles_restricted: bool) -> list[dict]:
+        bundles_restricted: bool, embargo_until: dt.date | None = None) -> list[dict]:
     where, entries = client.latest_files(manifest.pid)
     rows = compare(entries, manifest, bundles_restricted,
-                   lambda: held_by_remote(dataset, manifest.server, manifest.pid))
+                   lambda: held_by_remote(dataset, manifest.server, manifest.pid),
+                   embargo_until)
     return results(dataset, rows, where, manifest.pid)

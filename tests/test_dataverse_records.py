@@ -72,9 +72,9 @@ def test_an_embargo_is_read_from_the_data_file(ds, sandbox):
     add(client, pid, b"embargoed" * 100)
     (answer,) = DV(sandbox).files(pid)
     answer["dataFile"]["embargo"] = {"dateAvailable": "2027-06-30", "reason": "the paper"}
-    assert FileEntry.from_json(answer).embargo == Embargo("2027-06-30", "the paper")
+    assert FileEntry.from_json(answer).embargo == Embargo(dt.date(2027, 6, 30), "the paper")
     answer["dataFile"]["embargo"] = {"dateAvailable": "2027-06-30", "reason": None}
-    assert FileEntry.from_json(answer).embargo == Embargo("2027-06-30")
+    assert FileEntry.from_json(answer).embargo == Embargo(dt.date(2027, 6, 30))
 
 
 def test_versions_give_state_number_license_metadata_and_files(ds, sandbox):

@@ -149,7 +149,12 @@ class RdrExport(ValidatedInterface):
     not present is fetched per bundle and checked against its key while it is read.
     Bundles are registered in the draft, restricted unless the dataset is declared open
     (``access: open`` in ``.datalad/rdr/metadata.yaml``; ``--no-restrict`` is refused when
-    that file says ``access: restricted``).
+    that file says ``access: restricted``). With ``access: embargoed`` (``embargo_until``,
+    ``embargo_reason``, ``after_embargo``) the record and its DOI are public at once and the
+    bundles are embargoed until the date through the server's embargo API (README and
+    documentation stay public); the server opens them on the date, public or restricted as
+    ``after_embargo`` says. An embargo beyond the server's maximum is refused before any
+    upload; a later export keeps, changes or lifts it as the file says, sending no byte.
 
     The record's metadata -- title, authors, contact, description, subject, keywords,
     license, access and opt-out reason, related paper and code -- comes from
@@ -171,8 +176,9 @@ class RdrExport(ValidatedInterface):
     The README (and documentation files listed in the metadata file) are also sent as
     separate public files, so that the landing page shows them without an access request.
     After the upload the server's listing is verified against the manifest -- every file
-    there, sizes and MD5s equal, README public, bundles restricted, nothing else -- and shown
-    as a table; any mismatch is an error. ``--verify-only`` does only that.
+    there, sizes and MD5s equal, README public, bundles restricted and under the file's
+    embargo, nothing else -- and shown as a table; any mismatch is an error.
+    ``--verify-only`` does only that.
     ``--publish major|minor`` then publishes the draft, waits until the server has finished,
     and writes the DOI into the manifest and ``CITATION.cff``, saved in the dataset.
 
@@ -319,9 +325,9 @@ class RdrExport(ValidatedInterface):
         object tagging, part size and URL lifetime, the largest file it accepts, whether
         downloads are redirected or streamed, whether this account may publish or must
         submit for review, required fields and vocabularies, licenses, the file-count
-        limit. Nothing that stays on the server is changed. The facts are kept in
-        .git/datalad-rdr/server-HOST.json; later exports cap bundles at the largest
-        accepted file""")
+        limit, the maximum embargo. Nothing that stays on the server is changed. The
+        facts are kept in .git/datalad-rdr/server-HOST.json; later exports cap bundles at
+        the largest accepted file""")
 
     _params_["slurm"] = Parameter(
         args=("--slurm",), action="store_true",

@@ -194,9 +194,10 @@ class Mapping:
         for path, value, source in (
                 (r.technical_format, self.formats, "technical format (from the files)"),
                 (r.access, [md.access], "access"),
-                (r.opt_out, [md.opt_out_reason] if md.access == "restricted"
+                (r.opt_out, [md.opt_out_reason] if _restricted(md)
                  and md.opt_out_reason else [], "opt_out_reason"),
-                (r.department, md.department, "department")):
+                (r.department, md.department, "department"),
+                *_embargo_fields(md, r)):
             if not path:
                 continue
             parent, _, child = path.rpartition("/")
@@ -322,7 +323,7 @@ class Mapping:
     def _check_opt_out(self) -> None:
         """Restricted access needs the legitimate reason where the server has a field for
         it; the hint gives the server's own choices (new-user-trial 1.5)."""
-        if self.md.access != "restricted" or self.md.opt_out_reason or not self.rdr.opt_out:
+        if not _restricted(self.md) or self.md.opt_out_reason or not self.rdr.opt_out:
             return
         parent, _, child = self.rdr.opt_out.rpartition("/")
         t = self.types.type(self.rdr.block, parent or child)
@@ -332,8 +333,10 @@ class Mapping:
             return  # not on this server: nothing to give
         choices = (f" to opt out of open access, one of {self.server}'s: {_choices(t)}"
                    if t.get("controlledVocabularyValues") else " to opt out of open access")
+        now = ("restricted" if self.md.access == "restricted"
+               else "restricted after the embargo")
         self.problems.add("opt_out_reason", f"'opt_out_reason' is missing; access is "
-                                            f"restricted: add 'opt_out_reason: ...' with the "
+                                            f"{now}: add 'opt_out_reason: ...' with the "
                                             f"legitimate reason{choices}; or set "
                                             f"'access: open'")
 
@@ -346,6 +349,25 @@ class Mapping:
                                           f"{t.get('displayName')} {c.get('displayName')} "
                                           f"({block}/{t['name']}/{c['name']})")
                 return
+
+
+# -- embargo (issue 15) ---------------------------------------------------------------------
+
+def _restricted(md: DatasetMetadata) -> bool:
+    """Restricted access now, or from the embargo's end: the legitimate opt-out applies."""
+    return md.access == "restricted" or (md.access == "embargoed"
+                                         and md.after_embargo == "restricted")
+
+
+def _embargo_fields(md: DatasetMetadata, r: RdrFields) -> list[tuple]:
+    """RDR's "Date available (end of embargo)", the sibling of the access rights
+    (``access/dateAvailable`` in KU Leuven's citation block, libis/rdm-build
+    01-citation.tsv); only sent for an embargo, so other servers see no new field."""
+    if md.access != "embargoed" or not r.access or md.embargo_until is None:
+        return []
+    parent, _, _ = r.access.rpartition("/")
+    path = f"{parent}/dateAvailable" if parent else "dateAvailable"
+    return [(path, [md.embargo_until.isoformat()], "embargo_until")]
 
 
 def server_mapping(dataset: Path, client, md: DatasetMetadata, plan, server: str,

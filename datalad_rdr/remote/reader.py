@@ -46,6 +46,10 @@ class Denied(ReadError):
     """The server has the bundle and refuses this user (restricted, or a draft)."""
 
 
+class Embargoed(Denied):
+    """The bundle is published under an embargo that has not ended yet."""
+
+
 class Corrupt(ReadError):
     """The bytes served are not the member the record describes."""
 
@@ -103,6 +107,22 @@ class BundleReader:
             r.close()
             raise ReadError(f"file {file_id} on {self.server}: HTTP {r.status_code}")
         return r
+
+    def embargo(self, loc: Location) -> Embargoed | None:
+        """Why a 403 for a published bundle, when it is an embargo: the download answer
+        does not say, the listing of the released version does (``dataFile.embargo``)."""
+        try:
+            entries = Dataverse(self.server, None, backoff=self.backoff).files(
+                loc.pid, ":latest-published")
+        except DataverseError:
+            return None  # not published, or not readable: the refusal as it is
+        found = next((e.embargo for e in entries if e.file_id == loc.file_id), None)
+        if found is None or found.date_available <= dt.date.today():
+            return None
+        return Embargoed(f"{loc.member}: its bundle {loc.bundle} on {self.server} is under "
+                         f"embargo until {found.date_available.isoformat()}"
+                         + (f" ({found.reason})" if found.reason else "")
+                         + "; it can be got from that date on")
 
     def exists(self, file_id: int) -> bool:
         """True if the server has the file (also when this user may not read it)."""
@@ -242,8 +262,11 @@ def read_member(reader: BundleReader, loc: Location, out: BinaryIO,
     Raises :class:`Corrupt` if the header, size, CRC-32 or ``checksum`` do not match, having
     written possibly wrong bytes to ``out``: the caller discards them.
     """
-    body = reader.open(loc.file_id, loc.header_offset, loc.data_end - 1, window,
-                       loc.bundle_size)
+    try:
+        body = reader.open(loc.file_id, loc.header_offset, loc.data_end - 1, window,
+                           loc.bundle_size)
+    except Denied as exc:
+        raise reader.embargo(loc) or exc
     received = 0
     try:
         chunks = body.iter_content(CHUNK)
