@@ -13,13 +13,13 @@ import datetime as dt
 import json
 import re
 import time
-from dataclasses import dataclass
 from urllib.parse import urljoin
 
 import requests
 
 from .dataverse_records import (DatasetVersion, Embargo, FieldType, FileEntry, Lock, NewFile,
-                                Permissions, Registration, UploadTarget, find)
+                                Permissions, RecordFile, RecordVersion, Registration,
+                                UploadTarget, find)
 from .http import Backoff, with_retries
 
 __all__ = ["Dataverse", "DataverseError", "Unauthorized", "Forbidden", "NotFound", "Conflict",
@@ -434,29 +434,6 @@ class Dataverse:
                             (f.checksum or f.md5 or "").lower()) for f in v.files]
         return RecordVersion("draft" if v.state == "DRAFT" else f"{v.major}.{v.minor}", files)
 
-
-@dataclass(frozen=True)
-class RecordFile:
-    """A file of a dataset version: ``checksum_type`` as Dataverse names it (MD5,
-    SHA-1, SHA-256, SHA-512), ``checksum`` its lower-case hex value."""
-
-    id: int
-    label: str
-    directory: str
-    size: int
-    restricted: bool
-    checksum_type: str
-    checksum: str
-
-    @property
-    def path(self) -> str:
-        return f"{self.directory.strip('/')}/{self.label}" if self.directory else self.label
-
-
-@dataclass(frozen=True)
-class RecordVersion:
-    label: str  # "1.0", or "draft"
-    files: list[RecordFile]
 
     # -- embargo (issue 15): files closed until a date, the record public now ----------
     def max_embargo_months(self) -> int | None:

@@ -266,3 +266,27 @@ class FieldType:
                            tuple(t.get("controlledVocabularyValues") or ())))
             out += cls.all_in(t.get("childFields") or {})
         return out
+
+
+@dataclass(frozen=True)
+class RecordFile:
+    """A file of a dataset version: ``checksum_type`` as Dataverse names it (MD5,
+    SHA-1, SHA-256, SHA-512), ``checksum`` its lower-case hex value."""
+
+    id: int
+    label: str
+    directory: str
+    size: int
+    restricted: bool
+    checksum_type: str
+    checksum: str
+
+    @property
+    def path(self) -> str:
+        return f"{self.directory.strip('/')}/{self.label}" if self.directory else self.label
+
+
+@dataclass(frozen=True)
+class RecordVersion:
+    label: str  # "1.0", or "draft"
+    files: list[RecordFile]
