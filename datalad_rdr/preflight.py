@@ -45,6 +45,7 @@ from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
 from . import content
+from .metadata.readme import pick_readme
 from .plan import GB, RULES_FILE, Plan, PlannedFile
 from .plan import some_paths as _some
 from .zipstream import name_clashes, name_problems, shown
@@ -55,7 +56,6 @@ LARGE_DATASET = 50 * GB  # RDR: datasets over 50 GB are agreed with the RDR team
 VALIDATOR = "bids-validator-deno"
 VALIDATOR_TIMEOUT = 3600
 JSON_READ_LIMIT = 16 * 2**20  # sidecars are small; a huge .json is not read here
-README_NAMES = ("README", "README.md", "README.rst", "README.txt")
 
 #: Ours; bids-validator-deno has its own (see :func:`ignore_problem`).
 KNOWN_CODES = frozenset({
@@ -84,12 +84,9 @@ class Issue:
 
 
 def find_readme(files: dict[str, PlannedFile]) -> PlannedFile | None:
-    """The top-level README of the commit (README, README.md, .rst, .txt, in that order)."""
-    for name in README_NAMES:
-        if name in files:
-            return files[name]
-    others = sorted(p for p in files if "/" not in p and p.upper().startswith("README"))
-    return files[others[0]] if others else None
+    """The top-level README of the commit (:func:`.metadata.readme.pick_readme`)."""
+    name = pick_readme(files)
+    return files[name] if name else None
 
 
 def committed_files(plan: Plan) -> dict[str, PlannedFile]:

@@ -213,6 +213,27 @@ def test_description_defaults_to_the_readme_opening_paragraphs(tmp_path):
     assert given.description == "Mine." and not given.description_from_readme
 
 
+def test_pre_flight_and_the_description_take_the_same_readme(tmp_path):
+    """One README rule: with README-en.md and readme.txt at the top, both the pre-flight's
+    README (published as a document) and the description's come from README-en.md."""
+    from datalad_rdr.metadata.tree import Snapshot
+    from datalad_rdr.preflight import find_readme
+
+    repo = tmp_path / "ds"
+    repo.mkdir()
+    (repo / "README-en.md").write_text("# Study\n\nThe English README.\n")
+    (repo / "readme.txt").write_text("an older note\n")
+    (repo / "sub").mkdir()
+    (repo / "sub" / "README").write_text("not the dataset's\n")
+    git = ["git", "-C", str(repo), "-c", "user.name=t", "-c", "user.email=t@example.org"]
+    subprocess.run(git[:3] + ["init", "-q"], check=True)
+    subprocess.run(git + ["add", "."], check=True)
+    subprocess.run(git + ["commit", "-q", "-m", "files"], check=True)
+    paths = {"README-en.md": "a", "readme.txt": "b", "sub/README": "c"}
+    assert find_readme(paths) == "a"
+    assert "The English README." in Snapshot(repo, "HEAD").readme()
+
+
 def test_technical_format_comes_from_the_file_extensions():
     paths = ["sub-01/anat/sub-01_T1w.nii.gz", "sub-01/anat/sub-01_T1w.json",
              "participants.tsv", "README", "CHANGES", ".bidsignore", "code/run.PY",

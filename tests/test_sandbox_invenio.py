@@ -18,7 +18,7 @@ import pytest
 import requests
 from moto.server import ThreadedMotoServer
 
-from datalad_rdr.sandbox.invenio import Fault, InvenioSandbox, InvenioSettings
+from datalad_rdr.sandbox.invenio import ZenodoFault, InvenioSandbox, InvenioSettings
 from datalad_rdr.sandbox.serve import ServedApp
 
 TOKEN = "depositor-token"
@@ -582,7 +582,7 @@ def test_injected_429_and_504(zenodo):
 
     rid = zenodo.create()["id"]
     zenodo.call("POST", f"/records/{rid}/draft/files", json=[{"key": "x.bin"}])
-    zenodo.app.inject(Fault("PUT", r"/content$", status=504))
+    zenodo.app.inject(ZenodoFault("PUT", r"/content$", status=504))
     r = zenodo.call("PUT", f"/records/{rid}/draft/files/x.bin/content", data=b"x" * 5000)
     assert r.status_code == 504
     assert r.headers["Content-Type"].startswith("text/html")
@@ -595,7 +595,7 @@ def test_injected_429_and_504(zenodo):
 def test_a_504_after_the_work_was_done(zenodo):
     rid = zenodo.create()["id"]
     zenodo.upload(rid, "data.csv", b"1\n")
-    zenodo.app.inject(Fault("POST", r"/actions/publish$", status=504, when="after"))
+    zenodo.app.inject(ZenodoFault("POST", r"/actions/publish$", status=504, when="after"))
     r = zenodo.call("POST", f"/records/{rid}/draft/actions/publish")
     assert r.status_code == 504
     assert zenodo.call("GET", f"/records/{rid}").json()["is_published"] is True

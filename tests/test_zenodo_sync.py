@@ -23,7 +23,7 @@ from datalad.api import clone, create
 
 from datalad_rdr.commands.zenodo_sync import ZenodoSync  # noqa: F401 - binds ds.zenodo_sync
 from datalad_rdr.sandbox.cli import Sandbox
-from datalad_rdr.sandbox.invenio import Fault
+from datalad_rdr.sandbox.invenio import ZenodoFault
 from datalad_rdr.zenodo.members import ZenodoFile, build_zip
 
 RDM = "application/vnd.inveniordm.v1+json"
@@ -486,7 +486,7 @@ def test_new_version_imports_unchanged_files(with_credential, tmp_path):
     # (first interrupted right after the new version was made: the next run resumes)
     write(root / "zenodo.yaml", config.replace("'1.0.0'", "'1.1.0'"))
     sb.zenodo.stats.reset()
-    sb.zenodo.inject(Fault("POST", r"/files-import$", status=400))
+    sb.zenodo.inject(ZenodoFault("POST", r"/files-import$", status=400))
     assert sync(ds, publish=True)[-1]["status"] == "error"
     ok(sync(ds, publish=True))
     v2 = record_id(root)
@@ -611,9 +611,9 @@ def test_rides_out_429_and_504(with_credential, tmp_path):
     root = tmp_path / "ds"
     ds = make_dataset(root, {"data.csv": "1,2\n", "notes.txt": "n\n"},
                       minimal_config(sb.zenodo_url))
-    faults = [sb.zenodo.inject(Fault("POST", r"^/api/records$", status=429, retry_after=1)),
-              sb.zenodo.inject(Fault("PUT", r"/content$", status=504, count=2)),
-              sb.zenodo.inject(Fault("POST", r"/actions/publish$", status=504,
+    faults = [sb.zenodo.inject(ZenodoFault("POST", r"^/api/records$", status=429, retry_after=1)),
+              sb.zenodo.inject(ZenodoFault("PUT", r"/content$", status=504, count=2)),
+              sb.zenodo.inject(ZenodoFault("POST", r"/actions/publish$", status=504,
                                      when="after"))]
     results = ok(sync(ds, publish=True))
     assert [f.hits for f in faults] == [1, 2, 1]
@@ -631,7 +631,7 @@ def test_interrupted_upload_is_completed_next_run(with_credential, tmp_path):
     ds = make_dataset(root, {"data.csv": "1,2\n", "notes.txt": "n\n"},
                       minimal_config(sb.zenodo_url))
     # the second upload is refused for good (not a transient answer): the run stops
-    sb.zenodo.inject(Fault("PUT", r"/notes\.txt/content$", status=400))
+    sb.zenodo.inject(ZenodoFault("PUT", r"/notes\.txt/content$", status=400))
     results = sync(ds)
     assert results[-1]["status"] == "error" and "uploading notes.txt" in \
         results[-1]["message"]

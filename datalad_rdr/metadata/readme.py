@@ -42,5 +42,17 @@ def first_paragraphs(readme_text: str, limit: int = 1500) -> str:
     return "\n\n".join(out)
 
 
-def is_readme(name: str) -> bool:
-    return name.lower().split(".")[0] == "readme"
+#: The dataset's README, first found: these names at the top level, in this order, then the
+#: first other top-level name that starts with "README" in any case (``README-en.md``).
+#: Pre-flight, the public documents and the description all take the same one.
+README_NAMES = ("README", "README.md", "README.rst", "README.txt")
+
+
+def pick_readme(names) -> str | None:
+    """The README among a commit's paths (or a folder's names), None when there is none."""
+    top = {n for n in names if "/" not in n}
+    for name in README_NAMES:
+        if name in top:
+            return name
+    others = sorted(n for n in top if n.upper().startswith("README"))
+    return others[0] if others else None

@@ -10,7 +10,7 @@ from __future__ import annotations
 import subprocess
 from pathlib import Path
 
-from .readme import is_readme
+from .readme import pick_readme
 
 _SYMLINK = "120000"
 
@@ -99,8 +99,8 @@ class Snapshot:
         else:
             out = self._git("ls-tree", "-z", "--name-only", self.commit)
             names = [n for n in out.stdout.decode("utf-8", "replace").split("\0") if n]
-        for name in sorted(n for n in names if is_readme(n)):
-            data = self.read(name)
-            if data is not None:
-                return data.decode("utf-8", errors="replace")
+        name = pick_readme(names)
+        data = self.read(name) if name else None
+        if data is not None:
+            return data.decode("utf-8", errors="replace")
         return ""

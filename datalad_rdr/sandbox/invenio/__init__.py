@@ -26,7 +26,7 @@ Wiring::
 from .answers import ApiError
 from .app import InvenioSandbox
 from .model import Parent, Record, Snapshot, StoredFile
-from .settings import RDM_JSON, Fault, InvenioSettings, InvenioStats
+from .settings import RDM_JSON, ZenodoFault, InvenioSettings, InvenioStats
 
-__all__ = ["ApiError", "Fault", "InvenioSandbox", "InvenioSettings", "InvenioStats", "Parent",
+__all__ = ["ApiError", "ZenodoFault", "InvenioSandbox", "InvenioSettings", "InvenioStats", "Parent",
            "RDM_JSON", "Record", "Snapshot", "StoredFile"]

@@ -19,7 +19,7 @@ from .files import RULES as FILE_RULES, FileEndpoints
 from .model import Parent, Record, Snapshot
 from .records import RULES as RECORD_RULES, RecordEndpoints
 from .serializers import RecordSerializer
-from .settings import CHUNK, GATEWAY_TIMEOUT_HTML, RDM_JSON, Fault, InvenioSettings, InvenioStats
+from .settings import CHUNK, GATEWAY_TIMEOUT_HTML, RDM_JSON, ZenodoFault, InvenioSettings, InvenioStats
 
 # These move bytes to or from S3 and must not hold the state lock while doing so.
 _STREAMING = {"upload_content", "download_draft_file", "download_record_file"}
@@ -37,17 +37,17 @@ class InvenioSandbox(RecordEndpoints, FileEndpoints, RecordSerializer):
         self.records: dict[str, Record] = {}
         self.parents: dict[str, Parent] = {}
         self.stats = InvenioStats()
-        self.faults: list[Fault] = []
+        self.faults: list[ZenodoFault] = []
         self._refs: Counter = Counter()  # S3 object key -> file entries using it
         self._ids = iter(range(settings.first_id, 10**12))
         self.url_map = Map([rule.empty() for rule in _RULES], strict_slashes=False)
 
-    def inject(self, fault: Fault) -> Fault:
+    def inject(self, fault: ZenodoFault) -> ZenodoFault:
         with self.lock:
             self.faults.append(fault)
         return fault
 
-    def _take_fault(self, method: str, path: str) -> Fault | None:
+    def _take_fault(self, method: str, path: str) -> ZenodoFault | None:
         with self.lock:
             for fault in self.faults:
                 if (fault.count > 0 and fault.method in ("*", method)
@@ -58,7 +58,7 @@ class InvenioSandbox(RecordEndpoints, FileEndpoints, RecordSerializer):
         return None
 
     @staticmethod
-    def _fault_response(fault: Fault) -> Response:
+    def _fault_response(fault: ZenodoFault) -> Response:
         if fault.status == 429:
             resp = json_response({"status": 429, "message": "100 per 1 minute"}, 429)
             resp.headers["X-RateLimit-Limit"] = "100"
@@ -220,9 +220,9 @@ class InvenioSandbox(RecordEndpoints, FileEndpoints, RecordSerializer):
         body = self._body(request)
         if not isinstance(body, dict):
             raise ApiError(400, "Bad fault: expected a JSON object.")
-        known = {k: v for k, v in body.items() if k in Fault.__dataclass_fields__}
+        known = {k: v for k, v in body.items() if k in ZenodoFault.__dataclass_fields__}
         try:
-            fault = Fault(**known)
+            fault = ZenodoFault(**known)
             re.compile(fault.path)
         except (TypeError, re.error) as e:
             raise ApiError(400, f"Bad fault: {e}") from None

@@ -46,7 +46,7 @@ class InvenioSettings:
 
 
 @dataclass
-class Fault:
+class ZenodoFault:
     """Make the next ``count`` requests matching ``method`` and ``path`` (a regex) fail.
 
     ``status`` 429 answers like Zenodo's rate limiter (JSON, Retry-After and X-RateLimit-*
