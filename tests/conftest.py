@@ -1,6 +1,7 @@
 import json
 
 import os
+import subprocess
 import sys
 
 import pytest
@@ -150,3 +151,13 @@ def rdr_export(ds, sb, **kw):
     kw.setdefault("collection", sb.collection)
     return dl.rdr_export(dataset=str(ds), result_renderer="disabled", return_type="list",
                          on_failure="ignore", **kw)
+
+
+def run_as_user(cmd, cwd, token=None):
+    """``cmd`` (a git or datalad command line) as a user of the sandbox: with ``token`` as
+    the rdr credential, or with none at all (anonymous)."""
+    env = dict(os.environ)
+    env.pop("DATALAD_CREDENTIAL_RDR_SECRET", None)
+    if token:
+        env["DATALAD_CREDENTIAL_RDR_SECRET"] = token
+    return subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, env=env)

@@ -6,14 +6,12 @@ its members are got anonymously with ``datalad get`` through the ``rdr`` remote.
 """
 
 import datetime as dt
-import os
-import subprocess
 from pathlib import Path
 
 import datalad.api as dl
 import pytest
 
-from conftest import DV, rdr_export
+from conftest import DV, rdr_export, run_as_user as run
 from datalad_rdr import publish
 from datalad_rdr.dataverse import Dataverse
 from datalad_rdr.demo import make_bids_dataset
@@ -87,14 +85,6 @@ def access_field(sb, pid, version=":latest"):
                        params={"persistentId": pid}).json()["data"]
     fields = {f["typeName"]: f for f in data["metadataBlocks"]["citation"]["fields"]}
     return {name: child["value"] for name, child in fields["access"]["value"].items()}
-
-
-def run(cmd, cwd, token=None):
-    env = dict(os.environ)
-    env.pop("DATALAD_CREDENTIAL_RDR_SECRET", None)
-    if token:
-        env["DATALAD_CREDENTIAL_RDR_SECRET"] = token
-    return subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, env=env)
 
 
 def uploads(sb, since=0):

@@ -17,7 +17,7 @@ from pathlib import Path
 import datalad.api as dl
 import py7zr
 import pytest
-from conftest import DV
+from conftest import DV, run_as_user as run
 from tools import SEVEN_ZIP, needs_7zip
 
 from datalad_rdr.dataverse import Dataverse
@@ -109,14 +109,6 @@ def record(sb, tmp_path):
 def rdr_clone(source, path, **kw):
     return dl.rdr_clone(source=source, path=str(path), result_renderer="disabled",
                         return_type="list", on_failure="ignore", **kw)
-
-
-def run(cmd, cwd, token=None):
-    env = dict(os.environ)
-    env.pop("DATALAD_CREDENTIAL_RDR_SECRET", None)
-    if token:
-        env["DATALAD_CREDENTIAL_RDR_SECRET"] = token
-    return subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, env=env)
 
 
 def get(ds, path, token=None):
