@@ -18,13 +18,15 @@ from urllib.parse import urljoin
 
 import requests
 
-from .dataverse_records import (DatasetVersion, Embargo, FieldType, FileEntry, Lock, NewFile,
-                                Permissions, Registration, UploadTarget, find)
+from .dataverse_records import (DatasetVersion, Embargo, FieldType, FieldValue, FileEntry,
+                                License, Lock, NewFile, Permissions, Registration,
+                                UploadTarget, VersionMetadata, find)
 from .http import Backoff, with_retries
 
 __all__ = ["Dataverse", "DataverseError", "Unauthorized", "Forbidden", "NotFound", "Conflict",
-           "Locked", "NoAnswer", "DatasetVersion", "FieldType", "FileEntry", "Lock",
-           "NewFile", "Permissions", "Registration", "UploadTarget"]
+           "Locked", "NoAnswer", "DatasetVersion", "FieldType", "FieldValue", "FileEntry",
+           "License", "Lock", "NewFile", "Permissions", "Registration", "UploadTarget",
+           "VersionMetadata"]
 
 
 class DataverseError(Exception):
@@ -117,8 +119,10 @@ class Dataverse:
     def check_token(self) -> dict:
         return self.call("GET", "/api/users/:me", what="checking the API token")
 
-    def create_dataset(self, collection: str, dataset_json: dict) -> str:
-        data = self.call("POST", f"/api/dataverses/{collection}/datasets", json=dataset_json,
+    def create_dataset(self, collection: str, metadata: VersionMetadata) -> str:
+        """A new dataset whose draft has this metadata; its persistent id."""
+        data = self.call("POST", f"/api/dataverses/{collection}/datasets",
+                         json={"datasetVersion": metadata.to_json()},
                          expect=(201,), what=f"creating a dataset in {collection}",
                          retry=False)
         return data["persistentId"]
@@ -309,14 +313,15 @@ class Dataverse:
         owner = (data or {}).get("isPartOf") or {}
         return owner.get("identifier") if owner.get("type") == "DATAVERSE" else None
 
-    def licenses(self) -> list[dict]:
-        """The server's licenses as it lists them (``name``, ``uri``, ``active``): the
-        metadata mapping matches the metadata file's license against them."""
-        return self.call("GET", "/api/licenses", what="listing the server's licenses")
+    def licenses(self) -> list[License]:
+        """The server's licenses, inactive ones too: the metadata mapping matches the
+        metadata file's license against them."""
+        return [License.from_json(lic) for lic in self.call(
+            "GET", "/api/licenses", what="listing the server's licenses")]
 
     def license_names(self) -> list[str]:
         """The names of the licenses a dataset may be given (the active ones)."""
-        return [lic["name"] for lic in self.licenses() if lic.get("active", True)]
+        return [lic.name for lic in self.licenses() if lic.active]
 
     def field_types(self, collection: str | None = None) -> tuple[list[str], list[FieldType]]:
         """The metadata block names and every field type in them (child fields too), of
@@ -328,7 +333,7 @@ class Dataverse:
         return ([b.get("name", "?") for b in blocks],
                 [t for b in blocks for t in FieldType.all_in(b.get("fields") or {})])
 
-    def update_draft(self, pid: str, version_json: dict) -> dict:
+    def update_draft(self, pid: str, metadata: VersionMetadata) -> dict:
         """Replace the draft's metadata (and license or terms) as a whole; creates the draft
         from the last release when there is none. Files are kept.
 
@@ -336,17 +341,19 @@ class Dataverse:
         means false (JsonParser.java; fidelity row 32): a dataset with restricted files
         and neither access requests nor terms of access then gets 409 on every restrict
         and publish. So access requests stay on unless the caller gives terms of access."""
-        body = dict(version_json)
+        body = metadata.to_json()
         if not body.get("termsOfAccess") and "fileAccessRequest" not in body:
             body["fileAccessRequest"] = True
         return self.call("PUT", "/api/datasets/:persistentId/versions/:draft",
                          params=self._pid(pid), json=body,
                          what=f"updating the metadata of {pid}")
 
-    def edit_metadata(self, pid: str, fields: list[dict]) -> dict:
+    def edit_metadata(self, pid: str, fields: list[FieldValue]) -> dict:
+        """Replace these fields of the draft, keeping the others."""
         return self.call("PUT", "/api/datasets/:persistentId/editMetadata",
                          params={**self._pid(pid), "replace": "true"},
-                         json={"fields": fields}, what="editing metadata")
+                         json={"fields": [f.to_json() for f in fields]},
+                         what="editing metadata")
 
     def set_license(self, pid: str, name_or_uri: str) -> None:
         # The 6.7 way (the /license endpoint exists only from 6.9).

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from ..dataverse_records import FieldValue, License, VersionMetadata
 from .fields import CONFIG_KEYS, RdrFields, rdr_fields, technical_formats
 from .file import DATAVERSE_LICENSE, LICENSE_URI, TEMPLATE_HINT, DatasetMetadata
 from .problems import MetadataError, Problem, Problems
@@ -30,9 +31,10 @@ class _Blocks:
         return ((parent or {}).get("childFields") or {}).get(name)
 
 
-def _value(t: dict, value) -> dict:
-    return {"typeName": t["name"], "typeClass": t["typeClass"], "multiple": t["multiple"],
-            "value": value}
+def _value(t: dict, value) -> FieldValue:
+    if isinstance(value, list):
+        value = tuple(value)
+    return FieldValue(t["name"], value, t["typeClass"], t["multiple"])
 
 
 def _norm(name) -> str:
@@ -53,15 +55,15 @@ def _choices(t: dict, most: int = 12) -> str:
 
 
 class Mapping:
-    """The metadata file as the server's blocks want it: the version JSON to create a draft
-    with or to replace the draft's metadata with, and the fields it manages."""
+    """The metadata file as the server's blocks want it: the version metadata to create a
+    draft with or to replace the draft's metadata with, and the fields it manages."""
 
     def __init__(self, md: DatasetMetadata, formats: list[str], rdr: RdrFields,
-                 blocks: dict[str, dict], licenses: list[dict], server: str = "the server"):
+                 blocks: dict[str, dict], licenses: list[License], server: str = "the server"):
         self.md, self.formats, self.rdr, self.server = md, formats, rdr, server
         self.types = _Blocks(blocks)
         self.licenses = licenses
-        self.fields: dict[str, dict[str, dict]] = {}  # block -> typeName -> field JSON
+        self.fields: dict[str, dict[str, FieldValue]] = {}  # block -> name -> value
         self.skipped: list[str] = []  # fields this server does not have
         self.notes: list[str] = []  # said with the result (e.g. which requirements applied)
         self.problems = Problems(md.lines)
@@ -234,29 +236,33 @@ class Mapping:
         return "".join(f"; {n}" for n in notes)
 
     # -- the license ---------------------------------------------------------------------
-    def license(self) -> dict:
-        """``license`` or ``termsOfUse`` of the version JSON, named as the server names it:
-        matched by URI first (RDR names CC BY 4.0 "CC-BY-4.0"), then by name."""
+    def license(self) -> License | None:
+        """The license, named as the server names it: matched by URI first (RDR names CC BY
+        4.0 "CC-BY-4.0"), then by name; None for 'custom' (the terms of use apply)."""
         md = self.md
         if md.license == "custom":
-            return {"termsOfUse": md.terms_of_use}
-        offered = [lic for lic in self.licenses if lic.get("active", True)]
+            return None
+        offered = [lic for lic in self.licenses if lic.active]
         uri = _bare_uri(LICENSE_URI[md.license])
         names = {_norm(md.license), _norm(DATAVERSE_LICENSE[md.license])}
-        match = (next((lic for lic in offered if _bare_uri(lic.get("uri")) == uri), None)
-                 or next((lic for lic in offered if _norm(lic.get("name")) in names), None))
+        match = (next((lic for lic in offered if _bare_uri(lic.uri) == uri), None)
+                 or next((lic for lic in offered if _norm(lic.name) in names), None))
         if match is not None:
-            return {"license": {"name": match["name"], "uri": match.get("uri")}}
-        listed = ", ".join(lic.get("name", "?") for lic in offered) or "none"
+            return License(match.name, match.uri)
+        listed = ", ".join(lic.name for lic in offered) or "none"
         raise MetadataError.of([Problem(
             f"'license' {md.license} is not offered by {self.server} (it offers: {listed}); "
             f"choose one of those or 'license: custom' with terms_of_use", "license",
             self.problems.line("license"))])
 
-    def version_json(self) -> dict:
-        blocks = {name: {"fields": list(fields.values())}
-                  for name, fields in self.fields.items()}
-        return {**self.license(), "metadataBlocks": blocks}
+    def terms_of_use(self) -> str | None:
+        return self.md.terms_of_use if self.md.license == "custom" else None
+
+    def draft(self) -> VersionMetadata:
+        """What a new draft is created with."""
+        return VersionMetadata({name: tuple(fields.values())
+                                for name, fields in self.fields.items()},
+                               self.license(), self.terms_of_use())
 
     def managed(self) -> dict[str, set[str]]:
         """The fields the metadata file owns, per block: replaced (or removed) on update."""
@@ -341,9 +347,8 @@ class Mapping:
                                             f"'access: open'")
 
     def _check_child(self, block: str, t: dict, c: dict) -> None:
-        value = self.fields[block][t["name"]]["value"]
-        for entry in value if isinstance(value, list) else [value]:
-            if not (entry.get(c["name"]) or {}).get("value"):
+        for entry in self.fields[block][t["name"]].entries():
+            if not getattr(entry.get(c["name"]), "value", None):
                 source = SOURCE.get(t["name"], t["name"])
                 self.problems.add(source, f"'{source}' lacks what {self.server} requires: "
                                           f"{t.get('displayName')} {c.get('displayName')} "
