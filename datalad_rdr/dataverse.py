@@ -19,13 +19,13 @@ from urllib.parse import urljoin
 import requests
 
 from .dataverse_records import (DatasetVersion, Embargo, FieldType, FieldValue, FileEntry,
-                                License, Lock, NewFile, Permissions, Registration,
+                                License, Lock, MetadataBlock, NewFile, Permissions, Registration,
                                 UploadTarget, VersionMetadata, find)
 from .http import Backoff, with_retries
 
 __all__ = ["Dataverse", "DataverseError", "Unauthorized", "Forbidden", "NotFound", "Conflict",
            "Locked", "NoAnswer", "DatasetVersion", "FieldType", "FieldValue", "FileEntry",
-           "License", "Lock", "NewFile", "Permissions", "Registration", "UploadTarget",
+           "License", "Lock", "MetadataBlock", "NewFile", "Permissions", "Registration", "UploadTarget",
            "VersionMetadata"]
 
 
@@ -292,19 +292,19 @@ class Dataverse:
         return out
 
     # -- metadata and publishing ------------------------------------------------------
-    def metadata_block(self, name: str) -> dict:
-        """A block's field types: ``fields`` maps a name to ``typeClass``, ``multiple``,
-        ``isRequired``, ``controlledVocabularyValues`` and ``childFields``."""
-        return self.call("GET", f"/api/metadatablocks/{name}",
-                         what=f"reading metadata block '{name}'")
+    def metadata_block(self, name: str) -> MetadataBlock:
+        """A block with its field types, requiredness as the installation sets it."""
+        return MetadataBlock.from_json(self.call("GET", f"/api/metadatablocks/{name}",
+                                                 what=f"reading metadata block '{name}'"))
 
-    def collection_blocks(self, alias: str) -> list[dict]:
+    def collection_blocks(self, alias: str) -> list[MetadataBlock]:
         """The metadata blocks of a collection with their field types, requiredness as the
         collection sets it (input levels): ``GET /api/dataverses/{alias}/metadatablocks
         ?returnDatasetFieldTypes=true`` (Dataverses.java; fidelity row 48)."""
-        return self.call("GET", f"/api/dataverses/{alias}/metadatablocks",
-                         params={"returnDatasetFieldTypes": "true"},
-                         what=f"reading the metadata blocks of collection {alias}")
+        return [MetadataBlock.from_json(b) for b in self.call(
+            "GET", f"/api/dataverses/{alias}/metadatablocks",
+            params={"returnDatasetFieldTypes": "true"},
+            what=f"reading the metadata blocks of collection {alias}")]
 
     def dataset_collection(self, pid: str) -> str | None:
         """The alias of the collection that holds the dataset: ``isPartOf`` of the dataset
@@ -330,8 +330,7 @@ class Dataverse:
             blocks = self.collection_blocks(collection)
         else:
             blocks = [self.metadata_block("citation")]
-        return ([b.get("name", "?") for b in blocks],
-                [t for b in blocks for t in FieldType.all_in(b.get("fields") or {})])
+        return [b.name for b in blocks], [t for b in blocks for t in b.field_types()]
 
     def update_draft(self, pid: str, metadata: VersionMetadata) -> dict:
         """Replace the draft's metadata (and license or terms) as a whole; creates the draft

@@ -333,13 +333,49 @@ class FieldType:
     name: str
     required: bool = False
     vocabulary: tuple[str, ...] = ()  # its controlled vocabulary, if it has one
+    display_name: str = ""
+    type_class: str = "primitive"  # primitive, controlledVocabulary, compound
+    multiple: bool = False
+    controlled: bool = False  # values must come from the vocabulary
+    children: dict = field(default_factory=dict, compare=False, hash=False)  # name -> type
 
     @classmethod
-    def all_in(cls, fields: dict) -> list[FieldType]:
-        """Every field type of a block's ``fields``, each followed by its child fields."""
-        out = []
-        for name, t in fields.items():
-            out.append(cls(name, bool(t.get("isRequired")),
-                           tuple(t.get("controlledVocabularyValues") or ())))
-            out += cls.all_in(t.get("childFields") or {})
-        return out
+    def from_json(cls, name: str, t: dict) -> FieldType:
+        return cls(name, bool(t.get("isRequired")),
+                   tuple(t.get("controlledVocabularyValues") or ()),
+                   t.get("displayName") or "", t.get("typeClass") or "primitive",
+                   bool(t.get("multiple")), bool(t.get("isControlledVocabulary")),
+                   {n: cls.from_json(n, c) for n, c in (t.get("childFields") or {}).items()})
+
+    def value(self, value) -> FieldValue:
+        """This field filled with ``value`` (a text, a list of texts, one compound entry
+        {child name: FieldValue} or a list of them)."""
+        if isinstance(value, list):
+            value = tuple(value)
+        return FieldValue(self.name, value, self.type_class, self.multiple)
+
+
+def _flat(types) -> list[FieldType]:
+    out = []
+    for t in types:
+        out += [t, *_flat(t.children.values())]
+    return out
+
+
+@dataclass(frozen=True)
+class MetadataBlock:
+    """A metadata block with its field types (``fields`` None when the listing left them
+    out)."""
+
+    name: str
+    fields: dict | None = None  # name -> FieldType
+
+    @classmethod
+    def from_json(cls, data: dict) -> MetadataBlock:
+        fields = data.get("fields")
+        return cls(data.get("name") or "?", None if fields is None else
+                   {n: FieldType.from_json(n, t) for n, t in fields.items()})
+
+    def field_types(self) -> list[FieldType]:
+        """Every field type, each followed by its child fields."""
+        return _flat((self.fields or {}).values())

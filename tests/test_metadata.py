@@ -2,6 +2,7 @@
 
 import json
 import subprocess
+from dataclasses import replace
 from pathlib import Path
 
 import datalad.api as dl
@@ -374,7 +375,7 @@ def server_mapping(sb, meta, change=None, licenses=None):
     client = Dataverse(sb.dataverse_url, sb.api_token)
     blocks, _ = md.server_blocks(client, ["citation"], "the server", sb.collection)
     if change:
-        change(blocks["citation"]["fields"])
+        change(blocks["citation"].fields)
     return md.Mapping(meta, ["zip"], md.RdrFields(), blocks,
                       client.licenses() if licenses is None else licenses)
 
@@ -384,14 +385,14 @@ def test_a_server_that_does_not_require_a_subject_gets_none(sandbox, bids):
     assert meta.subject == []
 
     def optional_subject(fields):
-        fields["subject"]["isRequired"] = False
+        fields["subject"] = replace(fields["subject"], required=False)
 
     mapping = server_mapping(sandbox, meta, optional_subject)
     mapping.check()
     assert "subject" not in mapping.fields["citation"]
     assert "subject" not in mapping.managed()["citation"]  # one set in the web UI is kept
     def required_subject(fields):
-        fields["subject"]["isRequired"] = True
+        fields["subject"] = replace(fields["subject"], required=True)
 
     with pytest.raises(md.MetadataError, match="'subject' is missing"):
         server_mapping(sandbox, meta, required_subject).check()  # a server that requires one
@@ -402,8 +403,9 @@ def test_a_required_child_of_an_optional_compound_is_required_only_with_a_siblin
     """DatasetFieldValidator (fidelity row 46): grantNumber is optional; its agency is
     required only in an entry that has something else filled."""
     def agency_required(fields):
-        fields["grantNumber"]["childFields"]["grantNumberAgency"]["isRequired"] = True
-        fields["grantNumber"]["childFields"]["grantNumberValue"]["isRequired"] = True
+        children = fields["grantNumber"].children
+        for name in ("grantNumberAgency", "grantNumberValue"):
+            children[name] = replace(children[name], required=True)
 
     unfunded = md.parse(yaml.safe_dump(GOOD), bids)
     server_mapping(sandbox, unfunded, agency_required).check()  # no funding: nothing needed
