@@ -17,14 +17,16 @@ from urllib.parse import urljoin
 
 import requests
 
-from .dataverse_records import (DatasetVersion, Embargo, FieldType, FileEntry, Lock, NewFile,
-                                Permissions, RecordFile, RecordVersion, Registration,
-                                UploadTarget, find)
+from .dataverse_records import (DatasetVersion, Embargo, FieldType, FieldValue, FileEntry,
+                                License, Lock, MetadataBlock, NewFile, Permissions,
+                                RecordFile, RecordVersion, Registration, UploadTarget,
+                                VersionMetadata, find)
 from .http import Backoff, with_retries
 
 __all__ = ["Dataverse", "DataverseError", "Unauthorized", "Forbidden", "NotFound", "Conflict",
-           "Locked", "NoAnswer", "DatasetVersion", "FieldType", "FileEntry", "Lock",
-           "NewFile", "Permissions", "Registration", "UploadTarget"]
+           "Locked", "NoAnswer", "DatasetVersion", "FieldType", "FieldValue", "FileEntry",
+           "License", "Lock", "MetadataBlock", "NewFile", "Permissions", "Registration", "UploadTarget",
+           "VersionMetadata"]
 
 
 class DataverseError(Exception):
@@ -117,8 +119,10 @@ class Dataverse:
     def check_token(self) -> dict:
         return self.call("GET", "/api/users/:me", what="checking the API token")
 
-    def create_dataset(self, collection: str, dataset_json: dict) -> str:
-        data = self.call("POST", f"/api/dataverses/{collection}/datasets", json=dataset_json,
+    def create_dataset(self, collection: str, metadata: VersionMetadata) -> str:
+        """A new dataset whose draft has this metadata; its persistent id."""
+        data = self.call("POST", f"/api/dataverses/{collection}/datasets",
+                         json={"datasetVersion": metadata.to_json()},
                          expect=(201,), what=f"creating a dataset in {collection}",
                          retry=False)
         return data["persistentId"]
@@ -288,19 +292,19 @@ class Dataverse:
         return out
 
     # -- metadata and publishing ------------------------------------------------------
-    def metadata_block(self, name: str) -> dict:
-        """A block's field types: ``fields`` maps a name to ``typeClass``, ``multiple``,
-        ``isRequired``, ``controlledVocabularyValues`` and ``childFields``."""
-        return self.call("GET", f"/api/metadatablocks/{name}",
-                         what=f"reading metadata block '{name}'")
+    def metadata_block(self, name: str) -> MetadataBlock:
+        """A block with its field types, requiredness as the installation sets it."""
+        return MetadataBlock.from_json(self.call("GET", f"/api/metadatablocks/{name}",
+                                                 what=f"reading metadata block '{name}'"))
 
-    def collection_blocks(self, alias: str) -> list[dict]:
+    def collection_blocks(self, alias: str) -> list[MetadataBlock]:
         """The metadata blocks of a collection with their field types, requiredness as the
         collection sets it (input levels): ``GET /api/dataverses/{alias}/metadatablocks
         ?returnDatasetFieldTypes=true`` (Dataverses.java; fidelity row 48)."""
-        return self.call("GET", f"/api/dataverses/{alias}/metadatablocks",
-                         params={"returnDatasetFieldTypes": "true"},
-                         what=f"reading the metadata blocks of collection {alias}")
+        return [MetadataBlock.from_json(b) for b in self.call(
+            "GET", f"/api/dataverses/{alias}/metadatablocks",
+            params={"returnDatasetFieldTypes": "true"},
+            what=f"reading the metadata blocks of collection {alias}")]
 
     def dataset_collection(self, pid: str) -> str | None:
         """The alias of the collection that holds the dataset: ``isPartOf`` of the dataset
@@ -309,14 +313,15 @@ class Dataverse:
         owner = (data or {}).get("isPartOf") or {}
         return owner.get("identifier") if owner.get("type") == "DATAVERSE" else None
 
-    def licenses(self) -> list[dict]:
-        """The server's licenses as it lists them (``name``, ``uri``, ``active``): the
-        metadata mapping matches the metadata file's license against them."""
-        return self.call("GET", "/api/licenses", what="listing the server's licenses")
+    def licenses(self) -> list[License]:
+        """The server's licenses, inactive ones too: the metadata mapping matches the
+        metadata file's license against them."""
+        return [License.from_json(lic) for lic in self.call(
+            "GET", "/api/licenses", what="listing the server's licenses")]
 
     def license_names(self) -> list[str]:
         """The names of the licenses a dataset may be given (the active ones)."""
-        return [lic["name"] for lic in self.licenses() if lic.get("active", True)]
+        return [lic.name for lic in self.licenses() if lic.active]
 
     def field_types(self, collection: str | None = None) -> tuple[list[str], list[FieldType]]:
         """The metadata block names and every field type in them (child fields too), of
@@ -325,10 +330,9 @@ class Dataverse:
             blocks = self.collection_blocks(collection)
         else:
             blocks = [self.metadata_block("citation")]
-        return ([b.get("name", "?") for b in blocks],
-                [t for b in blocks for t in FieldType.all_in(b.get("fields") or {})])
+        return [b.name for b in blocks], [t for b in blocks for t in b.field_types()]
 
-    def update_draft(self, pid: str, version_json: dict) -> dict:
+    def update_draft(self, pid: str, metadata: VersionMetadata) -> dict:
         """Replace the draft's metadata (and license or terms) as a whole; creates the draft
         from the last release when there is none. Files are kept.
 
@@ -336,17 +340,19 @@ class Dataverse:
         means false (JsonParser.java; fidelity row 32): a dataset with restricted files
         and neither access requests nor terms of access then gets 409 on every restrict
         and publish. So access requests stay on unless the caller gives terms of access."""
-        body = dict(version_json)
+        body = metadata.to_json()
         if not body.get("termsOfAccess") and "fileAccessRequest" not in body:
             body["fileAccessRequest"] = True
         return self.call("PUT", "/api/datasets/:persistentId/versions/:draft",
                          params=self._pid(pid), json=body,
                          what=f"updating the metadata of {pid}")
 
-    def edit_metadata(self, pid: str, fields: list[dict]) -> dict:
+    def edit_metadata(self, pid: str, fields: list[FieldValue]) -> dict:
+        """Replace these fields of the draft, keeping the others."""
         return self.call("PUT", "/api/datasets/:persistentId/editMetadata",
                          params={**self._pid(pid), "replace": "true"},
-                         json={"fields": fields}, what="editing metadata")
+                         json={"fields": [f.to_json() for f in fields]},
+                         what="editing metadata")
 
     def set_license(self, pid: str, name_or_uri: str) -> None:
         # The 6.7 way (the /license endpoint exists only from 6.9).

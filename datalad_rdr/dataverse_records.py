@@ -82,6 +82,8 @@ def find(entries, label: str, directory: str | None = None) -> FileEntry | None:
 
 @dataclass(frozen=True)
 class License:
+    """A license the server offers (``GET /api/licenses``) or a version carries."""
+
     name: str
     uri: str | None = None
     active: bool = True
@@ -89,6 +91,80 @@ class License:
     @classmethod
     def from_json(cls, data: dict) -> License:
         return cls(data["name"], data.get("uri"), bool(data.get("active", True)))
+
+    def to_json(self) -> dict:
+        """As a version names its license: ``name`` and ``uri``."""
+        return {"name": self.name, "uri": self.uri}
+
+
+@dataclass(frozen=True)
+class FieldValue:
+    """One metadata field of a version: a text (``value`` a str), several (a tuple of str),
+    or a compound: one entry ({child name: FieldValue}) or several (a tuple of them)."""
+
+    name: str  # typeName
+    value: object
+    type_class: str = "primitive"  # primitive, controlledVocabulary, compound
+    multiple: bool = False
+
+    @classmethod
+    def from_json(cls, data: dict) -> FieldValue:
+        return cls(data["typeName"], _value_from_json(data.get("value")),
+                   data.get("typeClass") or "primitive", bool(data.get("multiple")))
+
+    def to_json(self) -> dict:
+        return {"typeName": self.name, "typeClass": self.type_class,
+                "multiple": self.multiple, "value": _value_to_json(self.value)}
+
+    def plain(self):
+        """The value without the wrapping of each field: what the user wrote, to compare."""
+        return _plain(self.value)
+
+    def entries(self) -> tuple[dict[str, FieldValue], ...]:
+        """A compound's entries (none for a text field)."""
+        values = self.value if isinstance(self.value, tuple) else (self.value,)
+        return tuple(v for v in values if isinstance(v, dict))
+
+
+def _value_from_json(value):
+    if isinstance(value, list):
+        return tuple(_value_from_json(v) for v in value)
+    if isinstance(value, dict):
+        return {k: FieldValue.from_json(c) for k, c in value.items()}
+    return value
+
+
+def _value_to_json(value):
+    if isinstance(value, (tuple, list)):
+        return [_value_to_json(v) for v in value]
+    if isinstance(value, dict):
+        return {k: c.to_json() for k, c in value.items()}
+    return value
+
+
+def _plain(value):
+    if isinstance(value, (tuple, list)):
+        return [_plain(v) for v in value]
+    if isinstance(value, dict):
+        return {k: _plain(c.value) for k, c in sorted(value.items())}
+    return value
+
+
+@dataclass(frozen=True)
+class VersionMetadata:
+    """The metadata of a version to create a draft with or to replace the draft's with: its
+    fields per block, in the order sent, and its license, or else its terms of use."""
+
+    fields: dict  # {block: (FieldValue, ...)}
+    license: License | None = None
+    terms_of_use: str | None = None
+
+    def to_json(self) -> dict:
+        terms = ({"license": self.license.to_json()} if self.license
+                 else {"termsOfUse": self.terms_of_use})
+        blocks = {name: {"fields": [f.to_json() for f in fields]}
+                  for name, fields in self.fields.items() if fields}
+        return {**terms, "metadataBlocks": blocks}
 
 
 @dataclass(frozen=True)
@@ -104,8 +180,8 @@ class DatasetVersion:
     license: License | None = None
     terms_of_use: str | None = None
     file_access_request: bool | None = None
-    #: {block: {field name: the field as the server shows it}}: what the metadata stage
-    #: compares with the metadata file and merges into the draft.
+    #: {block: {field name: FieldValue}}: what the metadata stage compares with the
+    #: metadata file and merges into the draft.
     fields: dict = field(default_factory=dict, compare=False, hash=False)
 
     @classmethod
@@ -122,7 +198,8 @@ class DatasetVersion:
             else None,
             terms_of_use=data.get("termsOfUse") or None,
             file_access_request=data.get("fileAccessRequest"),
-            fields={name: {f["typeName"]: f for f in block.get("fields") or []}
+            fields={name: {f["typeName"]: FieldValue.from_json(f)
+                           for f in block.get("fields") or []}
                     for name, block in blocks.items()})
 
     @property
@@ -256,16 +333,52 @@ class FieldType:
     name: str
     required: bool = False
     vocabulary: tuple[str, ...] = ()  # its controlled vocabulary, if it has one
+    display_name: str = ""
+    type_class: str = "primitive"  # primitive, controlledVocabulary, compound
+    multiple: bool = False
+    controlled: bool = False  # values must come from the vocabulary
+    children: dict = field(default_factory=dict, compare=False, hash=False)  # name -> type
 
     @classmethod
-    def all_in(cls, fields: dict) -> list[FieldType]:
-        """Every field type of a block's ``fields``, each followed by its child fields."""
-        out = []
-        for name, t in fields.items():
-            out.append(cls(name, bool(t.get("isRequired")),
-                           tuple(t.get("controlledVocabularyValues") or ())))
-            out += cls.all_in(t.get("childFields") or {})
-        return out
+    def from_json(cls, name: str, t: dict) -> FieldType:
+        return cls(name, bool(t.get("isRequired")),
+                   tuple(t.get("controlledVocabularyValues") or ()),
+                   t.get("displayName") or "", t.get("typeClass") or "primitive",
+                   bool(t.get("multiple")), bool(t.get("isControlledVocabulary")),
+                   {n: cls.from_json(n, c) for n, c in (t.get("childFields") or {}).items()})
+
+    def value(self, value) -> FieldValue:
+        """This field filled with ``value`` (a text, a list of texts, one compound entry
+        {child name: FieldValue} or a list of them)."""
+        if isinstance(value, list):
+            value = tuple(value)
+        return FieldValue(self.name, value, self.type_class, self.multiple)
+
+
+def _flat(types) -> list[FieldType]:
+    out = []
+    for t in types:
+        out += [t, *_flat(t.children.values())]
+    return out
+
+
+@dataclass(frozen=True)
+class MetadataBlock:
+    """A metadata block with its field types (``fields`` None when the listing left them
+    out)."""
+
+    name: str
+    fields: dict | None = None  # name -> FieldType
+
+    @classmethod
+    def from_json(cls, data: dict) -> MetadataBlock:
+        fields = data.get("fields")
+        return cls(data.get("name") or "?", None if fields is None else
+                   {n: FieldType.from_json(n, t) for n, t in fields.items()})
+
+    def field_types(self) -> list[FieldType]:
+        """Every field type, each followed by its child fields."""
+        return _flat((self.fields or {}).values())
 
 
 @dataclass(frozen=True)

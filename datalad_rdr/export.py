@@ -413,7 +413,7 @@ def open_draft(dataset: Path, opts: ExportOptions, client: Dataverse, meta, plan
                                       result(dataset, "ok", "", pid=opts.pid),
                                       opts.lock_timeout)
             return opts.pid
-        pid = client.create_dataset(opts.collection, {"datasetVersion": mapping.version_json()})
+        pid = client.create_dataset(opts.collection, mapping.draft())
         # in the journal before anything else can fail: a rerun continues in this draft
         mf.Journal(_git_dir(dataset), opts.url, pid, settings_of(opts)).start()
         yield result(dataset, "ok", f"draft {pid} created in {opts.collection} from "

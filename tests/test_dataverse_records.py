@@ -12,7 +12,7 @@ import pytest
 from conftest import CC_BY, DV
 from datalad_rdr.dataverse import (DatasetVersion, Dataverse, FileEntry, Lock, Locked,
                                    NewFile, NotFound, Permissions, UploadTarget)
-from datalad_rdr.dataverse_records import Embargo, find
+from datalad_rdr.dataverse_records import Embargo, FieldValue, find
 from datalad_rdr.documents import Bytes
 from datalad_rdr.http import Backoff
 from datalad_rdr.register import register_bundle
@@ -105,7 +105,7 @@ def test_versions_give_state_number_license_metadata_and_files(ds, sandbox):
     latest = client.latest_version(pid)
     assert latest.state == "DRAFT"
     assert (latest.license.name, latest.license.uri) == CC_BY["rdr"]
-    assert latest.fields["citation"]["title"]["value"] == "A test dataset"
+    assert latest.fields["citation"]["title"].plain() == "A test dataset"
     assert latest.file_access_request is True
 
 
@@ -207,3 +207,20 @@ def test_field_types_of_a_collection_and_of_the_installation(sandbox):
     names, _ = client.field_types()
     assert names == ["citation"]
     assert CC_BY["rdr"][0] in client.license_names()
+
+
+def test_a_field_value_goes_back_to_the_server_as_it_came(ds):
+    """Merging the draft sends the fields the file does not manage as the server showed
+    them: FieldValue.to_json gives back what from_json read, compounds included."""
+    client, pid = ds
+    answer = client.call("GET", "/api/datasets/:persistentId/versions/:draft",
+                         params={"persistentId": pid}, what="reading the draft")
+    fields = answer["metadataBlocks"]["citation"]["fields"]
+    assert any(f["typeClass"] == "compound" and f["multiple"] for f in fields)
+    values = [FieldValue.from_json(f) for f in fields]
+    assert [v.to_json() for v in values] == fields
+    author = next(v for v in values if v.name == "author")
+    assert author.entries() and all(isinstance(c, FieldValue)
+                                    for e in author.entries() for c in e.values())
+    title = next(v for v in values if v.name == "title")
+    assert title.entries() == () and title.plain() == "A test dataset"

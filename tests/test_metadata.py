@@ -2,6 +2,7 @@
 
 import json
 import subprocess
+from dataclasses import replace
 from pathlib import Path
 
 import datalad.api as dl
@@ -12,6 +13,7 @@ import yaml
 from conftest import DV, rdr_export
 from datalad_rdr import manifest as mf
 from datalad_rdr import metadata as md
+from datalad_rdr.dataverse_records import FieldValue, License
 from datalad_rdr.demo import demo_metadata, make_bids_dataset
 from datalad_rdr.zenodo.state import data_doi as _data_doi
 
@@ -52,7 +54,7 @@ def draft(sb, pid):
 
 def plain(version, block="citation"):
     """{typeName: value without the typeName/typeClass wrapping} of a block."""
-    return {f["typeName"]: md._plain(f["value"])
+    return {f["typeName"]: FieldValue.from_json(f).plain()
             for f in version["metadataBlocks"][block]["fields"]}
 
 
@@ -394,7 +396,7 @@ def server_mapping(sb, meta, change=None, licenses=None):
     client = Dataverse(sb.dataverse_url, sb.api_token)
     blocks, _ = md.server_blocks(client, ["citation"], "the server", sb.collection)
     if change:
-        change(blocks["citation"]["fields"])
+        change(blocks["citation"].fields)
     return md.Mapping(meta, ["zip"], md.RdrFields(), blocks,
                       client.licenses() if licenses is None else licenses)
 
@@ -404,14 +406,14 @@ def test_a_server_that_does_not_require_a_subject_gets_none(sandbox, bids):
     assert meta.subject == []
 
     def optional_subject(fields):
-        fields["subject"]["isRequired"] = False
+        fields["subject"] = replace(fields["subject"], required=False)
 
     mapping = server_mapping(sandbox, meta, optional_subject)
     mapping.check()
     assert "subject" not in mapping.fields["citation"]
     assert "subject" not in mapping.managed()["citation"]  # one set in the web UI is kept
     def required_subject(fields):
-        fields["subject"]["isRequired"] = True
+        fields["subject"] = replace(fields["subject"], required=True)
 
     with pytest.raises(md.MetadataError, match="'subject' is missing"):
         server_mapping(sandbox, meta, required_subject).check()  # a server that requires one
@@ -422,8 +424,9 @@ def test_a_required_child_of_an_optional_compound_is_required_only_with_a_siblin
     """DatasetFieldValidator (fidelity row 46): grantNumber is optional; its agency is
     required only in an entry that has something else filled."""
     def agency_required(fields):
-        fields["grantNumber"]["childFields"]["grantNumberAgency"]["isRequired"] = True
-        fields["grantNumber"]["childFields"]["grantNumberValue"]["isRequired"] = True
+        children = fields["grantNumber"].children
+        for name in ("grantNumberAgency", "grantNumberValue"):
+            children[name] = replace(children[name], required=True)
 
     unfunded = md.parse(yaml.safe_dump(GOOD), bids)
     server_mapping(sandbox, unfunded, agency_required).check()  # no funding: nothing needed
@@ -437,24 +440,24 @@ def test_a_required_child_of_an_optional_compound_is_required_only_with_a_siblin
 
 @pytest.mark.parametrize("licenses, name", [
     (None, "CC-BY-4.0"),  # the sandbox's rdr profile, as RDR names it
-    ([{"name": "CC-BY-4.0", "uri": "https://creativecommons.org/licenses/by/4.0/"}],
+    ([License("CC-BY-4.0", "https://creativecommons.org/licenses/by/4.0/")],
      "CC-BY-4.0"),  # RDR's (fidelity row 42-47)
     # by URI first: a name that looks right but names another license loses
-    ([{"name": "CC BY 4.0", "uri": "https://example.org/our-own-terms"},
-      {"name": "Creative Commons Attribution", "uri": "https://creativecommons.org/licenses/"
-                                                      "by/4.0/"}],
+    ([License("CC BY 4.0", "https://example.org/our-own-terms"),
+      License("Creative Commons Attribution", "https://creativecommons.org/licenses/by/4.0/")],
      "Creative Commons Attribution"),
-    ([{"name": "CC-BY-4.0", "uri": "https://example.org/elsewhere"}], "CC-BY-4.0"),  # by name
+    ([License("CC-BY-4.0", "https://example.org/elsewhere")], "CC-BY-4.0"),  # by name
 ])
 def test_the_license_is_found_by_uri_then_by_name(sandbox, bids, licenses, name):
     mapping = server_mapping(sandbox, md.parse(yaml.safe_dump(GOOD), bids), licenses=licenses)
-    assert mapping.license()["license"]["name"] == name
+    assert mapping.license().name == name
+    assert mapping.draft().to_json()["license"]["name"] == name
 
 
 def test_an_inactive_or_missing_license_is_named_with_the_offered_ones(sandbox, bids):
-    offered = [{"name": "CC-BY-4.0", "uri": "https://creativecommons.org/licenses/by/4.0/",
-                "active": False}, {"name": "CC0-1.0", "uri": "https://creativecommons.org/"
-                                                             "publicdomain/zero/1.0/"}]
+    offered = [License("CC-BY-4.0", "https://creativecommons.org/licenses/by/4.0/",
+                       active=False),
+               License("CC0-1.0", "https://creativecommons.org/publicdomain/zero/1.0/")]
     mapping = server_mapping(sandbox, md.parse(yaml.safe_dump(GOOD), bids), licenses=offered)
     with pytest.raises(md.MetadataError, match=r"'license' CC-BY-4.0 is not offered by the "
                                                r"server \(it offers: CC0-1.0\)"):

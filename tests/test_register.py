@@ -7,7 +7,7 @@ import time
 import pytest
 
 from conftest import DV
-from datalad_rdr.dataverse import Dataverse
+from datalad_rdr.dataverse import Dataverse, VersionMetadata
 from datalad_rdr.http import Backoff
 from datalad_rdr.register import (RegisterError, file_budget, register_bundle,
                                   registration_lock, renamed_copy)
@@ -202,10 +202,8 @@ def test_replacing_the_draft_metadata_keeps_restricted_files_publishable(ds, san
     registered = register(client, pid, upload(client, pid, os.urandom(2000)))
     assert registered.restricted
     version = client.latest_version(pid)
-    client.update_draft(pid, {"metadataBlocks": {name: {"fields": list(fields.values())}
-                                                 for name, fields in version.fields.items()},
-                              "license": {"name": version.license.name,
-                                          "uri": version.license.uri}})
+    client.update_draft(pid, VersionMetadata({name: tuple(fields.values()) for name, fields
+                                              in version.fields.items()}, version.license))
     assert client.latest_version(pid).file_access_request is True
     client.restrict(registered.file_id, False)
     client.restrict(registered.file_id, True)

@@ -2,24 +2,18 @@
 
 from __future__ import annotations
 
-from ..dataverse_records import DatasetVersion
+from ..dataverse_records import DatasetVersion, FieldValue, VersionMetadata
 from .file import METADATA
 from .server import Mapping
 
-def _plain(value):
-    """A field value without the typeName/typeClass/multiple wrapping, for comparison."""
-    if isinstance(value, list):
-        return [_plain(v) for v in value]
-    if isinstance(value, dict):
-        if "value" in value and "typeName" in value:
-            return _plain(value["value"])
-        return {k: _plain(v) for k, v in sorted(value.items())}
-    return value
 
-
-def server_fields(version: DatasetVersion) -> dict[str, dict[str, dict]]:
-    """{block: {typeName: field JSON}} of a version as the server shows it."""
+def server_fields(version: DatasetVersion) -> dict[str, dict[str, FieldValue]]:
+    """{block: {field name: value}} of a version as the server shows it."""
     return version.fields
+
+
+def _plain(value: FieldValue | None):
+    return value.plain() if value is not None else None
 
 
 def changes(mapping: Mapping, version: DatasetVersion) -> list[str]:
@@ -28,21 +22,19 @@ def changes(mapping: Mapping, version: DatasetVersion) -> list[str]:
     changed = []
     for block, names in mapping.managed().items():
         for name in sorted(names):
-            ours = mapping.fields.get(block, {}).get(name)
-            theirs = have.get(block, {}).get(name)
-            if _plain(ours["value"] if ours else None) != _plain(
-                    theirs["value"] if theirs else None):
+            if _plain(mapping.fields.get(block, {}).get(name)) != _plain(
+                    have.get(block, {}).get(name)):
                 changed.append(name)
     wanted = mapping.license()
-    if "license" in wanted:
-        if (version.license and version.license.name) != wanted["license"]["name"]:
+    if wanted is not None:
+        if (version.license and version.license.name) != wanted.name:
             changed.append("license")
-    elif version.terms_of_use != wanted["termsOfUse"] or version.license:
+    elif version.terms_of_use != mapping.terms_of_use() or version.license:
         changed.append("license")
     return changed
 
 
-def merged_version(mapping: Mapping, version: DatasetVersion) -> dict:
+def merged_version(mapping: Mapping, version: DatasetVersion) -> VersionMetadata:
     """The server's version with the managed fields replaced by the file's: what to PUT.
     Fields the file does not manage (filled in the web UI) are kept."""
     have = server_fields(version)
@@ -52,9 +44,8 @@ def merged_version(mapping: Mapping, version: DatasetVersion) -> dict:
         kept = [f for n, f in have.get(block, {}).items() if n not in managed.get(block, ())]
         fields = kept + list(mapping.fields.get(block, {}).values())
         if fields:
-            blocks[block] = {"fields": fields}
-    return {**mapping.license(), "metadataBlocks": blocks}
-
+            blocks[block] = tuple(fields)
+    return VersionMetadata(blocks, mapping.license(), mapping.terms_of_use())
 
 
 def sync_draft(client, pid: str, mapping: Mapping, base: dict,

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from ..dataverse_records import FieldType, FieldValue, License, MetadataBlock, VersionMetadata
 from .fields import CONFIG_KEYS, RdrFields, rdr_fields, technical_formats
 from .file import DATAVERSE_LICENSE, LICENSE_URI, TEMPLATE_HINT, DatasetMetadata
 from .problems import MetadataError, Problem, Problems
@@ -17,22 +18,21 @@ SOURCE = {"title": "title", "author": "authors", "datasetContact": "contact",
 
 
 class _Blocks:
-    """The server's field types: {block: {name: JsonPrinter field JSON}}."""
+    """The server's field types, per block."""
 
-    def __init__(self, blocks: dict[str, dict]):
+    def __init__(self, blocks: dict[str, MetadataBlock]):
         self.blocks = blocks
 
-    def type(self, block: str, name: str) -> dict | None:
-        return (self.blocks.get(block) or {}).get("fields", {}).get(name)
+    def fields(self, block: str) -> dict[str, FieldType]:
+        found = self.blocks.get(block)
+        return (found.fields if found else None) or {}
+
+    def type(self, block: str, name: str) -> FieldType | None:
+        return self.fields(block).get(name)
 
     @staticmethod
-    def child(parent: dict | None, name: str) -> dict | None:
-        return ((parent or {}).get("childFields") or {}).get(name)
-
-
-def _value(t: dict, value) -> dict:
-    return {"typeName": t["name"], "typeClass": t["typeClass"], "multiple": t["multiple"],
-            "value": value}
+    def child(parent: FieldType | None, name: str) -> FieldType | None:
+        return parent.children.get(name) if parent else None
 
 
 def _norm(name) -> str:
@@ -46,22 +46,22 @@ def _bare_uri(uri) -> str:
     return str(uri or "").strip().rstrip("/").split("://", 1)[-1].lower()
 
 
-def _choices(t: dict, most: int = 12) -> str:
-    allowed = t.get("controlledVocabularyValues") or []
+def _choices(t: FieldType, most: int = 12) -> str:
+    allowed = t.vocabulary
     shown = "; ".join(allowed[:most])
     return shown + (f"; ... ({len(allowed)} in all)" if len(allowed) > most else "")
 
 
 class Mapping:
-    """The metadata file as the server's blocks want it: the version JSON to create a draft
-    with or to replace the draft's metadata with, and the fields it manages."""
+    """The metadata file as the server's blocks want it: the version metadata to create a
+    draft with or to replace the draft's metadata with, and the fields it manages."""
 
     def __init__(self, md: DatasetMetadata, formats: list[str], rdr: RdrFields,
-                 blocks: dict[str, dict], licenses: list[dict], server: str = "the server"):
+                 blocks: dict[str, MetadataBlock], licenses: list[License], server: str = "the server"):
         self.md, self.formats, self.rdr, self.server = md, formats, rdr, server
         self.types = _Blocks(blocks)
         self.licenses = licenses
-        self.fields: dict[str, dict[str, dict]] = {}  # block -> typeName -> field JSON
+        self.fields: dict[str, dict[str, FieldValue]] = {}  # block -> name -> value
         self.skipped: list[str] = []  # fields this server does not have
         self.notes: list[str] = []  # said with the result (e.g. which requirements applied)
         self.problems = Problems(md.lines)
@@ -69,27 +69,27 @@ class Mapping:
         self._build()
 
     # -- building ---------------------------------------------------------------------
-    def _top(self, block: str, name: str, source: str) -> dict | None:
+    def _top(self, block: str, name: str, source: str) -> FieldType | None:
         t = self.types.type(block, name)
         if t is None:
             self.skipped.append(f"{block}/{name} ({source})")
         return t
 
-    def _put(self, block: str, t: dict, value) -> None:
-        self.fields.setdefault(block, {})[t["name"]] = _value(t, value)
+    def _put(self, block: str, t: FieldType, value) -> None:
+        self.fields.setdefault(block, {})[t.name] = t.value(value)
 
-    def _canonical(self, t: dict, value: str, source: str) -> str | None:
+    def _canonical(self, t: FieldType, value: str, source: str) -> str | None:
         """The value as the type's controlled vocabulary spells it (matched without regard to
         case); None, noted as a problem, when the vocabulary lacks it."""
-        allowed = t.get("controlledVocabularyValues") or []
-        if not t.get("isControlledVocabulary") or not allowed:
+        allowed = t.vocabulary
+        if not t.controlled or not allowed:
             return value
         for a in allowed:
             if a.lower() == value.lower():
                 return a
         self.rejected.add(source)
         self.problems.add(source, f"'{source}' {value!r} is not one of the server's values "
-                                  f"for {t['displayName']} ({t['name']}); use one of: "
+                                  f"for {t.display_name} ({t.name}); use one of: "
                                   f"{_choices(t)}")
         return None
 
@@ -105,25 +105,25 @@ class Mapping:
                 ct = self.types.child(t, child_name)
                 if ct is None or v in (None, "", []):
                     continue
-                if ct.get("isControlledVocabulary"):
+                if ct.controlled:
                     v = self._canonical(ct, v, source)
                 if v is not None:
-                    value[child_name] = _value(ct, v)
+                    value[child_name] = ct.value(v)
             if value:
                 values.append(value)
         if values:
-            self._put(block, t, values if t["multiple"] else values[0])
+            self._put(block, t, values if t.multiple else values[0])
 
     def _primitive(self, block: str, name: str, source: str, values: list[str]) -> None:
         t = self._top(block, name, source)
         if t is None or not values:
             return
-        if t.get("isControlledVocabulary"):
+        if t.controlled:
             values = [v for v in dict.fromkeys(self._canonical(t, v, source) for v in values)
                       if v is not None]
             if not values:
                 return
-        if t["multiple"]:
+        if t.multiple:
             self._put(block, t, values)
         else:
             self._put(block, t, ", ".join(values))
@@ -169,7 +169,7 @@ class Mapping:
         url = md.code_repository or f"https://doi.org/{md.code_doi}"
         related = self.types.type(c, "relatedMaterial")
         publication = self.types.type(c, "publication")
-        if related is not None and related.get("childFields"):
+        if related is not None and related.children:
             # RDR: relatedMaterial is a compound with a type and an identifier
             self._compound(c, "relatedMaterial", source, [{
                 "relatedMaterialType": "Related material", "relatedMaterialCitation": text,
@@ -218,14 +218,14 @@ class Mapping:
                     continue
                 if not values:
                     continue
-                if ct.get("isControlledVocabulary"):
+                if ct.controlled:
                     values = [v for v in (self._canonical(ct, v, source) for v in values)
                               if v is not None]
                     if not values:
                         continue
-                value[name] = _value(ct, values if ct["multiple"] else ", ".join(values))
+                value[name] = ct.value(values if ct.multiple else ", ".join(values))
             if value:
-                self._put(r.block, t, [value] if t["multiple"] else value)
+                self._put(r.block, t, [value] if t.multiple else value)
 
     def note(self) -> str:
         notes = list(self.notes)
@@ -234,29 +234,33 @@ class Mapping:
         return "".join(f"; {n}" for n in notes)
 
     # -- the license ---------------------------------------------------------------------
-    def license(self) -> dict:
-        """``license`` or ``termsOfUse`` of the version JSON, named as the server names it:
-        matched by URI first (RDR names CC BY 4.0 "CC-BY-4.0"), then by name."""
+    def license(self) -> License | None:
+        """The license, named as the server names it: matched by URI first (RDR names CC BY
+        4.0 "CC-BY-4.0"), then by name; None for 'custom' (the terms of use apply)."""
         md = self.md
         if md.license == "custom":
-            return {"termsOfUse": md.terms_of_use}
-        offered = [lic for lic in self.licenses if lic.get("active", True)]
+            return None
+        offered = [lic for lic in self.licenses if lic.active]
         uri = _bare_uri(LICENSE_URI[md.license])
         names = {_norm(md.license), _norm(DATAVERSE_LICENSE[md.license])}
-        match = (next((lic for lic in offered if _bare_uri(lic.get("uri")) == uri), None)
-                 or next((lic for lic in offered if _norm(lic.get("name")) in names), None))
+        match = (next((lic for lic in offered if _bare_uri(lic.uri) == uri), None)
+                 or next((lic for lic in offered if _norm(lic.name) in names), None))
         if match is not None:
-            return {"license": {"name": match["name"], "uri": match.get("uri")}}
-        listed = ", ".join(lic.get("name", "?") for lic in offered) or "none"
+            return License(match.name, match.uri)
+        listed = ", ".join(lic.name for lic in offered) or "none"
         raise MetadataError.of([Problem(
             f"'license' {md.license} is not offered by {self.server} (it offers: {listed}); "
             f"choose one of those or 'license: custom' with terms_of_use", "license",
             self.problems.line("license"))])
 
-    def version_json(self) -> dict:
-        blocks = {name: {"fields": list(fields.values())}
-                  for name, fields in self.fields.items()}
-        return {**self.license(), "metadataBlocks": blocks}
+    def terms_of_use(self) -> str | None:
+        return self.md.terms_of_use if self.md.license == "custom" else None
+
+    def draft(self) -> VersionMetadata:
+        """What a new draft is created with."""
+        return VersionMetadata({name: tuple(fields.values())
+                                for name, fields in self.fields.items()},
+                               self.license(), self.terms_of_use())
 
     def managed(self) -> dict[str, set[str]]:
         """The fields the metadata file owns, per block: replaced (or removed) on update."""
@@ -288,28 +292,28 @@ class Mapping:
             (self.rdr.technical_format, "technical format"), (self.rdr.access, "access"),
             (self.rdr.opt_out, "opt_out_reason"), (self.rdr.department, "department")) if p}
         for block in dict.fromkeys(["citation", self.rdr.block]):
-            for name, t in (self.types.blocks.get(block) or {}).get("fields", {}).items():
+            for name, t in self.types.fields(block).items():
                 if (block, name) in sent:
                     # a required child is required in every entry sent, also of an optional
                     # compound: the entry has a sibling filled (DatasetFieldValidator)
-                    for c in (t.get("childFields") or {}).values():
-                        if c.get("isRequired"):
+                    for c in t.children.values():
+                        if c.required:
                             self._check_child(block, t, c)
                     continue
-                if not t.get("isRequired"):
+                if not t.required:
                     continue  # an optional compound left empty needs none of its children
                 self._missing(block, name, t, owners.get((block, name)) or SOURCE.get(name))
 
-    def _missing(self, block: str, name: str, t: dict, source: str | None) -> None:
+    def _missing(self, block: str, name: str, t: FieldType, source: str | None) -> None:
         if source in self.rejected:
             return  # told already: its value is not in the vocabulary
-        label = f"{t.get('displayName') or name} ({block}/{name})"
+        label = f"{t.display_name or name} ({block}/{name})"
         if source == "technical format":
             self.problems.add("technical format", f"{self.server} requires {label}, which is "
                               f"derived from the file extensions, but no exported file has "
                               f"one", in_file=False)
         elif source:
-            choices = f"; one of: {_choices(t)}" if t.get("controlledVocabularyValues") else ""
+            choices = f"; one of: {_choices(t)}" if t.vocabulary else ""
             self.problems.add(source, f"'{source}' is missing; {self.server} requires {label}"
                                       f"{choices} ({TEMPLATE_HINT})")
         else:
@@ -332,7 +336,7 @@ class Mapping:
         if t is None:
             return  # not on this server: nothing to give
         choices = (f" to opt out of open access, one of {self.server}'s: {_choices(t)}"
-                   if t.get("controlledVocabularyValues") else " to opt out of open access")
+                   if t.vocabulary else " to opt out of open access")
         now = ("restricted" if self.md.access == "restricted"
                else "restricted after the embargo")
         self.problems.add("opt_out_reason", f"'opt_out_reason' is missing; access is "
@@ -340,14 +344,13 @@ class Mapping:
                                             f"legitimate reason{choices}; or set "
                                             f"'access: open'")
 
-    def _check_child(self, block: str, t: dict, c: dict) -> None:
-        value = self.fields[block][t["name"]]["value"]
-        for entry in value if isinstance(value, list) else [value]:
-            if not (entry.get(c["name"]) or {}).get("value"):
-                source = SOURCE.get(t["name"], t["name"])
+    def _check_child(self, block: str, t: FieldType, c: FieldType) -> None:
+        for entry in self.fields[block][t.name].entries():
+            if not getattr(entry.get(c.name), "value", None):
+                source = SOURCE.get(t.name, t.name)
                 self.problems.add(source, f"'{source}' lacks what {self.server} requires: "
-                                          f"{t.get('displayName')} {c.get('displayName')} "
-                                          f"({block}/{t['name']}/{c['name']})")
+                                          f"{t.display_name} {c.display_name} "
+                                          f"({block}/{t.name}/{c.name})")
                 return
 
 
@@ -391,7 +394,7 @@ def server_mapping(dataset: Path, client, md: DatasetMetadata, plan, server: str
 
 
 def server_blocks(client, names: list[str], server: str, collection: str | None = None,
-                  pid: str | None = None) -> tuple[dict[str, dict], str]:
+                  pid: str | None = None) -> tuple[dict[str, MetadataBlock], str]:
     """{block name: block with its field types} and a note when the installation's
     requirements stand in for the collection's."""
     from ..dataverse import NotFound
@@ -406,7 +409,7 @@ def server_blocks(client, names: list[str], server: str, collection: str | None 
     listing = {}
     if alias:
         try:
-            listing = {b["name"]: b for b in client.collection_blocks(alias)}
+            listing = {b.name: b for b in client.collection_blocks(alias)}
         except NotFound as exc:
             raise MetadataError(f"{server} has no collection '{alias}'; give an existing "
                                 f"one with --collection", field="collection") from exc
@@ -415,7 +418,7 @@ def server_blocks(client, names: list[str], server: str, collection: str | None 
                 f"checked")
     blocks = {}
     for name in dict.fromkeys(names):
-        if name in listing and listing[name].get("fields") is not None:
+        if name in listing and listing[name].fields is not None:
             blocks[name] = listing[name]
             continue
         try:
