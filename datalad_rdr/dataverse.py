@@ -84,6 +84,11 @@ class Dataverse:
         self.backoff = backoff or Backoff()
         self.timeout = timeout
 
+    @property
+    def has_token(self) -> bool:
+        """Requests go as a user (not anonymously)."""
+        return "X-Dataverse-key" in self.session.headers
+
     # -- plumbing --------------------------------------------------------------------
     def call(self, method: str, path: str, *, what: str, retry: bool = True,
              expect=(200,), **kw):

@@ -76,7 +76,7 @@ class BundleReader:
         return self._client
 
     def _has_token(self) -> bool:
-        return "X-Dataverse-key" in self.client.session.headers and not self._token_refused
+        return self.client.has_token and not self._token_refused
 
     def _access(self, file_id: int, first: int, last: int) -> requests.Response:
         try:
