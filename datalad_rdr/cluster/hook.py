@@ -77,3 +77,6 @@ def take_upload(dataset: Path, bundle: Bundle, fingerprint: str, opts, client: D
         outcome.submission.result_path(bundle.name).with_suffix(".registered"))
     return record, "ok", (f"{bundle.filename} registered: sent by SLURM task "
                           f"{outcome.job}, {len(bundle.files)} files, "
+                          f"{outcome.job}, {len(bundle.files)} files, "
+                          f"{human(registered.size)}, file id {registered.file_id}"
+                          + "".join(f"; {note}" for note in registered.notes))

@@ -30,8 +30,6 @@ log = logging.getLogger("datalad.rdr.cluster")
 POLL = 1.0  # seconds between looks at the jobs while waiting
 
 
-
-
 # -- submit ---------------------------------------------------------------------------
 
 def run_slurm_export(dataset: Path, opts: ex.ExportOptions, slurm: SlurmOptions
