@@ -34,7 +34,7 @@ from .plan import DEFAULT_CAP, Plan, PlanError, make_plan
 from .register import RegisterError, file_budget
 from .send import _listing, fingerprint, result, send_bundles
 from .sizes import human
-from .upload import Uploader, UploadError
+from .upload import DEFAULT_JOBS, Uploader, UploadError
 
 log = logging.getLogger("datalad.rdr.export")
 
@@ -56,7 +56,7 @@ class ExportOptions:
     restrict: bool | None = None  # False: --no-restrict (the dataset is open)
     lock_timeout: float = 300  # for the server's locks on the dataset
     wait: float = 60  # for another export of this dataset to finish
-    jobs: int = 4  # bundles, and PUTs over all of them, sent at once
+    jobs: int = DEFAULT_JOBS
     ignore_preflight: list[str] | None = None  # codes, or "all"
     publish: str | None = None  # "major" or "minor": publish after a clean verify
     publish_timeout: float = 600

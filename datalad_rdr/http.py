@@ -2,16 +2,34 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import logging
 import random
 import time
 from dataclasses import dataclass
+from urllib.parse import parse_qs, urlsplit
 
 import requests
 
 log = logging.getLogger("datalad.rdr.http")
 
 RETRY_STATUS = {429, 500, 502, 503, 504}
+
+
+def presigned_lifetime(url: str) -> tuple[dt.datetime | None, int | None]:
+    """When a presigned S3 URL was signed and for how many seconds it is valid
+    (``X-Amz-Date``, ``X-Amz-Expires``); None for what the URL does not say."""
+    query = parse_qs(urlsplit(url).query)
+    try:
+        lifetime = int(query["X-Amz-Expires"][0])
+    except (KeyError, ValueError):
+        lifetime = None
+    try:
+        signed = dt.datetime.strptime(query["X-Amz-Date"][0], "%Y%m%dT%H%M%SZ").replace(
+            tzinfo=dt.UTC)
+    except (KeyError, ValueError):
+        signed = None
+    return signed, lifetime
 
 
 @dataclass

@@ -55,7 +55,10 @@ from urllib.parse import parse_qs, urlsplit
 import requests
 
 from .dataverse import Dataverse, DataverseError, UploadTarget
-from .http import Backoff, retry_after, transient
+from .http import Backoff, presigned_lifetime, retry_after, transient
+
+#: Bundles, and PUTs over all of them, sent at once (``-J``).
+DEFAULT_JOBS = 4
 
 log = logging.getLogger("datalad.rdr.upload")
 
@@ -129,8 +132,7 @@ class Ticket:
 
     @property
     def lifetime(self) -> int:
-        query = parse_qs(urlsplit(self.urls[0]).query)
-        return int(query.get("X-Amz-Expires", ["3600"])[0])
+        return presigned_lifetime(self.urls[0])[1] or 3600  # the server's 60 minutes
 
     @property
     def signs_tagging(self) -> bool:
@@ -201,7 +203,7 @@ class Uploader:
     """Send sources to a dataset's store; ``progress(nbytes)`` is called as bytes go out."""
 
     def __init__(self, dataverse: Dataverse, pid: str, backoff: Backoff | None = None,
-                 max_restarts: int = 3, chunk_timeout: float = 300, jobs: int = 4):
+                 max_restarts: int = 3, chunk_timeout: float = 300, jobs: int = DEFAULT_JOBS):
         self.dataverse = dataverse
         self.pid = pid
         self.backoff = backoff or Backoff()

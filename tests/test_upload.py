@@ -320,3 +320,14 @@ def test_multipart_complete_lists_the_parts_in_ascending_order(make_sandbox):
                                               hashlib.md5(data).hexdigest(),
                                               "application/zip"))
     assert registered.entry is not None, registered.problem
+
+
+def test_a_presigned_urls_lifetime_is_read_from_its_query():
+    import datetime as dt
+
+    from datalad_rdr.http import presigned_lifetime
+
+    url = ("http://127.0.0.1:9/b/k?X-Amz-Algorithm=AWS4-HMAC-SHA256&X-Amz-Date=20261201T120000Z"
+           "&X-Amz-Expires=3600&X-Amz-Signature=0")
+    assert presigned_lifetime(url) == (dt.datetime(2026, 12, 1, 12, tzinfo=dt.UTC), 3600)
+    assert presigned_lifetime("http://127.0.0.1:9/b/k?X-Amz-Expires=soon") == (None, None)

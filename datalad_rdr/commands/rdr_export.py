@@ -33,6 +33,7 @@ from datalad_next.datasets import datasetmethod
 from ..cluster import SlurmError, SlurmOptions, parse_sbatch, run_slurm_export
 from ..credentials import CredentialError, obtain, obtain_token
 from ..export import ExportOptions, run_export, run_verify
+from ..upload import DEFAULT_JOBS
 from ..metadata import run_template
 from ..openminds_export import run_openminds
 from ..sizes import EnsureParsedSize
@@ -380,7 +381,7 @@ class RdrExport(ValidatedInterface):
     @datasetmethod(name="rdr_export")
     @eval_results
     def __call__(dataset=None, *, url=None, collection=None, pid=None, commit="HEAD",
-                 max_bundle_size=None, jobs=4, recursive=False, no_recursive=False,
+                 max_bundle_size=None, jobs=DEFAULT_JOBS, recursive=False, no_recursive=False,
                  dry_run=False, drop_after=False, no_restrict=False, credential=None,
                  ignore_preflight=None, verify_only=False, publish=None,
                  ria_store=None, ria_alias=None, metadata_template=False, openminds=None,

@@ -20,13 +20,12 @@ import zlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import BinaryIO
-from urllib.parse import parse_qs, urlsplit
 
 import requests
 
 from .. import zipformat as zf
 from ..dataverse import Dataverse, DataverseError
-from ..http import Backoff, with_retries
+from ..http import Backoff, presigned_lifetime, with_retries
 from ..zipstream import Checksum
 from .locations import Location
 
@@ -192,12 +191,8 @@ class BundleReader:
 
 def _valid_until(url: str) -> float:
     """Monotonic time until which a presigned URL may be reused (80 % of its lifetime)."""
-    query = parse_qs(urlsplit(url).query)
-    try:
-        lifetime = int(query["X-Amz-Expires"][0])
-        signed = dt.datetime.strptime(query["X-Amz-Date"][0], "%Y%m%dT%H%M%SZ").replace(
-            tzinfo=dt.UTC)
-    except (KeyError, ValueError):
+    signed, lifetime = presigned_lifetime(url)
+    if signed is None or lifetime is None:
         return 0.0  # unknown: do not reuse
     left = (signed - dt.datetime.now(dt.UTC)).total_seconds() + lifetime * 0.8
     return time.monotonic() + left
