@@ -285,25 +285,35 @@ def _stream_bundle(dataset, bundle: Bundle, opts, uploader: Uploader, commit_tim
 
 def _register_streamed(dataset, streamed: Streamed, opts, client, pid, journal):
     """Register an uploaded bundle and journal its record: ``(record, status, message)``."""
-    bundle, uploaded = streamed.bundle, streamed.uploaded
+    bundle = streamed.bundle
     try:
-        registered = register_bundle(
-            client, pid, bundle.filename, uploaded, opts.restrict,
-            f"datalad-rdr bundle '{bundle.logical}': {len(bundle.files)} files of "
-            f"{Path(dataset).name}", lock_timeout=opts.lock_timeout)
-        record = mf.BundleRecord(
-            bundle.name, bundle.logical, bundle.filename, registered.size, registered.md5,
-            registered.file_id, registered.storage_identifier, registered.restricted,
-            streamed.fingerprint,
+        record, registered = register_uploaded(
+            dataset, bundle, streamed.uploaded, streamed.fingerprint,
             [_member_record(e, f) for e, f in zip(streamed.entries,
-                                                   sorted(bundle.files, key=lambda f: f.path))])
-        journal.record(record)
+                                                   sorted(bundle.files, key=lambda f: f.path))],
+            opts, client, pid, journal)
     finally:
         _drop(bundle, opts, streamed.fetched)
     verb = "adopted" if registered.adopted else "sent"
     return record, "ok", (f"{bundle.filename} {verb}: {len(bundle.files)} files, "
                           f"{human(registered.size)}, file id {registered.file_id}"
                           + "".join(f"; {note}" for note in registered.notes))
+
+
+def register_uploaded(dataset, bundle: Bundle, uploaded: Uploaded, fingerprint: str,
+                      members: list[mf.MemberRecord], opts, client, pid, journal):
+    """The uploaded bundle made a file of the draft and its record journaled (here, or by
+    the SLURM hook for a bundle a task sent): ``(record, registered)``."""
+    registered = register_bundle(
+        client, pid, bundle.filename, uploaded, opts.restrict,
+        f"datalad-rdr bundle '{bundle.logical}': {len(bundle.files)} files of "
+        f"{Path(dataset).name}", lock_timeout=opts.lock_timeout)
+    record = mf.BundleRecord(
+        bundle.name, bundle.logical, bundle.filename, registered.size, registered.md5,
+        registered.file_id, registered.storage_identifier, registered.restricted,
+        fingerprint, members)
+    journal.record(record)
+    return record, registered
 
 
 def _drop(bundle: Bundle, opts, fetched: list[str]) -> None:

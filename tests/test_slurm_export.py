@@ -9,6 +9,7 @@ environment that sbatch passes on. These tests skip where sbatch is absent, and 
 
 import json
 import os
+import re
 import subprocess
 import sys
 import time
@@ -101,7 +102,8 @@ def test_tasks_send_the_bundles_as_slurm_jobs_byte_equal_to_a_local_export(
     assert job_states(final)[None]["JobState"] == "COMPLETED"
     registered = [r for r in results if r.get("slurm_job") == final and "bundle" in r]
     assert sorted(r["bundle"] for r in registered) == sorted(BUNDLES)
-    assert all("registered: sent by SLURM task" in r["message"] for r in registered)
+    said = r".+ registered: sent by SLURM task \d+_\d+, \d+ files, [\d.]+ \w+, file id \d+"
+    assert all(re.fullmatch(said, r["message"]) for r in registered)
     assert any(r.get("table") for r in results)  # the verify table, from the final job
     manifest = manifest_of(clone)
     assert manifest["dataset_commit"] == commit

@@ -5,10 +5,9 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-from .. import manifest as mf
+from .. import manifest as mf, send
 from ..dataverse import Dataverse
 from ..plan import Bundle
-from ..register import register_bundle
 from ..sizes import human
 from ..upload import Uploaded, UploadError
 from .submission import describe_failure, slurm_dir, task_outcome
@@ -62,21 +61,13 @@ def take_upload(dataset: Path, bundle: Bundle, fingerprint: str, opts, client: D
         raise TaskFailed(f"not registered: {describe_failure(outcome)}\nrerun "
                          f"'datalad rdr-export --slurm' to submit it again")
     result = outcome.result
-    uploaded = Uploaded(**result["uploaded"])
-    registered = register_bundle(
-        client, pid, bundle.filename, uploaded, opts.restrict,
-        f"datalad-rdr bundle '{bundle.logical}': {len(bundle.files)} files of "
-        f"{dataset.name}", lock_timeout=opts.lock_timeout)
-    record = mf.BundleRecord(
-        bundle.name, bundle.logical, bundle.filename, registered.size, registered.md5,
-        registered.file_id, registered.storage_identifier, registered.restricted,
-        fingerprint, [mf.MemberRecord(**m) for m in result["members"]])
-    journal.record(record)
+    record, registered = send.register_uploaded(
+        dataset, bundle, Uploaded(**result["uploaded"]), fingerprint,
+        [mf.MemberRecord(**m) for m in result["members"]], opts, client, pid, journal)
     # never again: the upload is the draft's file now, and may be replaced or deleted later
     outcome.submission.result_path(bundle.name).rename(
         outcome.submission.result_path(bundle.name).with_suffix(".registered"))
     return record, "ok", (f"{bundle.filename} registered: sent by SLURM task "
-                          f"{outcome.job}, {len(bundle.files)} files, "
                           f"{outcome.job}, {len(bundle.files)} files, "
                           f"{human(registered.size)}, file id {registered.file_id}"
                           + "".join(f"; {note}" for note in registered.notes))
