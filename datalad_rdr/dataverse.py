@@ -17,7 +17,7 @@ from urllib.parse import urljoin
 
 import requests
 
-from .dataverse_records import (DatasetVersion, Embargo, FieldType, FieldValue, FileEntry,
+from .dataverse_records import (DatasetVersion, FieldType, FieldValue, FileEntry,
                                 License, Lock, MetadataBlock, NewFile, Permissions,
                                 RecordFile, RecordVersion, Registration, UploadTarget,
                                 VersionMetadata, find)

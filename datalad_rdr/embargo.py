@@ -23,7 +23,8 @@ from pathlib import Path
 from typing import Iterator
 
 from . import metadata
-from .dataverse import Dataverse, DataverseError, Embargo, EmbargoRefused
+from .dataverse import Dataverse, DataverseError, EmbargoRefused
+from .dataverse_records import Embargo
 from .metadata.problems import MetadataError
 
 log = logging.getLogger("datalad.rdr.embargo")
