@@ -112,6 +112,36 @@ def git(repo, *args, input: str | None = None) -> str:
     return r.stdout
 
 
+def git_or_none(repo, *args, binary: bool = False) -> str | bytes | None:
+    """One git command's output, or None when git says no (a ref, setting or path that is
+    not there): for questions, where a failure is an answer."""
+    r = subprocess.run(["git", "-C", str(repo), *args], capture_output=True, text=not binary)
+    return r.stdout if r.returncode == 0 else None
+
+
+def config(repo, name: str, file: str | os.PathLike | None = None) -> str | None:
+    """A git setting of ``repo`` (or of a config ``file``); None when it is unset."""
+    where = ["-f", str(file)] if file is not None else []
+    out = git_or_none(repo, "config", *where, name)
+    return (out.strip() or None) if out is not None else None
+
+
+def resolve(repo, rev: str) -> str | None:
+    """The object id ``rev`` names (``HEAD``, ``main^{commit}``, a ref); None when none."""
+    out = git_or_none(repo, "rev-parse", "--verify", "--quiet", rev)
+    return (out.strip() or None) if out is not None else None
+
+
+def git_dir(repo) -> Path:
+    """The repository's git directory (``.git``, or where a ``.git`` file points)."""
+    return Path(git(repo, "rev-parse", "--absolute-git-dir").strip())
+
+
+def commit_time(repo, commit: str) -> int:
+    """A commit's committer time, seconds since the epoch."""
+    return int(git(repo, "show", "-s", "--format=%ct", commit).strip())
+
+
 def ls_tree(repo, commit: str) -> bytes:
     """``git ls-tree -r -t -z --long --full-tree`` of a commit: every entry, NUL-separated."""
     return subprocess.run(["git", "-C", str(repo), "ls-tree", "-r", "-t", "-z", "--long",
@@ -239,11 +269,12 @@ class Annex:
             self.run(["setpresentkey", "--batch"],
                      "".join(f"{k} {uuid} {1 if present else 0}\n" for k in keys))
 
-    def register_urls(self, pairs: list[tuple[str, str]], remote: str) -> None:
-        """Record ``(key, url)``s as locations in ``remote`` (also marks the keys present).
-        One claim round trip per key: for many keys, :meth:`record_urls`."""
+    def register_urls(self, pairs: list[tuple[str, str]], remote: str | None = None) -> None:
+        """Record ``(key, url)``s as locations in ``remote`` (also marks the keys present);
+        without one, in the remote that claims each URL (the web for plain HTTP). One
+        claim round trip per key: for many keys, :meth:`record_urls`."""
         if pairs:
-            self.run(["registerurl", "--batch", f"--remote={remote}"],
+            self.run(["registerurl", "--batch", *([f"--remote={remote}"] if remote else [])],
                      "".join(f"{k} {u}\n" for k, u in pairs))
 
     def unregister_urls(self, pairs: list[tuple[str, str]], remote: str) -> None:

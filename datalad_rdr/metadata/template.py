@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import json
-import subprocess
 from pathlib import Path
 
+from ..gitannex import config
 from .file import LICENSES, METADATA, MetadataError
 
 TEMPLATE = """\
@@ -104,11 +104,7 @@ def template(dataset: Path) -> str:
     except (OSError, ValueError):
         desc = {}
 
-    def git_config(name):
-        return subprocess.run(["git", "-C", str(dataset), "config", name],
-                              capture_output=True, text=True).stdout.strip() or None
-
-    user, email = git_config("user.name"), git_config("user.email")
+    user, email = config(dataset, "user.name"), config(dataset, "user.email")
     names = [a for a in desc.get("Authors") or [] if isinstance(a, str) and a.strip()]
     names = names or ([user] if user else [])
     authors = "\n".join(f"  - name: {_yaml_text(n)}\n    affiliation:\n    orcid:"

@@ -7,26 +7,14 @@ edit not yet saved) would give a record that does not describe what was sent.
 
 from __future__ import annotations
 
-import subprocess
 from pathlib import Path
 
+from ..gitannex import Annex, git_or_none, key_of_pointer, resolve
 from .readme import pick_readme
-
-_SYMLINK = "120000"
 
 
 class NotHere(LookupError):
     """An annexed file whose content cannot be had."""
-
-
-def _annex_key(blob: bytes, mode: str) -> str | None:
-    """The annex key of a committed symlink or pointer file, None for a plain file."""
-    text = blob[:1024].decode("utf-8", "replace").strip()
-    if "annex/objects/" not in text or "\n" in text:
-        return None
-    if mode != _SYMLINK and not text.startswith("/annex/objects/"):
-        return None
-    return text.rsplit("/", 1)[-1]
 
 
 class Snapshot:
@@ -37,20 +25,16 @@ class Snapshot:
         self.dataset = Path(dataset) if dataset is not None else None
         self.commit = commit
 
-    def _git(self, *args: str) -> subprocess.CompletedProcess:
-        return subprocess.run(["git", "-C", str(self.dataset), *args], capture_output=True)
-
     def resolve(self) -> str | None:
         """The commit's hash; None when the dataset has no such commit."""
-        out = self._git("rev-parse", "--verify", "--quiet", f"{self.commit}^{{commit}}")
-        return out.stdout.decode().strip() if out.returncode == 0 else None
+        return resolve(self.dataset, f"{self.commit}^{{commit}}")
 
     def _entry(self, path: str) -> tuple[str, str] | None:
         """(mode, type) of `path` in the commit's tree; None when it is not there."""
-        out = self._git("ls-tree", "-z", self.commit, "--", path)
-        if out.returncode != 0 or not out.stdout:
+        out = git_or_none(self.dataset, "ls-tree", "-z", self.commit, "--", path, binary=True)
+        if not out:
             return None
-        mode, kind, _ = out.stdout.decode("utf-8", "replace").split(" ", 2)
+        mode, kind, _ = out.decode("utf-8", "replace").split(" ", 2)
         return mode, kind
 
     def exists(self, path: str) -> bool:
@@ -70,8 +54,8 @@ class Snapshot:
             entry = self._entry(path)
             if entry is None:
                 return None
-            blob = self._git("show", f"{self.commit}:{path}").stdout
-            key = _annex_key(blob, entry[0])
+            blob = git_or_none(self.dataset, "show", f"{self.commit}:{path}", binary=True) or b""
+            key = key_of_pointer(blob[:1024], entry[0])
             return blob if key is None else self._annexed(path, key)
         try:
             return (self.dataset / path).read_bytes()
@@ -79,14 +63,13 @@ class Snapshot:
             return None
 
     def _annexed(self, path: str, key: str) -> bytes:
+        annex = Annex(self.dataset)
         for attempt in range(2):
-            where = subprocess.run(["git", "-C", str(self.dataset), "annex", "contentlocation",
-                                    key], capture_output=True, text=True)
-            if where.returncode == 0 and where.stdout.strip():
-                return (self.dataset / where.stdout.strip()).read_bytes()
+            where = annex.content_locations([key])[key]
+            if where is not None:
+                return where.read_bytes()
             if attempt == 0:
-                subprocess.run(["git", "-C", str(self.dataset), "annex", "get", "--key", key],
-                               capture_output=True)
+                annex.get([key])
         raise NotHere(f"{path} is annexed and its content is not here nor on any remote; "
                       f"'datalad get {path}' (or add it to git: 'git annex unannex')")
 
@@ -97,8 +80,9 @@ class Snapshot:
         if self.commit is None:
             names = [p.name for p in self.dataset.iterdir() if p.is_file()]
         else:
-            out = self._git("ls-tree", "-z", "--name-only", self.commit)
-            names = [n for n in out.stdout.decode("utf-8", "replace").split("\0") if n]
+            out = git_or_none(self.dataset, "ls-tree", "-z", "--name-only", self.commit,
+                              binary=True) or b""
+            names = [n for n in out.decode("utf-8", "replace").split("\0") if n]
         name = pick_readme(names)
         data = self.read(name) if name else None
         if data is not None:

@@ -10,8 +10,9 @@ is registered with ``git annex registerurl``, so that clones can ``datalad get``
 from __future__ import annotations
 
 import json
-import subprocess
 from pathlib import Path
+
+from ..gitannex import Annex, AnnexError
 
 RECORD_FILE = ".datalad/rdr/zenodo.json"
 MANIFEST_FILE = ".datalad/rdr/manifest.json"
@@ -58,7 +59,8 @@ def save(ds, name: str, state: dict, also: list[Path], message: str) -> list[dic
 def register_urls(repo: Path, pairs: list[tuple[str, str]]) -> str | None:
     """Tell git-annex in ``repo`` that each (key, URL) can be downloaded (web remote);
     git-annex's complaint if it refused."""
-    proc = subprocess.run(["git", "-C", str(repo), "annex", "registerurl", "--batch"],
-                          input="".join(f"{k} {u}\n" for k, u in pairs),
-                          capture_output=True, text=True)
-    return proc.stderr.strip()[:300] if proc.returncode != 0 else None
+    try:
+        Annex(repo).register_urls(pairs)
+    except AnnexError as exc:
+        return str(exc)[:300]
+    return None
