@@ -310,7 +310,8 @@ def prepare(dataset: Path, opts: ExportOptions):
     # description taken from it
     documentation = meta.documentation if meta else []
     checks, overrides, blocked = preflight.report(
-        dataset, preflight.check(dataset, plan, documentation), opts.ignore_preflight,
+        dataset, preflight.check(dataset, plan, documentation,
+                                 largest=_largest_file(dataset, opts)), opts.ignore_preflight,
         preflight.summary(plan))
     yield from checks
     if blocked and not opts.dry_run:
@@ -342,6 +343,13 @@ def prepare(dataset: Path, opts: ExportOptions):
     if opts.changed or opts.dry_run:
         yield from _what_changes(dataset, plan, known, opts)
     return opts, plan, meta, previous, overrides
+
+
+def _largest_file(dataset: Path, opts: ExportOptions) -> int | None:
+    """The largest file the server accepts, as ``--check-server`` found it out (or None)."""
+    known = discovery.cached(_git_dir(dataset), opts.url) if opts.url else None
+    largest = (known or {}).get("facts", {}).get("largest_file")
+    return largest if isinstance(largest, int) else None
 
 
 def _known_records(opts: ExportOptions, previous, journal) -> dict[str, mf.BundleRecord]:
