@@ -244,3 +244,40 @@ def test_a_manifest_without_volumes_is_written_as_before(tmp_path):
     assert again.bundle("raw").volumes == split.volumes
     assert again.bundle("raw").files == [("raw.zip.001", 2), ("raw.zip.002", 3)]
     assert again.same_export(manifest)
+
+
+def test_a_document_over_the_servers_largest_file_is_refused_bundles_go_in_volumes(
+        make_sandbox, tmp_path, monkeypatch):
+    sb = make_sandbox("rdr", max_file_size=200_000)
+    path = make_bids_dataset(tmp_path / "bids", subjects=1, nifti_bytes=300_000)
+    (path / "README").write_text("A dataset.\n" + "x" * 250_000 + "\n")  # too long to go up
+    dl.save(dataset=str(path), result_renderer="disabled")
+    monkeypatch.setenv("DATALAD_CREDENTIAL_RDR_SECRET", sb.api_token)
+    pid = DV(sb).create_dataset()
+    checked = dl.rdr_export(dataset=str(path), url=sb.dataverse_url, pid=pid,
+                            check_server=True, result_renderer="disabled",
+                            return_type="list", on_failure="ignore")
+    assert all(r["status"] == "ok" for r in checked), checked
+    monkeypatch.delenv("DATALAD_CREDENTIAL_RDR_SECRET")
+    sb.gate.stats.reset()
+
+    # the README goes up as a file of its own: no volume can help, one line says so
+    refused = export(path, sb, monkeypatch, pid=pid)
+    errors = [r for r in refused if r["status"] == "error"]
+    assert len(errors) == 1 and errors[0]["code"] == "DOCUMENT_TOO_LARGE", refused
+    assert errors[0]["message"].startswith("DOCUMENT_TOO_LARGE: README (250.0 kB): larger "
+                                           "than the largest file the server accepts")
+    assert "\n" not in errors[0]["message"] and "cannot be overridden" in errors[0]["message"]
+    assert sb.gate.stats.bytes_received == 0 and server_files(sb, pid) == {}
+    again = export(path, sb, monkeypatch, pid=pid, ignore_preflight=["DOCUMENT_TOO_LARGE"])
+    assert any("cannot be overridden, as the server refuses a file that large"
+               in r["message"] for r in again if r["status"] == "error"), again
+    assert sb.gate.stats.bytes_received == 0
+
+    # a short README: the images over the server's limit go up in volumes under it
+    (path / "README").write_text("A dataset.\n")
+    dl.save(dataset=str(path), result_renderer="disabled")
+    ok(export(path, sb, monkeypatch, pid=pid))
+    raw = mf.load(path).bundle("raw")
+    assert raw.volumes and all(v.size < 200_000 for v in raw.volumes)
+    assert set(server_files(sb, pid)) >= {v.label for v in raw.volumes}
