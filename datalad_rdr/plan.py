@@ -109,6 +109,13 @@ class Bundle:
     def zip_estimate(self) -> int:
         return sum(f.zip_cost for f in self.files) + END_OVERHEAD
 
+    @property
+    def server_files(self) -> int:
+        """The files it takes on the server (at most: DEFLATE may need fewer volumes)."""
+        if not self.volume_size:
+            return 1
+        return -(-self.zip_estimate // self.volume_size)
+
 
 @dataclass
 class Plan:

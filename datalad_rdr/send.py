@@ -292,8 +292,9 @@ def _stream_bundle(dataset, bundle: Bundle, opts, uploader: Uploader, commit_tim
         try:
             if bundle.volume_size:
                 cuts = volumes.cuts(layout.size, bundle.volume_size)
-                uploaded = [send(volumes.Volume(layout, start, end), label) for (start, end), label
-                            in zip(cuts, volumes.labels(bundle.filename, len(cuts)))]
+                labels = volumes.labels(bundle.filename, len(cuts))
+                uploaded = [send(volumes.Volume(layout, start, end), label)
+                            for (start, end), label in zip(cuts, labels)]
             else:
                 uploaded = send(layout, bundle.name)
         finally:
@@ -310,8 +311,8 @@ def _stream_bundle(dataset, bundle: Bundle, opts, uploader: Uploader, commit_tim
 def _register_streamed(dataset, streamed: Streamed, opts, client, pid, journal):
     """Register an uploaded bundle and journal its record: ``(record, status, message)``."""
     bundle = streamed.bundle
-    members = [_member_record(e, f) for e, f in zip(streamed.entries,
-                                                    sorted(bundle.files, key=lambda f: f.path))]
+    files = sorted(bundle.files, key=lambda f: f.path)
+    members = [_member_record(e, f) for e, f in zip(streamed.entries, files)]
     try:
         if bundle.volume_size:
             return _register_volumes(dataset, streamed, members, opts, client, pid, journal)

@@ -46,9 +46,10 @@ def ds(tmp_path):
 
 def export(ds, sb, monkeypatch, **kw):
     monkeypatch.setenv("DATALAD_CREDENTIAL_RDR_SECRET", sb.api_token)
+    kw.setdefault("max_bundle_size", CAP)
     results = dl.rdr_export(dataset=str(ds), url=sb.dataverse_url, collection=sb.collection,
-                            max_bundle_size=CAP, result_renderer="disabled",
-                            return_type="list", on_failure="ignore", **kw)
+                            result_renderer="disabled", return_type="list",
+                            on_failure="ignore", **kw)
     monkeypatch.delenv("DATALAD_CREDENTIAL_RDR_SECRET")
     return results
 
@@ -212,6 +213,12 @@ def test_a_run_killed_between_volumes_is_continued_to_the_same_end(make_sandbox,
     before = len(sb.dataverse.requests)
     ok(export(ds, sb, monkeypatch))
     assert changing(sb, before) == []
+    # a cap the large file fits under: one raw.zip again, the volumes removed
+    results = ok(export(ds, sb, monkeypatch, max_bundle_size=10 * CAP))
+    assert mf.load(ds).bundle("raw").volumes == []
+    labels = set(server_files(sb, pid))
+    assert "raw.zip" in labels and not {v.label for v in raw.volumes} & labels, results
+    assert json.loads((ds / mf.MANIFEST).read_text())["format"] == mf.FORMAT
 
 
 def test_a_volume_record_round_trip_and_old_records_still_read():
