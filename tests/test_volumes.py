@@ -288,3 +288,18 @@ def test_a_document_over_the_servers_largest_file_is_refused_bundles_go_in_volum
     raw = mf.load(path).bundle("raw")
     assert raw.volumes and all(v.size < 200_000 for v in raw.volumes)
     assert set(server_files(sb, pid)) >= {v.label for v in raw.volumes}
+
+
+def test_an_embargo_holds_every_volume(make_sandbox, ds, monkeypatch):
+    from test_embargo import UNTIL, embargoed
+
+    sb = make_sandbox("rdr")
+    embargoed(ds)
+    ok(export(ds, sb, monkeypatch))
+    manifest = mf.load(ds)
+    on_server = server_files(sb, manifest.pid)
+    raw = manifest.bundle("raw")
+    assert len(raw.volumes) == 4
+    for v in raw.volumes:  # not only the first: each volume is a file of its own
+        embargo = on_server[v.label]["dataFile"].get("embargo") or {}
+        assert embargo.get("dateAvailable") == UNTIL.isoformat(), v.label
