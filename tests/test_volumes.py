@@ -22,6 +22,7 @@ import requests
 from conftest import DV
 from datalad_rdr import manifest as mf
 from datalad_rdr import volumes
+from datalad_rdr.dataverse import Dataverse
 from datalad_rdr.demo import make_bids_dataset
 from datalad_rdr.plan import make_plan
 from datalad_rdr.remote import locations
@@ -168,6 +169,15 @@ def test_a_file_over_the_cap_goes_up_in_volumes_that_7zip_and_the_remote_read(
                             return_type="list", on_failure="ignore")
     rows = {Path(r["path"]).name: r for r in checked if r.get("action") == "rdr-verify"}
     assert all(rows[v.label]["status"] == "ok" for v in raw.volumes), checked
+
+    # a volume deleted on the server: the member is not there, and says which file is gone
+    Dataverse(sb.dataverse_url, sb.api_token).delete_file(raw.volumes[1].file_id)
+    run(["git", "annex", "drop", "--force", BIG], clone)
+    env = dict(os.environ, DATALAD_CREDENTIAL_RDR_SECRET=sb.api_token)
+    r = subprocess.run(["git", "annex", "get", BIG], cwd=clone, capture_output=True,
+                       text=True, env=env)
+    assert r.returncode != 0 and not (clone / BIG).exists()
+    assert f"file {raw.volumes[1].file_id} is not on" in r.stdout + r.stderr
 
 
 def test_a_run_killed_between_volumes_is_continued_to_the_same_end(make_sandbox, ds,
