@@ -108,7 +108,7 @@ def test_a_file_over_the_cap_goes_up_in_volumes_that_7zip_and_the_remote_read(
     manifest = mf.load(ds)
     raw = manifest.bundle("raw")
     count = -(-raw.size // CAP)  # 2.5 MB and five images of 100 kB: 4 volumes
-    assert count == 4 and f"sent in 4 volumes (raw.zip.001 to raw.zip.004" in sent["message"]
+    assert count == 4 and "sent in 4 volumes (raw.zip.001 to raw.zip.004" in sent["message"]
     assert [v.label for v in raw.volumes] == volumes.labels("raw.zip", count)
     assert json.loads((ds / mf.MANIFEST).read_text())["format"] == mf.FORMAT_3
 
