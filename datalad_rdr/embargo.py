@@ -73,27 +73,27 @@ def apply(dataset: Path, client: Dataverse, pid: str, meta, records) -> Iterator
     embargo = wanted(meta)
     entries = {e.file_id: e for e in client.latest_files(pid)[1]}
     to_set, to_lift = [], []
-    for record in records:
-        entry = entries.get(record.file_id)
+    for label, file_id in (file for record in records for file in record.files):
+        entry = entries.get(file_id)  # a bundle, or each of its split volumes
         if entry is None:
             continue
         now = entry.embargo
         if embargo is not None and now != embargo:
-            to_set.append(record)
+            to_set.append((label, file_id))
         elif embargo is None and now is not None and now.date_available > dt.date.today():
-            to_lift.append(record)  # one that has ended is left as it is: the server
-            # lists it still, and lets nobody but a superuser touch a published one
-    names = ", ".join(r.filename for r in to_set or to_lift)
+            to_lift.append((label, file_id))  # one that has ended is left as it is: the
+            # server lists it still, and lets nobody but a superuser touch a published one
+    names = ", ".join(label for label, _ in to_set or to_lift)
     try:
         if to_set:
-            client.set_embargo(pid, [r.file_id for r in to_set], embargo.date_available,
+            client.set_embargo(pid, [fid for _, fid in to_set], embargo.date_available,
                                embargo.reason)
             yield _result(dataset, "ok", f"under embargo until "
                           f"{embargo.date_available.isoformat()} ({embargo.reason}): "
                           f"{names}; nothing sent again", pid=pid,
                           embargo=embargo.date_available.isoformat())
         elif to_lift:
-            client.unset_embargo(pid, [r.file_id for r in to_lift])
+            client.unset_embargo(pid, [fid for _, fid in to_lift])
             yield _result(dataset, "ok", f"embargo lifted, as {metadata.METADATA} no longer "
                           f"has one: {names}; nothing sent again", pid=pid, embargo=None)
     except EmbargoRefused as exc:

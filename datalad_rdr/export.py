@@ -107,7 +107,7 @@ def _export(dataset: Path, opts: ExportOptions) -> Iterator[dict]:
     # every bundle added or replaced counts against the dataset's file-count limit, which
     # counts every file the dataset ever had (fidelity row 21): stop before, not half-way
     known = {**({b.name: b for b in previous.bundles} if previous else {}), **journal.bundles}
-    adding = sum(1 for b in plan.bundles
+    adding = sum(b.server_files for b in plan.bundles
                  if b.name not in known or known[b.name].fingerprint != fingerprint(b))
     if adding:
         try:
@@ -310,7 +310,8 @@ def prepare(dataset: Path, opts: ExportOptions):
     # description taken from it
     documentation = meta.documentation if meta else []
     checks, overrides, blocked = preflight.report(
-        dataset, preflight.check(dataset, plan, documentation), opts.ignore_preflight,
+        dataset, preflight.check(dataset, plan, documentation,
+                                 largest=_largest_file(dataset, opts)), opts.ignore_preflight,
         preflight.summary(plan))
     yield from checks
     if blocked and not opts.dry_run:
@@ -342,6 +343,13 @@ def prepare(dataset: Path, opts: ExportOptions):
     if opts.changed or opts.dry_run:
         yield from _what_changes(dataset, plan, known, opts)
     return opts, plan, meta, previous, overrides
+
+
+def _largest_file(dataset: Path, opts: ExportOptions) -> int | None:
+    """The largest file the server accepts, as ``--check-server`` found it out (or None)."""
+    known = discovery.cached(_git_dir(dataset), opts.url) if opts.url else None
+    largest = (known or {}).get("facts", {}).get("largest_file")
+    return largest if isinstance(largest, int) else None
 
 
 def _known_records(opts: ExportOptions, previous, journal) -> dict[str, mf.BundleRecord]:
@@ -454,17 +462,18 @@ def _remove_unplanned(client, pid, records, previous, dataset) -> Iterator[dict]
     """Bundles of an earlier export that this plan no longer has: removed from the draft."""
     if previous is None:
         return
-    current = {r.filename for r in records}
-    gone = [old for old in previous.bundles if old.filename not in current]
+    current = {label for r in records for label, _ in r.files}  # a bundle or its volumes
+    gone = [label for old in previous.bundles for label, _ in old.files
+            if label not in current]
     if not gone:
         return
     listing = client.draft_files(pid)
-    for old in gone:
-        entry = find(listing, old.filename)
+    for label in gone:
+        entry = find(listing, label)
         if entry is not None:
             client.delete_file(entry.file_id)
-            yield result(dataset / old.filename, "ok",
-                         f"{old.filename} removed from the draft: no longer in the plan")
+            yield result(dataset / label, "ok",
+                         f"{label} removed from the draft: no longer in the plan")
 
 
 # -- problems found before any server call -----------------------------------------------

@@ -9,7 +9,8 @@ with what can be derived left out (the size a key already says, offsets that fol
 previous member), so 100,000 members stay a few MB in git and load in a second
 (docs/manifest.rst describes the format; this module is the only code that reads or writes
 it). Manifests of format 1 (members inline in the JSON) still load; the next export writes
-format 2.
+format 2, or 3 when a bundle is written as split volumes (:class:`VolumeRecord`: a format 2
+reader would not know where its bytes are, so it must refuse the manifest, not misread it).
 
 While an export runs, the same records go to a journal under ``.git/datalad-rdr/`` after each
 bundle is registered, so a rerun after a crash or a kill sends only what is not on the server.
@@ -36,6 +37,7 @@ from pathlib import Path
 from .gitannex import key_size
 
 FORMAT = "datalad-rdr-manifest/2"
+FORMAT_3 = "datalad-rdr-manifest/3"  # format 2 and bundles' volumes: written only then
 FORMAT_1 = "datalad-rdr-manifest/1"  # members inline in the JSON: read, never written
 MANIFEST = ".datalad/rdr/manifest.json"
 MEMBERS = ".datalad/rdr/members.tsv"
@@ -60,17 +62,30 @@ class MemberRecord:
 
 
 @dataclass
-class BundleRecord:
-    name: str  # "raw-01"
-    logical: str  # "raw"
-    filename: str  # "raw-01.zip", the file's label on the server
+class VolumeRecord:
+    """One split volume of a bundle: a file of its own on the server."""
+
+    label: str  # "raw.zip.001"
     size: int
     md5: str
     file_id: int
     storage_identifier: str
+
+
+@dataclass
+class BundleRecord:
+    name: str  # "raw-01"
+    logical: str  # "raw"
+    filename: str  # "raw-01.zip", the file's label on the server (the volumes' name stem)
+    size: int  # of the whole ZIP, also when it is split into volumes
+    md5: str  # "" for a bundle in volumes: each volume has its own
+    file_id: int  # the first volume's for a bundle in volumes
+    storage_identifier: str
     restricted: bool
     fingerprint: str  # of the member list: same fingerprint, same ZIP bytes
     members: list[MemberRecord] = field(default_factory=list)
+    #: the ZIP's bytes in order, when it is split (members' offsets are in the whole ZIP)
+    volumes: list[VolumeRecord] = field(default_factory=list)
 
     @classmethod
     def from_json(cls, data: dict) -> "BundleRecord":
@@ -80,11 +95,24 @@ class BundleRecord:
             members = parse_members(text).get(data["name"], [])
         else:
             members = [MemberRecord(**m) for m in data.get("members", [])]
-        return cls(**{**data, "members": members})
+        volumes = [VolumeRecord(**v) for v in data.pop("volumes", [])]
+        return cls(**{**data, "members": members, "volumes": volumes})
 
     def header(self) -> dict:
-        """Its fields but the members (those go to the members file)."""
-        return {f: getattr(self, f) for f in self.__dataclass_fields__ if f != "members"}
+        """Its fields but the members (those go to the members file); volumes only when
+        there are some, so that manifests without them read as they always did."""
+        data = {f: getattr(self, f) for f in self.__dataclass_fields__
+                if f not in ("members", "volumes")}
+        if self.volumes:
+            data["volumes"] = [asdict(v) for v in self.volumes]
+        return data
+
+    @property
+    def files(self) -> list[tuple[str, int]]:
+        """``(label, file id)`` of each file it is on the server: itself or its volumes."""
+        if self.volumes:
+            return [(v.label, v.file_id) for v in self.volumes]
+        return [(self.filename, self.file_id)]
 
 
 @dataclass
@@ -146,11 +174,16 @@ class Manifest:
                 if f not in ("bundles", "documents")}
         data["documents"] = [asdict(d) for d in self.documents]
         data["bundles"] = [b.header() for b in self.bundles]
+        if self.format != FORMAT_1:  # format 1 is never the same as what is written now
+            data["format"] = self.written_format()
         return data
 
     def to_json(self) -> str:
         """``manifest.json``: everything but the members (:meth:`members_text`)."""
-        return json.dumps({**self._header(), "format": FORMAT}, indent=1) + "\n"
+        return json.dumps({**self._header(), "format": self.written_format()}, indent=1) + "\n"
+
+    def written_format(self) -> str:
+        return FORMAT_3 if any(b.volumes for b in self.bundles) else FORMAT
 
     def members_text(self) -> str:
         """``members.tsv``: one line per member of every bundle."""
@@ -181,13 +214,14 @@ class Manifest:
     def from_json(cls, text: str, members: str | None = None) -> "Manifest":
         """A manifest from ``manifest.json`` and (format 2) ``members.tsv``."""
         data = json.loads(text)
-        if data.get("format") not in (FORMAT, FORMAT_1):
-            raise ValueError(f"not a {FORMAT} manifest: format {data.get('format')!r}")
-        by_bundle = parse_members(members or "") if data["format"] == FORMAT else {}
+        if data.get("format") not in (FORMAT_3, FORMAT, FORMAT_1):
+            raise ValueError(f"not a {FORMAT_3} manifest: format {data.get('format')!r}")
+        split = data["format"] != FORMAT_1  # members in members.tsv
+        by_bundle = parse_members(members or "") if split else {}
         bundles = []
         for b in data.pop("bundles", []):
             record = BundleRecord.from_json(b)
-            if data["format"] == FORMAT:
+            if split:
                 record.members = by_bundle.get(record.name, [])
             bundles.append(record)
         documents = [DocumentRecord(**d) for d in data.pop("documents", [])]
@@ -320,7 +354,7 @@ def save(dataset: Path, manifest: Manifest) -> Path:
     """Write ``manifest.json`` (returned) and ``members.tsv`` (:func:`files` names both,
     for the commit)."""
     manifest.exported = dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
-    manifest.format = FORMAT
+    manifest.format = manifest.written_format()
     path = Path(dataset) / MANIFEST
     path.parent.mkdir(parents=True, exist_ok=True)
     members = Path(dataset) / MEMBERS
@@ -363,6 +397,8 @@ class Journal:
     def record(self, bundle: BundleRecord) -> None:
         self.bundles[bundle.name] = bundle
         self.uploads.pop(bundle.name, None)
+        for volume in bundle.volumes:  # each volume was an upload of its own
+            self.uploads.pop(volume.label, None)
         self._write()
 
     def upload_state(self, name: str, fingerprint: str) -> dict | None:

@@ -38,7 +38,11 @@ be: :attr:`Plan.links` names it and why, for pre-flight to refuse it.
 
 Every bundle's ZIP stays under the cap: a bundle over it is split into numbered parts
 (``raw-01``, ``raw-02``) at subject boundaries (``sub-*`` folders), within a subject only if the
-subject alone is over the cap. A single file over the cap is refused with its path.
+subject alone is over the cap. A bundle that holds a file whose ZIP alone is over the cap
+cannot be cut between files: it stays one bundle, one ZIP, written as split volumes of at most
+the cap (``raw.zip.001``, ``raw.zip.002``, as ``7z a -v`` cuts them; :mod:`.volumes`). A rule
+in ``.datalad/rdr/bundles`` that gives the large file a bundle of its own keeps the other
+files out of the volumes.
 
 The plan lists a commit with one ``git ls-tree`` and reads symlinks and small files (annex
 pointers) with one ``git cat-file --batch`` per repository, whatever the number of files.
@@ -55,7 +59,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from . import gitannex
-from .sizes import GB, human
+from .sizes import GB
 from .zipformat import END_OVERHEAD, MEMBER_OVERHEAD
 from .zipstream import shown
 
@@ -90,6 +94,8 @@ class Bundle:
     name: str  # file name without .zip: "raw" or "raw-01"
     logical: str  # the logical bundle it is (part of): "raw"
     files: list[PlannedFile] = field(default_factory=list)
+    #: the size of each split volume (the cap) when a file is too large for one ZIP file
+    volume_size: int | None = None
 
     @property
     def filename(self) -> str:
@@ -102,6 +108,13 @@ class Bundle:
     @property
     def zip_estimate(self) -> int:
         return sum(f.zip_cost for f in self.files) + END_OVERHEAD
+
+    @property
+    def server_files(self) -> int:
+        """The files it takes on the server (at most: DEFLATE may need fewer volumes)."""
+        if not self.volume_size:
+            return 1
+        return -(-self.zip_estimate // self.volume_size)
 
 
 @dataclass
@@ -447,25 +460,11 @@ def _subject(path: str) -> str:
     return path
 
 
-def _too_large(f: PlannedFile, cap: int) -> str:
-    alone = f.zip_cost + END_OVERHEAD  # a ZIP of just this file
-    size, limit = human(f.size), human(cap)
-    if size == limit:  # they read alike: say the bytes
-        size, limit = f"{f.size:,} bytes", f"{cap:,} bytes"
-    if f.size > cap:
-        why = f"{shown(f.path)} ({size}) is larger than the bundle cap ({limit})"
-    else:  # the file fits, its ZIP does not
-        why = (f"{shown(f.path)} ({size}) with the ZIP's headers makes a bundle of "
-               f"{alone:,} bytes, larger than the bundle cap ({limit})")
-    return (f"{why}; raise --max-bundle-size to at least {alone:,} bytes, or leave the "
-            f"file out with a '-' rule in {RULES_FILE}")
-
-
 def split_bundle(logical: str, files: list[PlannedFile], cap: int) -> list[Bundle]:
-    """Parts of at most ``cap`` ZIP bytes, cut between subjects where possible."""
-    for f in files:
-        if f.zip_cost + END_OVERHEAD > cap:
-            raise PlanError(_too_large(f, cap))
+    """Parts of at most ``cap`` ZIP bytes, cut between subjects where possible; one
+    bundle written as volumes of ``cap`` bytes when a file's ZIP alone is over it."""
+    if any(f.zip_cost + END_OVERHEAD > cap for f in files):
+        return [Bundle(logical, logical, list(files), volume_size=cap)]
     whole = Bundle(logical, logical, list(files))
     if whole.zip_estimate <= cap:
         return [whole]

@@ -5,7 +5,9 @@ what is checked is what is published:
 
 - a README at the top, not empty (``README_FILE_MISSING``, ``README_FILE_EMPTY``); the
   documentation files named in the metadata file exist and are not empty
-  (``DOCUMENT_MISSING``);
+  (``DOCUMENT_MISSING``); none of them is larger than the largest file the server accepts
+  (``DOCUMENT_TOO_LARGE``, when ``--check-server`` has found it out): a document goes up as a
+  file of its own, and only bundles can be split into volumes;
 - for a BIDS dataset, the guide's common errors under the BIDS validator's own names: every
   JSON file parses (``JSON_INVALID``); every bold file gets a ``TaskName`` from the sidecars
   that apply to it by the inheritance principle (``SIDECAR_KEY_REQUIRED``); every ``sub-*``
@@ -48,6 +50,7 @@ from . import content
 from .metadata.readme import pick_readme
 from .plan import GB, RULES_FILE, Plan, PlannedFile
 from .plan import some_paths as _some
+from .sizes import human
 from .zipstream import name_clashes, name_problems, shown
 
 log = logging.getLogger("datalad.rdr.preflight")
@@ -62,11 +65,13 @@ KNOWN_CODES = frozenset({
     "README_FILE_MISSING", "README_FILE_EMPTY", "DOCUMENT_MISSING", "JSON_INVALID",
     "SIDECAR_KEY_REQUIRED", "PARTICIPANT_ID_MISMATCH", "JSON_KEY_REQUIRED",
     "NAME_CONTROL_CHARACTER", "NAME_BACKSLASH", "NAME_NOT_UTF8", "NAME_NOT_PORTABLE",
-    "SYMLINK_UNRESOLVED",
+    "SYMLINK_UNRESOLVED", "DOCUMENT_TOO_LARGE",
     # notices: never block, so an override changes nothing
     "LARGE_DATASET", "NOT_CHECKED", "VALIDATOR_FAILED", "SUBDATASET_NOT_EXPORTED"})
 #: A ZIP cannot hold these names right, so going on would publish other names.
 NOT_OVERRIDABLE = frozenset({"NAME_CONTROL_CHARACTER", "NAME_BACKSLASH", "NAME_NOT_UTF8"})
+#: The server would refuse the upload, so going on would fail half-way.
+SERVER_REFUSES = frozenset({"DOCUMENT_TOO_LARGE"})
 
 
 @dataclass
@@ -80,7 +85,7 @@ class Issue:
 
     @property
     def overridable(self) -> bool:
-        return self.code not in NOT_OVERRIDABLE
+        return self.code not in NOT_OVERRIDABLE | SERVER_REFUSES
 
 
 def find_readme(files: dict[str, PlannedFile]) -> PlannedFile | None:
@@ -112,23 +117,31 @@ def ignore_problem(codes: list[str] | None, validator: bool | None = None) -> st
         return (f"--ignore-preflight {', '.join(fixed)}: cannot be overridden, as a ZIP "
                 f"cannot hold such names right; rename the files ('git mv'), save, export "
                 f"again")
+    refused = sorted({c for c in given if c in SERVER_REFUSES})
+    if refused:
+        return (f"--ignore-preflight {', '.join(refused)}: cannot be overridden, as the "
+                f"server refuses a file that large")
     unknown = [c for c in given if c != "ALL" and c not in KNOWN_CODES
                and not (validator and re.fullmatch(r"[A-Z][A-Z0-9_]*", c))]
     if unknown:
         return (f"--ignore-preflight {', '.join(unknown)}: not a pre-flight code; the codes "
-                f"are {', '.join(sorted(KNOWN_CODES - NOT_OVERRIDABLE))}, 'all', and, "
+                f"are {', '.join(sorted(KNOWN_CODES - NOT_OVERRIDABLE - SERVER_REFUSES))}, "
+                f"'all', and, "
                 f"when {VALIDATOR} is installed, its own")
     return None
 
 
 def check(dataset: Path, plan: Plan, documentation: list[str] = (),
-          validator: bool = True) -> list[Issue]:
-    """Every problem found in the commit of ``plan``; empty when all is well."""
+          validator: bool = True, largest: int | None = None) -> list[Issue]:
+    """Every problem found in the commit of ``plan``; empty when all is well.
+
+    ``largest``: the largest file the server accepts, when known (server discovery)."""
     files = committed_files(plan)
     reader = CommitReader()
     try:
         issues = (_names(files) + _links(plan) + _readme(files, reader, plan.commit)
-                  + _documents(files, documentation, reader))
+                  + _documents(files, documentation, reader)
+                  + _too_large_documents(files, documentation, largest))
         if plan.bids:
             issues += _bids(files, reader)
     finally:
@@ -315,6 +328,24 @@ def _documents(files, documentation, reader: CommitReader) -> list[Issue]:
                             f"documentation file(s) empty: {_some(empty)}; fill them or "
                             f"take them out of the metadata file", empty))
     return issues
+
+
+def _too_large_documents(files, documentation, largest: int | None) -> list[Issue]:
+    if largest is None:
+        return []
+    readme = find_readme(files)
+    chosen = [readme] if readme else []
+    chosen += [files[p] for p in documentation if p in files and files[p] not in chosen]
+    over = [f for f in chosen if f.size > largest]
+    if not over:
+        return []
+    sizes = ", ".join(f"{shown(f.path)} ({human(f.size)})" for f in over[:3])
+    return [Issue("DOCUMENT_TOO_LARGE",
+                  f"{sizes}: larger than the largest file the server accepts "
+                  f"({human(largest)}): the README and documentation go up as files of "
+                  f"their own, which cannot be split into volumes as bundles are; make "
+                  f"them smaller, or take them out of 'documentation:' in the metadata "
+                  f"file", [f.path for f in over])]
 
 
 def _bids(files: dict[str, PlannedFile], reader: CommitReader) -> list[Issue]:

@@ -20,6 +20,11 @@ Where each step runs, and why:
   leaves every confirmed bundle in it, and a rerun sends none of them again.
 - A bundle counts as in flight until it is registered (and its fetched content dropped with
   ``--drop-after``): at most ``jobs`` bundles' content is on disk at once.
+- A bundle in split volumes (:mod:`.volumes`) is one layout sent as one upload per volume,
+  in turn, each volume's upload state journaled under the volume's name; its volumes are
+  registered one after the other, and the bundle is confirmed once all are. A rerun after a
+  kill between volumes continues every volume's upload (one already complete sends nothing)
+  and registration takes a volume the draft holds already (:mod:`.register`).
 """
 
 from __future__ import annotations
@@ -37,7 +42,7 @@ from typing import Iterator
 from datalad.log import log_progress
 from datalad.support.exceptions import CapturedException
 
-from . import cluster, content, manifest as mf
+from . import cluster, content, manifest as mf, volumes
 from .dataverse import DataverseError, FileEntry
 from .dataverse_records import find
 from .plan import Bundle, Plan, split_bundle
@@ -62,7 +67,9 @@ def result(action_path: Path, status: str, message: str, exc: BaseException | No
 
 
 def fingerprint(bundle: Bundle) -> str:
-    return mf.fingerprint([(f.path, f.key, f.blob, f.size) for f in bundle.files])
+    members = mf.fingerprint([(f.path, f.key, f.blob, f.size) for f in bundle.files])
+    # the same ZIP cut at other places is other files on the server
+    return f"{members}/v{bundle.volume_size}" if bundle.volume_size else members
 
 
 @dataclass
@@ -72,8 +79,9 @@ class Streamed:
     bundle: Bundle
     fingerprint: str
     entries: list  # the ZIP layout's entries, by member path
-    uploaded: Uploaded
+    uploaded: Uploaded | list[Uploaded]  # one per volume for a bundle in volumes
     fetched: list[str]  # annex keys fetched for it, to drop after registration
+    size: int = 0  # of the ZIP
 
 
 class SharedJournal:
@@ -203,8 +211,10 @@ def _next(done: queue.Queue):
 
 
 def _done(dataset, bundle, record, status, message) -> dict:
+    extra = {"volumes": [v.label for v in record.volumes]} if record.volumes else {}
     return result(dataset / bundle.filename, status, message, bundle=bundle.filename,
-                  file_id=record.file_id, md5=record.md5, size=record.size, record=record)
+                  file_id=record.file_id, md5=record.md5, size=record.size, record=record,
+                  **extra)
 
 
 def _failed(dataset, bundle: Bundle, exc: BaseException) -> dict:
@@ -222,8 +232,10 @@ def _failed(dataset, bundle: Bundle, exc: BaseException) -> dict:
 
 def _split(bundle: Bundle, exc: TooSlowForUrlLifetime) -> list[Bundle]:
     """Smaller bundles that fit the URLs' lifetime at the measured rate, or [] if none."""
+    if bundle.volume_size:
+        return []  # a file alone is too large: no smaller bundle can hold it
     smaller = split_bundle(bundle.logical, bundle.files, max(exc.fits, 1))
-    if len(smaller) <= 1:
+    if len(smaller) <= 1 or any(part.volume_size for part in smaller):
         return []
     # Name the parts after the bundle they replace: raw -> raw-01.., raw-02 -> raw-02-01..
     for i, part in enumerate(smaller, 1):
@@ -238,12 +250,15 @@ def _unchanged(bundle: Bundle, opts, client, previous, journal, listing):
     if not known or known.fingerprint != fingerprint(bundle):
         log.debug("%s: %s", bundle.filename, "content changed" if known else "new bundle")
         return None
-    on_server = find(listing, bundle.filename)
-    if not on_server or on_server.file_id != known.file_id:
+    on_server = [find(listing, label) for label, _ in known.files]
+    if any(not entry or entry.file_id != file_id
+           for entry, (_, file_id) in zip(on_server, known.files)):
         return None
-    if on_server.restricted != opts.restrict:
+    differ = [e.file_id for e in on_server if e.restricted != opts.restrict]
+    if differ:
         # changed by hand in the web UI, or the dataset's access changed
-        client.restrict(known.file_id, opts.restrict)
+        for file_id in differ:
+            client.restrict(file_id, opts.restrict)
         known.restricted = opts.restrict
         return known, "ok", (f"{bundle.filename} unchanged since the last export; made "
                              f"{'restricted' if opts.restrict else 'public'}")
@@ -267,11 +282,21 @@ def _stream_bundle(dataset, bundle: Bundle, opts, uploader: Uploader, commit_tim
         bar = f"rdr-export-{bundle.name}"
         _bar(bar, f"Sending {bundle.filename}", total=layout.size, unit=" Bytes",
              label=bundle.filename)
+
+        def send(source, name):
+            return uploader.upload(
+                source, progress=lambda n: _bar(bar, "", update=n, increment=True),
+                on_state=lambda state: journal.record_upload(name, same_bytes, state),
+                resume=journal.upload_state(name, same_bytes))
+
         try:
-            uploaded = uploader.upload(
-                layout, progress=lambda n: _bar(bar, "", update=n, increment=True),
-                on_state=lambda state: journal.record_upload(bundle.name, same_bytes, state),
-                resume=journal.upload_state(bundle.name, same_bytes))
+            if bundle.volume_size:
+                cuts = volumes.cuts(layout.size, bundle.volume_size)
+                labels = volumes.labels(bundle.filename, len(cuts))
+                uploaded = [send(volumes.Volume(layout, start, end), label)
+                            for (start, end), label in zip(cuts, labels)]
+            else:
+                uploaded = send(layout, bundle.name)
         finally:
             _bar(bar, f"Sent {bundle.filename}")
     except BaseException:
@@ -280,17 +305,19 @@ def _stream_bundle(dataset, bundle: Bundle, opts, uploader: Uploader, commit_tim
     finally:
         for reader in blobs.values():
             reader.close()
-    return Streamed(bundle, fp, layout.entries, uploaded, fetched)
+    return Streamed(bundle, fp, layout.entries, uploaded, fetched, layout.size)
 
 
 def _register_streamed(dataset, streamed: Streamed, opts, client, pid, journal):
     """Register an uploaded bundle and journal its record: ``(record, status, message)``."""
     bundle = streamed.bundle
+    files = sorted(bundle.files, key=lambda f: f.path)
+    members = [_member_record(e, f) for e, f in zip(streamed.entries, files)]
     try:
+        if bundle.volume_size:
+            return _register_volumes(dataset, streamed, members, opts, client, pid, journal)
         record, registered = register_uploaded(
-            dataset, bundle, streamed.uploaded, streamed.fingerprint,
-            [_member_record(e, f) for e, f in zip(streamed.entries,
-                                                   sorted(bundle.files, key=lambda f: f.path))],
+            dataset, bundle, streamed.uploaded, streamed.fingerprint, members,
             opts, client, pid, journal)
     finally:
         _drop(bundle, opts, streamed.fetched)
@@ -298,6 +325,31 @@ def _register_streamed(dataset, streamed: Streamed, opts, client, pid, journal):
     return record, "ok", (f"{bundle.filename} {verb}: {len(bundle.files)} files, "
                           f"{human(registered.size)}, file id {registered.file_id}"
                           + "".join(f"; {note}" for note in registered.notes))
+
+
+def _register_volumes(dataset, streamed: Streamed, members, opts, client, pid, journal):
+    """Register every volume of a bundle in turn, then journal the bundle's record."""
+    bundle = streamed.bundle
+    labels = volumes.labels(bundle.filename, len(streamed.uploaded))
+    done, notes = [], []
+    for n, (label, uploaded) in enumerate(zip(labels, streamed.uploaded), 1):
+        registered = register_bundle(
+            client, pid, label, uploaded, opts.restrict,
+            f"datalad-rdr bundle '{bundle.logical}', volume {n} of {len(labels)} "
+            f"(7z x {labels[0]}): {len(bundle.files)} files of {Path(dataset).name}",
+            lock_timeout=opts.lock_timeout, mime_type=volumes.VOLUME_MIME)
+        done.append(mf.VolumeRecord(label, registered.size, registered.md5,
+                                    registered.file_id, registered.storage_identifier))
+        notes += registered.notes
+    first = done[0]
+    record = mf.BundleRecord(
+        bundle.name, bundle.logical, bundle.filename, streamed.size, "", first.file_id,
+        first.storage_identifier, opts.restrict, streamed.fingerprint, members, done)
+    journal.record(record)
+    return record, "ok", (f"{bundle.filename} sent in {len(done)} volumes ({labels[0]} to "
+                          f"{labels[-1]}, at most {human(bundle.volume_size)} each): "
+                          f"{len(bundle.files)} files, {human(streamed.size)}"
+                          + "".join(f"; {note}" for note in notes))
 
 
 def register_uploaded(dataset, bundle: Bundle, uploaded: Uploaded, fingerprint: str,

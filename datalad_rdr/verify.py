@@ -4,8 +4,9 @@ After an export (and on ``datalad rdr-export --verify-only``), the dataset's fil
 the server (the draft, or the latest published version when there is no draft) and compared
 with what the manifest says was sent:
 
-- every bundle and document of the manifest is there, under its name and folder;
-- its size and MD5 are the manifest's;
+- every bundle and document of the manifest is there, under its name and folder (a bundle
+  in split volumes: every volume, under its own name);
+- its size and MD5 are the manifest's (each volume's own);
 - documents (README, documentation) are public; bundles are restricted, or public when the
   dataset is declared open;
 - bundles are under the embargo the metadata file names, until its date (documents never
@@ -63,8 +64,10 @@ def compare(entries: list[FileEntry], manifest: Manifest, bundles_restricted: bo
     """``remote_ids``: called when the server has files the manifest does not name, for the
     file ids the ``rdr`` remote holds. ``embargo_until``: the bundles' embargo (None: none)."""
     on_server = {e.path: e for e in entries}
-    expected = [(b.filename, "bundle", b.size, b.md5,
-                 "restricted" if bundles_restricted else "public") for b in manifest.bundles]
+    access = "restricted" if bundles_restricted else "public"
+    expected = [(v.label, "bundle", v.size, v.md5, access) if b.volumes else
+                (b.filename, "bundle", b.size, b.md5, access)
+                for b in manifest.bundles for v in (b.volumes or [None])]
     expected += [(f"{d.directory}/{d.label}" if d.directory else d.label, "document", d.size,
                   d.md5, "public") for d in manifest.documents]
     rows = []

@@ -163,7 +163,7 @@ def test_non_bids_dataset_bundles_by_top_level_folder(token_env, tmp_path):
 
 
 @pytest.mark.parametrize("problem", ["bad-token", "no-direct-upload", "unsaved",
-                                     "unavailable", "over-cap", "empty"])
+                                     "unavailable", "empty"])
 def test_bad_input_gives_one_clear_error_and_uploads_nothing(
         make_sandbox, tmp_path, monkeypatch, caplog, problem):
     sb = make_sandbox("rdr", direct_upload=problem != "no-direct-upload")
@@ -179,7 +179,6 @@ def test_bad_input_gives_one_clear_error_and_uploads_nothing(
         "no-direct-upload": "Direct upload not supported",
         "unsaved": "unsaved changes",
         "unavailable": "available nowhere",
-        "over-cap": "larger than the bundle cap",
         "empty": "nothing to export",
     }[problem]
     if problem == "unsaved":
@@ -187,8 +186,6 @@ def test_bad_input_gives_one_clear_error_and_uploads_nothing(
     elif problem == "unavailable":
         subprocess.run(["git", "-C", str(ds), "annex", "drop", "--force",
                         "sub-01/anat/sub-01_T1w.nii.gz"], check=True, capture_output=True)
-    elif problem == "over-cap":
-        cap = IMAGE
     caplog.set_level(logging.DEBUG)
     results = export(ds, sb, max_bundle_size=cap)
     errors = [r for r in results if r["status"] == "error"]

@@ -324,23 +324,15 @@ def test_the_citation_file_can_be_published_as_documentation(tmp_path):
 
 # -- plan messages --------------------------------------------------------------------
 
-def test_a_file_over_the_cap_is_refused_with_readable_sizes(tmp_path):
+def test_a_file_over_the_cap_makes_its_bundle_split_volumes(tmp_path):
+    # once refused here; now the bundle is one ZIP in volumes of the cap (tests/test_volumes.py)
     ds = make_dataset(tmp_path / "ds", {"d/big.bin": os.urandom(300_000),
                                         "d/small.bin": os.urandom(1000)})
-    with pytest.raises(PlanError) as over:
-        make_plan(ds, cap=200_000)
-    assert str(over.value).startswith(
-        "d/big.bin (300.0 kB) is larger than the bundle cap (200.0 kB); raise "
-        "--max-bundle-size to at least 300,")
-    # under the cap, but not with the ZIP's headers: said so, not "larger than the cap"
-    with pytest.raises(PlanError) as tipped:
-        make_plan(ds, cap=300_040)  # reads as 300.0 kB, as the file does
-    message = str(tipped.value)
-    assert message.startswith("d/big.bin (300,000 bytes) with the ZIP's headers makes a "
-                              "bundle of 300,")
-    assert "larger than the bundle cap (300,040 bytes)" in message
-    needed = int(message.split("at least ")[1].split(" bytes")[0].replace(",", ""))
-    assert make_plan(ds, cap=needed).bundles  # the size it names is enough
+    for cap in (200_000, 300_040):  # over the cap, or under it but not with the headers
+        [bundle] = [b for b in make_plan(ds, cap=cap).bundles if b.name == "d"]
+        assert bundle.volume_size == cap and len(bundle.files) == 2
+    [bundle] = [b for b in make_plan(ds, cap=400_000).bundles if b.name == "d"]
+    assert bundle.volume_size is None
 
 
 def test_an_annex_key_without_size_names_its_file(tmp_path):

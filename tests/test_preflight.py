@@ -320,6 +320,29 @@ def test_names_and_symlinks_are_checked_in_the_exported_commit(tmp_path, no_vali
     assert pf.check(ds, make_plan(ds, "HEAD~1", CAP), validator=False) == []
 
 
+def test_a_document_over_the_servers_largest_file_is_refused_a_bundled_file_is_not(
+        tmp_path, no_validator):
+    # a data file over the limit goes up in split volumes (tests/test_volumes.py); the README
+    # and documentation go up as themselves, so no volume can help them
+    from datalad_rdr import preflight as pf
+    from datalad_rdr.plan import make_plan
+
+    ds = make_bids_dataset(tmp_path / "bids", subjects=1, nifti_bytes=IMAGE)
+    write(ds, "docs/descriptor.html", "<p>" + "x" * 5000 + "</p>\n")
+    save(ds)
+    plan = make_plan(ds, "HEAD", CAP)
+    assert pf.check(ds, plan, ["docs/descriptor.html"], validator=False,
+                    largest=IMAGE - 1) == []  # the images are over it: they are bundled
+    [issue] = pf.check(ds, plan, ["docs/descriptor.html"], validator=False, largest=4000)
+    assert (issue.code, issue.paths, issue.overridable) == (
+        "DOCUMENT_TOO_LARGE", ["docs/descriptor.html"], False)
+    assert issue.message.startswith("docs/descriptor.html (5.01 kB): larger than the "
+                                    "largest file the server accepts (4.00 kB)")
+    assert pf.check(ds, plan, [], validator=False, largest=4000) == []  # not a document
+    assert pf.check(ds, plan, ["docs/descriptor.html"], validator=False) == []  # unknown
+    assert "cannot be overridden" in pf.ignore_problem(["DOCUMENT_TOO_LARGE"])
+
+
 def test_codes_that_cannot_be_overridden_stay_errors_under_all():
     from datalad_rdr.preflight import KNOWN_CODES, NOT_OVERRIDABLE, Issue, report
 

@@ -414,11 +414,11 @@ def test_records_without_a_version_are_read_and_newer_ones_ask_for_an_upgrade(
 
     run(["git", "annex", "drop", "f00.bin", "f01.bin"], repo, token=token, check=True)
     swap("f00.bin", "&v=1", "")  # as datalad-rdr wrote them before records had versions
-    swap("f01.bin", "&v=1", "&v=2")  # as a later datalad-rdr may write them
+    swap("f01.bin", "&v=1", "&v=3")  # as a later datalad-rdr may write them (2: volumes)
     run(["git", "annex", "get", "f00.bin"], repo, token=token, check=True)
     r = run(["git", "annex", "get", "f01.bin"], repo, token=token)
     assert r.returncode != 0
-    assert "a location record of format version 2 (this datalad-rdr reads version 1): " \
+    assert "a location record of format version 3 (this datalad-rdr reads version 2): " \
            "upgrade datalad-rdr" in r.stdout + r.stderr
     # a record without a version is removed as it is written
     run(["git", "annex", "drop", "--from", "rdr", "f00.bin"], repo, token=token,

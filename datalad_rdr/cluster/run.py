@@ -105,6 +105,8 @@ def _submit(dataset: Path, opts: ex.ExportOptions, slurm: SlurmOptions):
         return None
     todo, adding = [], 0
     for bundle in plan.bundles:
+        if bundle.volume_size:
+            continue  # one upload per split volume: the final job's send loop sends it
         fp = send.fingerprint(bundle)
         known = journal.bundles.get(bundle.name) or (previous and previous.bundle(bundle.name))
         if known and known.fingerprint == fp:

@@ -141,7 +141,9 @@ class RdrExport(ValidatedInterface):
     ``raw`` (``sub-*/``), one bundle per large derivative pipeline, and ``derivatives``;
     for other datasets one bundle per top-level folder. Rules in ``.datalad/rdr/bundles``
     (``glob bundle`` lines, versioned in the dataset) override the defaults. No ZIP is
-    larger than the cap: a bundle over it is split into numbered parts at subject boundaries.
+    larger than the cap: a bundle over it is split into numbered parts at subject boundaries,
+    and a bundle with a file over the cap is written as 7-Zip split volumes of the cap
+    (``raw.zip.001``, ``raw.zip.002``, ...; ``7z x raw.zip.001`` restores it).
 
     Each bundle is streamed as a deterministic ZIP (sorted members, timestamps from the
     commit; already-compressed files stored, text deflated) straight into the server's S3

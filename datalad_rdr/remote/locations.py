@@ -28,10 +28,16 @@ other remote claims the scheme, and a reader sees where the bytes come from. The
     the member's size, compression, CRC-32 and compressed size;
 ``header``, ``data``
     byte offsets of the member's local header and of its first data byte in the ZIP;
+``vols``
+    only for a bundle written as split volumes (``raw.zip.001``, ...): the volumes' file ids
+    and sizes in order, ``1234:1000000,1235:731`` (the path names the first volume,
+    ``bundle`` the ZIP's name, ``bsize`` the whole ZIP's size; ``header`` and ``data`` are
+    offsets in the volumes joined). Such a record is version 2;
 ``v``
-    the version of this format, 1. Records written before it was added have none and are
-    version 1. A record of a later version (a newer datalad-rdr wrote it) is refused with
-    "upgrade datalad-rdr" rather than misread; any new field means a new version.
+    the version of this format: 1, or 2 with ``vols``. Records written before it was added
+    have none and are version 1. A record of a later version (a newer datalad-rdr wrote it)
+    is refused with "upgrade datalad-rdr" rather than misread; any new field means a new
+    version.
 
 A key may have several records (the same content in two bundles); the remote tries them in
 turn. Records of another server or dataset are not this remote's (``claims``). docs/remote.rst
@@ -47,8 +53,8 @@ from urllib.parse import parse_qsl, quote, urlencode
 from ..zipformat import LOCAL_HEADER_SIZE, METHOD_NAMES
 
 SCHEME = "rdr+"
-#: The version of the record format this module writes and reads.
-VERSION = 1
+#: The version of the record format this module writes and reads: 1, and 2 (``vols``).
+VERSION = 2
 _ACCESS = "/api/access/datafile/"
 METHODS = ("stored", "deflated")
 
@@ -71,6 +77,8 @@ class Location:
     compressed_size: int
     header_offset: int  # local file header in the ZIP
     data_offset: int  # first byte of the member's (compressed) data
+    #: (file id, size) of each split volume, in order; () for a bundle in one file
+    volumes: tuple[tuple[int, int], ...] = ()
     #: the record as recorded (older ones have no ``v``): what unregistering must name
     recorded: str = field(default="", compare=False, repr=False)
 
@@ -90,7 +98,14 @@ class Location:
                 f"&bundle={quote(self.bundle, safe='/')}&bsize={self.bundle_size}"
                 f"&member={quote(self.member, safe='/')}&size={self.size}"
                 f"&method={self.method}&crc32={self.crc32}&csize={self.compressed_size}"
-                f"&header={self.header_offset}&data={self.data_offset}&v={VERSION}")
+                f"&header={self.header_offset}&data={self.data_offset}"
+                + (f"&vols={','.join(f'{fid}:{size}' for fid, size in self.volumes)}&v=2"
+                   if self.volumes else "&v=1"))
+
+    @property
+    def file_ids(self) -> list[int]:
+        """The files on the server that hold its bundle."""
+        return [fid for fid, _ in self.volumes] or [self.file_id]
 
 
 def prefix(server: str) -> str:
@@ -119,7 +134,7 @@ def parse(uri: str) -> Location:
     server, file_id = head.rsplit(_ACCESS, 1)
     fields = dict(parse_qsl(query, keep_blank_values=True, strict_parsing=True))
     version = fields.get("v", "1")
-    if version != str(VERSION):
+    if version not in ("1", "2"):
         if version.isdigit() and int(version) > VERSION:
             raise NewerFormat(f"a location record of format version {version} (this "
                               f"datalad-rdr reads version {VERSION}): upgrade datalad-rdr "
@@ -134,19 +149,30 @@ def parse(uri: str) -> Location:
 
     if not file_id.isdigit():
         raise ValueError(f"rdr location record: file id {file_id!r} is not a number")
+    volumes = ()
+    if version == "2":
+        try:
+            volumes = tuple((int(fid), int(size)) for fid, size in (
+                v.split(":") for v in fields.get("vols", "").split(",")))
+        except ValueError:
+            raise ValueError("rdr location record: vols= is not a list of file ids and "
+                             "sizes") from None
     loc = Location(
         server=server, pid=fields.get("pid", ""), file_id=int(file_id),
         bundle=fields.get("bundle", ""),
         bundle_size=number("bsize"), member=fields.get("member", ""), size=number("size"),
         method=fields.get("method", ""), crc32=fields.get("crc32", "").lower(),
         compressed_size=number("csize"), header_offset=number("header"),
-        data_offset=number("data"), recorded=uri)
+        data_offset=number("data"), volumes=volumes, recorded=uri)
     if loc.method not in METHODS:
         raise ValueError(f"rdr location record: unknown method {loc.method!r}")
     if not re.fullmatch(r"[0-9a-f]{8}", loc.crc32):
         raise ValueError(f"rdr location record: crc32 {loc.crc32!r} is not 8 hex digits")
     if not loc.member or not loc.bundle or not loc.pid:
         raise ValueError("rdr location record: dataset, bundle or member name missing")
+    if volumes and (volumes[0][0] != loc.file_id
+                    or sum(size for _, size in volumes) != loc.bundle_size):
+        raise ValueError("rdr location record: the volumes do not make the bundle")
     if loc.method == "stored" and loc.compressed_size != loc.size:
         raise ValueError("rdr location record: a stored member's sizes differ")
     if (loc.data_offset < loc.header_offset + LOCAL_HEADER_SIZE + len(loc.member.encode())
@@ -159,7 +185,8 @@ def from_manifest(server: str, pid: str, bundle, member) -> Location:
     """The location of a manifest member (:mod:`datalad_rdr.manifest` records)."""
     return Location(server.rstrip("/"), pid, bundle.file_id, bundle.filename, bundle.size,
                     member.path, member.size, member.method, member.crc32,
-                    member.compressed_size, member.header_offset, member.data_offset)
+                    member.compressed_size, member.header_offset, member.data_offset,
+                    tuple((v.file_id, v.size) for v in bundle.volumes))
 
 
 def from_entry(server: str, pid: str, file_id: int, bundle: str, bundle_size: int,

@@ -10,6 +10,10 @@ only ever compared with the record: nothing read from the ZIP becomes a path on 
 Dataverse answers the access URL with a 303 to a presigned store GET (download-redirect) or
 streams the bytes itself; the 303 is followed here with a session that has no API token.
 The presigned URL is kept for later ranges of the same bundle while it is valid.
+
+A bundle written as split volumes (the record's ``vols``) is read as the volumes joined, by
+the reader of split archives (:class:`datalad_rdr.archives.Volumes`): one Range request per
+volume the member touches, two when it crosses a cut.
 """
 
 from __future__ import annotations
@@ -24,6 +28,7 @@ from typing import BinaryIO
 import requests
 
 from .. import zipformat as zf
+from ..archives import ArchiveError, Volumes, from_bundle_reader
 from ..dataverse import Dataverse, DataverseError
 from ..http import Backoff, presigned_lifetime, with_retries
 from ..zipstream import Checksum
@@ -235,6 +240,31 @@ class _Exact:
         self.response.close()
 
 
+class _Joined:
+    """The member's bytes out of a bundle's split volumes, a request per volume touched."""
+
+    def __init__(self, reader: BundleReader, loc: Location):
+        parts = [from_bundle_reader(reader, fid, size, f"{loc.bundle} (volume {n})")
+                 for n, (fid, size) in enumerate(loc.volumes, 1)]
+        self.chunks = Volumes(parts, loc.bundle).stream(loc.header_offset, loc.data_end)
+        self.first = self._next()  # the first request now: a refusal is the caller's to tell
+
+    def _next(self) -> bytes:
+        try:
+            return next(self.chunks, b"")
+        except ArchiveError as exc:
+            raise ReadError(str(exc)) from exc
+
+    def iter_content(self, size: int = CHUNK):
+        chunk = self.first
+        while chunk:
+            yield chunk
+            chunk = self._next()
+
+    def close(self):
+        self.chunks.close()
+
+
 def _exact(r: requests.Response, first: int, last: int):
     skip = 0
     if r.status_code == 200:
@@ -258,8 +288,11 @@ def read_member(reader: BundleReader, loc: Location, out: BinaryIO,
     written possibly wrong bytes to ``out``: the caller discards them.
     """
     try:
-        body = reader.open(loc.file_id, loc.header_offset, loc.data_end - 1, window,
-                           loc.bundle_size)
+        if loc.volumes:
+            body = _Joined(reader, loc)
+        else:
+            body = reader.open(loc.file_id, loc.header_offset, loc.data_end - 1, window,
+                               loc.bundle_size)
     except Denied as exc:
         raise reader.embargo(loc) or exc
     received = 0

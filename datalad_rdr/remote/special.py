@@ -442,8 +442,7 @@ class RdrRemote(SpecialRemote):
     def _present(self, key: str) -> bool:
         errors = []
         for loc in self._locations(key) + self._locations(key, archive=True):
-            ids = ([fid for fid, _ in loc.volumes]
-                   if isinstance(loc, locations.ArchiveLocation) else [loc.file_id])
+            ids = [fid for fid, _ in loc.volumes] or [loc.file_id]  # all volumes, if any
             try:
                 if all(self._bundle_exists(fid) for fid in ids):
                     return True
