@@ -52,7 +52,6 @@ from __future__ import annotations
 
 import hashlib
 import re
-import subprocess
 import unicodedata
 from collections import Counter
 from dataclasses import dataclass, field, replace
@@ -275,11 +274,6 @@ CITATION = "CITATION.cff"  # written by datalad-rdr on publication (publish.py)
 MAX_LINK_HOPS = 40  # as Linux resolves symlinks
 
 
-def git(repo, *args, input=None) -> str:
-    return subprocess.run(["git", "-C", str(repo), *args], check=True, text=True,
-                          capture_output=True, input=input).stdout
-
-
 @dataclass
 class Listing:
     """A commit and its subdatasets as ``git ls-tree`` lists them, in the dataset's paths."""
@@ -386,17 +380,13 @@ def make_plan(dataset: Path, commit: str = "HEAD", cap: int = DEFAULT_CAP,
               recursive: bool = False, large_derivative: int = GB,
               rules_text: str | None = None) -> Plan:
     dataset = Path(dataset)
-    try:
-        sha = git(dataset, "rev-parse", "--verify", "--quiet", f"{commit}^{{commit}}").strip()
-    except subprocess.CalledProcessError:
+    sha = gitannex.resolve(dataset, f"{commit}^{{commit}}")
+    if sha is None:
         raise PlanError(f"{commit!r} is not a commit of the dataset {dataset}; give a "
-                        f"commit id, branch or tag") from None
+                        f"commit id, branch or tag")
     listing = list_commit(dataset, sha, recursive=recursive)
     if rules_text is None:
-        try:
-            rules_text = git(dataset, "show", f"{sha}:{RULES_FILE}")
-        except subprocess.CalledProcessError:
-            rules_text = ""
+        rules_text = gitannex.git_or_none(dataset, "show", f"{sha}:{RULES_FILE}") or ""
     files, links = dict(listing.files), {}
     for path in listing.links:
         target = resolve_link(listing, path)

@@ -32,7 +32,6 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import queue
-import subprocess
 import threading
 from collections import deque
 from dataclasses import dataclass
@@ -42,7 +41,7 @@ from typing import Iterator
 from datalad.log import log_progress
 from datalad.support.exceptions import CapturedException
 
-from . import cluster, content, manifest as mf, volumes
+from . import cluster, content, gitannex, manifest as mf, volumes
 from .dataverse import DataverseError, FileEntry
 from .dataverse_records import find
 from .plan import Bundle, Plan, split_bundle
@@ -393,7 +392,4 @@ def _listing(client, pid) -> list[FileEntry]:
 
 
 def _commit_time(dataset: Path, commit: str) -> dt.datetime:
-    seconds = int(subprocess.run(["git", "-C", str(dataset), "show", "-s", "--format=%ct",
-                                  commit], capture_output=True, text=True,
-                                 check=True).stdout.strip())
-    return dt.datetime.fromtimestamp(seconds, dt.timezone.utc)
+    return dt.datetime.fromtimestamp(gitannex.commit_time(dataset, commit), dt.timezone.utc)
