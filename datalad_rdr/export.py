@@ -381,8 +381,11 @@ def _what_changes(dataset: Path, plan: Plan, known: dict, opts: ExportOptions
         for b in plan.bundles:
             verb = ("unchanged" if b in unchanged else "would replace" if b in replace_
                     else "would send")
+            split = (f" in {b.server_files} volumes of at most {human(b.volume_size)}"
+                     if b.volume_size else "")
             yield result(dataset / b.filename, "ok",
-                         f"{verb} {b.filename}: {len(b.files)} files, {human(b.nbytes)}",
+                         f"{verb} {b.filename}{split}: {len(b.files)} files, "
+                         f"{human(b.nbytes)}", volumes=b.server_files if split else None,
                          bundle=b.filename, logical=b.logical,
                          files=[f.path for f in b.files], bytes=b.nbytes, dry_run=True,
                          change=verb.replace("would ", ""))

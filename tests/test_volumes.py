@@ -313,3 +313,16 @@ def test_an_embargo_holds_every_volume(make_sandbox, ds, monkeypatch):
     for v in raw.volumes:  # not only the first: each volume is a file of its own
         embargo = on_server[v.label]["dataFile"].get("embargo") or {}
         assert embargo.get("dateAvailable") == UNTIL.isoformat(), v.label
+
+
+def test_a_dry_run_says_which_bundle_goes_up_in_volumes(ds):
+    results = ok(dl.rdr_export(dataset=str(ds), url="https://rdr.example", collection="x",
+                               max_bundle_size=CAP, dry_run=True, result_renderer="disabled",
+                               return_type="list", on_failure="ignore"))
+    by_bundle = {r["bundle"]: r for r in results if r.get("bundle")}
+    raw = by_bundle["raw.zip"]
+    planned = {b.filename: b for b in make_plan(ds, cap=CAP).bundles}["raw.zip"]
+    assert raw["volumes"] == planned.server_files >= 3, raw
+    assert (f"raw.zip in {planned.server_files} volumes of at most 1.00 MB"
+            in raw["message"]), raw["message"]
+    assert all(r.get("volumes") is None for name, r in by_bundle.items() if name != "raw.zip")
