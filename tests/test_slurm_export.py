@@ -353,3 +353,26 @@ def test_with_publish_the_final_job_publishes_and_keeps_the_doi(jobs, token_env,
     assert sorted(f["label"] for f in DV(sb).files(manifest["pid"], ":latest-published")
                   if f["label"].endswith(".zip")) == sorted(BUNDLES)
     assert manifest["doi"] in (bids / "CITATION.cff").read_text()
+
+
+def test_a_bundle_in_volumes_is_sent_by_the_final_job_the_others_by_tasks(jobs, token_env,
+                                                                          tmp_path):
+    sb = token_env
+    ds = make_bids_dataset(tmp_path / "big", subjects=2, nifti_bytes=100_000)
+    big = ds / "sub-01/anat/sub-01_T1w.nii.gz"
+    big.unlink()
+    big.write_bytes(os.urandom(2_500_000))
+    dl.save(dataset=str(ds), result_renderer="disabled")
+    results = rdr_export(ds, sb, slurm=True, max_bundle_size=1_000_000)
+    assert not errors(results), errors(results)
+    array, final, _ = ids_of(results, jobs)
+    by_task = {r["bundle"] for r in results if r.get("slurm_job", "").startswith(f"{array}_")}
+    assert by_task and "raw.zip" not in by_task  # the volumes are not a task's upload
+    from_final = [r for r in results if r.get("slurm_job") == final
+                  and r.get("bundle") == "raw.zip"]
+    assert from_final and "volumes" in from_final[0]["message"], from_final
+    labels = set(server_md5s(sb, manifest_of(ds)["pid"]))
+    assert {"raw.zip.001", "raw.zip.002", "raw.zip.003"} <= labels and "raw.zip" not in labels
+    again = rdr_export(ds, sb, url=None, collection=None, max_bundle_size=None)
+    assert not errors(again), errors(again)
+    assert {r["status"] for r in again if "bundle" in r} == {"notneeded"}
