@@ -25,8 +25,8 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Callable, Iterator
 
-from . import after_export, content, discovery, documents, embargo, manifest as mf, \
-    metadata, preflight, publish, verify
+from . import after_export, content, discovery, documents, embargo, gitannex, \
+    manifest as mf, metadata, preflight, publish, verify
 from .credentials import CredentialError
 from .dataverse import Dataverse, DataverseError
 from .dataverse_records import find
@@ -565,6 +565,9 @@ def _git_dir(dataset: Path) -> Path:
 
 
 def _save(dataset: Path, paths: list[Path], message: str) -> None:
+    if not gitannex.on_adjusted_branch(dataset):
+        gitannex.commit_files(dataset, paths, message)
+        return
     from datalad.api import save
 
     save(dataset=str(dataset), path=[str(p) for p in paths], message=message,
