@@ -428,8 +428,7 @@ def manual(ds: Path, bundles: list[SentBundle], ws, profile: str, jobs: int
         client = Dataverse(info["dataverse_url"], info["api_token"])
         mapping = metadata.server_mapping(ds, client, metadata.load(ds), make_plan(ds),
                                           info["dataverse_url"])
-        pid = client.create_dataset(info["collection"],
-                                    {"datasetVersion": mapping.version_json()})
+        pid = client.create_dataset(info["collection"], mapping.draft())
         env = dict(os.environ, TMPDIR=str(ws.tmp),
                    BENCH_DROP_TAGGING="1" if profile == "rdr" else "0")
         cmd = ([sys.executable, "-c", DVUPLOADER] if profile == "rdr"

@@ -154,7 +154,15 @@ def _export(dataset: Path, opts: ExportOptions) -> Iterator[dict]:
                      f"nothing sent, manifest kept", pid=pid)
     else:
         path = mf.save(dataset, manifest)
-        _save(dataset, mf.files(dataset), f"[DATALAD RDR] export of {plan.commit[:8]} to {pid}")
+        try:
+            _save(dataset, mf.files(dataset),
+                  f"[DATALAD RDR] export of {plan.commit[:8]} to {pid}")
+        except gitannex.GitError as exc:  # a hook's refusal, say: the journal keeps the rest
+            yield result(dataset, "error", f"the manifest could not be committed ({exc}); "
+                                           f"the bundles are on the server: rerun 'datalad "
+                                           f"rdr-export' to commit it (nothing is sent "
+                                           f"again)", exc, pid=pid)
+            return
         yield result(path, "ok", f"manifest of {len(records)} bundles saved", pid=pid)
     journal.clear()
     # -- verify, publish -------------------------------------------------------------------

@@ -436,20 +436,46 @@ def commit_files(repo, paths: list[Path], message: str) -> bool:
     status walks the whole tree); git only looks at the paths given.
     """
     repo = Path(repo)
-    rel = [str(Path(p).resolve().relative_to(repo.resolve())) for p in paths]
-    if _is_annex_repo(repo):
-        r = subprocess.run(["git", "annex", "add", "--quiet", "--", *rel], cwd=repo,
-                           capture_output=True, text=True)
+    rel = [os.path.relpath(Path(p).absolute(), repo.absolute()) for p in paths]
+    try:
+        if _is_annex_repo(repo):
+            # annex.dotfiles as DataLad sets it: files under .datalad/ follow largefiles too
+            r = subprocess.run(["git", "annex", "add", "-c", "annex.dotfiles=true", "--quiet",
+                                "--", *rel], cwd=repo, capture_output=True, text=True)
+            if r.returncode:
+                raise GitError(f"git annex add failed: {_last_line(r)}")
+        else:
+            git(repo, "add", "--", *rel)
+        if subprocess.run(["git", "-C", str(repo), "diff", "--cached", "--quiet", "HEAD",
+                           "--", *rel], capture_output=True).returncode == 0:
+            return False
+        r = subprocess.run(["git", "-C", str(repo), "commit", "--quiet", "-m", message,
+                            "--only", "--", *rel], capture_output=True, text=True)
         if r.returncode:
-            raise GitError(f"git annex add failed: "
-                           f"{(r.stderr or r.stdout).strip().splitlines()[-1:]}")
-    else:
-        git(repo, "add", "--", *rel)
-    if subprocess.run(["git", "-C", str(repo), "diff", "--cached", "--quiet", "HEAD", "--",
-                       *rel], capture_output=True).returncode == 0:
-        return False
-    git(repo, "commit", "--quiet", "-m", message, "--only", "--", *rel)
-    return True
+            raise GitError(f"git commit failed: {_last_line(r)}")
+        return True
+    except GitError:
+        _restore(repo, rel)
+        raise
+
+
+def _last_line(r: subprocess.CompletedProcess) -> str:
+    lines = (r.stderr or r.stdout).strip().splitlines()
+    return lines[-1] if lines else f"exit code {r.returncode}"
+
+
+def _restore(repo: Path, rel: list[str]) -> None:
+    """``rel`` in the index and the work tree as in HEAD again (removed where HEAD has
+    none): nothing half-added is left to look like a change of the user's."""
+    subprocess.run(["git", "-C", str(repo), "reset", "-q", "HEAD", "--", *rel],
+                   capture_output=True)
+    for path in rel:
+        if subprocess.run(["git", "-C", str(repo), "cat-file", "-e", f"HEAD:{path}"],
+                          capture_output=True).returncode == 0:
+            subprocess.run(["git", "-C", str(repo), "checkout", "-q", "HEAD", "--", path],
+                           capture_output=True)
+        else:
+            (repo / path).unlink(missing_ok=True)
 
 
 def _is_annex_repo(repo: Path) -> bool:
