@@ -10,7 +10,8 @@ from __future__ import annotations
 import io
 from pathlib import Path
 
-from .gitannex import Annex, BlobReader, ContentError, key_checksum
+from .gitannex import Annex, BlobReader, ContentError, git, key_checksum, \
+    object_candidates
 from .plan import PlannedFile
 from .zipstream import Member
 
@@ -28,10 +29,18 @@ def content_locations(repo: str, keys: list[str]) -> dict[str, Path | None]:
     repo = str(repo)
     where: dict[str, Path | None] = {}
     ask = []
+    gitdir = None
     for key in keys:
         known = _objects.get((repo, key))
         if known is not None and known.exists():  # not dropped since
             where[key] = known
+            continue
+        if gitdir is None:
+            gitdir = _gitdir(repo)
+        # a stat a key where git-annex's contentlocation takes ~50 us a key (5 s at 100,000)
+        found = next((p for p in object_candidates(gitdir, key) if p.is_file()), None)
+        if found is not None:
+            where[key] = _objects[(repo, key)] = found
         else:
             ask.append(key)
     for key, path in Annex(repo).content_locations(ask).items():
@@ -39,6 +48,10 @@ def content_locations(repo: str, keys: list[str]) -> dict[str, Path | None]:
         if path is not None:
             _objects[(repo, key)] = path
     return where
+
+
+def _gitdir(repo: str) -> Path:
+    return Path(git(repo, "rev-parse", "--absolute-git-dir").strip())
 
 
 def missing_everywhere(repo: str, keys: list[str]) -> list[str]:
