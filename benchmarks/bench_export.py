@@ -380,8 +380,12 @@ def ours(ds: Path, plan, ws, profile: str, cap: int | None,
         sandbox.stop()
     # The bundles ours really sent (it may split a planned bundle, see TooSlowForUrlLifetime):
     # the manual route zips the same ones.
-    sent = [SentBundle(b["filename"], [m["path"] for m in b["members"]],
-                       sum(m["size"] for m in b["members"])) for b in manifest["bundles"]]
+    # the members are in members.tsv (the compact manifest): read through the manifest module
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+    from datalad_rdr import manifest as mf
+
+    sent = [SentBundle(b.filename, [m.path for m in b.members], sum(m.size for m in b.members))
+            for b in mf.load(ds).bundles]
     # the README and documentation go up as separate public files, beside the bundles
     expected = {b["filename"]: b["size"] for b in manifest["bundles"]}
     expected.update({d["label"]: d["size"] for d in manifest.get("documents", [])})
@@ -428,8 +432,7 @@ def manual(ds: Path, bundles: list[SentBundle], ws, profile: str, jobs: int
         client = Dataverse(info["dataverse_url"], info["api_token"])
         mapping = metadata.server_mapping(ds, client, metadata.load(ds), make_plan(ds),
                                           info["dataverse_url"])
-        pid = client.create_dataset(info["collection"],
-                                    {"datasetVersion": mapping.version_json()})
+        pid = client.create_dataset(info["collection"], mapping.draft())
         env = dict(os.environ, TMPDIR=str(ws.tmp),
                    BENCH_DROP_TAGGING="1" if profile == "rdr" else "0")
         cmd = ([sys.executable, "-c", DVUPLOADER] if profile == "rdr"

@@ -25,8 +25,8 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Callable, Iterator
 
-from . import after_export, content, discovery, documents, embargo, manifest as mf, \
-    metadata, preflight, publish, verify
+from . import after_export, content, discovery, documents, embargo, gitannex, \
+    manifest as mf, metadata, preflight, publish, verify
 from .credentials import CredentialError
 from .dataverse import Dataverse, DataverseError
 from .dataverse_records import find
@@ -154,7 +154,15 @@ def _export(dataset: Path, opts: ExportOptions) -> Iterator[dict]:
                      f"nothing sent, manifest kept", pid=pid)
     else:
         path = mf.save(dataset, manifest)
-        _save(dataset, mf.files(dataset), f"[DATALAD RDR] export of {plan.commit[:8]} to {pid}")
+        try:
+            _save(dataset, mf.files(dataset),
+                  f"[DATALAD RDR] export of {plan.commit[:8]} to {pid}")
+        except gitannex.GitError as exc:  # a hook's refusal, say: the journal keeps the rest
+            yield result(dataset, "error", f"the manifest could not be committed ({exc}); "
+                                           f"the bundles are on the server: rerun 'datalad "
+                                           f"rdr-export' to commit it (nothing is sent "
+                                           f"again)", exc, pid=pid)
+            return
         yield result(path, "ok", f"manifest of {len(records)} bundles saved", pid=pid)
     journal.clear()
     # -- verify, publish -------------------------------------------------------------------
@@ -577,6 +585,9 @@ def _git_dir(dataset: Path) -> Path:
 
 
 def _save(dataset: Path, paths: list[Path], message: str) -> None:
+    if not gitannex.on_adjusted_branch(dataset):
+        gitannex.commit_files(dataset, paths, message)
+        return
     from datalad.api import save
 
     save(dataset=str(dataset), path=[str(p) for p in paths], message=message,

@@ -380,7 +380,8 @@ class Annex:
         with tempfile.TemporaryFile() as errors:
             proc = subprocess.Popen(["git", "-C", str(self.cwd), "fast-import", "--quiet",
                                      "--force"], stdin=subprocess.PIPE,
-                                    stdout=subprocess.DEVNULL, stderr=errors)
+                                    stdout=subprocess.DEVNULL, stderr=errors,
+                                    env=fast_import_env())
             try:
                 proc.stdin.write(f"commit {temp}\ncommitter {ident}\ndata {len(message)}\n"
                                  .encode() + message + f"from {branch}\n".encode())
@@ -454,3 +455,97 @@ def _urls(whereis_json: str, found: dict[str, list[str]]) -> dict[str, list[str]
         for where in record.get("whereis", []) + record.get("untrusted", []):
             found.setdefault(record.get("key"), []).extend(where.get("urls", []))
     return found
+
+
+# -- committing a few files ---------------------------------------------------------------
+
+def commit_files(repo, paths: list[Path], message: str) -> bool:
+    """Commit ``paths`` (and nothing else) as ``datalad save PATHS`` would: annexed or in
+    git as ``git annex add`` decides from the dataset's ``annex.largefiles`` rules, then
+    ``git commit --only``. Returns False when nothing changed (no commit made).
+
+    ``datalad save`` of two files costs seconds at 100,000 files in the work tree (its
+    status walks the whole tree); git only looks at the paths given.
+    """
+    repo = Path(repo)
+    rel = [os.path.relpath(Path(p).absolute(), repo.absolute()) for p in paths]
+    try:
+        if _is_annex_repo(repo):
+            # annex.dotfiles as DataLad sets it: files under .datalad/ follow largefiles too
+            r = subprocess.run(["git", "annex", "add", "-c", "annex.dotfiles=true", "--quiet",
+                                "--", *rel], cwd=repo, capture_output=True, text=True)
+            if r.returncode:
+                raise GitError(f"git annex add failed: {_last_line(r)}")
+        else:
+            git(repo, "add", "--", *rel)
+        if subprocess.run(["git", "-C", str(repo), "diff", "--cached", "--quiet", "HEAD",
+                           "--", *rel], capture_output=True).returncode == 0:
+            return False
+        r = subprocess.run(["git", "-C", str(repo), "commit", "--quiet", "-m", message,
+                            "--only", "--", *rel], capture_output=True, text=True)
+        if r.returncode:
+            raise GitError(f"git commit failed: {_last_line(r)}")
+        return True
+    except GitError:
+        _restore(repo, rel)
+        raise
+
+
+def _last_line(r: subprocess.CompletedProcess) -> str:
+    lines = (r.stderr or r.stdout).strip().splitlines()
+    return lines[-1] if lines else f"exit code {r.returncode}"
+
+
+def _restore(repo: Path, rel: list[str]) -> None:
+    """``rel`` in the index and the work tree as in HEAD again (removed where HEAD has
+    none): nothing half-added is left to look like a change of the user's."""
+    subprocess.run(["git", "-C", str(repo), "reset", "-q", "HEAD", "--", *rel],
+                   capture_output=True)
+    for path in rel:
+        if subprocess.run(["git", "-C", str(repo), "cat-file", "-e", f"HEAD:{path}"],
+                          capture_output=True).returncode == 0:
+            subprocess.run(["git", "-C", str(repo), "checkout", "-q", "HEAD", "--", path],
+                           capture_output=True)
+        else:
+            (repo / path).unlink(missing_ok=True)
+
+
+def _is_annex_repo(repo: Path) -> bool:
+    return subprocess.run(["git", "-C", str(repo), "config", "annex.uuid"],
+                          capture_output=True).returncode == 0
+
+
+def on_adjusted_branch(repo) -> bool:
+    """git-annex's adjusted branches (crippled file systems) need DataLad's save."""
+    r = subprocess.run(["git", "-C", str(repo), "symbolic-ref", "-q", "HEAD"],
+                       capture_output=True, text=True)
+    return r.stdout.strip().startswith("refs/heads/adjusted/")
+
+
+def fast_import_env() -> dict[str, str]:
+    """The environment for ``git fast-import`` of many small objects: glibc's malloc would
+    hand the heap back to the kernel after each object's zlib stream and take it again for
+    the next (two ``brk`` calls an object: 176,000 at 20,000 keys, 5.1 s against 1.3 s
+    without). A trim threshold of 64 MiB keeps the few MiB it uses."""
+    return {**os.environ, "MALLOC_TRIM_THRESHOLD_": str(64 * 2**20)}
+
+
+# -- where git-annex keeps an object ------------------------------------------------------
+
+_MIXED = "0123456789zqjxkmvwgpfZQJXKMVWGPF"
+
+
+def object_candidates(gitdir: str, key: str) -> list[str]:
+    """Where a key's object is in ``gitdir/annex/objects`` if it is present: git-annex's
+    ``hashdirmixed`` layout (work trees), then ``hashdirlower`` (bare repositories,
+    ``annex.tune.objecthashlower``). The key's own name ends the path, so a file found
+    there is that key's content; one not found is asked of git-annex. Strings, not Paths:
+    100,000 keys' worth of Path joins cost seconds."""
+    digest = hashlib.md5(key.encode())
+    word = int.from_bytes(digest.digest()[:4], "little")
+    c = [_MIXED[(word >> (6 * i)) & 31] for i in range(4)]
+    lower = digest.hexdigest()
+    name = key.replace("&", "&a").replace("%", "&s").replace(":", "&c").replace("/", "%")
+    objects = f"{gitdir}/annex/objects"
+    return [f"{objects}/{c[1]}{c[0]}/{c[3]}{c[2]}/{name}/{name}",
+            f"{objects}/{lower[:3]}/{lower[3:6]}/{name}/{name}"]

@@ -1,0 +1,59 @@
+"""Where an annexed file's content is: found by its key's place in ``.git/annex/objects``
+(a stat, no git-annex round trip per key), git-annex asked only for what is not there."""
+
+import os
+import subprocess
+from pathlib import Path
+
+import pytest
+from conftest import rdr_export
+from test_many_files import counting_git
+
+from datalad_rdr import content
+from datalad_rdr.demo import make_bids_dataset
+
+
+def annex_repo(path: Path, *init_config: str) -> dict[str, bytes]:
+    """A git-annex repository of a few files; key -> content."""
+    path.mkdir()
+    subprocess.run(["git", "init", "-q", str(path)], check=True)
+    subprocess.run(["git", *init_config, "annex", "init", "-q"], cwd=path, check=True)
+    data = {f"d/f{i}.bin": os.urandom(100 + i) for i in range(5)}
+    data["odd name: 100% & more.bin"] = b"odd\n"
+    for rel, blob in data.items():
+        (path / rel).parent.mkdir(parents=True, exist_ok=True)
+        (path / rel).write_bytes(blob)
+    subprocess.run(["git", "annex", "add", "--quiet", "."], cwd=path, check=True)
+    subprocess.run(["git", "commit", "-q", "-m", "files"], cwd=path, check=True)
+    keys = {}
+    for rel, blob in data.items():
+        key = subprocess.run(["git", "annex", "lookupkey", rel], cwd=path, check=True,
+                             capture_output=True, text=True).stdout.strip()
+        keys[key] = blob
+    return keys
+
+
+@pytest.mark.parametrize("layout", [(), ("-c", "annex.tune.objecthashlower=true")],
+                         ids=["mixed", "lower"])
+def test_content_locations_of_present_and_dropped_keys(tmp_path, layout):
+    repo = tmp_path / "repo"
+    keys = annex_repo(repo, *layout)
+    dropped = sorted(keys)[0]
+    subprocess.run(["git", "annex", "drop", "--force", "--key", dropped], cwd=repo,
+                   check=True, capture_output=True)
+    missing = "MD5E-s3--00000000000000000000000000000000.bin"
+    where = content.content_locations(str(repo), [*keys, missing])
+    assert where[dropped] is None and where[missing] is None
+    for key, blob in keys.items():
+        if key != dropped:
+            assert where[key].read_bytes() == blob, key
+
+
+def test_an_export_of_present_content_asks_git_annex_for_no_location(
+        token_env, tmp_path, monkeypatch):
+    ds = make_bids_dataset(tmp_path / "bids", subjects=2, nifti_bytes=2000)
+    monkeypatch.setenv("PATH", f"{counting_git(tmp_path)}{os.pathsep}{os.environ['PATH']}")
+    results = rdr_export(ds, token_env)
+    assert not [r for r in results if r["status"] == "error"], results
+    calls = (tmp_path / "calls").read_text().splitlines()
+    assert not [c for c in calls if "contentlocation" in c], calls

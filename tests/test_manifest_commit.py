@@ -1,0 +1,85 @@
+"""The manifest's commit: its two files only, annexed or in git as ``datalad save`` would
+put them, without a status of the whole work tree; a commit git refuses is one clear error
+and a rerun finishes the export."""
+
+import os
+import subprocess
+from pathlib import Path
+
+import datalad.api as dl
+import pytest
+from conftest import rdr_export
+from test_many_files import counting_git
+
+from datalad_rdr import manifest as mf
+from datalad_rdr.demo import demo_metadata, make_bids_dataset
+
+
+def head_files(ds) -> list[str]:
+    return sorted(subprocess.run(["git", "-C", str(ds), "diff-tree", "--no-commit-id",
+                                  "--name-only", "-r", "HEAD"], capture_output=True,
+                                 text=True, check=True).stdout.split())
+
+
+def tracked_as(ds, rel: str) -> str:
+    """'annexed' or 'git', from the committed tree entry."""
+    out = subprocess.run(["git", "-C", str(ds), "ls-tree", "HEAD", rel], capture_output=True,
+                         text=True, check=True).stdout.split()
+    return "annexed" if out[0] == "120000" else "git"
+
+
+@pytest.mark.skipif(os.name != "posix", reason="the git wrapper is a POSIX sh script")
+def test_the_manifest_commit_holds_its_files_and_does_not_list_the_work_tree(
+        token_env, tmp_path, monkeypatch):
+    ds = make_bids_dataset(tmp_path / "bids", subjects=2, nifti_bytes=2000, annex_text=True)
+    monkeypatch.setenv("PATH", f"{counting_git(tmp_path)}{os.pathsep}{os.environ['PATH']}")
+    results = rdr_export(ds, token_env)
+    assert not [r for r in results if r["status"] == "error"], results
+    assert head_files(ds) == [mf.MANIFEST, mf.MEMBERS]
+    # a dataset made by 'datalad create' annexes them, as 'datalad save' did
+    assert tracked_as(ds, mf.MANIFEST) == tracked_as(ds, mf.MEMBERS) == "annexed"
+    assert mf.load(ds).pid
+    calls = (tmp_path / "calls").read_text().splitlines()
+    # DataLad's save lists the work tree (ls-files) and asks for its status again
+    assert not [c for c in calls if c.startswith("ls-files")], calls
+    assert len([c for c in calls if c.split()[:1] == ["status"]
+                or "status" in c.split()[2:3]]) <= 1, calls
+
+
+def test_the_manifest_stays_in_git_where_the_dataset_keeps_text_in_git(token_env, tmp_path):
+    ds = dl.create(str(tmp_path / "plain"), cfg_proc="text2git", result_renderer="disabled")
+    root = Path(ds.path)
+    (root / "README").write_text("plain\n")
+    (root / "big.bin").write_bytes(os.urandom(3000))
+    (root / ".datalad/rdr").mkdir(parents=True)
+    (root / ".datalad/rdr/metadata.yaml").write_text(demo_metadata())
+    ds.save(result_renderer="disabled")
+    assert not [r for r in rdr_export(root, token_env) if r["status"] == "error"]
+    assert head_files(root) == [mf.MANIFEST, mf.MEMBERS]
+    assert tracked_as(root, mf.MANIFEST) == tracked_as(root, mf.MEMBERS) == "git"
+    assert subprocess.run(["git", "-C", str(root), "status", "--porcelain"],
+                          capture_output=True, text=True).stdout == ""
+
+
+def test_a_refused_manifest_commit_is_one_error_and_a_rerun_finishes(token_env, tmp_path):
+    ds = make_bids_dataset(tmp_path / "bids", subjects=1, nifti_bytes=2000)
+    hook = ds / ".git" / "hooks" / "pre-commit"
+    kept = hook.read_text() if hook.exists() else None
+    hook.write_text("#!/bin/sh\necho 'policy: no commits on Fridays' >&2\nexit 1\n")
+    hook.chmod(0o755)
+    before = head_files(ds)
+    results = rdr_export(ds, token_env)
+    errors = [r for r in results if r["status"] == "error"]
+    assert errors and "policy: no commits on Fridays" in errors[0]["message"]
+    assert "rerun" in errors[0]["message"]
+    assert head_files(ds) == before  # no commit
+    uploads = token_env.gate.stats.bytes_received
+
+    if kept is None:
+        hook.unlink()
+    else:
+        hook.write_text(kept)
+    results = rdr_export(ds, token_env)
+    assert not [r for r in results if r["status"] == "error"], results
+    assert head_files(ds) == [mf.MANIFEST, mf.MEMBERS]
+    assert token_env.gate.stats.bytes_received == uploads  # nothing sent again
