@@ -20,14 +20,14 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 from urllib.parse import urlsplit
 
+from . import gitannex
+from .gitannex import Annex, AnnexError
 from .manifest import Manifest
 from .remote import locations
-from .gitannex import Annex, AnnexError
 from .remote.reader import BundleReader, ReadError
 
 REMOTE = "rdr"
@@ -101,16 +101,14 @@ def run(dataset: Path, manifest: Manifest, previous: Manifest | None, opts,
 
 
 def _marker(repo: Path) -> Path | None:
-    r = subprocess.run(["git", "-C", str(repo), "rev-parse", "--absolute-git-dir"],
-                       capture_output=True, text=True)
-    return Path(r.stdout.strip()) / "datalad-rdr" / "recorded.json" if r.returncode == 0 \
-        else None
+    try:
+        return gitannex.git_dir(repo) / "datalad-rdr" / "recorded.json"
+    except gitannex.GitError:
+        return None
 
 
 def _annex_branch(repo: Path) -> str:
-    return subprocess.run(["git", "-C", str(repo), "rev-parse", "--verify", "--quiet",
-                           "refs/heads/git-annex"], capture_output=True, text=True
-                          ).stdout.strip()
+    return gitannex.resolve(repo, gitannex.ANNEX_BRANCH) or ""
 
 
 def _read(path: Path) -> dict | None:
@@ -135,8 +133,7 @@ def _mark_absent(annex: Annex, repo: Path, name: str, stale, recorded, new) -> N
 
 
 def _uuid(repo: Path, name: str) -> str:
-    return subprocess.run(["git", "-C", str(repo), "config", f"remote.{name}.annex-uuid"],
-                          capture_output=True, text=True).stdout.strip()
+    return gitannex.config(repo, f"remote.{name}.annex-uuid") or ""
 
 
 def ria_alias_problem(dataset: Path, store: str, alias: str) -> str | None:
@@ -159,14 +156,12 @@ def ria_alias_problem(dataset: Path, store: str, alias: str) -> str | None:
 
 
 def _dataset_id(dataset: Path) -> str:
-    return subprocess.run(["git", "config", "-f", str(Path(dataset) / ".datalad/config"),
-                           "datalad.dataset.id"], capture_output=True, text=True
-                          ).stdout.strip()
+    return gitannex.config(dataset, "datalad.dataset.id",
+                           file=Path(dataset) / ".datalad/config") or ""
 
 
 def _is_annex(repo: Path) -> bool:
-    return subprocess.run(["git", "-C", str(repo), "config", "annex.uuid"],
-                          capture_output=True).returncode == 0
+    return gitannex.config(repo, "annex.uuid") is not None
 
 
 def _members_by_repo(dataset: Path, manifest: Manifest) -> dict[Path, list[tuple]]:

@@ -72,7 +72,7 @@ def run_export(dataset: Path, opts: ExportOptions) -> Iterator[dict]:
         yield from _export(dataset, opts)
         return
     try:
-        with mf.ExportLock(_git_dir(dataset), opts.wait, on_wait=lambda holder: log.warning(
+        with mf.ExportLock(gitannex.git_dir(dataset), opts.wait, on_wait=lambda holder: log.warning(
                 "another rdr-export of this dataset is running (process %s); waiting up to "
                 "%.0f s for it to finish", holder, opts.wait)):
             yield from _export(dataset, opts)
@@ -102,7 +102,7 @@ def _export(dataset: Path, opts: ExportOptions) -> Iterator[dict]:
         return
     if previous and (previous.server, previous.pid) != (opts.url, pid):
         previous = None
-    journal = mf.Journal(_git_dir(dataset), opts.url, pid, settings_of(opts))
+    journal = mf.Journal(gitannex.git_dir(dataset), opts.url, pid, settings_of(opts))
     journal.start()
     # every bundle added or replaced counts against the dataset's file-count limit, which
     # counts every file the dataset ever had (fidelity row 21): stop before, not half-way
@@ -265,7 +265,7 @@ def prepare(dataset: Path, opts: ExportOptions):
     """Everything checked before any server call; yields results, returns
     ``(opts, plan, meta, previous, overrides)`` or None when the export stops (a dry run
     goes on to the end, reporting every problem)."""
-    previous, journal = mf.load(dataset), mf.read_journal(_git_dir(dataset))
+    previous, journal = mf.load(dataset), mf.read_journal(gitannex.git_dir(dataset))
     opts, notes, problem = settle(dataset, opts, previous, journal)
     if problem:
         yield result(dataset, "error", problem)
@@ -276,7 +276,7 @@ def prepare(dataset: Path, opts: ExportOptions):
                                        "new draft); nothing was exported here before")
         return None
     if not opts.dry_run:  # what --check-server found out about this server
-        cap, notes = discovery.adjust(_git_dir(dataset), opts.url, opts.cap)
+        cap, notes = discovery.adjust(gitannex.git_dir(dataset), opts.url, opts.cap)
         opts = replace(opts, cap=cap)
         for note in notes:
             yield result(dataset, "ok", note)
@@ -290,7 +290,7 @@ def prepare(dataset: Path, opts: ExportOptions):
         if problem:
             yield result(dataset, "error", problem)
             return None
-    if not _is_commit(dataset, opts.commit):
+    if gitannex.resolve(dataset, f"{opts.commit}^{{commit}}") is None:
         yield result(dataset, "error", f"--commit {opts.commit}: no such commit in the "
                                        f"dataset; give a commit id, branch or tag "
                                        f"('git log' lists them)")
@@ -333,7 +333,7 @@ def prepare(dataset: Path, opts: ExportOptions):
         stopped = True
     if stopped and not opts.dry_run:
         return None
-    unsaved = _unsaved(dataset) if opts.commit == "HEAD" else []
+    unsaved = gitannex.unsaved_paths(dataset) if opts.commit == "HEAD" else []
     if unsaved:
         shown = ", ".join(unsaved[:5]) + (f" and {len(unsaved) - 5} more"
                                           if len(unsaved) > 5 else "")
@@ -355,7 +355,7 @@ def prepare(dataset: Path, opts: ExportOptions):
 
 def _largest_file(dataset: Path, opts: ExportOptions) -> int | None:
     """The largest file the server accepts, as ``--check-server`` found it out (or None)."""
-    known = discovery.cached(_git_dir(dataset), opts.url) if opts.url else None
+    known = discovery.cached(gitannex.git_dir(dataset), opts.url) if opts.url else None
     largest = (known or {}).get("facts", {}).get("largest_file")
     return largest if isinstance(largest, int) else None
 
@@ -434,7 +434,7 @@ def open_draft(dataset: Path, opts: ExportOptions, client: Dataverse, meta, plan
             return opts.pid
         pid = client.create_dataset(opts.collection, mapping.draft())
         # in the journal before anything else can fail: a rerun continues in this draft
-        mf.Journal(_git_dir(dataset), opts.url, pid, settings_of(opts)).start()
+        mf.Journal(gitannex.git_dir(dataset), opts.url, pid, settings_of(opts)).start()
         yield result(dataset, "ok", f"draft {pid} created in {opts.collection} from "
                                     f"{metadata.METADATA}{mapping.note()}", pid=pid)
         return pid
@@ -508,30 +508,6 @@ def _unavailable(plan: Plan) -> str | None:
     return None
 
 
-def _unsaved(dataset: Path) -> list[str]:
-    """Paths (relative to the dataset) with changes not saved in HEAD; a subdataset counts
-    when its recorded commit changed (as ``datalad status`` with
-    ``eval_subdataset_state="commit"``). git's own NUL-separated status: any name git can
-    hold, newlines included, comes out whole."""
-    out = subprocess.run(["git", "-C", str(dataset), "status", "--porcelain=v1", "-z",
-                          "--untracked-files=normal", "--ignore-submodules=dirty"],
-                         capture_output=True, check=True).stdout.decode("utf-8",
-                                                                        "surrogateescape")
-    paths, entries = [], iter(out.split("\0"))
-    for entry in entries:
-        if not entry:
-            continue
-        paths.append(entry[3:].rstrip("/"))
-        if entry[0] in "RC":  # a rename or copy: the old path follows
-            next(entries, None)
-    return sorted(paths)
-
-
-def _is_commit(dataset: Path, commit: str) -> bool:
-    return subprocess.run(["git", "-C", str(dataset), "rev-parse", "--verify", "--quiet",
-                           f"{commit}^{{commit}}"], capture_output=True).returncode == 0
-
-
 # -- verify only -------------------------------------------------------------------------
 
 def run_verify(dataset: Path, opts: ExportOptions) -> Iterator[dict]:
@@ -539,7 +515,7 @@ def run_verify(dataset: Path, opts: ExportOptions) -> Iterator[dict]:
     dataset = Path(dataset)
     manifest = mf.load(dataset)
     if manifest is None:
-        in_progress = mf.read_journal(_git_dir(dataset))
+        in_progress = mf.read_journal(gitannex.git_dir(dataset))
         yield result(dataset, "error",
                      f"no {mf.MANIFEST}: nothing exported yet to verify; run 'datalad "
                      f"rdr-export' first" + (" (an interrupted export waits to be finished)"
@@ -577,11 +553,6 @@ def _explain(exc: DataverseError, opts: ExportOptions) -> str:
     if exc.status == 404 and "not found" in exc.message.lower():
         return f"{exc.message} Check --pid or --collection."
     return str(exc)
-
-
-def _git_dir(dataset: Path) -> Path:
-    return Path(subprocess.run(["git", "-C", str(dataset), "rev-parse", "--absolute-git-dir"],
-                               capture_output=True, text=True, check=True).stdout.strip())
 
 
 def _save(dataset: Path, paths: list[Path], message: str) -> None:

@@ -121,7 +121,7 @@ def git_or_none(repo, *args, binary: bool = False) -> str | bytes | None:
 
 def config(repo, name: str, file: str | os.PathLike | None = None) -> str | None:
     """A git setting of ``repo`` (or of a config ``file``); None when it is unset."""
-    where = ["-f", str(file)] if file is not None else []
+    where = ["-f", str(Path(file).absolute())] if file is not None else []
     out = git_or_none(repo, "config", *where, name)
     return (out.strip() or None) if out is not None else None
 
@@ -135,6 +135,25 @@ def resolve(repo, rev: str) -> str | None:
 def git_dir(repo) -> Path:
     """The repository's git directory (``.git``, or where a ``.git`` file points)."""
     return Path(git(repo, "rev-parse", "--absolute-git-dir").strip())
+
+
+def unsaved_paths(repo) -> list[str]:
+    """Paths (relative to the work tree) with changes not saved in HEAD; a subdataset counts
+    when its recorded commit changed (as ``datalad status`` with
+    ``eval_subdataset_state="commit"``). git's own NUL-separated status: any name git can
+    hold, newlines included, comes out whole."""
+    out = subprocess.run(["git", "-C", str(repo), "status", "--porcelain=v1", "-z",
+                          "--untracked-files=normal", "--ignore-submodules=dirty"],
+                         capture_output=True, check=True).stdout.decode("utf-8",
+                                                                        "surrogateescape")
+    paths, entries = [], iter(out.split("\0"))
+    for entry in entries:
+        if not entry:
+            continue
+        paths.append(entry[3:].rstrip("/"))
+        if entry[0] in "RC":  # a rename or copy: the old path follows
+            next(entries, None)
+    return sorted(paths)
 
 
 def commit_time(repo, commit: str) -> int:
