@@ -41,6 +41,13 @@ def _result(path: Path, status: str, message: str, **extra) -> dict:
 
 def run(dataset: Path, manifest: Manifest, previous: Manifest | None, opts,
         token: str | None) -> Iterator[dict]:
+    if (yield from record(dataset, manifest, previous, token)):
+        yield from push(dataset, opts)
+
+
+def record(dataset: Path, manifest: Manifest, previous: Manifest | None,
+           token: str | None) -> Iterator[dict]:
+    """The ``rdr`` remote and every key's location record; returns False on an error."""
     dataset = Path(dataset)
     by_repo = _members_by_repo(dataset, manifest)
     old = _members_by_repo(dataset, previous) if previous else {}
@@ -73,7 +80,7 @@ def run(dataset: Path, manifest: Manifest, previous: Manifest | None, opts,
         except (AnnexError, OSError) as exc:
             yield _result(repo, "error", f"the rdr remote could not record where the "
                                          f"annexed files are: {exc}")
-            return
+            return False
         if marker:
             marker.parent.mkdir(parents=True, exist_ok=True)
             marker.write_text(json.dumps({"manifest": digest,
@@ -90,6 +97,12 @@ def run(dataset: Path, manifest: Manifest, previous: Manifest | None, opts,
         yield _result(repo, "ok", f"{len(pairs)} annexed files recorded as in the special "
                                   f"remote '{name}' (git-annex branch, {len(new)} new){gone}",
                       remote=name)
+    return True
+
+
+def push(dataset: Path, opts) -> Iterator[dict]:
+    """With ``--ria-store``: the dataset (no annexed content) pushed to the RIA store."""
+    dataset = Path(dataset)
     store = getattr(opts, "ria_store", None)
     if store:
         alias = getattr(opts, "ria_alias", None) or dataset.name

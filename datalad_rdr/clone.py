@@ -22,6 +22,7 @@ import logging
 import posixpath
 import re
 import subprocess
+import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,11 +30,13 @@ from urllib.parse import parse_qs, urlsplit
 
 import requests
 
+from . import manifest as mf
 from .archives import ArchiveError, Volumes, from_bundle_reader, open_archive, volume_sets
 from .dataverse import Dataverse, DataverseError, NoAnswer, NotFound, RecordFile, Unauthorized
 from .remote.annex import Annex, AnnexError
 from .remote.locations import ArchiveLocation
-from .remote.reader import BundleReader, ReadError
+from .history import NAME as HISTORY
+from .remote.reader import BundleReader, Denied, ReadError
 
 lgr = logging.getLogger("datalad.rdr.clone")
 
@@ -376,6 +379,10 @@ def run_clone(src: Source, path: Path, token: str | None, credential: str | None
                          f"PATH (a rerun into the same PATH updates it)")
     client = Dataverse(src.server, token)
     version = open_version(client, src)
+    deposit = next((f for f in version.files if f.path == HISTORY), None)
+    if deposit is not None:  # exported by datalad-rdr: its own history, not a new one
+        yield from clone_history(client, src, path, version.label, deposit, token)
+        return
     if before and before["version"] == version.label and version.label != "draft":
         yield _result(str(path), "notneeded", f"{path} already holds version "
                       f"{version.label} of {src.pid}")
@@ -407,3 +414,76 @@ def run_clone(src: Source, path: Path, token: str | None, credential: str | None
                   f"{len(entries)} annexed files ({added} new, {changed} changed, "
                   f"{removed} removed); 'datalad get' reads them from {src.server}",
                   type="dataset", version=version.label, files=len(entries))
+
+
+# -- a record exported by datalad-rdr ------------------------------------------------
+def clone_history(client: Dataverse, src: Source, path: Path, label: str,
+                  deposit: RecordFile, token: str | None) -> Iterator[dict]:
+    """The dataset the record was exported from, cloned from its deposited history
+    (:mod:`datalad_rdr.history`): the same commits, the ``rdr`` remote enabled from the
+    git-annex branch, and the public documents' own files as web URLs of their keys."""
+    with tempfile.TemporaryDirectory(prefix="rdr-clone-") as tmp:
+        bundle = Path(tmp) / HISTORY
+        _download(src, deposit, token, bundle)
+        r = subprocess.run(["git", "clone", "--quiet", str(bundle), str(path)],
+                           capture_output=True, text=True)
+        if r.returncode:
+            raise CloneError(f"git cannot clone {HISTORY} of {src.pid}: "
+                             f"{r.stderr.strip().splitlines()[-1:]}")
+
+    def git(*args):
+        return subprocess.run(["git", *args], cwd=path, capture_output=True, text=True,
+                              check=True).stdout.strip()
+
+    try:
+        git("remote", "remove", "origin")  # the downloaded file, gone now
+        # git-annex merges the deposited git-annex branch and enables the autoenable=true
+        # remotes: the rdr remote needs no token for that
+        git("annex", "init", "--quiet")
+        _web_documents(client, path)
+        head = git("rev-parse", "HEAD")
+        commits = git("rev-list", "--count", "HEAD")
+    except subprocess.CalledProcessError as exc:
+        raise CloneError(f"cannot make {path} a dataset: {(exc.stderr or '').strip()}; "
+                         f"remove {path} and try again") from None
+    yield _result(str(path), "ok", f"version {label} of {src.pid}: the dataset's history "
+                  f"from {HISTORY} ({commits} commits, {head[:8]}); 'datalad get' reads "
+                  f"its files from {src.server}", type="dataset", version=label,
+                  commit=head, history=True)
+
+
+def _download(src: Source, deposit: RecordFile, token: str | None, out: Path) -> None:
+    reader = BundleReader(src.server, lambda: token)
+    digest = hashlib.md5()
+    try:
+        body = reader.open(deposit.id, 0, deposit.size - 1)
+        try:
+            with open(out, "wb") as f:
+                for chunk in body.iter_content(1024 * 1024):
+                    digest.update(chunk)
+                    f.write(chunk)
+        finally:
+            body.close()
+    except Denied:
+        raise CloneError(
+            f"the history of {src.pid} ({HISTORY}) is restricted: clone with the API token "
+            f"of a user who has access (--credential NAME, or DATALAD_CREDENTIAL_RDR_SECRET)"
+            f", or use 'Request Access' on {src.server}/dataset.xhtml?persistentId="
+            f"{src.pid}") from None
+    except ReadError as exc:
+        raise CloneError(f"cannot read {HISTORY} of {src.pid}: {exc}") from None
+    if deposit.checksum_type.upper() == "MD5" and digest.hexdigest() != deposit.checksum:
+        raise CloneError(f"{HISTORY} of {src.pid}: MD5 {digest.hexdigest()} read, the "
+                         f"server lists {deposit.checksum}; try again, or tell RDR support")
+
+
+def _web_documents(client: Dataverse, path: Path) -> None:
+    """Public documents (README, documentation) are files of their own besides their
+    bundle: anyone can get them through git-annex's web remote, without a token."""
+    manifest = mf.load(path)
+    if manifest is None:
+        return
+    pairs = [(d.key, client.access_url(d.file_id)) for d in manifest.documents
+             if d.key and not d.restricted]
+    if pairs:
+        Annex(path / ".git").register_urls(pairs, "web")

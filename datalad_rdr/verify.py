@@ -12,7 +12,8 @@ with what the manifest says was sent:
   are); each bundle's embargo and date are reported;
 - nothing else is there (no stray files) but the bundles the dataset's ``rdr`` special remote
   stored in the same record (``git annex copy --to rdr``): those the git-annex branch's location
-  records name, by file id, are listed as ``remote`` and are fine.
+  records name, by file id, are listed as ``remote`` and are fine, and so is the deposited
+  git history (:mod:`.history`), listed as ``history``.
 
 Each file gives one result (``error`` on any mismatch, with what to do) and the whole a table,
 rendered by the command after its results.
@@ -25,6 +26,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from .dataverse import Dataverse, FileEntry
+from .history import NAME as HISTORY
 from .manifest import Manifest
 from .remote import locations
 from .gitannex import Annex
@@ -95,6 +97,10 @@ def compare(entries: list[FileEntry], manifest: Manifest, bundles_restricted: bo
     for name, entry in sorted(on_server.items()):
         row = Row(name, "stray")
         _fill(row, entry)
+        if name == HISTORY:
+            row.kind = "history"  # the export's own, not in the manifest it holds
+            rows.append(row)
+            continue
         if row.file_id in held:
             row.kind = "remote"  # stored by 'git annex copy --to rdr': the remote reads it
             rows.append(row)
@@ -113,6 +119,9 @@ def results(dataset: Path, rows: list[Row], where: str, pid: str) -> list[dict]:
         if row.kind == "remote":
             message = (f"{row.name}: a bundle of the dataset's rdr special remote "
                        f"({row.server_size} bytes, {row.server_access})")
+        elif row.kind == "history":
+            message = (f"{row.name}: the dataset's git history ({row.server_size} bytes, "
+                       f"{row.server_access})")
         elif row.ok:
             message = (f"{row.name}: {row.server_size} bytes and MD5 as in the manifest, "
                        f"{row.server_access}" + _embargo_note(row.server_embargo))
