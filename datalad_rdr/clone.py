@@ -30,7 +30,6 @@ from urllib.parse import parse_qs, urlsplit
 
 import requests
 
-from . import manifest as mf
 from .archives import ArchiveError, Volumes, from_bundle_reader, open_archive, volume_sets
 from .dataverse import Dataverse, DataverseError, NoAnswer, NotFound, RecordFile, Unauthorized
 from .remote.annex import Annex, AnnexError
@@ -381,7 +380,8 @@ def run_clone(src: Source, path: Path, token: str | None, credential: str | None
     version = open_version(client, src)
     deposit = next((f for f in version.files if f.path == HISTORY), None)
     if deposit is not None:  # exported by datalad-rdr: its own history, not a new one
-        yield from clone_history(client, src, path, version.label, deposit, token)
+        yield from clone_history(client, src, path, version.label, version.files,
+                                 deposit, token)
         return
     if before and before["version"] == version.label and version.label != "draft":
         yield _result(str(path), "notneeded", f"{path} already holds version "
@@ -418,7 +418,8 @@ def run_clone(src: Source, path: Path, token: str | None, credential: str | None
 
 # -- a record exported by datalad-rdr ------------------------------------------------
 def clone_history(client: Dataverse, src: Source, path: Path, label: str,
-                  deposit: RecordFile, token: str | None) -> Iterator[dict]:
+                  files: list[RecordFile], deposit: RecordFile, token: str | None
+                  ) -> Iterator[dict]:
     """The dataset the record was exported from, cloned from its deposited history
     (:mod:`datalad_rdr.history`): the same commits, the ``rdr`` remote enabled from the
     git-annex branch, and the public documents' own files as web URLs of their keys."""
@@ -436,11 +437,11 @@ def clone_history(client: Dataverse, src: Source, path: Path, label: str,
                               check=True).stdout.strip()
 
     try:
-        git("remote", "remove", "origin")  # the downloaded file, gone now
-        # git-annex merges the deposited git-annex branch and enables the autoenable=true
-        # remotes: the rdr remote needs no token for that
+        # git-annex merges the deposited git-annex branch (origin/git-annex) and enables
+        # the autoenable=true remotes: the rdr remote needs no token for that
         git("annex", "init", "--quiet")
-        _web_documents(client, path)
+        git("remote", "remove", "origin")  # the downloaded file, gone now
+        _public_documents(src, path, files)
         head = git("rev-parse", "HEAD")
         commits = git("rev-list", "--count", "HEAD")
     except subprocess.CalledProcessError as exc:
@@ -477,13 +478,14 @@ def _download(src: Source, deposit: RecordFile, token: str | None, out: Path) ->
                          f"server lists {deposit.checksum}; try again, or tell RDR support")
 
 
-def _web_documents(client: Dataverse, path: Path) -> None:
+def _public_documents(src: Source, path: Path, files: list[RecordFile]) -> None:
     """Public documents (README, documentation) are files of their own besides their
-    bundle: anyone can get them through git-annex's web remote, without a token."""
-    manifest = mf.load(path)
-    if manifest is None:
-        return
-    pairs = [(d.key, client.access_url(d.file_id)) for d in manifest.documents
-             if d.key and not d.restricted]
-    if pairs:
-        Annex(path / ".git").register_urls(pairs, "web")
+    bundle, at their path: recorded for the annexed file there, anyone gets them without a
+    token (by the rdr remote, as a plain file of the record, and by git-annex's web remote).
+    From the record's listing, not the manifest: that may be annexed, and not here."""
+    public = {f.path: f for f in files if not f.restricted}
+    annex = Annex(path / ".git")
+    found = [(key, _plain(src, public[p])) for p, key in _annexed(annex).items()
+             if p in public and f"-s{public[p].size}-" in key]
+    annex.register_urls([(key, u) for key, e in found for u in e.rdr], REMOTE)
+    annex.register_urls([(key, u) for key, e in found for u in e.web], "web")

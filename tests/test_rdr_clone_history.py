@@ -62,7 +62,7 @@ def git(repo, *args):
 
 
 def rdr_clone(sb, doi, path, *extra, token=None):
-    return run(["datalad", "rdr-clone", f"doi:{doi}", "--url", sb.dataverse_url, str(path),
+    return run(["datalad", "rdr-clone", f"doi:{doi}", str(path), "--url", sb.dataverse_url,
                 *extra], path.parent, token=token)
 
 
@@ -83,7 +83,7 @@ def test_a_reader_clones_the_published_dataset_from_its_doi(sb, bids, tmp_path):
     r = rdr_clone(sb, doi, clone)
     assert r.returncode == 0, r.stdout + r.stderr
     assert git(clone, "rev-list", "HEAD") == git(bids, "rev-list", "HEAD^")
-    assert git(clone, "remote") == ""  # nothing but the special remotes
+    assert git(clone, "remote").split() == ["rdr"]  # no origin: it was the downloaded file
     assert git(clone, "config", "remote.rdr.annex-externaltype") == "rdr"
     assert not (clone / ".datalad/rdr/record.json").exists()  # not built from a listing
 

@@ -459,11 +459,13 @@ class RdrRemote(SpecialRemote):
         if self._pending(key):
             self._flush_in_session()
         found = self._locations(key)
-        members = [] if found else self._locations(key, archive=True)
+        # first: in an archive someone uploaded by hand, or a public document's own file
+        # (rdr-clone records those): no token needed for a public one
+        members = self._locations(key, archive=True)
         if not found and not members:
             raise RemoteError(f"no location in {self.url} is recorded for {key}")
         errors = []
-        for loc in members:  # in an archive someone uploaded by hand (rdr-clone)
+        for loc in members:
             try:
                 with open(local_file, "wb") as out:
                     archived.read(self.reader, loc, out, self.annex.progress)
