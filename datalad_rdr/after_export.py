@@ -1,15 +1,16 @@
-"""The export's last stage: the ``rdr`` remote, every key's location, and the RIA store.
+"""After the manifest: the ``rdr`` remote, every key's location, and the RIA store.
 
-Once the manifest is saved, :func:`run` makes sure the dataset has an ``rdr`` special remote
+Once the manifest is saved, :func:`record` (before the history is deposited, so that the
+deposit holds the records) makes sure the dataset has an ``rdr`` special remote
 for the exported server and dataset (``autoenable=true``, so every clone enables it; also when
 the dataset has no annexed file yet, so that ``git annex copy --to rdr`` works later), records
 for every annexed file of every bundle where it lies (in the format of
 :mod:`.remote.locations`, with the key marked present in the remote; all in one commit of the
 git-annex branch, see :meth:`.gitannex.Annex.record_urls`) unless the git-annex branch has
 that record already, removes the records of bundles the server no longer
-has (also those of keys the export no longer holds, from the previous manifest), and, with
-``--ria-store``, pushes the dataset -- history, manifest, git-annex branch, no annexed content
--- to a RIA store under an alias, so that::
+has (also those of keys the export no longer holds, from the previous manifest); last,
+with ``--ria-store``, :func:`push` pushes the dataset -- history, manifest, git-annex
+branch, no annexed content -- to a RIA store under an alias, so that::
 
     datalad clone 'ria+file:///store#~alias' && datalad get <file>
 

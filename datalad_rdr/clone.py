@@ -1,4 +1,8 @@
-"""``rdr-clone`` of a record uploaded by hand: a DataLad dataset from the record itself.
+"""``rdr-clone``: a DataLad dataset from a record on the server.
+
+A record exported by datalad-rdr holds the dataset's history (:mod:`datalad_rdr.history`):
+it is cloned from that (:func:`clone_history`). A record uploaded by hand is made into a
+new dataset from the record itself, as follows.
 
 The data's way: the SOURCE the user gave becomes a server and a dataset PID
 (:func:`resolve`); the chosen version's file list comes from the server; every file is
@@ -32,10 +36,10 @@ import requests
 
 from .archives import ArchiveError, Volumes, from_bundle_reader, open_archive, volume_sets
 from .dataverse import Dataverse, DataverseError, NoAnswer, NotFound, RecordFile, Unauthorized
+from .history import NAME as HISTORY
 from .remote.annex import Annex, AnnexError
 from .remote.locations import ArchiveLocation
-from .history import NAME as HISTORY
-from .remote.reader import BundleReader, Denied, ReadError
+from .remote.reader import BundleReader, Denied, ReadError, request_access
 
 lgr = logging.getLogger("datalad.rdr.clone")
 
@@ -469,8 +473,7 @@ def _download(src: Source, deposit: RecordFile, token: str | None, out: Path) ->
         raise CloneError(
             f"the history of {src.pid} ({HISTORY}) is restricted: clone with the API token "
             f"of a user who has access (--credential NAME, or DATALAD_CREDENTIAL_RDR_SECRET)"
-            f", or use 'Request Access' on {src.server}/dataset.xhtml?persistentId="
-            f"{src.pid}") from None
+            f"; {request_access(src.server, src.pid)}") from None
     except ReadError as exc:
         raise CloneError(f"cannot read {HISTORY} of {src.pid}: {exc}") from None
     if deposit.checksum_type.upper() == "MD5" and digest.hexdigest() != deposit.checksum:

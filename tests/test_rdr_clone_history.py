@@ -98,6 +98,8 @@ def test_a_reader_clones_the_published_dataset_from_its_doi(sb, bids, tmp_path):
     assert r.returncode != 0
     assert "restricted or in an unpublished draft, and no API token is set" in \
         r.stdout + r.stderr
+    assert f"use 'Request Access' on {sb.dataverse_url}/dataset.xhtml?persistentId=" \
+           f"doi:{doi}" in r.stdout + r.stderr
     r = run(["datalad", "get", T1W], clone, token=sb.api_token)
     assert r.returncode == 0, r.stdout + r.stderr
     assert md5(clone / T1W) == md5(bids / T1W)

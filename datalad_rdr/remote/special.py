@@ -67,7 +67,8 @@ from . import keys as annex_keys
 from .annex import Annex, AnnexError
 from .boundary import request, yes
 from .keyindex import read_index
-from .reader import BundleReader, ReadError, read_member
+from .reader import (BundleReader, Denied, Embargoed, ReadError, read_member,
+                     request_access)
 from .store import FlushError, OpenBundle, Store
 
 #: bundlesize: smaller than rdr-export's cap, see docs/remote.rst ("bundlesize").
@@ -481,6 +482,10 @@ class RdrRemote(SpecialRemote):
                     read_member(self.reader, loc, out, checksum, self.annex.progress,
                                 window if loc.compressed_size < window // 4 else 0)
                 return
+            except Embargoed as exc:
+                errors.append(str(exc))
+            except Denied as exc:  # a restricted bundle: how to get access, besides a token
+                errors.append(f"{exc}; {request_access(self.url, loc.pid)}")
             except (ReadError, OSError) as exc:
                 errors.append(str(exc))
         # Nothing that failed its checks stays where git-annex would look for content.
