@@ -172,6 +172,10 @@ def deposit(dataset: Path, client: Dataverse, pid: str, uploader: Uploader, meta
                                   "md5": sent.md5, "file_id": sent.file_id}))
     message = sent.message.replace(
         NAME, f"the dataset's history ({NAME}, commit {held['commit'][:8]})", 1)
+    if sent.status == "ok" and not restricted and getattr(meta, "access", "") != "open":
+        message += ("; the bundles are restricted, the history is not: its commit "
+                    "messages, file names and the files kept in git (not annexed) are "
+                    "public ('history: restricted' in the metadata file changes that)")
     yield _result(dataset, sent.status, message, file_id=sent.file_id, md5=sent.md5,
                   commit=held["commit"])
     return True
