@@ -177,5 +177,5 @@ def deposit(dataset: Path, client: Dataverse, pid: str, uploader: Uploader, meta
                     "messages, file names and the files kept in git (not annexed) are "
                     "public ('history: restricted' in the metadata file changes that)")
     yield _result(dataset, sent.status, message, file_id=sent.file_id, md5=sent.md5,
-                  commit=held["commit"])
+                  size=sent.size, commit=held["commit"])
     return True
