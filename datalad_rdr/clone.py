@@ -375,7 +375,7 @@ def run_clone(src: Source, path: Path, token: str | None, credential: str | None
     """The stages, as result records; the last says what the dataset now holds."""
     import datalad.api as dl
 
-    before = previous(path)
+    before = previous(path) or _cloned_history(path)
     if path.exists() and any(path.iterdir()) and (
             before is None or (before["server"], before["pid"]) != (src.server, src.pid)):
         raise CloneError(f"{path} exists and is not an rdr-clone of {src.pid}: give a new "
@@ -384,8 +384,12 @@ def run_clone(src: Source, path: Path, token: str | None, credential: str | None
     version = open_version(client, src)
     deposit = next((f for f in version.files if f.path == HISTORY), None)
     if deposit is not None:  # exported by datalad-rdr: its own history, not a new one
+        if before is not None and not before.get("history"):
+            raise CloneError(f"{path} was made from the listing of {src.pid}, which now "
+                             f"holds its dataset's history ({HISTORY}): clone that into a "
+                             f"new PATH")
         yield from clone_history(client, src, path, version.label, version.files,
-                                 deposit, token)
+                                 deposit, token, update=before is not None)
         return
     if before and before["version"] == version.label and version.label != "draft":
         yield _result(str(path), "notneeded", f"{path} already holds version "
@@ -422,39 +426,66 @@ def run_clone(src: Source, path: Path, token: str | None, credential: str | None
 
 # -- a record exported by datalad-rdr ------------------------------------------------
 def clone_history(client: Dataverse, src: Source, path: Path, label: str,
-                  files: list[RecordFile], deposit: RecordFile, token: str | None
-                  ) -> Iterator[dict]:
+                  files: list[RecordFile], deposit: RecordFile, token: str | None,
+                  update: bool = False) -> Iterator[dict]:
     """The dataset the record was exported from, cloned from its deposited history
     (:mod:`datalad_rdr.history`): the same commits, the ``rdr`` remote enabled from the
-    git-annex branch, and the public documents' own files as web URLs of their keys."""
-    with tempfile.TemporaryDirectory(prefix="rdr-clone-") as tmp:
-        bundle = Path(tmp) / HISTORY
-        _download(src, deposit, token, bundle)
-        r = subprocess.run(["git", "clone", "--quiet", str(bundle), str(path)],
-                           capture_output=True, text=True)
-        if r.returncode:
-            raise CloneError(f"git cannot clone {HISTORY} of {src.pid}: "
-                             f"{r.stderr.strip().splitlines()[-1:]}")
-
+    git-annex branch, the public documents recorded at their own files. ``update``: an
+    earlier such clone in ``path`` is brought forward to this version (fast-forward)."""
     def git(*args):
         return subprocess.run(["git", *args], cwd=path, capture_output=True, text=True,
                               check=True).stdout.strip()
 
     try:
-        # git-annex merges the deposited git-annex branch (origin/git-annex) and enables
-        # the autoenable=true remotes: the rdr remote needs no token for that
-        git("annex", "init", "--quiet")
-        git("remote", "remove", "origin")  # the downloaded file, gone now
+        with tempfile.TemporaryDirectory(prefix="rdr-clone-") as tmp:
+            bundle = Path(tmp) / HISTORY
+            _download(src, deposit, token, bundle)
+            if update:
+                git("fetch", "--quiet", str(bundle), f"+refs/heads/*:{_FETCHED}/*")
+            else:
+                subprocess.run(["git", "clone", "--quiet", "--origin", "rdr-history",
+                                str(bundle), str(path)], capture_output=True, text=True,
+                               check=True)
+        branch = git("symbolic-ref", "--short", "HEAD")
+        if update and subprocess.run(["git", "merge", "--ff-only", "--quiet",
+                                      f"{_FETCHED}/{branch}"], cwd=path,
+                                     capture_output=True).returncode:
+            raise CloneError(f"{path} has commits that version {label} of {src.pid} does "
+                             f"not have: merge {HISTORY} by hand, or clone into a new PATH")
+        # git-annex merges the deposited git-annex branch (rdr-history/git-annex) and, at
+        # init, enables the autoenable=true remotes: the rdr remote needs no token for that
+        git("annex", "merge" if update else "init", "--quiet")
+        if not update:
+            git("remote", "remove", "rdr-history")  # the downloaded file, gone now
+        for ref in git("for-each-ref", "--format=%(refname)", _FETCHED).split():
+            git("update-ref", "-d", ref)
         _public_documents(src, path, files)
+        for key, value in (("server", src.server), ("pid", src.pid), ("version", label)):
+            git("config", f"{_CLONED}.{key}", value)
         head = git("rev-parse", "HEAD")
         commits = git("rev-list", "--count", "HEAD")
-    except subprocess.CalledProcessError as exc:
-        raise CloneError(f"cannot make {path} a dataset: {(exc.stderr or '').strip()}; "
-                         f"remove {path} and try again") from None
+    except (subprocess.CalledProcessError, AnnexError) as exc:
+        raise CloneError(f"cannot make {path} the dataset of {src.pid}: "
+                         f"{(getattr(exc, 'stderr', '') or exc)}".strip()) from None
     yield _result(str(path), "ok", f"version {label} of {src.pid}: the dataset's history "
-                  f"from {HISTORY} ({commits} commits, {head[:8]}); 'datalad get' reads "
-                  f"its files from {src.server}", type="dataset", version=label,
-                  commit=head, history=True)
+                  f"from {HISTORY} ({commits} commits, {head[:8]}"
+                  f"{', updated' if update else ''}); 'datalad get' reads its files from "
+                  f"{src.server}", type="dataset", version=label, commit=head, history=True)
+
+
+_FETCHED = "refs/remotes/rdr-history"
+_CLONED = "rdr-clone"  # in .git/config: where a clone of a deposited history came from
+
+
+def _cloned_history(path: Path) -> dict | None:
+    """What an earlier clone of a deposited history into ``path`` recorded, or None."""
+    r = subprocess.run(["git", "-C", str(path), "config", "--get-regexp", f"^{_CLONED}\\."],
+                       capture_output=True, text=True)
+    found = dict(line.split(" ", 1) for line in r.stdout.splitlines() if " " in line)
+    if not {f"{_CLONED}.server", f"{_CLONED}.pid"} <= set(found) or not (
+            path / ".git").exists():
+        return None
+    return {k.split(".", 1)[1]: v for k, v in found.items()} | {"history": True}
 
 
 def _download(src: Source, deposit: RecordFile, token: str | None, out: Path) -> None:

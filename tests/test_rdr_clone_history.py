@@ -128,6 +128,16 @@ def test_a_reader_clones_the_published_dataset_from_its_doi(sb, bids, tmp_path):
     r = rdr_clone(sb, doi, old, "--record-version", "1.0")
     assert r.returncode == 0, r.stdout + r.stderr
     assert git(old, "rev-parse", "HEAD") == first
+    # a rerun into the first clone brings it to version 2.0; once
+    r = rdr_clone(sb, doi, clone)
+    assert r.returncode == 0 and "updated" in r.stdout, r.stdout + r.stderr
+    assert git(clone, "rev-parse", "HEAD") == second["commit"]
+    assert git(clone, "status", "--porcelain") == ""
+    r = rdr_clone(sb, doi, clone, token=sb.api_token)
+    assert r.returncode == 0 and "already holds version 2.0" in r.stdout, r.stdout
+    r = run(["datalad", "get", "CHANGES"], clone, token=sb.api_token)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert (clone / "CHANGES").read_text() == (bids / "CHANGES").read_text()
 
 
 def test_a_restricted_history_needs_a_token(sb, bids, tmp_path):
