@@ -382,6 +382,10 @@ def run_clone(src: Source, path: Path, token: str | None, credential: str | None
                          f"PATH (a rerun into the same PATH updates it)")
     client = Dataverse(src.server, token)
     version = open_version(client, src)
+    if before and before["version"] == version.label and version.label != "draft":
+        yield _result(str(path), "notneeded", f"{path} already holds version "
+                      f"{version.label} of {src.pid}")
+        return
     deposit = next((f for f in version.files if f.path == HISTORY), None)
     if deposit is not None:  # exported by datalad-rdr: its own history, not a new one
         if before is not None and not before.get("history"):
@@ -391,10 +395,9 @@ def run_clone(src: Source, path: Path, token: str | None, credential: str | None
         yield from clone_history(client, src, path, version.label, version.files,
                                  deposit, token, update=before is not None)
         return
-    if before and before["version"] == version.label and version.label != "draft":
-        yield _result(str(path), "notneeded", f"{path} already holds version "
-                      f"{version.label} of {src.pid}")
-        return
+    if before is not None and before.get("history"):
+        raise CloneError(f"version {version.label} of {src.pid} holds no {HISTORY}, the "
+                         f"history {path} was cloned from: clone it into a new PATH")
     reader = BundleReader(src.server, lambda: token)
     entries: dict[str, Entry] = {}
     for item in plan(reader, src, version.files, merge, hash):

@@ -133,8 +133,10 @@ def test_a_reader_clones_the_published_dataset_from_its_doi(sb, bids, tmp_path):
     assert r.returncode == 0 and "updated" in r.stdout, r.stdout + r.stderr
     assert git(clone, "rev-parse", "HEAD") == second["commit"]
     assert git(clone, "status", "--porcelain") == ""
-    r = rdr_clone(sb, doi, clone, token=sb.api_token)
-    assert r.returncode == 0 and "already holds version 2.0" in r.stdout, r.stdout
+    r = run(["datalad", "-f", "json", "rdr-clone", f"doi:{doi}", str(clone), "--url",
+             sb.dataverse_url], tmp_path)
+    assert r.returncode == 0 and '"status": "notneeded"' in r.stdout, r.stdout + r.stderr
+    assert "already holds version 2.0" in r.stdout
     r = run(["datalad", "get", "CHANGES"], clone, token=sb.api_token)
     assert r.returncode == 0, r.stdout + r.stderr
     assert (clone / "CHANGES").read_text() == (bids / "CHANGES").read_text()
