@@ -18,6 +18,7 @@ from conftest import rdr_export, run_as_user as run
 
 from datalad_rdr import history, manifest as mf, metadata
 from datalad_rdr.demo import demo_metadata, make_bids_dataset
+from datalad_rdr.sandbox.faults import Fault
 
 IMAGE = 60_000
 T1W = "sub-01/anat/sub-01_T1w.nii.gz"
@@ -128,6 +129,14 @@ def test_a_reader_clones_the_published_dataset_from_its_doi(sb, bids, tmp_path):
     r = rdr_clone(sb, doi, old, "--record-version", "1.0")
     assert r.returncode == 0, r.stdout + r.stderr
     assert git(old, "rev-parse", "HEAD") == first
+    # a clone with commits of its own is not moved, and says so
+    (old / "mine.txt").write_text("my analysis\n")
+    git(old, "add", "mine.txt")
+    git(old, "commit", "-q", "-m", "mine")
+    mine = git(old, "rev-parse", "HEAD")
+    r = rdr_clone(sb, doi, old)
+    assert r.returncode != 0 and "has commits that version 2.0" in r.stdout, r.stdout
+    assert git(old, "rev-parse", "HEAD") == mine
     # a rerun into the first clone brings it to version 2.0; once
     r = rdr_clone(sb, doi, clone)
     assert r.returncode == 0 and "updated" in r.stdout, r.stdout + r.stderr
@@ -184,3 +193,15 @@ def test_the_deposit_is_git_s_own_bundle(sb, bids, tmp_path):
         git(bids, "rev-parse", "HEAD")
     assert git(tmp_path / "plain", "rev-parse", "origin/git-annex") == \
         git(bids, "rev-parse", "git-annex")
+
+
+def test_a_history_damaged_on_the_way_is_not_cloned(sb, bids, tmp_path):
+    export(bids, sb, publish="major")
+    doi = mf.load(bids).doi
+    sb.gate.faults.inject(Fault("GET", "/", corrupt=100, count=10))
+    clone = tmp_path / "reader"
+    r = rdr_clone(sb, doi, clone)
+    assert r.returncode != 0
+    assert f"{history.NAME} of doi:{doi}: MD5" in r.stdout and "the server lists" in \
+        r.stdout, r.stdout + r.stderr
+    assert not clone.exists()
