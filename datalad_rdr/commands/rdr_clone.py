@@ -48,8 +48,9 @@ class RdrClone(ValidatedInterface):
     member once and gives checksum (MD5E) keys instead. Plain files get the checksum key
     the server lists.
 
-    A rerun into the same PATH after a new version of the record updates the dataset in a
-    new commit. Nothing is ever written to the server: the remote is read-only.
+    A rerun into the same PATH after a new version of the record updates the dataset: in
+    a new commit, or for an exported record by moving the branch to that version's
+    commit. Nothing is ever written to the server: the remote is read-only.
 
     Public files need no token. For restricted files and drafts the API token comes from
     DataLad's credential system: the credential named with ``--credential``, the last one
