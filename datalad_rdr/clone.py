@@ -454,7 +454,8 @@ def clone_history(client: Dataverse, src: Source, path: Path, label: str,
                                       f"{_FETCHED}/{branch}"], cwd=path,
                                      capture_output=True).returncode:
             raise CloneError(f"{path} has commits that version {label} of {src.pid} does "
-                             f"not have: merge {HISTORY} by hand, or clone into a new PATH")
+                             f"not have: merge rdr-history/{branch} (fetched) by hand, or "
+                             f"clone into a new PATH")
         # git-annex merges the deposited git-annex branch (rdr-history/git-annex) and, at
         # init, enables the autoenable=true remotes: the rdr remote needs no token for that
         git("annex", "merge" if update else "init", "--quiet")

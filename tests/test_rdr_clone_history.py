@@ -136,6 +136,8 @@ def test_a_reader_clones_the_published_dataset_from_its_doi(sb, bids, tmp_path):
     mine = git(old, "rev-parse", "HEAD")
     r = rdr_clone(sb, doi, old)
     assert r.returncode != 0 and "has commits that version 2.0" in r.stdout, r.stdout
+    branch = git(bids, "symbolic-ref", "--short", "HEAD")
+    assert f"merge rdr-history/{branch} (fetched) by hand" in r.stdout
     assert git(old, "rev-parse", "HEAD") == mine
     # a rerun into the first clone brings it to version 2.0; once
     r = rdr_clone(sb, doi, clone)
