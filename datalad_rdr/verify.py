@@ -93,14 +93,14 @@ def compare(entries: list[FileEntry], manifest: Manifest, bundles_restricted: bo
                 f"'datalad rdr-export' (or in the web UI: Edit Files > "
                 f"{'Restrict' if access == 'restricted' else 'Unrestrict'})")
         rows.append(row)
-    held = remote_ids() if on_server else set()
+    history = on_server.pop(HISTORY, None)  # the export's own, not in the manifest it holds
+    if history is not None:
+        rows.append(Row(HISTORY, "history"))
+        _fill(rows[-1], history)
+    held = remote_ids() if on_server else set()  # costly: only for files left unexplained
     for name, entry in sorted(on_server.items()):
         row = Row(name, "stray")
         _fill(row, entry)
-        if name == HISTORY:
-            row.kind = "history"  # the export's own, not in the manifest it holds
-            rows.append(row)
-            continue
         if row.file_id in held:
             row.kind = "remote"  # stored by 'git annex copy --to rdr': the remote reads it
             rows.append(row)
