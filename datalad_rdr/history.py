@@ -151,9 +151,10 @@ def deposit(dataset: Path, client: Dataverse, pid: str, uploader: Uploader, meta
         listing = client.latest_files(pid)[1]
         held = state(dataset) if committed or last is None else last["held"]
         on_server = find(listing, NAME, None)
-        if (last and held == last["held"] and on_server is not None
-                and on_server.md5 == last["md5"]
-                and on_server.restricted == restricted):
+        # nothing exported changed: the deposit there stays, also when this clone of the
+        # dataset did not make it (no marker; its branch may be past the deposited commit)
+        if (not committed and on_server is not None and on_server.restricted == restricted
+                and (last is None or on_server.md5 == last["md5"])):
             yield _result(dataset, "notneeded", f"{NAME} unchanged since the last export "
                           f"({'restricted' if restricted else 'public'})")
             return True
