@@ -111,6 +111,10 @@ def test_a_reader_clones_the_published_dataset_from_its_doi(sb, bids, tmp_path):
     before = len(sb.dataverse.requests)
     again = export(bids, sb)
     assert deposited(again)["status"] == "notneeded"
+    # also from a clone of the dataset that did not make the deposit (no marker in .git),
+    # whose branch is past the deposited commit
+    (bids / ".git/datalad-rdr/history.json").unlink()
+    assert deposited(export(bids, sb))["status"] == "notneeded"
     assert [(m, p) for m, p in sb.dataverse.requests[before:] if m != "GET"] == []
 
     # version 2.0: a changed file; the new clone has the new commit, 1.0 the old one
