@@ -1,15 +1,16 @@
-"""The export's last stage: the ``rdr`` remote, every key's location, and the RIA store.
+"""After the manifest: the ``rdr`` remote, every key's location, and the RIA store.
 
-Once the manifest is saved, :func:`run` makes sure the dataset has an ``rdr`` special remote
+Once the manifest is saved, :func:`record` (before the history is deposited, so that the
+deposit holds the records) makes sure the dataset has an ``rdr`` special remote
 for the exported server and dataset (``autoenable=true``, so every clone enables it; also when
 the dataset has no annexed file yet, so that ``git annex copy --to rdr`` works later), records
 for every annexed file of every bundle where it lies (in the format of
 :mod:`.remote.locations`, with the key marked present in the remote; all in one commit of the
 git-annex branch, see :meth:`.gitannex.Annex.record_urls`) unless the git-annex branch has
 that record already, removes the records of bundles the server no longer
-has (also those of keys the export no longer holds, from the previous manifest), and, with
-``--ria-store``, pushes the dataset -- history, manifest, git-annex branch, no annexed content
--- to a RIA store under an alias, so that::
+has (also those of keys the export no longer holds, from the previous manifest); last,
+with ``--ria-store``, :func:`push` pushes the dataset -- history, manifest, git-annex
+branch, no annexed content -- to a RIA store under an alias, so that::
 
     datalad clone 'ria+file:///store#~alias' && datalad get <file>
 
@@ -41,6 +42,13 @@ def _result(path: Path, status: str, message: str, **extra) -> dict:
 
 def run(dataset: Path, manifest: Manifest, previous: Manifest | None, opts,
         token: str | None) -> Iterator[dict]:
+    if (yield from record(dataset, manifest, previous, token)):
+        yield from push(dataset, opts)
+
+
+def record(dataset: Path, manifest: Manifest, previous: Manifest | None,
+           token: str | None) -> Iterator[dict]:
+    """The ``rdr`` remote and every key's location record; returns False on an error."""
     dataset = Path(dataset)
     by_repo = _members_by_repo(dataset, manifest)
     old = _members_by_repo(dataset, previous) if previous else {}
@@ -73,7 +81,7 @@ def run(dataset: Path, manifest: Manifest, previous: Manifest | None, opts,
         except (AnnexError, OSError) as exc:
             yield _result(repo, "error", f"the rdr remote could not record where the "
                                          f"annexed files are: {exc}")
-            return
+            return False
         if marker:
             marker.parent.mkdir(parents=True, exist_ok=True)
             marker.write_text(json.dumps({"manifest": digest,
@@ -90,6 +98,12 @@ def run(dataset: Path, manifest: Manifest, previous: Manifest | None, opts,
         yield _result(repo, "ok", f"{len(pairs)} annexed files recorded as in the special "
                                   f"remote '{name}' (git-annex branch, {len(new)} new){gone}",
                       remote=name)
+    return True
+
+
+def push(dataset: Path, opts) -> Iterator[dict]:
+    """With ``--ria-store``: the dataset (no annexed content) pushed to the RIA store."""
+    dataset = Path(dataset)
     store = getattr(opts, "ria_store", None)
     if store:
         alias = getattr(opts, "ria_alias", None) or dataset.name

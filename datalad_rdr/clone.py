@@ -1,4 +1,8 @@
-"""``rdr-clone`` of a record uploaded by hand: a DataLad dataset from the record itself.
+"""``rdr-clone``: a DataLad dataset from a record on the server.
+
+A record exported by datalad-rdr holds the dataset's history (:mod:`datalad_rdr.history`):
+it is cloned from that (:func:`clone_history`). A record uploaded by hand is made into a
+new dataset from the record itself, as follows.
 
 The data's way: the SOURCE the user gave becomes a server and a dataset PID
 (:func:`resolve`); the chosen version's file list comes from the server; every file is
@@ -22,6 +26,7 @@ import logging
 import posixpath
 import re
 import subprocess
+import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -31,9 +36,10 @@ import requests
 
 from .archives import ArchiveError, Volumes, from_bundle_reader, open_archive, volume_sets
 from .dataverse import Dataverse, DataverseError, NoAnswer, NotFound, RecordFile, Unauthorized
+from .history import NAME as HISTORY
 from .remote.annex import Annex, AnnexError
 from .remote.locations import ArchiveLocation
-from .remote.reader import BundleReader, ReadError
+from .remote.reader import BundleReader, Denied, ReadError, request_access
 
 lgr = logging.getLogger("datalad.rdr.clone")
 
@@ -369,7 +375,7 @@ def run_clone(src: Source, path: Path, token: str | None, credential: str | None
     """The stages, as result records; the last says what the dataset now holds."""
     import datalad.api as dl
 
-    before = previous(path)
+    before = previous(path) or _cloned_history(path)
     if path.exists() and any(path.iterdir()) and (
             before is None or (before["server"], before["pid"]) != (src.server, src.pid)):
         raise CloneError(f"{path} exists and is not an rdr-clone of {src.pid}: give a new "
@@ -380,6 +386,18 @@ def run_clone(src: Source, path: Path, token: str | None, credential: str | None
         yield _result(str(path), "notneeded", f"{path} already holds version "
                       f"{version.label} of {src.pid}")
         return
+    deposit = next((f for f in version.files if f.path == HISTORY), None)
+    if deposit is not None:  # exported by datalad-rdr: its own history, not a new one
+        if before is not None and not before.get("history"):
+            raise CloneError(f"{path} was made from the listing of {src.pid}, which now "
+                             f"holds its dataset's history ({HISTORY}): clone that into a "
+                             f"new PATH")
+        yield from clone_history(client, src, path, version.label, version.files,
+                                 deposit, token, update=before is not None)
+        return
+    if before is not None and before.get("history"):
+        raise CloneError(f"version {version.label} of {src.pid} holds no {HISTORY}, the "
+                         f"history {path} was cloned from: clone it into a new PATH")
     reader = BundleReader(src.server, lambda: token)
     entries: dict[str, Entry] = {}
     for item in plan(reader, src, version.files, merge, hash):
@@ -407,3 +425,105 @@ def run_clone(src: Source, path: Path, token: str | None, credential: str | None
                   f"{len(entries)} annexed files ({added} new, {changed} changed, "
                   f"{removed} removed); 'datalad get' reads them from {src.server}",
                   type="dataset", version=version.label, files=len(entries))
+
+
+# -- a record exported by datalad-rdr ------------------------------------------------
+def clone_history(client: Dataverse, src: Source, path: Path, label: str,
+                  files: list[RecordFile], deposit: RecordFile, token: str | None,
+                  update: bool = False) -> Iterator[dict]:
+    """The dataset the record was exported from, cloned from its deposited history
+    (:mod:`datalad_rdr.history`): the same commits, the ``rdr`` remote enabled from the
+    git-annex branch, the public documents recorded at their own files. ``update``: an
+    earlier such clone in ``path`` is brought forward to this version (fast-forward)."""
+    def git(*args):
+        return subprocess.run(["git", *args], cwd=path, capture_output=True, text=True,
+                              check=True).stdout.strip()
+
+    try:
+        with tempfile.TemporaryDirectory(prefix="rdr-clone-") as tmp:
+            bundle = Path(tmp) / HISTORY
+            _download(src, deposit, token, bundle)
+            if update:
+                git("fetch", "--quiet", str(bundle), f"+refs/heads/*:{_FETCHED}/*")
+            else:
+                subprocess.run(["git", "clone", "--quiet", "--origin", "rdr-history",
+                                str(bundle), str(path)], capture_output=True, text=True,
+                               check=True)
+        branch = git("symbolic-ref", "--short", "HEAD")
+        if update and subprocess.run(["git", "merge", "--ff-only", "--quiet",
+                                      f"{_FETCHED}/{branch}"], cwd=path,
+                                     capture_output=True).returncode:
+            raise CloneError(f"{path} has commits that version {label} of {src.pid} does "
+                             f"not have: merge rdr-history/{branch} (fetched) by hand, or "
+                             f"clone into a new PATH")
+        # git-annex merges the deposited git-annex branch (rdr-history/git-annex) and, at
+        # init, enables the autoenable=true remotes: the rdr remote needs no token for that
+        git("annex", "merge" if update else "init", "--quiet")
+        if not update:
+            git("remote", "remove", "rdr-history")  # the downloaded file, gone now
+        for ref in git("for-each-ref", "--format=%(refname)", _FETCHED).split():
+            git("update-ref", "-d", ref)
+        _public_documents(src, path, files)
+        for key, value in (("server", src.server), ("pid", src.pid), ("version", label)):
+            git("config", f"{_CLONED}.{key}", value)
+        head = git("rev-parse", "HEAD")
+        commits = git("rev-list", "--count", "HEAD")
+    except (subprocess.CalledProcessError, AnnexError) as exc:
+        raise CloneError(f"cannot make {path} the dataset of {src.pid}: "
+                         f"{(getattr(exc, 'stderr', '') or exc)}".strip()) from None
+    yield _result(str(path), "ok", f"version {label} of {src.pid}: the dataset's history "
+                  f"from {HISTORY} ({commits} commits, {head[:8]}"
+                  f"{', updated' if update else ''}); 'datalad get' reads its files from "
+                  f"{src.server}", type="dataset", version=label, commit=head, history=True)
+
+
+_FETCHED = "refs/remotes/rdr-history"
+_CLONED = "rdr-clone"  # in .git/config: where a clone of a deposited history came from
+
+
+def _cloned_history(path: Path) -> dict | None:
+    """What an earlier clone of a deposited history into ``path`` recorded, or None."""
+    r = subprocess.run(["git", "-C", str(path), "config", "--get-regexp", f"^{_CLONED}\\."],
+                       capture_output=True, text=True)
+    found = dict(line.split(" ", 1) for line in r.stdout.splitlines() if " " in line)
+    if not {f"{_CLONED}.server", f"{_CLONED}.pid"} <= set(found) or not (
+            path / ".git").exists():
+        return None
+    return {k.split(".", 1)[1]: v for k, v in found.items()} | {"history": True}
+
+
+def _download(src: Source, deposit: RecordFile, token: str | None, out: Path) -> None:
+    reader = BundleReader(src.server, lambda: token)
+    digest = hashlib.md5()
+    try:
+        body = reader.open(deposit.id, 0, deposit.size - 1)
+        try:
+            with open(out, "wb") as f:
+                for chunk in body.iter_content(1024 * 1024):
+                    digest.update(chunk)
+                    f.write(chunk)
+        finally:
+            body.close()
+    except Denied:
+        raise CloneError(
+            f"the history of {src.pid} ({HISTORY}) is restricted: clone with the API token "
+            f"of a user who has access (--credential NAME, or DATALAD_CREDENTIAL_RDR_SECRET)"
+            f"; {request_access(src.server, src.pid)}") from None
+    except ReadError as exc:
+        raise CloneError(f"cannot read {HISTORY} of {src.pid}: {exc}") from None
+    if deposit.checksum_type.upper() == "MD5" and digest.hexdigest() != deposit.checksum:
+        raise CloneError(f"{HISTORY} of {src.pid}: MD5 {digest.hexdigest()} read, the "
+                         f"server lists {deposit.checksum}; try again, or tell RDR support")
+
+
+def _public_documents(src: Source, path: Path, files: list[RecordFile]) -> None:
+    """Public documents (README, documentation) are files of their own besides their
+    bundle, at their path: recorded for the annexed file there, anyone gets them without a
+    token (by the rdr remote, as a plain file of the record, and by git-annex's web remote).
+    From the record's listing, not the manifest: that may be annexed, and not here."""
+    public = {f.path: f for f in files if not f.restricted}
+    annex = Annex(path / ".git")
+    found = [(key, _plain(src, public[p])) for p, key in _annexed(annex).items()
+             if p in public and f"-s{public[p].size}-" in key]
+    annex.register_urls([(key, u) for key, e in found for u in e.rdr], REMOTE)
+    annex.register_urls([(key, u) for key, e in found for u in e.web], "web")

@@ -17,6 +17,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import mimetypes
+from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Iterator
 
@@ -102,38 +103,64 @@ def send(dataset: Path, docs: list[PlannedFile], client: Dataverse, pid: str,
     """Send each document unless the server has its bytes; yields (record, status, message)."""
     for f in docs:
         data = read(f)
-        md5 = hashlib.md5(data).hexdigest()
         label, directory = place(f.path)
-        entry = find(listing, label, directory)
-        if entry is not None and entry.md5 == md5:
-            record = DocumentRecord(f.path, label, directory, entry.size, md5, entry.file_id,
-                                    entry.storage_identifier, False, f.key, f.blob)
-            if entry.restricted:
-                client.restrict(entry.file_id, False)
-                yield record, "ok", f"{f.path} was restricted on the server: made public"
-            else:
-                yield record, "notneeded", f"{f.path} unchanged since the last export, public"
-            continue
-        progress_id = f"rdr-export-document-{f.path}"
-        log_progress(log.info, progress_id, f"Sending {f.path}", total=len(data),
-                     unit=" Bytes", label=f.path)
-        try:
-            uploaded = uploader.upload(Bytes(data), progress=lambda n: log_progress(
-                log.info, progress_id, "", update=n, increment=True))
-        finally:
-            log_progress(log.info, progress_id, f"Sent {f.path}")
-        registered = register_bundle(
-            client, pid, label, uploaded, False,
-            "Documentation of the dataset, public (also inside its bundle)", directory,
-            lock_timeout=lock_timeout, mime_type=mime_type(f.path))
-        if registered.md5 != md5:
-            raise content.ContentError(f"{f.path}: the server holds MD5 {registered.md5}, "
-                                       f"{md5} was sent")
-        record = DocumentRecord(f.path, label, directory, registered.size, registered.md5,
-                                registered.file_id, registered.storage_identifier,
-                                registered.restricted, f.key, f.blob)
-        yield record, "ok", (f"{f.path} sent as a public file ({len(data)} bytes, file id "
-                             f"{registered.file_id})")
+        sent = send_file(client, pid, uploader, listing, Bytes(data),
+                         hashlib.md5(data).hexdigest(), f.path, label, directory, False,
+                         "Documentation of the dataset, public (also inside its bundle)",
+                         mime_type(f.path), lock_timeout)
+        record = DocumentRecord(f.path, label, directory, sent.size, sent.md5, sent.file_id,
+                                sent.storage_identifier, sent.restricted, f.key, f.blob)
+        yield record, sent.status, sent.message
+
+
+@dataclass(frozen=True)
+class Sent:
+    """A file of the draft as this export left it; ``status`` "notneeded" when the server
+    had it already, as it is."""
+
+    file_id: int
+    size: int
+    md5: str
+    storage_identifier: str
+    restricted: bool
+    status: str
+    message: str
+
+
+def send_file(client: Dataverse, pid: str, uploader: Uploader, listing: list[FileEntry],
+              source, md5: str, what: str, label: str, directory: str | None,
+              restricted: bool, description: str, mime: str, lock_timeout: float = 300
+              ) -> Sent:
+    """``source`` (bytes whose MD5 is ``md5``) as the file ``label`` in ``directory`` of the
+    draft, by direct upload, replacing a file of that name with other bytes; a file with
+    these bytes there already is not sent again, only given the access asked for."""
+    access = "restricted" if restricted else "public"
+    entry = find(listing, label, directory)
+    if entry is not None and entry.md5 == md5:
+        if entry.restricted != restricted:
+            client.restrict(entry.file_id, restricted)
+            was = "public" if restricted else "restricted"
+            return Sent(entry.file_id, entry.size, md5, entry.storage_identifier,
+                        restricted, "ok", f"{what} was {was} on the server: made {access}")
+        return Sent(entry.file_id, entry.size, md5, entry.storage_identifier, restricted,
+                    "notneeded", f"{what} unchanged since the last export, {access}")
+    progress_id = f"rdr-export-document-{what}"
+    log_progress(log.info, progress_id, f"Sending {what}", total=source.size,
+                 unit=" Bytes", label=what)
+    try:
+        uploaded = uploader.upload(source, progress=lambda n: log_progress(
+            log.info, progress_id, "", update=n, increment=True))
+    finally:
+        log_progress(log.info, progress_id, f"Sent {what}")
+    registered = register_bundle(client, pid, label, uploaded, restricted, description,
+                                 directory, lock_timeout=lock_timeout, mime_type=mime)
+    if registered.md5 != md5:
+        raise content.ContentError(f"{what}: the server holds MD5 {registered.md5}, {md5} "
+                                   f"was sent")
+    return Sent(registered.file_id, registered.size, registered.md5,
+                registered.storage_identifier, registered.restricted, "ok",
+                f"{what} sent as a {access} file ({source.size} bytes, file id "
+                f"{registered.file_id})")
 
 
 def stray(previous: Manifest | None, current: list[DocumentRecord]) -> list[DocumentRecord]:

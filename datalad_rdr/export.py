@@ -9,9 +9,11 @@ publish -> after-export.
   each bundle that changed is streamed, uploaded and registered (plan -> ZIP stream -> upload
   -> register), up to ``-J`` bundles at once (:mod:`.send`);
 - documents: the README and documentation as public files (:mod:`.documents`);
-- record: the manifest, committed only when something changed;
-- verify (:mod:`.verify`), publish on request (:mod:`.publish`), and the after-export
-  stage (:mod:`.after_export`: the ``rdr`` remote's records, the RIA store).
+- record: the manifest, committed only when something changed; then the ``rdr`` remote's
+  location records (:mod:`.after_export`) and the dataset's history deposited in the draft
+  (:mod:`.history`), so that the version to publish holds both;
+- verify (:mod:`.verify`), publish on request (:mod:`.publish`), and the push to a RIA store
+  (:mod:`.after_export`).
 
 :func:`run_export` is a generator of DataLad result records; the ``rdr-export`` command only
 parses its arguments and renders these. One export of a dataset runs at a time.
@@ -25,7 +27,7 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Callable, Iterator
 
-from . import after_export, content, discovery, documents, embargo, gitannex, \
+from . import after_export, content, discovery, documents, embargo, gitannex, history, \
     manifest as mf, metadata, preflight, publish, verify
 from .credentials import CredentialError
 from .dataverse import Dataverse, DataverseError
@@ -147,7 +149,8 @@ def _export(dataset: Path, opts: ExportOptions) -> Iterator[dict]:
                            version=previous.version if previous else None,
                            published=previous.published if previous else None,
                            settings=asdict(settings_of(opts)))
-    if manifest.same_export(previous):
+    committed = not manifest.same_export(previous)
+    if not committed:
         manifest = previous  # nothing changed: no new commit (D14)
         yield result(dataset / mf.MANIFEST, "notneeded",
                      f"nothing changed since the export of {previous.dataset_commit[:8]}: "
@@ -165,6 +168,14 @@ def _export(dataset: Path, opts: ExportOptions) -> Iterator[dict]:
             return
         yield result(path, "ok", f"manifest of {len(records)} bundles saved", pid=pid)
     journal.clear()
+    # -- the rdr remote's records, then the history: both in the version that is published
+    if not ((yield from after_export.record(dataset, manifest, previous, token)) and
+            (yield from history.deposit(dataset, client, pid, uploader, meta, committed,
+                                        opts.lock_timeout))):
+        yield result(dataset, "error", "export incomplete: neither verified nor published; "
+                                       "rerun 'datalad rdr-export' (nothing sent is sent "
+                                       "again)")
+        return
     # -- verify, publish -------------------------------------------------------------------
     try:
         checked = verify.run(dataset, client, manifest, opts.restrict, embargo.until(meta))
@@ -181,7 +192,7 @@ def _export(dataset: Path, opts: ExportOptions) -> Iterator[dict]:
             yield from publish.run(dataset, client, pid, opts.publish, manifest, meta,
                                    opts.publish_timeout)
     # -- after-export: last, so that a RIA store gets the commit with the DOI too ----------
-    yield from after_export.run(dataset, manifest, previous, opts, token)
+    yield from after_export.push(dataset, opts)
 
 
 # -- prepare -----------------------------------------------------------------------------

@@ -13,7 +13,8 @@ with what the manifest says was sent:
   are); each bundle's embargo and date are reported;
 - nothing else is there (no stray files) but the bundles the dataset's ``rdr`` special remote
   stored in the same record (``git annex copy --to rdr``): those the git-annex branch's location
-  records name, by file id, are listed as ``remote`` and are fine.
+  records name, by file id, are listed as ``remote`` and are fine, and so is the deposited
+  git history (:mod:`.history`), listed as ``history``.
 
 Each file gives one result (``error`` on any mismatch, with what to do) and the whole a table,
 rendered by the command after its results.
@@ -26,6 +27,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from .dataverse import Dataverse, FileEntry
+from .history import NAME as HISTORY
 from .manifest import Manifest
 from .remote import locations
 from .gitannex import Annex
@@ -94,7 +96,11 @@ def compare(entries: list[FileEntry], manifest: Manifest, bundles_restricted: bo
                 f"'datalad rdr-export' (or in the web UI: Edit Files > "
                 f"{'Restrict' if access == 'restricted' else 'Unrestrict'})")
         rows.append(row)
-    held = remote_ids() if on_server else set()
+    history = on_server.pop(HISTORY, None)  # the export's own, not in the manifest it holds
+    if history is not None:
+        rows.append(Row(HISTORY, "history"))
+        _fill(rows[-1], history)
+    held = remote_ids() if on_server else set()  # costly: only for files left unexplained
     for name, entry in sorted(on_server.items()):
         row = Row(name, "stray")
         _fill(row, entry)
@@ -116,6 +122,9 @@ def results(dataset: Path, rows: list[Row], where: str, pid: str) -> list[dict]:
         if row.kind == "remote":
             message = (f"{row.name}: a bundle of the dataset's rdr special remote "
                        f"({row.server_size} bytes, {row.server_access})")
+        elif row.kind == "history":
+            message = (f"{row.name}: the dataset's git history ({row.server_size} bytes, "
+                       f"{row.server_access})")
         elif row.ok:
             message = (f"{row.name}: {row.server_size} bytes and MD5 as in the manifest, "
                        f"{row.server_access}" + _embargo_note(row.server_embargo))

@@ -70,8 +70,9 @@ def test_export_round_trip(token_env, bids, tmp_path):
     names = [b["filename"] for b in manifest["bundles"]]
     assert names == ["core.zip", "raw-01.zip", "raw-02.zip", "derivatives.zip"]
     files, blobs = server_bundles(sb, manifest["pid"])
-    # nothing else on the server but the README, public (tests/test_publish.py)
-    assert sorted(f["label"] for f in files) == sorted(names + ["README"])
+    # nothing else on the server but the README, public (tests/test_publish.py), and the
+    # dataset's history (tests/test_rdr_clone_history.py)
+    assert sorted(f["label"] for f in files) == sorted(names + ["README", "dataset-history.git.bundle"])
     assert all(f["restricted"] for f in files if f["label"] in names)
     head = subprocess.run(["git", "-C", str(bids), "rev-parse", "HEAD~1"],
                           capture_output=True, text=True).stdout.strip()
@@ -126,7 +127,8 @@ def test_rerun_sends_nothing_and_a_change_sends_one_bundle(token_env, bids):
     manifest = json.loads((bids / ".datalad/rdr/manifest.json").read_text())
     files = DV(sb).files(manifest["pid"])
     assert sorted(f["label"] for f in files) == sorted(
-        ["core.zip", "raw-01.zip", "raw-02.zip", "derivatives.zip", "README"])  # no dupes
+        ["core.zip", "raw-01.zip", "raw-02.zip", "derivatives.zip", "README",
+         "dataset-history.git.bundle"])  # no dupes
 
 
 def test_dry_run_prints_the_plan_and_touches_no_server(sandbox, bids):
@@ -213,7 +215,8 @@ def test_faults_end_in_a_complete_export_or_a_clear_error(make_sandbox, bids, mo
     manifest = json.loads((bids / ".datalad/rdr/manifest.json").read_text())
     labels = sorted(f["label"] for f in DV(sb).files(manifest["pid"]))
     assert labels == sorted([b["filename"] for b in manifest["bundles"]]
-                            + [d["label"] for d in manifest["documents"]])  # no duplicates
+                            + [d["label"] for d in manifest["documents"]]
+                            + ["dataset-history.git.bundle"])  # no duplicates
 
 
 def test_a_held_lock_is_waited_for(token_env, bids):
@@ -233,7 +236,7 @@ def test_a_held_lock_is_waited_for(token_env, bids):
     threading.Thread(target=release).start()
     results = export(bids, sb, pid=pid, max_bundle_size=10**9)
     assert all(r["status"] == "ok" for r in results), results
-    assert len(DV(sb).files(pid)) == len(dry)
+    assert len(DV(sb).files(pid)) == len(dry) + 1  # and the history
 
 
 def test_kill_during_export_then_rerun_completes(make_sandbox, tmp_path):
@@ -260,7 +263,7 @@ def test_kill_during_export_then_rerun_completes(make_sandbox, tmp_path):
     files = DV(sb).files(manifest["pid"])
     assert sorted(f["label"] for f in files) == sorted(
         [b["filename"] for b in manifest["bundles"]]
-        + [d["label"] for d in manifest["documents"]])
+        + [d["label"] for d in manifest["documents"]] + ["dataset-history.git.bundle"])
     # confirmed bundles were not sent again
     resent = sb.gate.stats.bytes_received - sent_before
     total = sum(b["size"] for b in manifest["bundles"])
@@ -360,7 +363,7 @@ def test_killed_first_export_continues_in_its_own_draft(make_sandbox, tmp_path, 
     assert len([b for b in manifest["bundles"] if b["logical"] == "raw"]) > 1
     labels = sorted(f["label"] for f in DV(sb).files(manifest["pid"]))
     assert labels == sorted([b["filename"] for b in manifest["bundles"]]
-                            + [d["label"] for d in manifest["documents"]])
+                            + [d["label"] for d in manifest["documents"]] + ["dataset-history.git.bundle"])
 
 
 def test_plain_rerun_keeps_the_cap_and_a_new_cap_says_what_it_resends(token_env, bids):

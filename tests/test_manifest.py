@@ -74,9 +74,13 @@ def test_a_format_1_manifest_is_converted_once_by_the_next_export(token_env, tmp
     assert members_path.exists()
     assert mf.load(ds).bundles == exported.bundles
     changing = [m for m, _ in token_env.dataverse.requests[requests:] if m != "GET"]
-    assert changing == []  # nothing sent: the bundles are the same
+    # no bundle sent: they are the same; only the history, for its new commit, replaced
+    assert changing == ["POST"]
+    assert [r["status"] for r in results if r.get("bundle")] == ["notneeded"] * len(
+        exported.bundles)
     files = [f["label"] for f in DV(token_env).files(exported.pid)]
-    assert sorted(files) == sorted([b.filename for b in exported.bundles] + ["README"])
+    assert sorted(files) == sorted([b.filename for b in exported.bundles]
+                                   + ["README", "dataset-history.git.bundle"])
     # and once only
     results = export(ds, token_env)
     assert commits(ds) == before + 1

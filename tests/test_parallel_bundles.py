@@ -34,7 +34,8 @@ def check_server_matches_manifest(sb, ds: Path, manifest: dict) -> None:
     dv = DV(sb)
     files = {f["label"]: f for f in dv.files(manifest["pid"])}
     assert sorted(files) == sorted([b["filename"] for b in manifest["bundles"]]
-                                   + [d["label"] for d in manifest["documents"]])
+                                   + [d["label"] for d in manifest["documents"]]
+                                   + ["dataset-history.git.bundle"])
     for bundle in manifest["bundles"]:
         entry = files[bundle["filename"]]
         assert entry["dataFile"]["id"] == bundle["file_id"]

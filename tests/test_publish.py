@@ -87,7 +87,7 @@ def test_a_bids_dataset_goes_through_to_a_doi_in_its_history(make_sandbox, bids,
     # README and the descriptor: separate public files, readable without any token
     files = by_name(DV(sb).files(pid, ":latest-published"))
     assert set(files) == {"core.zip", "raw-01.zip", "raw-02.zip", "derivatives.zip",
-                          "README", "docs/index.html"}
+                          "README", "docs/index.html", "dataset-history.git.bundle"}
     for name, path in (("README", "README"), ("docs/index.html", "docs/index.html")):
         assert files[name]["restricted"] is False
         anonymous = download(sb, files[name]["dataFile"]["id"])
@@ -110,10 +110,11 @@ def test_a_bids_dataset_goes_through_to_a_doi_in_its_history(make_sandbox, bids,
     rows = verify_rows(results)
     assert all(r["status"] == "ok" for r in rows.values())
     assert {n for n in rows if n} == {"core.zip", "raw-01.zip", "raw-02.zip",
-                                      "derivatives.zip", "README", "index.html"}
+                                      "derivatives.zip", "README", "index.html",
+                                      "dataset-history.git.bundle"}
     table = rows[None]["table"]
     assert table.splitlines()[0].split()[:2] == ["file", "kind"]
-    assert "MISMATCH" not in table and table.count(" ok") == 6
+    assert "MISMATCH" not in table and table.count(" ok") == 7
 
     # published after the finalizePublication lock, the DOI read back and kept
     published = [r for r in results if r["action"] == "rdr-publish"]
@@ -161,7 +162,9 @@ def test_a_bids_dataset_goes_through_to_a_doi_in_its_history(make_sandbox, bids,
     assert docs == {"README": "notneeded", "docs/index.html": "notneeded"}
     assert [r["bundle"] for r in second if r.get("bundle") and r["status"] == "ok"] == [
         "core.zip"]
-    assert sb.gate.stats.bytes_received - sent < 10_000  # core.zip only
+    history = next(r["size"] for r in second if r.get("path", "").endswith(
+        "dataset-history.git.bundle") and r["action"] == "rdr-export")
+    assert sb.gate.stats.bytes_received - sent < 10_000 + history  # core.zip, the history
     # published as 2.0: documents not sent again, the citation file updated
     third = export(bids, sb, publish="major")
     assert errors(third) == [], third
@@ -224,7 +227,7 @@ def test_verify_catches_what_was_changed_by_hand_and_a_rerun_repairs_it(token_en
         assert rows[name]["status"] == "error" and phrase in rows[name]["message"], rows[name]
         assert "\n" not in rows[name]["message"]
     assert rows[None]["status"] == "error"
-    assert rows[None]["message"].startswith("verify: 5 of 7 files")
+    assert rows[None]["message"].startswith("verify: 5 of 8 files")  # + the history
     assert rows[None]["table"].count("MISMATCH") == 5
 
     # the command line prints the table after the results

@@ -28,6 +28,13 @@ class RdrClone(ValidatedInterface):
     ``--url SERVER``. A DOI without ``--url`` finds its server through doi.org.
     ``--record-version 1.0`` picks a published version (default: the latest published).
 
+    For a record exported with ``datalad rdr-export``, the dataset is cloned from the
+    history the export deposited in it (``dataset-history.git.bundle``): the exporter's
+    commits, the git-annex special remote ``rdr`` enabled (no token needed for that), and
+    ``datalad get`` reading each annexed file out of its bundle by one Range request --
+    public documents without a token, files of restricted bundles with a token of a user
+    who has access. A history restricted by the metadata file needs that token too.
+
     For a record uploaded by hand (the web upload, dvuploader), the dataset is built from
     the record itself: every plain file becomes an annexed file with its access URL;
     every ZIP, every set of split volumes (``name.zip.001``, ``.002``, ... read as one
@@ -41,8 +48,9 @@ class RdrClone(ValidatedInterface):
     member once and gives checksum (MD5E) keys instead. Plain files get the checksum key
     the server lists.
 
-    A rerun into the same PATH after a new version of the record updates the dataset in a
-    new commit. Nothing is ever written to the server: the remote is read-only.
+    A rerun into the same PATH after a new version of the record updates the dataset: in
+    a new commit, or for an exported record by moving the branch to that version's
+    commit. Nothing is ever written to the server: the remote is read-only.
 
     Public files need no token. For restricted files and drafts the API token comes from
     DataLad's credential system: the credential named with ``--credential``, the last one

@@ -178,6 +178,9 @@ class RdrExport(ValidatedInterface):
 
     The README (and documentation files listed in the metadata file) are also sent as
     separate public files, so that the landing page shows them without an access request.
+    The dataset's git history (no file content) goes into the record too, as
+    ``dataset-history.git.bundle``, public unless the metadata file says ``history:
+    restricted``: ``datalad rdr-clone DOI`` clones the dataset from it.
     After the upload the server's listing is verified against the manifest -- every file
     there, sizes and MD5s equal, README public, bundles restricted and under the file's
     embargo, nothing else -- and shown as a table; any mismatch is an error.

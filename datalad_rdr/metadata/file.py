@@ -66,6 +66,7 @@ class DatasetMetadata:
     after_embargo: str | None = None  # "open" or "restricted"
     documentation: list[str] = field(default_factory=list)  # dataset paths sent public,
     # as separate files, besides the README (which is always sent)
+    history: str = "public"  # the deposited git history: "public" or "restricted"
     grants: list[Grant] = field(default_factory=list)  # funding, structured (agency, number)
     department: list[str] = field(default_factory=list)  # RDR's Department / Faculty
     # openMINDS terms EBRAINS curation requires: data_types, techniques,
@@ -151,7 +152,7 @@ EMBARGO_KEYS = ("embargo_until", "embargo_reason", "after_embargo")
 FIELDS = ("title", "authors", "contact", "description", "subject", "keywords",
           "department", "related_publication", "code_repository", "code_doi", "funding",
           "license", "terms_of_use", "access", "opt_out_reason", *EMBARGO_KEYS,
-          "documentation", "ebrains")
+          "documentation", "history", "ebrains")
 EBRAINS_KEYS = ("data_types", "techniques", "experimental_approaches", "ethics_assessment")
 PERSON_KEYS = {"name", "affiliation", "orcid", "email"}
 
@@ -270,6 +271,7 @@ class _Reader:
         reason = self.text("opt_out_reason", d.get("opt_out_reason"))
         until, why, after = self.embargo(d, access)
         documentation = self.documentation(d.get("documentation"))
+        history = self.history(d.get("history"))
         keywords = self.texts("keywords", d.get("keywords"))
         related = self.doi("related_publication", d.get("related_publication"))
         code_doi = self.doi("code_doi", d.get("code_doi"))
@@ -283,8 +285,9 @@ class _Reader:
             funding=[f"{g.agency} {g.number}" if g.number else g.agency for g in grants],
             license=license, terms_of_use=terms, access=access, opt_out_reason=reason,
             embargo_until=until, embargo_reason=why, after_embargo=after,
-            documentation=documentation, grants=grants, description_from_readme=from_readme,
-            department=department, ebrains=ebrains, lines=self.problems.lines)
+            documentation=documentation, history=history, grants=grants,
+            description_from_readme=from_readme, department=department, ebrains=ebrains,
+            lines=self.problems.lines)
 
     def embargo(self, d: dict, access: str) -> tuple[dt.date | None, str | None, str | None]:
         """The embargo's end (a date in the future, within the server's maximum), its reason,
@@ -375,6 +378,18 @@ class _Reader:
         terms = self.text("terms_of_use", d.get("terms_of_use"), required=license == "custom",
                           fix="license is custom: add 'terms_of_use: ...' with the terms")
         return license or "", terms
+
+    def history(self, value) -> str:
+        """Who may read the deposited git history: its commits, file names and the files
+        kept in git (not annexed) are in it."""
+        if value is None or value == "":
+            return "public"
+        text = str(value).lower()
+        if text not in ("public", "restricted"):
+            self.fail("history", f"{value!r} is not one of public, restricted",
+                      "write 'history: public' or 'history: restricted'")
+            return "public"
+        return text
 
     def documentation(self, value) -> list[str]:
         documentation = []

@@ -20,7 +20,7 @@ from ..archives.sevenzip import read_member as read_7z_member
 from ..archives.ziparchive import ZipMember
 from ..archives.ziparchive import read_member as read_zip_member
 from .locations import ArchiveLocation
-from .reader import BundleReader, Denied, ReadError
+from .reader import BundleReader, Denied, ReadError, request_access
 
 
 class _Counted:
@@ -80,8 +80,7 @@ def read(reader: BundleReader, loc: ArchiveLocation, out: BinaryIO,
         else:
             read_7z_member(src, member(loc), counted)
     except Denied as exc:
-        raise Denied(f"{exc}; to be granted access, use 'Request Access' on "
-                     f"{loc.server}/dataset.xhtml?persistentId={loc.pid}") from exc
+        raise Denied(f"{exc}; {request_access(loc.server, loc.pid)}") from exc
     except ArchiveError as exc:
         raise ReadError(str(exc)) from exc
     return src.bytes_read

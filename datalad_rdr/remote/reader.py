@@ -58,6 +58,12 @@ class Corrupt(ReadError):
     """The bytes served are not the member the record describes."""
 
 
+def request_access(server: str, pid: str) -> str:
+    """How a reader without access asks for it: on the dataset's landing page."""
+    return (f"to be granted access, use 'Request Access' on "
+            f"{server}/dataset.xhtml?persistentId={pid}")
+
+
 @dataclass
 class BundleReader:
     """Byte ranges of a server's files; ``token`` (a callable, asked once, may return None)

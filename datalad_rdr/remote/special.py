@@ -67,7 +67,8 @@ from . import keys as annex_keys
 from .annex import Annex, AnnexError
 from .boundary import request, yes
 from .keyindex import read_index
-from .reader import BundleReader, ReadError, read_member
+from .reader import (BundleReader, Denied, Embargoed, ReadError, read_member,
+                     request_access)
 from .store import FlushError, OpenBundle, Store
 
 #: bundlesize: smaller than rdr-export's cap, see docs/remote.rst ("bundlesize").
@@ -458,11 +459,13 @@ class RdrRemote(SpecialRemote):
         if self._pending(key):
             self._flush_in_session()
         found = self._locations(key)
-        members = [] if found else self._locations(key, archive=True)
+        # first: in an archive someone uploaded by hand, or a public document's own file
+        # (rdr-clone records those): no token needed for a public one
+        members = self._locations(key, archive=True)
         if not found and not members:
             raise RemoteError(f"no location in {self.url} is recorded for {key}")
         errors = []
-        for loc in members:  # in an archive someone uploaded by hand (rdr-clone)
+        for loc in members:
             try:
                 with open(local_file, "wb") as out:
                     archived.read(self.reader, loc, out, self.annex.progress)
@@ -478,6 +481,10 @@ class RdrRemote(SpecialRemote):
                     read_member(self.reader, loc, out, checksum, self.annex.progress,
                                 window if loc.compressed_size < window // 4 else 0)
                 return
+            except Embargoed as exc:
+                errors.append(str(exc))
+            except Denied as exc:  # a restricted bundle: how to get access, besides a token
+                errors.append(f"{exc}; {request_access(self.url, loc.pid)}")
             except (ReadError, OSError) as exc:
                 errors.append(str(exc))
         # Nothing that failed its checks stays where git-annex would look for content.
