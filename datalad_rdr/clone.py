@@ -25,7 +25,6 @@ import json
 import logging
 import posixpath
 import re
-import subprocess
 import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -37,7 +36,7 @@ import requests
 from .archives import ArchiveError, Volumes, from_bundle_reader, open_archive, volume_sets
 from .dataverse import Dataverse, DataverseError, NoAnswer, NotFound, RecordFile, Unauthorized
 from .history import NAME as HISTORY
-from .remote.annex import Annex, AnnexError
+from .gitannex import Annex, AnnexError, GitError, git, git_or_none
 from .remote.locations import ArchiveLocation
 from .remote.reader import BundleReader, Denied, ReadError, request_access
 
@@ -299,14 +298,13 @@ def previous(path: Path) -> dict | None:
 
 
 def init_remote(path: Path, src: Source, credential: str | None) -> None:
-    args = ["git", "annex", "initremote", REMOTE, "type=external", "externaltype=rdr",
-            "encryption=none", f"url={src.server}", f"pid={src.pid}", "nowrite=yes",
-            "autoenable=true", *([f"credential={credential}"] if credential else [])]
-    r = subprocess.run(args, cwd=path, capture_output=True, text=True, check=False)
-    if r.returncode:
-        raise CloneError(f"git annex initremote {REMOTE} failed: "
-                         f"{(r.stderr or r.stdout).strip().splitlines()[-1:]}; remove "
-                         f"{path} and try again")
+    try:
+        Annex(path).run(["initremote", REMOTE, "type=external", "externaltype=rdr",
+                         "encryption=none", f"url={src.server}", f"pid={src.pid}",
+                         "nowrite=yes", "autoenable=true",
+                         *([f"credential={credential}"] if credential else [])])
+    except AnnexError as exc:
+        raise CloneError(f"{exc}; remove {path} and try again") from None
 
 
 def apply(path: Path, entries: list[Entry]) -> tuple[int, int, int]:
@@ -324,8 +322,7 @@ def apply(path: Path, entries: list[Entry]) -> tuple[int, int, int]:
         if p in current or (path / p).is_symlink() or (path / p).exists():
             (path / p).unlink()
     if gone:
-        subprocess.run(["git", "rm", "-q", "--cached", "--ignore-unmatch", "--", *gone],
-                       cwd=path, check=True, capture_output=True)
+        git(path, "rm", "-q", "--cached", "--ignore-unmatch", "--", *gone)
         for p in gone:
             (path / p).unlink(missing_ok=True)
     for p, _ in todo:
@@ -340,13 +337,9 @@ def commit(path: Path, message: str) -> None:
     """Commit what fromkey staged and the record file (in git, not annexed); git-annex's
     commands committed their branch already. (``datalad save`` would look at every
     file again: 10 s for 3,000 members.)"""
-    def git(*args):
-        return subprocess.run(["git", *args], cwd=path, capture_output=True, text=True,
-                              check=True)
-
-    git("-c", "annex.largefiles=nothing", "add", RECORD_FILE)
-    if subprocess.run(["git", "diff", "--cached", "--quiet"], cwd=path).returncode:
-        git("commit", "-q", "-m", message)
+    git(path, "-c", "annex.largefiles=nothing", "add", RECORD_FILE)
+    if git_or_none(path, "diff", "--cached", "--quiet") is None:  # something is staged
+        git(path, "commit", "-q", "-m", message)
 
 
 def _annexed(annex: Annex) -> dict[str, str]:
@@ -414,13 +407,13 @@ def run_clone(src: Source, path: Path, token: str | None, credential: str | None
         init_remote(path, src, credential)
     try:
         added, changed, removed = apply(path, list(entries.values()))
-    except (AnnexError, OSError, subprocess.CalledProcessError) as exc:
+    except (AnnexError, OSError) as exc:
         raise CloneError(f"cannot record the files in {path}: {exc}") from None
     write_record(path, src, version.label, version.files)
     try:
         commit(path, f"rdr-clone: version {version.label} of {src.pid} from {src.server}")
-    except subprocess.CalledProcessError as exc:
-        raise CloneError(f"cannot commit in {path}: {exc.stderr.strip()}") from None
+    except GitError as exc:
+        raise CloneError(f"cannot commit in {path}: {exc}") from None
     yield _result(str(path), "ok", f"version {version.label} of {src.pid}: "
                   f"{len(entries)} annexed files ({added} new, {changed} changed, "
                   f"{removed} removed); 'datalad get' reads them from {src.server}",
@@ -435,42 +428,38 @@ def clone_history(client: Dataverse, src: Source, path: Path, label: str,
     (:mod:`datalad_rdr.history`): the same commits, the ``rdr`` remote enabled from the
     git-annex branch, the public documents recorded at their own files. ``update``: an
     earlier such clone in ``path`` is brought forward to this version (fast-forward)."""
-    def git(*args):
-        return subprocess.run(["git", *args], cwd=path, capture_output=True, text=True,
-                              check=True).stdout.strip()
+    def here(*args):
+        return git(path, *args).strip()
 
     try:
         with tempfile.TemporaryDirectory(prefix="rdr-clone-") as tmp:
             bundle = Path(tmp) / HISTORY
             _download(src, deposit, token, bundle)
             if update:
-                git("fetch", "--quiet", str(bundle), f"+refs/heads/*:{_FETCHED}/*")
+                here("fetch", "--quiet", str(bundle), f"+refs/heads/*:{_FETCHED}/*")
             else:
-                subprocess.run(["git", "clone", "--quiet", "--origin", "rdr-history",
-                                str(bundle), str(path)], capture_output=True, text=True,
-                               check=True)
-        branch = git("symbolic-ref", "--short", "HEAD")
-        if update and subprocess.run(["git", "merge", "--ff-only", "--quiet",
-                                      f"{_FETCHED}/{branch}"], cwd=path,
-                                     capture_output=True).returncode:
+                git(Path(tmp), "clone", "--quiet", "--origin", "rdr-history", str(bundle),
+                    str(Path(path).absolute()))
+        branch = here("symbolic-ref", "--short", "HEAD")
+        if update and git_or_none(path, "merge", "--ff-only", "--quiet",
+                                  f"{_FETCHED}/{branch}") is None:
             raise CloneError(f"{path} has commits that version {label} of {src.pid} does "
                              f"not have: merge rdr-history/{branch} (fetched) by hand, or "
                              f"clone into a new PATH")
         # git-annex merges the deposited git-annex branch (rdr-history/git-annex) and, at
         # init, enables the autoenable=true remotes: the rdr remote needs no token for that
-        git("annex", "merge" if update else "init", "--quiet")
+        Annex(path).run(["merge" if update else "init", "--quiet"])
         if not update:
-            git("remote", "remove", "rdr-history")  # the downloaded file, gone now
-        for ref in git("for-each-ref", "--format=%(refname)", _FETCHED).split():
-            git("update-ref", "-d", ref)
+            here("remote", "remove", "rdr-history")  # the downloaded file, gone now
+        for ref in here("for-each-ref", "--format=%(refname)", _FETCHED).split():
+            here("update-ref", "-d", ref)
         _public_documents(src, path, files)
         for key, value in (("server", src.server), ("pid", src.pid), ("version", label)):
-            git("config", f"{_CLONED}.{key}", value)
-        head = git("rev-parse", "HEAD")
-        commits = git("rev-list", "--count", "HEAD")
-    except (subprocess.CalledProcessError, AnnexError) as exc:
-        raise CloneError(f"cannot make {path} the dataset of {src.pid}: "
-                         f"{(getattr(exc, 'stderr', '') or exc)}".strip()) from None
+            here("config", f"{_CLONED}.{key}", value)
+        head = here("rev-parse", "HEAD")
+        commits = here("rev-list", "--count", "HEAD")
+    except AnnexError as exc:  # GitError too
+        raise CloneError(f"cannot make {path} the dataset of {src.pid}: {exc}") from None
     yield _result(str(path), "ok", f"version {label} of {src.pid}: the dataset's history "
                   f"from {HISTORY} ({commits} commits, {head[:8]}"
                   f"{', updated' if update else ''}); 'datalad get' reads its files from "
@@ -483,9 +472,8 @@ _CLONED = "rdr-clone"  # in .git/config: where a clone of a deposited history ca
 
 def _cloned_history(path: Path) -> dict | None:
     """What an earlier clone of a deposited history into ``path`` recorded, or None."""
-    r = subprocess.run(["git", "-C", str(path), "config", "--get-regexp", f"^{_CLONED}\\."],
-                       capture_output=True, text=True)
-    found = dict(line.split(" ", 1) for line in r.stdout.splitlines() if " " in line)
+    out = git_or_none(path, "config", "--get-regexp", f"^{_CLONED}\\.") or ""
+    found = dict(line.split(" ", 1) for line in out.splitlines() if " " in line)
     if not {f"{_CLONED}.server", f"{_CLONED}.pid"} <= set(found) or not (
             path / ".git").exists():
         return None

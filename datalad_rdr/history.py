@@ -33,12 +33,11 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import subprocess
 import tempfile
 from pathlib import Path
 from typing import Iterator
 
-from . import content
+from . import content, gitannex
 from .dataverse import Dataverse, DataverseError
 from .dataverse_records import find
 from .documents import send_file
@@ -81,10 +80,12 @@ class FileSource:
 
 
 def _git(repo: Path, *args: str, check: bool = True) -> str:
-    r = subprocess.run(["git", "-C", str(repo), *args], capture_output=True, text=True)
-    if check and r.returncode:
-        raise HistoryError(f"git {' '.join(args[:2])}: {r.stderr.strip()}")
-    return r.stdout.strip()
+    if not check:
+        return (gitannex.git_or_none(repo, *args) or "").strip()
+    try:
+        return gitannex.git(repo, *args).strip()
+    except gitannex.GitError as exc:
+        raise HistoryError(str(exc)) from None
 
 
 def _gitdir(dataset: Path) -> Path:
