@@ -14,7 +14,7 @@ from typing import Iterator
 
 from datalad.log import log_progress
 
-from .. import export as ex, manifest as mf, send
+from .. import export as ex, gitannex, manifest as mf, send
 from ..credentials import CredentialError
 from ..dataverse import Dataverse, DataverseError
 from ..dataverse_records import find
@@ -38,7 +38,7 @@ def run_slurm_export(dataset: Path, opts: ex.ExportOptions, slurm: SlurmOptions
     unless ``--no-wait``. Result records carry ``slurm_array`` and ``slurm_final``."""
     dataset = Path(dataset)
     try:
-        with mf.ExportLock(ex._git_dir(dataset), opts.wait):
+        with mf.ExportLock(gitannex.git_dir(dataset), opts.wait):
             sub = yield from _submit(dataset, opts, slurm)
     except mf.ExportBusy as exc:
         yield ex.result(dataset, "error", f"another rdr-export of this dataset is still "
@@ -67,7 +67,7 @@ def _job_list(sub: Submission) -> str:
 
 
 def _submit(dataset: Path, opts: ex.ExportOptions, slurm: SlurmOptions):
-    git_dir = ex._git_dir(dataset)
+    git_dir = gitannex.git_dir(dataset)
     if slurm.sbatch is None:  # a rerun goes where the last submission went
         last = next(iter(submissions(git_dir)), None)
         slurm = replace(slurm, sbatch=list(last.data.get("sbatch", [])) if last else [])

@@ -464,7 +464,7 @@ class RdrExport(ValidatedInterface):
 def _check_server(ds, url, collection, pid, credential):
     from ..dataverse import Dataverse
     from ..discovery import run_check
-    from ..export import _git_dir
+    from ..gitannex import git_dir
     from ..manifest import load as load_manifest
 
     path = Path(ds.path)
@@ -482,5 +482,5 @@ def _check_server(ds, url, collection, pid, credential):
         return
     if not pid and previous and previous.server == url:
         pid = previous.pid
-    for res in run_check(_git_dir(path), path, Dataverse(url, token), pid, collection):
+    for res in run_check(git_dir(path), path, Dataverse(url, token), pid, collection):
         yield get_status_dict(**res)
