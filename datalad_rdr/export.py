@@ -158,7 +158,7 @@ def _export(dataset: Path, opts: ExportOptions) -> Iterator[dict]:
     else:
         path = mf.save(dataset, manifest)
         try:
-            _save(dataset, mf.files(dataset),
+            gitannex.save_paths(dataset, mf.files(dataset),
                   f"[DATALAD RDR] export of {plan.commit[:8]} to {pid}")
         except gitannex.GitError as exc:  # a hook's refusal, say: the journal keeps the rest
             yield result(dataset, "error", f"the manifest could not be committed ({exc}); "
@@ -564,13 +564,3 @@ def _explain(exc: DataverseError, opts: ExportOptions) -> str:
     if exc.status == 404 and "not found" in exc.message.lower():
         return f"{exc.message} Check --pid or --collection."
     return str(exc)
-
-
-def _save(dataset: Path, paths: list[Path], message: str) -> None:
-    if not gitannex.on_adjusted_branch(dataset):
-        gitannex.commit_files(dataset, paths, message)
-        return
-    from datalad.api import save
-
-    save(dataset=str(dataset), path=[str(p) for p in paths], message=message,
-         result_renderer="disabled", return_type="list", on_failure="stop")

@@ -478,10 +478,12 @@ def _urls(whereis_json: str, found: dict[str, list[str]]) -> dict[str, list[str]
 
 # -- committing a few files ---------------------------------------------------------------
 
-def commit_files(repo, paths: list[Path], message: str) -> bool:
+def commit_files(repo, paths: list[Path], message: str, restore: bool = True) -> bool:
     """Commit ``paths`` (and nothing else) as ``datalad save PATHS`` would: annexed or in
     git as ``git annex add`` decides from the dataset's ``annex.largefiles`` rules, then
-    ``git commit --only``. Returns False when nothing changed (no commit made).
+    ``git commit --only``. Returns False when nothing changed (no commit made). When git
+    refuses, the paths are put back as HEAD has them, unless ``restore`` is False (what
+    they say must not be lost: the caller tells the user to commit them).
 
     ``datalad save`` of two files costs seconds at 100,000 files in the work tree (its
     status walks the whole tree); git only looks at the paths given.
@@ -506,7 +508,8 @@ def commit_files(repo, paths: list[Path], message: str) -> bool:
             raise GitError(f"git commit failed: {_last_line(r)}")
         return True
     except GitError:
-        _restore(repo, rel)
+        if restore:
+            _restore(repo, rel)
         raise
 
 
@@ -532,6 +535,18 @@ def _restore(repo: Path, rel: list[str]) -> None:
 def _is_annex_repo(repo: Path) -> bool:
     return subprocess.run(["git", "-C", str(repo), "config", "annex.uuid"],
                           capture_output=True).returncode == 0
+
+
+def save_paths(repo, paths: list[Path], message: str, restore: bool = True) -> None:
+    """Commit ``paths`` as ``datalad save PATHS`` would (:func:`commit_files`); on an
+    adjusted branch through DataLad's save itself. GitError when git refuses the commit."""
+    if not on_adjusted_branch(repo):
+        commit_files(repo, paths, message, restore=restore)
+        return
+    from datalad.api import save
+
+    save(dataset=str(repo), path=[str(p) for p in paths], message=message,
+         result_renderer="disabled", return_type="list", on_failure="stop")
 
 
 def on_adjusted_branch(repo) -> bool:

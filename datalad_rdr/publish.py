@@ -12,8 +12,8 @@ and its DOI are read back from the server, and written
   DOI, version, release date, license, keywords, code repository; a ``CITATION.cff`` that is
   there already keeps its other fields),
 
-both saved with ``datalad save``, so the DOI is in the dataset's history. Without ``--publish``
-the draft is left for review in the web UI.
+both committed together (as ``datalad save`` would), so the DOI is in the dataset's history.
+Without ``--publish`` the draft is left for review in the web UI.
 
 What the server would refuse is refused before asking it: a minor release after files were
 added, replaced or removed (Dataverse then allows only a major one). Where this account may
@@ -31,7 +31,7 @@ from typing import Iterator
 import yaml
 from datalad.log import log_progress
 
-from . import manifest as mf
+from . import gitannex, manifest as mf
 from .dataverse import DatasetVersion, Dataverse, DataverseError, NotFound
 
 log = logging.getLogger("datalad.rdr.publish")
@@ -183,8 +183,15 @@ def run(dataset: Path, client: Dataverse, pid: str, kind: str, manifest: mf.Mani
     manifest.doi, manifest.version, manifest.published = doi, number, released
     path = mf.save(dataset, manifest)
     cff = write_citation(dataset, doi, number, released[:10], meta)
-    _save(dataset, [path, cff], f"[DATALAD RDR] published {pid} as version {number} "
-                                f"(DOI {doi})")
+    try:
+        gitannex.save_paths(dataset, [path, cff], f"[DATALAD RDR] published {pid} as "
+                            f"version {number} (DOI {doi})", restore=False)
+    except gitannex.GitError as exc:  # a hook's refusal, say: the files keep the DOI
+        yield _result(dataset, "error", f"published {pid} as version {number} (DOI {doi}), "
+                                        f"but its record could not be committed ({exc}): "
+                                        f"commit {mf.MANIFEST} and {CITATION} with 'datalad "
+                                        f"save'", doi=doi, version=number, pid=pid)
+        return
     yield _result(dataset, "ok", f"published {pid} as version {number}: DOI {doi} "
                                  f"(https://doi.org/{doi}), recorded in {mf.MANIFEST} and "
                                  f"{CITATION}", doi=doi, version=number, pid=pid)
@@ -325,13 +332,6 @@ def _explain(exc: DataverseError, pid: str, kind: str) -> str:
     if "locked" in text:
         return f"{pid} is locked on the server, so it cannot be published now: {exc.message}"
     return f"publishing {pid} failed: {exc}"
-
-
-def _save(dataset: Path, paths: list[Path], message: str) -> None:
-    from datalad.api import save
-
-    save(dataset=str(dataset), path=[str(p) for p in paths], message=message,
-         result_renderer="disabled", return_type="list", on_failure="stop")
 
 
 def _result(dataset: Path, status: str, message: str, **extra) -> dict:

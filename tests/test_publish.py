@@ -349,3 +349,23 @@ def test_nothing_to_publish_is_said_in_the_servers_words(token_env, bids):
     results = list(publish.run(bids, client, pid, "major", mf.load(bids)))
     assert [r["status"] for r in results] == ["error"]
     assert "nothing to publish" in results[0]["message"]
+
+
+def test_a_refused_commit_of_the_publication_is_one_error_that_keeps_the_doi(token_env,
+                                                                            bids):
+    hook = bids / ".git/hooks/commit-msg"  # refuses only the publication's commit
+    hook.write_text("#!/bin/sh\nif grep -q 'published' \"$1\"; then\n"
+                    "  echo 'policy: no release commits' >&2; exit 1\nfi\n")
+    hook.chmod(0o755)
+    found = errors(export(bids, token_env, publish="major"))
+    assert len(found) == 1 and found[0]["action"] == "rdr-publish", found
+    doi = found[0]["doi"]
+    assert doi and f"DOI {doi}" in found[0]["message"]
+    assert "policy: no release commits" in found[0]["message"]
+    assert "datalad save" in found[0]["message"]
+    # the export's own commit went in; the publication's record is written, for the user
+    assert git(bids, "log", "-1", "--format=%s").startswith("[DATALAD RDR] export of")
+    assert manifest_of(bids)["doi"] == doi and (bids / "CITATION.cff").exists()
+    hook.unlink()
+    dl.save(dataset=str(bids), message="the publication", result_renderer="disabled")
+    assert doi in git(bids, "show", "HEAD:CITATION.cff")
