@@ -60,7 +60,7 @@ def generate(path: Path, subjects: int, raw: int, derivatives: int) -> int:
     """The dataset, saved; returns the number of files."""
     from datalad.api import create
 
-    from datalad_rdr.demo import demo_metadata
+    from datalad_rdr.demo import write_demo_metadata
 
     rng = random.Random(0)
     create(path=str(path), result_renderer="disabled")
@@ -78,9 +78,7 @@ def generate(path: Path, subjects: int, raw: int, derivatives: int) -> int:
         '{"Name": "bench", "BIDSVersion": "1.9.0", "Authors": ["Doe, Jane"]}\n')
     (path / "participants.tsv").write_text("participant_id\n" + "".join(
         f"sub-{i:03d}\n" for i in range(1, subjects + 1)))
-    meta = path / ".datalad" / "rdr" / "metadata.yaml"
-    meta.parent.mkdir(parents=True, exist_ok=True)
-    meta.write_text(demo_metadata("rdr"))
+    write_demo_metadata(path)
     for i in range(1, subjects + 1):
         sub = f"sub-{i:03d}"
         for j in range(raw):

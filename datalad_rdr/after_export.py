@@ -52,7 +52,7 @@ def record(dataset: Path, manifest: Manifest, previous: Manifest | None,
     dataset = Path(dataset)
     by_repo = _members_by_repo(dataset, manifest)
     old = _members_by_repo(dataset, previous) if previous else {}
-    if dataset not in by_repo and _is_annex(dataset):
+    if dataset not in by_repo and gitannex.is_annex(dataset):
         by_repo[dataset] = []
     digest = manifest.digest()
     for repo, members in by_repo.items():
@@ -172,10 +172,6 @@ def ria_alias_problem(dataset: Path, store: str, alias: str) -> str | None:
 def _dataset_id(dataset: Path) -> str:
     return gitannex.config(dataset, "datalad.dataset.id",
                            file=Path(dataset) / ".datalad/config") or ""
-
-
-def _is_annex(repo: Path) -> bool:
-    return gitannex.config(repo, "annex.uuid") is not None
 
 
 def _members_by_repo(dataset: Path, manifest: Manifest) -> dict[Path, list[tuple]]:

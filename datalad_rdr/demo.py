@@ -69,9 +69,17 @@ def make_bids_dataset(path: Path, subjects: int = 3, nifti_bytes: int = 200_000,
     if derivatives:
         write("derivatives/group/results.tsv", "measure\tvalue\nmean\t0.5\n")
     if metadata:
-        write(".datalad/rdr/metadata.yaml", demo_metadata(metadata))
+        write_demo_metadata(path, metadata)
     ds.save(message="Demo BIDS dataset", result_renderer="disabled")
     return path
+
+
+def write_demo_metadata(path: Path, profile: str = "rdr") -> Path:
+    """Write the demo's metadata file into the dataset at ``path`` (not saved)."""
+    meta = Path(path) / ".datalad" / "rdr" / "metadata.yaml"
+    meta.parent.mkdir(parents=True, exist_ok=True)
+    meta.write_text(demo_metadata(profile))
+    return meta
 
 
 def demo_metadata(profile: str = "rdr") -> str:

@@ -491,7 +491,7 @@ def commit_files(repo, paths: list[Path], message: str, restore: bool = True) ->
     repo = Path(repo)
     rel = [os.path.relpath(Path(p).absolute(), repo.absolute()) for p in paths]
     try:
-        if _is_annex_repo(repo):
+        if is_annex(repo):
             # annex.dotfiles as DataLad sets it: files under .datalad/ follow largefiles too
             r = subprocess.run(["git", "annex", "add", "-c", "annex.dotfiles=true", "--quiet",
                                 "--", *rel], cwd=repo, capture_output=True, text=True)
@@ -532,9 +532,9 @@ def _restore(repo: Path, rel: list[str]) -> None:
             (repo / path).unlink(missing_ok=True)
 
 
-def _is_annex_repo(repo: Path) -> bool:
-    return subprocess.run(["git", "-C", str(repo), "config", "annex.uuid"],
-                          capture_output=True).returncode == 0
+def is_annex(repo) -> bool:
+    """Whether git-annex is initialised in ``repo``."""
+    return config(repo, "annex.uuid") is not None
 
 
 def save_paths(repo, paths: list[Path], message: str, restore: bool = True) -> None:
@@ -551,9 +551,8 @@ def save_paths(repo, paths: list[Path], message: str, restore: bool = True) -> N
 
 def on_adjusted_branch(repo) -> bool:
     """git-annex's adjusted branches (crippled file systems) need DataLad's save."""
-    r = subprocess.run(["git", "-C", str(repo), "symbolic-ref", "-q", "HEAD"],
-                       capture_output=True, text=True)
-    return r.stdout.strip().startswith("refs/heads/adjusted/")
+    head = git_or_none(repo, "symbolic-ref", "-q", "HEAD") or ""
+    return head.strip().startswith("refs/heads/adjusted/")
 
 
 def fast_import_env() -> dict[str, str]:

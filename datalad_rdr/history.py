@@ -122,11 +122,8 @@ def make_bundle(dataset: Path, held: dict, out: Path) -> None:
 
 
 def _md5(path: Path) -> str:
-    digest = hashlib.md5()
     with open(path, "rb") as f:
-        for block in iter(lambda: f.read(CHUNK), b""):
-            digest.update(block)
-    return digest.hexdigest()
+        return hashlib.file_digest(f, "md5").hexdigest()
 
 
 def _result(dataset: Path, status: str, message: str, **extra) -> dict:

@@ -232,7 +232,7 @@ def test_a_run_killed_between_volumes_is_continued_to_the_same_end(make_sandbox,
 
 
 def test_a_volume_record_round_trip_and_old_records_still_read():
-    loc = locations.Location("https://rdr.kuleuven.be", "doi:10.48804/ABC", 11, "raw.zip",
+    loc = locations.Location("http://127.0.0.1:8080", "doi:10.48804/ABC", 11, "raw.zip",
                              2_500_731, "sub-01/a.nii.gz", 2_500_000, "stored", "0a1b2c3d",
                              2_500_000, 100, 100 + 30 + 15,
                              volumes=((11, 1_000_000), (12, 1_000_000), (13, 500_731)))
@@ -241,7 +241,7 @@ def test_a_volume_record_round_trip_and_old_records_still_read():
     assert locations.parse(uri) == loc and loc.file_ids == [11, 12, 13]
     with pytest.raises(ValueError, match="the volumes do not make the bundle"):
         locations.parse(uri.replace("13:500731", "13:5"))
-    plain = locations.Location("https://rdr.kuleuven.be", "doi:10.48804/ABC", 11, "raw.zip",
+    plain = locations.Location("http://127.0.0.1:8080", "doi:10.48804/ABC", 11, "raw.zip",
                                2_500_731, "sub-01/a.nii.gz", 2_500_000, "stored",
                                "0a1b2c3d", 2_500_000, 100, 100 + 30 + 15)
     assert plain.uri().endswith("&v=1") and plain.file_ids == [11]
