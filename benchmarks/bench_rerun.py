@@ -147,12 +147,12 @@ class TreeSampler:
         seen = []
         for proc in procs:
             try:
-                seen.append((proc.memory_info().rss, " ".join(proc.cmdline()[:3])[-60:]))
+                seen.append((proc.memory_info().rss, " ".join(proc.cmdline()[:4])[-70:]))
             except psutil.Error:
                 pass
         total = sum(rss for rss, _ in seen)
         if total > self.peak:
-            self.peak, self.at_peak = total, sorted(seen, reverse=True)[:4]
+            self.peak, self.at_peak = total, sorted(seen, reverse=True)[:8]
 
     def _run(self):
         while not self._stop.wait(self.interval):

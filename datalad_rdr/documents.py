@@ -85,7 +85,7 @@ def read(f: PlannedFile) -> bytes:
     if location is None:
         raise content.ContentError(f"content of {f.path} is not present; run "
                                    f"'datalad get {f.path}'")
-    data = location.read_bytes()
+    data = Path(location).read_bytes()
     checksum = content.key_checksum(f.key)
     if checksum is not None:
         digest = checksum.new()

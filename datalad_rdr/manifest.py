@@ -383,6 +383,9 @@ class Journal:
         self.settings = settings or Settings()
         self.bundles: dict[str, BundleRecord] = {}
         self.uploads: dict[str, dict] = {}  # bundle name -> {"fingerprint", "state"}
+        # bundle name -> its members' text: a confirmed bundle's members do not change, and
+        # the journal is written again at every upload part
+        self._texts: dict[str, str] = {}
         data = read_journal(git_dir)
         if data and (data.get("server"), data.get("pid")) == (server, pid):
             self.bundles = {name: BundleRecord.from_json(b)
@@ -396,6 +399,7 @@ class Journal:
 
     def record(self, bundle: BundleRecord) -> None:
         self.bundles[bundle.name] = bundle
+        self._texts.pop(bundle.name, None)
         self.uploads.pop(bundle.name, None)
         for volume in bundle.volumes:  # each volume was an upload of its own
             self.uploads.pop(volume.label, None)
@@ -421,12 +425,19 @@ class Journal:
         # no JSON object per member
         _atomic_write(self.path, json.dumps({
             "server": self.server, "pid": self.pid, "settings": asdict(self.settings),
-            "bundles": {n: {**b.header(), "members_tsv": members_text([b])}
+            "bundles": {n: {**b.header(), "members_tsv": self._members_text(b)}
                         for n, b in self.bundles.items()},
             "uploads": self.uploads}))
 
+    def _members_text(self, bundle: BundleRecord) -> str:
+        text = self._texts.get(bundle.name)
+        if text is None:
+            text = self._texts[bundle.name] = members_text([bundle])
+        return text
+
     def clear(self) -> None:
         self.bundles = {}
+        self._texts = {}
         self.uploads = {}
         if self.path.exists():
             self.path.unlink()

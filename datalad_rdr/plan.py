@@ -303,8 +303,9 @@ def list_commit(repo: Path, commit: str, prefix: str = "", recursive: bool = Fal
         if kind == "blob" and (mode == "120000" or (size.isdigit() and int(size) < 512)):
             small[obj] = None
     contents = gitannex.cat_blobs(repo, list(small))
+    where = str(repo)  # one string shared by the repository's files
     for mode, kind, obj, size, path in entries:
-        full = f"{prefix}{path}"
+        full = prefix + path if prefix else path  # one string, not two, at the top level
         if kind == "commit":
             listing.subdatasets[full] = obj
             if recursive:
@@ -322,11 +323,11 @@ def list_commit(repo: Path, commit: str, prefix: str = "", recursive: bool = Fal
             if key_size is None:
                 listing.unsized.append(full)
             else:
-                listing.files[full] = PlannedFile(full, key_size, key, None, str(repo), path)
+                listing.files[full] = PlannedFile(full, key_size, key, None, where, path)
         elif mode == "120000":
             listing.links[full] = data.decode("utf-8", "surrogateescape")
         else:
-            listing.files[full] = PlannedFile(full, int(size), None, obj, str(repo), path)
+            listing.files[full] = PlannedFile(full, int(size), None, obj, where, path)
     return listing
 
 

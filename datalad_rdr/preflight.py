@@ -244,7 +244,7 @@ class CommitReader:
             where = content.content_locations(repo, [f.key for f in group])
             for f in group:
                 location = where.get(f.key)
-                out[f.path] = location.read_bytes() if location else None
+                out[f.path] = Path(location).read_bytes() if location else None
         return out
 
     def close(self) -> None:

@@ -44,7 +44,7 @@ class Checksum(NamedTuple):
     hexdigest: str
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)  # one a file of the bundle: no dict each
 class Member:
     """A file to put into the ZIP.
 

@@ -46,7 +46,7 @@ def test_content_locations_of_present_and_dropped_keys(tmp_path, layout):
     assert where[dropped] is None and where[missing] is None
     for key, blob in keys.items():
         if key != dropped:
-            assert where[key].read_bytes() == blob, key
+            assert Path(where[key]).read_bytes() == blob, key
 
 
 def test_an_export_of_present_content_asks_git_annex_for_no_location(
