@@ -22,6 +22,7 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Iterator
+from itertools import groupby
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -64,8 +65,7 @@ def record(dataset: Path, manifest: Manifest, previous: Manifest | None,
                                              f"{len(members)} annexed files in the rdr remote")
             continue
         # the records only now: formatting 100,000 of them is most of a no-op rerun
-        pairs = [(m.key, locations.from_manifest(manifest.server, manifest.pid, b, m).uri())
-                 for b, m in members]
+        pairs = _records(manifest, members)
         try:
             name = ensure_remote(repo, manifest.server, manifest.pid)
             annex = Annex(_gitdir(repo))
@@ -172,6 +172,17 @@ def ria_alias_problem(dataset: Path, store: str, alias: str) -> str | None:
 def _dataset_id(dataset: Path) -> str:
     return gitannex.config(dataset, "datalad.dataset.id",
                            file=Path(dataset) / ".datalad/config") or ""
+
+
+def _records(manifest: Manifest, members: list[tuple]) -> list[tuple[str, str]]:
+    """(key, location record) of each (bundle, member), in order (a bundle's together)."""
+    pairs = []
+    for _, run in groupby(members, key=lambda bm: id(bm[0])):
+        run = list(run)
+        bundle, ms = run[0][0], [m for _, m in run]
+        records = locations.manifest_records(manifest.server, manifest.pid, bundle, ms)
+        pairs += [(m.key, uri) for m, uri in zip(ms, records)]
+    return pairs
 
 
 def _members_by_repo(dataset: Path, manifest: Manifest) -> dict[Path, list[tuple]]:

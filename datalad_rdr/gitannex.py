@@ -28,6 +28,7 @@ import subprocess
 import tempfile
 import threading
 import time
+from itertools import groupby
 from pathlib import Path
 
 from .zipstream import Checksum
@@ -58,6 +59,8 @@ _BACKENDS = {
     "SHA3_256": "sha3_256", "SHA3_384": "sha3_384", "SHA3_512": "sha3_512",
     "BLAKE2B512": "blake2b", "BLAKE2S256": "blake2s",
 }
+# one constructor per backend, shared by every key's Checksum (not a closure per key)
+_NEW = {backend: getattr(hashlib, algo) for backend, algo in _BACKENDS.items()}
 _KEY = re.compile(r"^([A-Z0-9_]+?)(E?)-[^-]*(?:-[^-]*)*?--(.+)$")
 _SIZE = re.compile(r"^[A-Z0-9_]+-s(\d+)-")
 
@@ -70,8 +73,7 @@ def key_checksum(key: str) -> Checksum | None:
     digest = m.group(3)
     if m.group(2):  # *E backends keep the file extension after the hash
         digest = digest.split(".", 1)[0]
-    algo = _BACKENDS[m.group(1)]
-    return Checksum(lambda: hashlib.new(algo), digest)
+    return Checksum(_NEW[m.group(1)], digest)
 
 
 def key_size(key: str) -> int | None:
@@ -395,37 +397,62 @@ class Annex:
         ident = git(self.cwd, "var", "GIT_COMMITTER_IDENT").strip()
         message = b"update (datalad-rdr: location records of an export)\n"
         temp = "refs/datalad-rdr/git-annex-records"
-        # streamed file by file: the whole stream at 100,000 keys is ~60 MB
+        folders = self._folders(branch)
+        # One commit per top folder (aaa/ of aaa/bbb/KEY.log) first, then one commit of
+        # the branch that puts those folders in: fast-import finds a path's folder by a
+        # linear search, and the branch's root holds up to 4,096 of them (12 s against 4 s
+        # at 100,000 keys). Streamed folder by folder: the whole stream is ~60 MB.
+        read, write = os.pipe()
         with tempfile.TemporaryFile() as errors:
             proc = subprocess.Popen(["git", "-C", str(self.cwd), "fast-import", "--quiet",
-                                     "--force"], stdin=subprocess.PIPE,
-                                    stdout=subprocess.DEVNULL, stderr=errors,
-                                    env=fast_import_env())
+                                     "--force", f"--cat-blob-fd={write}"],
+                                    stdin=subprocess.PIPE, stdout=subprocess.DEVNULL,
+                                    stderr=errors, env=fast_import_env(), pass_fds=(write,))
+            os.close(write)
+            made, changed = {}, {}
             try:
-                proc.stdin.write(f"commit {temp}\ncommitter {ident}\ndata {len(message)}\n"
-                                 .encode() + message + f"from {branch}\n".encode())
-                for key, urls in by_key.items():
-                    name = names[key]
-                    locations = old[f"{name}.log"]
-                    if uuid not in _present(locations):
-                        proc.stdin.write(_inline(f"{name}.log", (locations or b"")
-                                                 + f"{stamp} 1 {uuid}\n".encode()))
-                    web = old[f"{name}.log.web"]
-                    known = set(_present(web, strip=":"))
-                    fresh = [u for u in dict.fromkeys(urls) if u not in known]
-                    if fresh:
-                        proc.stdin.write(_inline(f"{name}.log.web", (web or b"") + "".join(
-                            f"{stamp} 1 :{u}\n" for u in fresh).encode()))
-                proc.stdin.write(b"\n")
+                with os.fdopen(read, "rb") as answers:
+                    keys = sorted(by_key, key=names.__getitem__)
+                    for n, (folder, group) in enumerate(
+                            groupby(keys, key=lambda k: names[k].partition("/")[0]), 1):
+                        proc.stdin.write(f"commit {temp}-part\nmark :{n}\ncommitter "
+                                         f"{ident}\ndata 0\n".encode())
+                        if n > 1:
+                            proc.stdin.write(b"deleteall\n")
+                        if folder in folders:
+                            proc.stdin.write(f"M 040000 {folders[folder]} t\n".encode())
+                        for key in group:
+                            self._write_records(proc.stdin, "t/" + names[key].partition(
+                                "/")[2], old, names[key], by_key[key], uuid, stamp)
+                        proc.stdin.write(f"\nls :{n} t\n".encode())
+                        proc.stdin.flush()
+                        answer = answers.readline().split()
+                        if answer[:1] == [b"missing"]:
+                            continue  # nothing to write there
+                        if len(answer) < 3 or answer[0] != b"040000":
+                            raise ValueError(f"fast-import answered {answer!r}")
+                        made[folder] = answer[2].decode()
+                changed = {f: tree for f, tree in made.items() if folders.get(f) != tree}
+                if changed:  # else every record is there already: no commit
+                    proc.stdin.write(f"commit {temp}\ncommitter {ident}\ndata "
+                                     f"{len(message)}\n".encode() + message
+                                     + f"from {branch}\n".encode())
+                    for folder, tree in changed.items():
+                        proc.stdin.write(f"M 040000 {tree} {folder}\n".encode())
+                    proc.stdin.write(b"\n")
                 proc.stdin.close()
-            except BrokenPipeError:
-                pass
+            except (BrokenPipeError, ValueError) as exc:
+                log.debug("git fast-import stopped: %s", exc)
+                proc.stdin.close()
+                proc.kill()
             if proc.wait():
                 errors.seek(0)
                 log.debug("git fast-import of location records failed: %s",
                           errors.read()[-500:])
                 return False
         try:
+            if not changed:
+                return True
             new = git(self.cwd, "rev-parse", temp).strip()
             # moved only if nothing changed the branch meanwhile (compare and swap)
             git(self.cwd, "update-ref", "-m", "datalad-rdr: location records",
@@ -434,10 +461,39 @@ class Annex:
             log.debug("the git-annex branch moved during the export: %s", exc)
             return False
         finally:
-            subprocess.run(["git", "-C", str(self.cwd), "update-ref", "-d", temp],
-                           capture_output=True)
+            for ref in (temp, f"{temp}-part"):
+                subprocess.run(["git", "-C", str(self.cwd), "update-ref", "-d", ref],
+                               capture_output=True)
         log.debug("%d keys recorded in one commit of the git-annex branch", len(by_key))
         return True
+
+
+    @staticmethod
+    def _write_records(out, path: str, old: dict, name: str, urls: list[str], uuid: str,
+                       stamp: str) -> None:
+        """The key's logs (at ``name`` in the branch) with ``uuid`` present and ``urls``
+        added, written at ``path`` of the commit fast-import is making."""
+        locations = old[f"{name}.log"]
+        if uuid not in _present(locations):
+            out.write(_inline(f"{path}.log", (locations or b"")
+                              + f"{stamp} 1 {uuid}\n".encode()))
+        web = old[f"{name}.log.web"]
+        known = set(_present(web, strip=":"))
+        fresh = [u for u in dict.fromkeys(urls) if u not in known]
+        if fresh:
+            out.write(_inline(f"{path}.log.web", (web or b"") + "".join(
+                f"{stamp} 1 :{u}\n" for u in fresh).encode()))
+
+    def _folders(self, branch: str) -> dict[str, str]:
+        """The top folders of the git-annex branch at ``branch``: name -> tree."""
+        out = subprocess.run(["git", "-C", str(self.cwd), "ls-tree", "-z", branch],
+                             capture_output=True, check=True).stdout
+        folders = {}
+        for record in out.split(b"\0"):
+            meta, _, path = record.partition(b"\t")
+            if meta.startswith(b"040000 tree "):
+                folders[path.decode("utf-8", "surrogateescape")] = meta.split()[2].decode()
+        return folders
 
 
 def _inline(path: str, data: bytes) -> bytes:

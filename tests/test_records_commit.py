@@ -69,3 +69,63 @@ def test_records_of_many_keys_cost_git_no_heap_round_trip_per_object(tmp_path, m
     # two objects a key (its location log and URL log): with glibc's default trimming that
     # is two brk calls an object (~8,000 here); without, a few dozen in all
     assert brk_calls(tmp_path / "brk") < KEYS / 4
+
+
+def test_records_commit_changes_only_the_keys_logs_in_old_and_new_folders(tmp_path):
+    """Folder by folder (a commit per top folder, then the branch's): the commit changes
+    exactly the logs of the recorded keys, keeps their old lines, and leaves no ref."""
+    repo = tmp_path / "repo"
+    keys = annex_repo(repo)[:300]  # their folders exist (their location logs are there)
+    unknown = [f"MD5E-s1--{i:032x}" for i in range(300)]  # mostly in folders not there yet
+    branch = gitannex.ANNEX_BRANCH
+    before = gitannex.git(repo, "rev-parse", branch).strip()
+    pairs = [(k, f"rdr+http://127.0.0.1:8080/{i}") for i, k in enumerate(keys + unknown)]
+
+    gitannex.Annex(repo).record_urls(pairs + pairs[:5], "rdr", UUID)  # repeats: once
+
+    after = gitannex.git(repo, "rev-parse", branch).strip()
+    assert gitannex.git(repo, "rev-parse", f"{after}^").strip() == before
+    changed = set(gitannex.git(repo, "diff", "--name-only", before, after).split())
+    names = {k: gitannex._branch_file(k) for k in keys + unknown}
+    assert changed == {f"{names[k]}{suffix}" for k in keys + unknown
+                       for suffix in (".log", ".log.web")}
+    for key in (keys[0], unknown[0]):
+        log = gitannex.git(repo, "show", f"{branch}:{names[key]}.log")
+        assert log.splitlines()[-1].endswith(f" 1 {UUID}")
+    old = gitannex.git(repo, "show", f"{before}:{names[keys[0]]}.log")
+    assert gitannex.git(repo, "show", f"{branch}:{names[keys[0]]}.log").startswith(old)
+    web = gitannex.git(repo, "show", f"{branch}:{names[keys[1]]}.log.web")
+    assert web.splitlines() == [web.splitlines()[0]]
+    assert web.endswith(" 1 :rdr+http://127.0.0.1:8080/1\n")
+    # the rest of the branch is as it was: uuid.log, the other keys' logs
+    assert gitannex.git(repo, "diff", "--name-only", before, after, "--", "uuid.log") == ""
+    assert gitannex.git(repo, "for-each-ref", "refs/datalad-rdr") == ""
+
+    # again: nothing new to record, no commit
+    gitannex.Annex(repo).record_urls(pairs, "rdr", UUID)
+    assert gitannex.git(repo, "rev-parse", branch).strip() == after
+
+
+@pytest.mark.parametrize("volumes", [(), ((42, 1000), (43, 500))], ids=["one", "volumes"])
+def test_a_manifest_bundles_records_are_its_members_locations(volumes):
+    """The records of a bundle's members, made with the bundle's part once, are what each
+    member's :class:`~datalad_rdr.remote.locations.Location` writes and reads back."""
+    from datalad_rdr import manifest as mf
+    from datalad_rdr.remote import locations
+
+    bundle = mf.BundleRecord("raw", "raw", "raw.zip", 1500, "", 42, "s3://b/x", True, "fp",
+                             [], [mf.VolumeRecord(f"raw.zip.00{n}", size, "", fid, "s3://")
+                                  for n, (fid, size) in enumerate(volumes, 1)])
+    names = ["sub-01/a b.tsv", "sub-01/ü%&?#.tsv"]
+    members = [mf.MemberRecord(name, 10, f"MD5E-s10--{i:032x}.tsv", None, "deflated",
+                               "0a0b0c0d", 7, 100 * i, 100 * i + 30 + len(name.encode()))
+               for i, name in enumerate(names)]
+    records = locations.manifest_records("http://127.0.0.1:8080/", "doi:10.1/X Y", bundle,
+                                         members)
+    for m, record in zip(members, records):
+        expected = locations.Location(
+            "http://127.0.0.1:8080", "doi:10.1/X Y", 42, "raw.zip", 1500, m.path, m.size,
+            m.method, m.crc32, m.compressed_size, m.header_offset, m.data_offset,
+            tuple(volumes))
+        assert record == expected.uri()
+        assert locations.parse(record) == expected

@@ -92,15 +92,10 @@ class Location:
         return self.data_offset + self.compressed_size
 
     def uri(self) -> str:
-        # as urlencode(quote_via=quote, safe="/") writes it; only the names need quoting
-        # (numbers, method and crc32 are safe as they are), 7x faster at 100,000 records
-        return (f"{prefix(self.server)}{self.file_id}?pid={quote(self.pid, safe='/')}"
-                f"&bundle={quote(self.bundle, safe='/')}&bsize={self.bundle_size}"
-                f"&member={quote(self.member, safe='/')}&size={self.size}"
-                f"&method={self.method}&crc32={self.crc32}&csize={self.compressed_size}"
-                f"&header={self.header_offset}&data={self.data_offset}"
-                + (f"&vols={','.join(f'{fid}:{size}' for fid, size in self.volumes)}&v=2"
-                   if self.volumes else "&v=1"))
+        head, tail = _bundle_parts(self.server, self.pid, self.file_id, self.bundle,
+                                   self.bundle_size, self.volumes)
+        return _record(head, self.member, self.size, self.method, self.crc32,
+                       self.compressed_size, self.header_offset, self.data_offset, tail)
 
     @property
     def file_ids(self) -> list[int]:
@@ -181,12 +176,30 @@ def parse(uri: str) -> Location:
     return loc
 
 
-def from_manifest(server: str, pid: str, bundle, member) -> Location:
-    """The location of a manifest member (:mod:`datalad_rdr.manifest` records)."""
-    return Location(server.rstrip("/"), pid, bundle.file_id, bundle.filename, bundle.size,
-                    member.path, member.size, member.method, member.crc32,
-                    member.compressed_size, member.header_offset, member.data_offset,
-                    tuple((v.file_id, v.size) for v in bundle.volumes))
+def manifest_records(server: str, pid: str, bundle, members) -> list[str]:
+    """The records of ``members`` of one manifest bundle, as :meth:`Location.uri` writes
+    them; the bundle's part made once (100,000 Locations made and formatted: 2.4 s)."""
+    head, tail = _bundle_parts(server.rstrip("/"), pid, bundle.file_id, bundle.filename,
+                               bundle.size, tuple((v.file_id, v.size) for v in bundle.volumes))
+    return [_record(head, m.path, m.size, m.method, m.crc32, m.compressed_size,
+                    m.header_offset, m.data_offset, tail) for m in members]
+
+
+def _bundle_parts(server, pid, file_id, bundle, bundle_size, volumes) -> tuple[str, str]:
+    # as urlencode(quote_via=quote, safe="/") writes it; only the names need quoting
+    # (numbers, method and crc32 are safe as they are), 7x faster at 100,000 records
+    head = (f"{prefix(server)}{file_id}?pid={quote(pid, safe='/')}"
+            f"&bundle={quote(bundle, safe='/')}&bsize={bundle_size}")
+    tail = (f"&vols={','.join(f'{fid}:{size}' for fid, size in volumes)}&v=2" if volumes
+            else "&v=1")
+    return head, tail
+
+
+def _record(head, member, size, method, crc32, compressed_size, header_offset,
+            data_offset, tail) -> str:
+    return (f"{head}&member={quote(member, safe='/')}&size={size}&method={method}"
+            f"&crc32={crc32}&csize={compressed_size}&header={header_offset}"
+            f"&data={data_offset}{tail}")
 
 
 def from_entry(server: str, pid: str, file_id: int, bundle: str, bundle_size: int,
