@@ -57,15 +57,18 @@ import time
 import traceback
 from urllib.parse import urlsplit
 
-from datalad_next.annexremotes import RemoteError, SpecialRemote, UnsupportedRequest
+import annexremote
+from annexremote import ProtocolError
 
+from .. import gitannex
 from ..credentials import CredentialError, how_to_set, obtain
 from ..dataverse import Dataverse, DataverseError
 from ..sizes import GB, parse_size
 from . import archived, locations
 from . import keys as annex_keys
 from .annex import Annex, AnnexError
-from .boundary import request, yes
+from .boundary import RemoteError, UnsupportedRequest, request, yes
+from .process import datalad_config
 from .keyindex import read_index
 from .reader import (BundleReader, Denied, Embargoed, ReadError, read_member,
                      request_access)
@@ -85,11 +88,12 @@ NOWRITE = ("this rdr remote reads a record as it is on RDR (nowrite=yes, as rdr-
            "sets it): nothing is stored to or removed from the server")
 
 
-class RdrRemote(SpecialRemote):
+class RdrRemote(annexremote.SpecialRemote):
     """git-annex special remote for ZIP bundles on an RDR (Dataverse) dataset."""
 
     def __init__(self, annex):
         super().__init__(annex)
+        self._remotename: str | None = None
         self.configs = {
             "url": "base URL of the Dataverse installation, e.g. https://rdr.kuleuven.be",
             "pid": "persistent id of the dataset, e.g. doi:10.48804/ABCDEF",
@@ -143,7 +147,7 @@ class RdrRemote(SpecialRemote):
     def prepare(self):
         self._configure()
         self.uuid = self.annex.getuuid()
-        self.gitdir = os.path.abspath(self.annex.getgitdir())
+        self._gitdir()
         if Store.journals(self.gitdir, self.uuid):
             self._open_store()  # keys of another session are pending: repair them first
 
@@ -178,7 +182,7 @@ class RdrRemote(SpecialRemote):
         try:
             # this remote's only: a global datalad.rdr.url would send every rdr remote,
             # of any server, to one place
-            moved = self.repo.config.get(f"remote.{self.remotename}.rdr-url")
+            moved = gitannex.config(self._gitdir(), f"remote.{self.remotename}.rdr-url")
         except Exception as exc:  # no GETGITREMOTENAME (old git-annex), no repository
             lgr.debug("no remote.<name>.rdr-url read: %s", exc)
             return None
@@ -231,11 +235,39 @@ class RdrRemote(SpecialRemote):
     def whereis(self, key):
         raise UnsupportedRequest()
 
+    @property
+    def remotename(self) -> str:
+        """The name of the git remote git-annex runs this special remote as."""
+        if self._remotename is None:
+            self._remotename = self.annex.getgitremotename()
+        return self._remotename
+
+    def _gitdir(self) -> str:
+        if self.gitdir is None:
+            self.gitdir = os.path.abspath(self.annex.getgitdir())
+        return self.gitdir
+
+    def message(self, msg: str, type: str = "debug") -> None:
+        """A line for git-annex to show (``info``, ``error``) or to log (``debug``)."""
+        send = {"info": self.annex.info, "error": self.annex.error}.get(type, self.annex.debug)
+        msg = msg.replace("\n", "\\n")  # a newline would end the protocol line
+        try:
+            send(msg)
+        except ProtocolError:  # a git-annex without INFO: a debug line at least
+            self.annex.debug(msg)
+
+    def send_progress(self, progress: int) -> None:
+        """Bytes transferred so far (DataLad's progress bars under git-annex call it)."""
+        self.annex.progress(progress)
+
     # -- credentials and server ---------------------------------------------------------
     def token(self) -> str | None:
+        """The API token, asked for at the first need: only then is DataLad imported, for
+        its credential manager (the remote starts without it, see :mod:`.process`)."""
         if self._token is False:
             try:
-                self._credential = obtain(self.repo.config, self.server, self.credential)
+                config = datalad_config(self, self._gitdir())
+                self._credential = obtain(config, self.server, self.credential)
                 self._token = self._credential.secret
             except CredentialError as exc:
                 self._token, self._token_problem = None, str(exc)
@@ -262,7 +294,7 @@ class RdrRemote(SpecialRemote):
     @property
     def plumbing(self) -> Annex:
         if self._plumbing is None:
-            self._plumbing = Annex(self.gitdir or self.annex.getgitdir())
+            self._plumbing = Annex(self._gitdir())
         return self._plumbing
 
     def _bundle_exists(self, file_id: int) -> bool:
