@@ -55,6 +55,7 @@ import os
 import sys
 import time
 import traceback
+from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
 import annexremote
@@ -62,17 +63,20 @@ from annexremote import ProtocolError
 
 from .. import gitannex
 from ..credentials import CredentialError, how_to_set, obtain
-from ..dataverse import Dataverse, DataverseError
 from ..sizes import GB, parse_size
 from . import archived, locations
 from . import keys as annex_keys
 from .annex import Annex, AnnexError
 from .boundary import RemoteError, UnsupportedRequest, request, yes
+from .errors import Denied, Embargoed, ReadError, request_access
 from .process import datalad_config
-from .keyindex import read_index
-from .reader import (BundleReader, Denied, Embargoed, ReadError, read_member,
-                     request_access)
 from .store import FlushError, OpenBundle, Store
+
+# The server's side (reader.py, dataverse.py, and requests with them) is imported at the
+# first request to the server: git-annex starts the remote for many answers that need none.
+if TYPE_CHECKING:
+    from ..dataverse import Dataverse
+    from .reader import BundleReader
 
 #: bundlesize: smaller than rdr-export's cap, see docs/remote.rst ("bundlesize").
 DEFAULT_BUNDLESIZE = 4 * GB
@@ -282,12 +286,16 @@ class RdrRemote(annexremote.SpecialRemote):
     @property
     def reader(self) -> BundleReader:
         if self._reader is None:
+            from .reader import BundleReader
+
             hint = how_to_set(self.credential or "rdr", self.server)
             self._reader = BundleReader(self.server, self.token, hint)
         return self._reader
 
     def writer(self, what: str) -> Dataverse:
         if self._writer is None:
+            from ..dataverse import Dataverse
+
             self._writer = Dataverse(self.server, self.need_token(what))
         return self._writer
 
@@ -308,6 +316,8 @@ class RdrRemote(annexremote.SpecialRemote):
     def _released_and_draft(self) -> tuple[set, set]:
         """DataFile ids in published versions, and in the draft."""
         if self._versions is None or self._versions[2] < time.monotonic():
+            from ..dataverse import DataverseError
+
             client = self.writer("removing from RDR")
             try:
                 released, draft = client.released_and_draft_file_ids(self.pid)
@@ -372,6 +382,8 @@ class RdrRemote(annexremote.SpecialRemote):
         listening (see the module docstring), so a wrong ``pid``, a token without rights or
         a server that is down must fail the keys here, where git-annex still hears it."""
         if self._target_problem is None:
+            from ..dataverse import DataverseError
+
             client = self.writer("storing into RDR")
             try:
                 client.check_dataset(self.pid)
@@ -488,6 +500,8 @@ class RdrRemote(annexremote.SpecialRemote):
     # -- RETRIEVE ------------------------------------------------------------------------
     @request
     def transfer_retrieve(self, key, local_file):
+        from .reader import read_member
+
         if self._pending(key):
             self._flush_in_session()
         found = self._locations(key)
@@ -529,6 +543,8 @@ class RdrRemote(annexremote.SpecialRemote):
     # -- REMOVE --------------------------------------------------------------------------
     @request
     def remove(self, key):
+        from ..dataverse import DataverseError
+
         self._configure()
         if self.nowrite:
             raise RemoteError(NOWRITE)
@@ -563,6 +579,8 @@ class RdrRemote(annexremote.SpecialRemote):
     def _live_keys(self, loc: locations.Location) -> set | None:
         """Keys still recorded in a bundle the remote made (None: not such a bundle)."""
         if loc.file_id not in self._live:
+            from .keyindex import read_index
+
             index = read_index(self.reader, loc.file_id, loc.bundle_size, self.uuid)
             if index is None:
                 self._live[loc.file_id] = None
