@@ -19,6 +19,7 @@ volume the member touches, two when it crosses a cut.
 from __future__ import annotations
 
 import datetime as dt
+import logging
 import time
 import zlib
 from collections.abc import Callable
@@ -37,6 +38,7 @@ from .errors import Corrupt, Denied, Embargoed, Gone, ReadError, request_access 
 from .locations import Location
 
 CHUNK = 1024 * 1024
+lgr = logging.getLogger("datalad.rdr.remote")
 _METHOD_CODES = {"stored": zf.STORED, "deflated": zf.DEFLATED}
 
 
@@ -92,6 +94,9 @@ class BundleReader:
                 r = self.client.access(file_id, first, last, anonymous=True)
         except DataverseError as exc:
             raise ReadError(f"cannot reach {self.server}: {exc}") from exc
+        lgr.debug("file %s, bytes %s-%s, %s: HTTP %s", file_id, first, last,
+                  "with the API token" if as_user and not self._token_refused
+                  else "anonymously", r.status_code)
         if r.status_code == 404:
             r.close()
             raise Gone(f"file {file_id} is not on {self.server} (deleted from the draft?)")

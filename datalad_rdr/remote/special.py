@@ -273,8 +273,10 @@ class RdrRemote(annexremote.SpecialRemote):
                 config = datalad_config(self, self._gitdir())
                 self._credential = obtain(config, self.server, self.credential)
                 self._token = self._credential.secret
+                lgr.debug("API token for %s: %s", self.server, self._credential.source)
             except CredentialError as exc:
                 self._token, self._token_problem = None, str(exc)
+                lgr.debug("no API token for %s: %s", self.server, exc)
         return self._token
 
     def need_token(self, what: str) -> str:
