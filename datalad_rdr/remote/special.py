@@ -40,9 +40,12 @@ Every request is one error boundary (:func:`request`): an unexpected exception f
 request with one line, the session goes on. ``git config remote.<name>.rdr-url URL`` sends
 the requests of a clone to where the records' server moved (the records stay as they are).
 
-Reading public files needs no token; restricted or draft files, storing and removing need
-the API token from DataLad's credential system (``credential=NAME``, the last one used for
-the server, or the credential ``rdr``: ``DATALAD_CREDENTIAL_RDR_SECRET``). docs/remote.rst
+Reading public files needs no token (they are read without one); restricted or draft
+files, storing and removing need the API token from DataLad's credential system
+(``credential=NAME``, the last one used for the server, or the credential ``rdr``:
+``DATALAD_CREDENTIAL_RDR_SECRET``). The remote is an annexremote special remote (:mod:`.base`)
+run by :mod:`.cli`; DataLad is imported at the first need of a token, not at start-up
+(:mod:`.process`). docs/remote.rst
 is the user's guide; :mod:`.locations` owns the record format. A dataset made by
 ``datalad rdr-clone`` from a record uploaded by hand has archive records instead, read by
 :mod:`.archived`, and ``nowrite=yes`` (docs/clone.rst).
@@ -58,15 +61,13 @@ import traceback
 from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
-import annexremote
-from annexremote import ProtocolError
-
 from .. import gitannex
 from ..credentials import CredentialError, how_to_set, obtain
 from ..sizes import GB, parse_size
 from . import archived, locations
 from . import keys as annex_keys
 from .annex import Annex, AnnexError
+from .base import SpecialRemote
 from .boundary import RemoteError, UnsupportedRequest, request, yes
 from .errors import Denied, Embargoed, ReadError, request_access
 from .process import datalad_config
@@ -92,12 +93,11 @@ NOWRITE = ("this rdr remote reads a record as it is on RDR (nowrite=yes, as rdr-
            "sets it): nothing is stored to or removed from the server")
 
 
-class RdrRemote(annexremote.SpecialRemote):
+class RdrRemote(SpecialRemote):
     """git-annex special remote for ZIP bundles on an RDR (Dataverse) dataset."""
 
     def __init__(self, annex):
         super().__init__(annex)
-        self._remotename: str | None = None
         self.configs = {
             "url": "base URL of the Dataverse installation, e.g. https://rdr.kuleuven.be",
             "pid": "persistent id of the dataset, e.g. doi:10.48804/ABCDEF",
@@ -239,30 +239,10 @@ class RdrRemote(annexremote.SpecialRemote):
     def whereis(self, key):
         raise UnsupportedRequest()
 
-    @property
-    def remotename(self) -> str:
-        """The name of the git remote git-annex runs this special remote as."""
-        if self._remotename is None:
-            self._remotename = self.annex.getgitremotename()
-        return self._remotename
-
     def _gitdir(self) -> str:
         if self.gitdir is None:
             self.gitdir = os.path.abspath(self.annex.getgitdir())
         return self.gitdir
-
-    def message(self, msg: str, type: str = "debug") -> None:
-        """A line for git-annex to show (``info``, ``error``) or to log (``debug``)."""
-        send = {"info": self.annex.info, "error": self.annex.error}.get(type, self.annex.debug)
-        msg = msg.replace("\n", "\\n")  # a newline would end the protocol line
-        try:
-            send(msg)
-        except ProtocolError:  # a git-annex without INFO: a debug line at least
-            self.annex.debug(msg)
-
-    def send_progress(self, progress: int) -> None:
-        """Bytes transferred so far (DataLad's progress bars under git-annex call it)."""
-        self.annex.progress(progress)
 
     # -- credentials and server ---------------------------------------------------------
     def token(self) -> str | None:
