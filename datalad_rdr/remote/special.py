@@ -186,7 +186,8 @@ class RdrRemote(SpecialRemote):
         try:
             # this remote's only: a global datalad.rdr.url would send every rdr remote,
             # of any server, to one place
-            moved = gitannex.config(self._gitdir(), f"remote.{self.remotename}.rdr-url")
+            # in the work tree, as the plumbing: git-annex gives the remote GIT_DIR=.git
+            moved = gitannex.config(self.plumbing.cwd, f"remote.{self.remotename}.rdr-url")
         except Exception as exc:  # no GETGITREMOTENAME (old git-annex), no repository
             lgr.debug("no remote.<name>.rdr-url read: %s", exc)
             return None
