@@ -64,7 +64,7 @@ from urllib.parse import urlsplit
 from .. import gitannex
 from ..credentials import CredentialError, how_to_set, obtain
 from ..sizes import GB, parse_size
-from . import archived, locations
+from . import locations
 from . import keys as annex_keys
 from .annex import Annex, AnnexError
 from .base import SpecialRemote
@@ -483,6 +483,7 @@ class RdrRemote(SpecialRemote):
     # -- RETRIEVE ------------------------------------------------------------------------
     @request
     def transfer_retrieve(self, key, local_file):
+        from . import archived
         from .reader import read_member
 
         if self._pending(key):
