@@ -151,7 +151,7 @@ class RdrRemote(SpecialRemote):
     def prepare(self):
         self._configure()
         self.uuid = self.annex.getuuid()
-        self._gitdir()
+        self.gitdir = os.path.abspath(self.annex.getgitdir())
         if Store.journals(self.gitdir, self.uuid):
             self._open_store()  # keys of another session are pending: repair them first
 
@@ -241,6 +241,7 @@ class RdrRemote(SpecialRemote):
         raise UnsupportedRequest()
 
     def _gitdir(self) -> str:
+        """The repository's git dir, also for requests before PREPARE."""
         if self.gitdir is None:
             self.gitdir = os.path.abspath(self.annex.getgitdir())
         return self.gitdir
