@@ -26,8 +26,6 @@ import os
 from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
-from datalad_next.credman import CredentialManager
-
 lgr = logging.getLogger("datalad.rdr.credentials")
 
 
@@ -72,10 +70,17 @@ class Credential:
         if self.name is None or self._config is None or env_variable(self.name) in os.environ:
             return
         try:
-            CredentialManager(self._config).set(self.name, _lastused=True, **self._props)
+            _manager(self._config).set(self.name, _lastused=True, **self._props)
         except Exception as exc:  # noqa: BLE001 - remembering is a convenience only
             lgr.debug("could not mark credential %s as used: %s", self.name,
                       type(exc).__name__)
+
+
+def _manager(config):
+    # imported at the first use: the special remote starts without DataLad (remote/process.py)
+    from datalad_next.credman import CredentialManager
+
+    return CredentialManager(config)
 
 
 def _same_realm(cred: dict, url: str) -> bool:
@@ -88,7 +93,7 @@ def obtain(config, url: str, name: str | None = None,
 
     Raises :class:`CredentialError` saying how to set one.
     """
-    credman = CredentialManager(config)
+    credman = _manager(config)
     if name:
         cred = credman.get(name, _prompt=None, _type_hint="token")
         if not cred or not cred.get("secret"):

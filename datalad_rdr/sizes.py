@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from datalad_next.constraints import Constraint
+# Nothing of DataLad here: the special remote reads bundlesize= with parse_size, and starts
+# without DataLad (remote/process.py). The command parameter is commands/constraints.py's.
 
 GB = 1000**3
 _UNITS = {"": 1, "B": 1, "KB": 1000, "MB": 1000**2, "GB": GB, "TB": 1000**4,
@@ -37,25 +38,3 @@ def human(n: int) -> str:
             value = n / size
             return f"{value:.2f} {unit}" if value < 10 else f"{value:.1f} {unit}"
     return f"{n} bytes"
-
-
-class EnsureParsedSize(Constraint):
-    """A byte count as :func:`parse_size` reads it (``4GB``, ``500MiB``, ``1.5e9``), at
-    least ``min``; for command parameters such as ``--max-bundle-size``."""
-
-    def __init__(self, min: int = 0):
-        super().__init__()
-        self._min = min
-
-    def __call__(self, value) -> int:
-        try:
-            size = parse_size(value)
-        except ValueError as exc:
-            # raise_for formats its message: braces in what the user typed stay literal
-            self.raise_for(value, str(exc).replace("{", "{{").replace("}", "}}"))
-        if size < self._min:
-            self.raise_for(value, f"must be at least {self._min} bytes ({human(self._min)})")
-        return size
-
-    def short_description(self) -> str:
-        return "size in bytes, or with a unit: 4GB, 500MiB"

@@ -395,7 +395,7 @@ def test_an_unknown_ignore_code_is_refused_with_the_known_ones(sandbox, tmp_path
                                         ("1.5e5", 150_000), ("4GiB", 4 * 2**30),
                                         ("20 GB", 20 * 10**9), (2048, 2048)])
 def test_sizes_are_read_with_units(text, size):
-    from datalad_rdr.sizes import EnsureParsedSize
+    from datalad_rdr.commands.constraints import EnsureParsedSize
 
     assert parse_size(text) == size == EnsureParsedSize(min=1024)(text)
 
@@ -405,7 +405,7 @@ def test_a_bad_size_is_one_clear_line(text):
     from datalad_next.constraints import EnsureCommandParameterization
     from datalad_next.constraints.exceptions import ParameterConstraintContext
 
-    from datalad_rdr.sizes import EnsureParsedSize
+    from datalad_rdr.commands.constraints import EnsureParsedSize
 
     check = EnsureCommandParameterization(dict(max_bundle_size=EnsureParsedSize(min=1024)))
     with pytest.raises(Exception) as failure:

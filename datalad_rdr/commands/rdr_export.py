@@ -36,7 +36,7 @@ from ..export import ExportOptions, run_export, run_verify
 from ..upload import DEFAULT_JOBS
 from ..metadata import run_template
 from ..openminds_export import run_openminds
-from ..sizes import EnsureParsedSize
+from .constraints import EnsureParsedSize
 
 
 class EnsureServerURL(Constraint):

@@ -12,15 +12,18 @@ range. The size and CRC-32 are checked before success is reported.
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import BinaryIO
+from typing import TYPE_CHECKING, BinaryIO
 
 from ..archives import ArchiveError, Volumes, from_bundle_reader
 from ..archives.sevenzip import SevenZipMember
 from ..archives.sevenzip import read_member as read_7z_member
 from ..archives.ziparchive import ZipMember
 from ..archives.ziparchive import read_member as read_zip_member
+from .errors import Denied, ReadError, request_access
 from .locations import ArchiveLocation
-from .reader import BundleReader, Denied, ReadError, request_access
+
+if TYPE_CHECKING:  # the reader (and requests) is loaded when a member is read
+    from .reader import BundleReader
 
 
 class _Counted:

@@ -6,9 +6,32 @@ import functools
 import logging
 import traceback
 
-from datalad_next.annexremotes import RemoteError, UnsupportedRequest
+import annexremote
+from annexremote import UnsupportedRequest
 
 lgr = logging.getLogger("datalad.rdr.remote")
+
+__all__ = ["RemoteError", "UnsupportedRequest", "request", "yes"]
+
+
+class RemoteError(annexremote.RemoteError):
+    """A request failed: the message goes to git-annex as one line.
+
+    A newline would end the protocol line and git-annex would read the rest as a request,
+    so newlines are written ``\\n``. The cause of ``raise ... from exc`` is appended
+    (``-caused by-``, as DataLad's RemoteError writes it), unless the message already says it.
+    """
+
+    def __str__(self):
+        text = super().__str__()
+        seen, cause = {id(self)}, self.__cause__
+        while cause is not None and id(cause) not in seen:
+            seen.add(id(cause))
+            said = str(cause) or type(cause).__name__
+            if said not in text:
+                text = f"{text} -caused by- {said}" if text else said
+            cause = cause.__cause__
+        return (text or "exception with unknown cause").replace("\n", "\\n")
 
 
 def request(func):
@@ -17,13 +40,13 @@ def request(func):
     annexremote turns anything but a RemoteError into ``ERROR`` and exits, which ends the
     whole git-annex session on one key's surprise. Here an unexpected exception fails just
     this request, with one line naming it; the traceback goes to the debug log
-    (``git annex --debug``, ``datalad -l debug``)."""
+    (``git annex --debug``, ``git-annex-remote-rdr -l debug``)."""
 
     @functools.wraps(func)
     def guarded(self, *args, **kwargs):
         try:
             return func(self, *args, **kwargs)
-        except (RemoteError, UnsupportedRequest):
+        except (annexremote.RemoteError, UnsupportedRequest):
             raise
         except Exception as exc:
             trace = traceback.format_exc()

@@ -5,8 +5,7 @@ from __future__ import annotations
 import json
 import zipfile
 
-from datalad_next.annexremotes import RemoteError
-
+from .boundary import RemoteError
 from .reader import BundleReader, RangeFile
 from .store import INDEX, INDEX_FORMAT
 

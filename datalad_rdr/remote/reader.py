@@ -19,6 +19,7 @@ volume the member touches, two when it crosses a cut.
 from __future__ import annotations
 
 import datetime as dt
+import logging
 import time
 import zlib
 from collections.abc import Callable
@@ -32,48 +33,29 @@ from ..archives import ArchiveError, Volumes, from_bundle_reader
 from ..dataverse import Dataverse, DataverseError
 from ..http import Backoff, presigned_lifetime, with_retries
 from ..zipstream import Checksum
+# the errors are importable from here too, as they were defined here
+from .errors import Corrupt, Denied, Embargoed, Gone, ReadError, request_access  # noqa: F401
 from .locations import Location
 
 CHUNK = 1024 * 1024
+lgr = logging.getLogger("datalad.rdr.remote")
 _METHOD_CODES = {"stored": zf.STORED, "deflated": zf.DEFLATED}
-
-
-class ReadError(Exception):
-    """A member could not be read; the message says why and what to do."""
-
-
-class Gone(ReadError):
-    """The bundle is not on the server (any more)."""
-
-
-class Denied(ReadError):
-    """The server has the bundle and refuses this user (restricted, or a draft)."""
-
-
-class Embargoed(Denied):
-    """The bundle is published under an embargo that has not ended yet."""
-
-
-class Corrupt(ReadError):
-    """The bytes served are not the member the record describes."""
-
-
-def request_access(server: str, pid: str) -> str:
-    """How a reader without access asks for it: on the dataset's landing page."""
-    return (f"to be granted access, use 'Request Access' on "
-            f"{server}/dataset.xhtml?persistentId={pid}")
 
 
 @dataclass
 class BundleReader:
     """Byte ranges of a server's files; ``token`` (a callable, asked once, may return None)
-    is sent to the Dataverse API only."""
+    is sent to the Dataverse API only, and asked for only when the server refuses to serve
+    a file without it (restricted, or in a draft): a public file is read anonymously, so
+    reading it needs no credential lookup (nor DataLad in the special remote)."""
 
     server: str
     token: Callable[[], str | None] = lambda: None
     credential_hint: str = "set DATALAD_CREDENTIAL_RDR_SECRET"
     backoff: Backoff = field(default_factory=Backoff)
     _client: Dataverse | None = None
+    _as_user: bool = False  # a file was refused anonymously: the token from then on
+    _token_asked: bool = False
     _token_refused: bool = False
     _store: requests.Session = field(default_factory=requests.Session)  # never a token
     _redirects: dict = field(default_factory=dict)  # file id -> (presigned URL, valid until)
@@ -82,22 +64,39 @@ class BundleReader:
     @property
     def client(self) -> Dataverse:
         if self._client is None:
-            self._client = Dataverse(self.server, self.token(), backoff=self.backoff)
+            self._client = Dataverse(self.server, None, backoff=self.backoff)
         return self._client
 
     def _has_token(self) -> bool:
+        """Is there a token to try (asked for now if not yet)?"""
+        if not self._token_asked:
+            self._token_asked = True
+            token = self.token()
+            if token:
+                self._client = Dataverse(self.server, token, backoff=self.backoff)
         return self.client.has_token and not self._token_refused
 
-    def _access(self, file_id: int, first: int, last: int) -> requests.Response:
+    def _access(self, file_id: int, first: int, last: int,
+                need: bool = True) -> requests.Response:
+        """The server's answer for bytes ``first..last``; ``need=False``: a refusal is
+        answer enough, the token is not asked for."""
         try:
-            r = self.client.access(file_id, first, last, anonymous=not self._has_token())
-            if r.status_code == 401 and self._has_token():
+            as_user = self._as_user and self._has_token()
+            r = self.client.access(file_id, first, last, anonymous=not as_user)
+            if r.status_code == 403 and not as_user and need and self._has_token():
+                r.close()
+                self._as_user = as_user = True
+                r = self.client.access(file_id, first, last)
+            if r.status_code == 401 and as_user:
                 # A token for another server or a revoked one: public files still open.
                 self._token_refused = True
                 r.close()
                 r = self.client.access(file_id, first, last, anonymous=True)
         except DataverseError as exc:
             raise ReadError(f"cannot reach {self.server}: {exc}") from exc
+        lgr.debug("file %s, bytes %s-%s, %s: HTTP %s", file_id, first, last,
+                  "with the API token" if as_user and not self._token_refused
+                  else "anonymously", r.status_code)
         if r.status_code == 404:
             r.close()
             raise Gone(f"file {file_id} is not on {self.server} (deleted from the draft?)")
@@ -107,7 +106,7 @@ class BundleReader:
                 raise Denied(f"file {file_id} on {self.server} is restricted or in a draft, "
                              f"and the server refused the API token (Bad API key); "
                              f"{self.credential_hint}")
-            if not self._has_token():
+            if not as_user:
                 raise Denied(f"file {file_id} on {self.server} is restricted or in an "
                              f"unpublished draft, and no API token is set: "
                              f"{self.credential_hint}")
@@ -137,7 +136,7 @@ class BundleReader:
     def exists(self, file_id: int) -> bool:
         """True if the server has the file (also when this user may not read it)."""
         try:
-            self._access(file_id, 0, 0).close()
+            self._access(file_id, 0, 0, need=False).close()
         except Denied:
             return True  # Dataverse answers 404 for an unknown id before it checks rights
         except Gone:

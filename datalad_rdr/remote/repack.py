@@ -26,9 +26,10 @@ from . import locations
 from .annex import Annex, AnnexError
 from .reader import BundleReader, ReadError, read_member
 from ..sizes import parse_size
+from .boundary import RemoteError
 from .boundary import yes as _yes
 from .keyindex import read_index
-from .special import DEFAULT_BUNDLESIZE, RemoteError
+from .special import DEFAULT_BUNDLESIZE
 from .store import PREFIX, FlushError, Store
 
 

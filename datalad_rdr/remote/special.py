@@ -40,9 +40,12 @@ Every request is one error boundary (:func:`request`): an unexpected exception f
 request with one line, the session goes on. ``git config remote.<name>.rdr-url URL`` sends
 the requests of a clone to where the records' server moved (the records stay as they are).
 
-Reading public files needs no token; restricted or draft files, storing and removing need
-the API token from DataLad's credential system (``credential=NAME``, the last one used for
-the server, or the credential ``rdr``: ``DATALAD_CREDENTIAL_RDR_SECRET``). docs/remote.rst
+Reading public files needs no token (they are read without one); restricted or draft
+files, storing and removing need the API token from DataLad's credential system
+(``credential=NAME``, the last one used for the server, or the credential ``rdr``:
+``DATALAD_CREDENTIAL_RDR_SECRET``). The remote is an annexremote special remote (:mod:`.base`)
+run by :mod:`.cli`; DataLad is imported at the first need of a token, not at start-up
+(:mod:`.process`). docs/remote.rst
 is the user's guide; :mod:`.locations` owns the record format. A dataset made by
 ``datalad rdr-clone`` from a record uploaded by hand has archive records instead, read by
 :mod:`.archived`, and ``nowrite=yes`` (docs/clone.rst).
@@ -55,21 +58,26 @@ import os
 import sys
 import time
 import traceback
+from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
-from datalad_next.annexremotes import RemoteError, SpecialRemote, UnsupportedRequest
-
+from .. import gitannex
 from ..credentials import CredentialError, how_to_set, obtain
-from ..dataverse import Dataverse, DataverseError
 from ..sizes import GB, parse_size
-from . import archived, locations
+from . import locations
 from . import keys as annex_keys
 from .annex import Annex, AnnexError
-from .boundary import request, yes
-from .keyindex import read_index
-from .reader import (BundleReader, Denied, Embargoed, ReadError, read_member,
-                     request_access)
+from .base import SpecialRemote
+from .boundary import RemoteError, UnsupportedRequest, request, yes
+from .errors import Denied, Embargoed, ReadError, request_access
+from .process import datalad_config
 from .store import FlushError, OpenBundle, Store
+
+# The server's side (reader.py, dataverse.py, and requests with them) is imported at the
+# first request to the server: git-annex starts the remote for many answers that need none.
+if TYPE_CHECKING:
+    from ..dataverse import Dataverse
+    from .reader import BundleReader
 
 #: bundlesize: smaller than rdr-export's cap, see docs/remote.rst ("bundlesize").
 DEFAULT_BUNDLESIZE = 4 * GB
@@ -178,7 +186,8 @@ class RdrRemote(SpecialRemote):
         try:
             # this remote's only: a global datalad.rdr.url would send every rdr remote,
             # of any server, to one place
-            moved = self.repo.config.get(f"remote.{self.remotename}.rdr-url")
+            # in the work tree, as the plumbing: git-annex gives the remote GIT_DIR=.git
+            moved = gitannex.config(self.plumbing.cwd, f"remote.{self.remotename}.rdr-url")
         except Exception as exc:  # no GETGITREMOTENAME (old git-annex), no repository
             lgr.debug("no remote.<name>.rdr-url read: %s", exc)
             return None
@@ -231,14 +240,25 @@ class RdrRemote(SpecialRemote):
     def whereis(self, key):
         raise UnsupportedRequest()
 
+    def _gitdir(self) -> str:
+        """The repository's git dir, also for requests before PREPARE."""
+        if self.gitdir is None:
+            self.gitdir = os.path.abspath(self.annex.getgitdir())
+        return self.gitdir
+
     # -- credentials and server ---------------------------------------------------------
     def token(self) -> str | None:
+        """The API token, asked for at the first need: only then is DataLad imported, for
+        its credential manager (the remote starts without it, see :mod:`.process`)."""
         if self._token is False:
             try:
-                self._credential = obtain(self.repo.config, self.server, self.credential)
+                config = datalad_config(self, self._gitdir())
+                self._credential = obtain(config, self.server, self.credential)
                 self._token = self._credential.secret
+                lgr.debug("API token for %s: %s", self.server, self._credential.source)
             except CredentialError as exc:
                 self._token, self._token_problem = None, str(exc)
+                lgr.debug("no API token for %s: %s", self.server, exc)
         return self._token
 
     def need_token(self, what: str) -> str:
@@ -250,19 +270,23 @@ class RdrRemote(SpecialRemote):
     @property
     def reader(self) -> BundleReader:
         if self._reader is None:
+            from .reader import BundleReader
+
             hint = how_to_set(self.credential or "rdr", self.server)
             self._reader = BundleReader(self.server, self.token, hint)
         return self._reader
 
     def writer(self, what: str) -> Dataverse:
         if self._writer is None:
+            from ..dataverse import Dataverse
+
             self._writer = Dataverse(self.server, self.need_token(what))
         return self._writer
 
     @property
     def plumbing(self) -> Annex:
         if self._plumbing is None:
-            self._plumbing = Annex(self.gitdir or self.annex.getgitdir())
+            self._plumbing = Annex(self._gitdir())
         return self._plumbing
 
     def _bundle_exists(self, file_id: int) -> bool:
@@ -276,6 +300,8 @@ class RdrRemote(SpecialRemote):
     def _released_and_draft(self) -> tuple[set, set]:
         """DataFile ids in published versions, and in the draft."""
         if self._versions is None or self._versions[2] < time.monotonic():
+            from ..dataverse import DataverseError
+
             client = self.writer("removing from RDR")
             try:
                 released, draft = client.released_and_draft_file_ids(self.pid)
@@ -340,6 +366,8 @@ class RdrRemote(SpecialRemote):
         listening (see the module docstring), so a wrong ``pid``, a token without rights or
         a server that is down must fail the keys here, where git-annex still hears it."""
         if self._target_problem is None:
+            from ..dataverse import DataverseError
+
             client = self.writer("storing into RDR")
             try:
                 client.check_dataset(self.pid)
@@ -456,6 +484,9 @@ class RdrRemote(SpecialRemote):
     # -- RETRIEVE ------------------------------------------------------------------------
     @request
     def transfer_retrieve(self, key, local_file):
+        from . import archived
+        from .reader import read_member
+
         if self._pending(key):
             self._flush_in_session()
         found = self._locations(key)
@@ -497,6 +528,8 @@ class RdrRemote(SpecialRemote):
     # -- REMOVE --------------------------------------------------------------------------
     @request
     def remove(self, key):
+        from ..dataverse import DataverseError
+
         self._configure()
         if self.nowrite:
             raise RemoteError(NOWRITE)
@@ -531,6 +564,8 @@ class RdrRemote(SpecialRemote):
     def _live_keys(self, loc: locations.Location) -> set | None:
         """Keys still recorded in a bundle the remote made (None: not such a bundle)."""
         if loc.file_id not in self._live:
+            from .keyindex import read_index
+
             index = read_index(self.reader, loc.file_id, loc.bundle_size, self.uuid)
             if index is None:
                 self._live[loc.file_id] = None

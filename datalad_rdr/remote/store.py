@@ -33,14 +33,15 @@ import shutil
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from ..dataverse import Dataverse, DataverseError
-from ..register import RegisterError, register_bundle
-from ..upload import Uploader, UploadError
 from ..zipformat import END_OVERHEAD, MEMBER_OVERHEAD
 from ..zipstream import Member, MemberError, layout_zip
 from . import keys as annex_keys
 from . import locations
+
+if TYPE_CHECKING:
+    from ..dataverse import Dataverse
 
 #: The member that lists a bundle's keys (member name -> key), so that REMOVE can tell when
 #: nothing is left in a bundle and repack knows what to keep.
@@ -193,6 +194,12 @@ class Store:
         """Upload and register the bundle; returns each key's location, recorded as on
         ``server`` (the remote's ``url=``, which ``client`` may reach under another name).
         The caller records them, then calls :meth:`done`. Raises FlushError."""
+        # the upload's stages (and requests) are loaded for the first flush, not at the
+        # remote's start
+        from ..dataverse import DataverseError
+        from ..register import RegisterError, register_bundle
+        from ..upload import Uploader, UploadError
+
         if bundle.state == "registered":
             return {k: locations.parse(u) for k, u in bundle.registered["locations"].items()}
         bundle.mark("flushing")
