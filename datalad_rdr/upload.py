@@ -16,7 +16,9 @@ Two things run side by side for one bundle:
   body is cut short, and the multipart upload is aborted.
 
 So the MD5 costs one sequential pass and parts still go in parallel; a part re-sent after a
-failure does not disturb the hash.
+failure does not disturb the hash. A bundle that goes in one PUT (not multipart) needs no
+second pass: the PUT's body is the checked stream itself, hashed as it goes out (made again,
+and checked again, for a retry), so each member is read once for the check and the upload.
 
 One :class:`Uploader` may send several bundles at once (from several threads): ``jobs`` is
 the number of PUTs in flight in total, over all its uploads, so memory (a few MiB of body per
@@ -154,7 +156,37 @@ class _Check(threading.Thread):
         self.md5: str | None = None
         self.finished = False
         self.stopping = False
+        self.running = False
+        #: the bundle goes in one PUT whose body is the checked stream itself (:meth:`inline`)
+        self.in_put = False
         self._cond = threading.Condition()
+
+    def arm(self, multipart: bool, completed: bool) -> None:
+        """Before the first byte goes out: a thread of its own for parts (they run in
+        parallel, out of order), or none for one PUT, which then sends the checked bytes
+        as they are made -- each member read once for both, not twice."""
+        if self.running or self.in_put:
+            return
+        if multipart or completed:
+            self.running = True
+            self.start()
+        else:
+            self.in_put = True
+
+    def inline(self, start: int, end: int) -> Iterator[bytes]:
+        """The whole source, checked and hashed as it goes out (one PUT; each attempt
+        anew). A member that fails its check raises before its last byte is yielded."""
+        if (start, end) != (0, self.source.size):
+            raise ValueError("the checked body of one PUT is the whole source")
+        digest, offset = hashlib.md5(), 0
+        for chunk in self.source.iter_range(0, self.source.size):
+            digest.update(chunk)
+            offset += len(chunk)
+            yield chunk
+        if offset != self.source.size:
+            raise UploadError(f"the bundle produced {offset} bytes, not the "
+                              f"{self.source.size} laid out")
+        self.offset, self.md5, self.finished = offset, digest.hexdigest(), True
 
     def run(self):
         digest = hashlib.md5()
@@ -179,6 +211,8 @@ class _Check(threading.Thread):
 
     def wait_past(self, offset: int, cancel) -> None:
         """Return once every byte before ``offset`` was checked; raise what the check found."""
+        if self.in_put:
+            return  # the PUT's bytes are the checked ones
         with self._cond:
             while self.offset < offset and not self.finished:
                 self._cond.wait(0.25)
@@ -190,9 +224,12 @@ class _Check(threading.Thread):
             raise UploadError("the check of the bundle stopped early")
 
     def result(self) -> str:
-        self.join()
+        if self.running:
+            self.join()
         if self.error is not None:
             raise self.error
+        if self.md5 is None:
+            raise UploadError("the check of the bundle did not finish")
         return self.md5
 
     def stop(self) -> None:
@@ -247,8 +284,7 @@ class Uploader:
             if self._stopped:
                 raise UploadError("the upload was stopped")
             self._cancels.add(cancel)
-        check = _Check(source)
-        check.start()
+        check = _Check(source)  # started once the upload's URLs say how it goes
         try:
             return self._upload(source, progress, on_state, resume, check, cancel)
         finally:
@@ -276,6 +312,7 @@ class Uploader:
                 on_state(_state(ticket, done, completed))
             began, already = time.monotonic(), _bytes_in(ticket, done, source.size)
             progress(already)  # parts an interrupted run sent
+            check.arm(ticket.multipart, completed)
             try:
                 if not completed:
                     self._send(source, ticket, done, check, progress,
@@ -372,7 +409,8 @@ class Uploader:
     def _put(self, url: str, source: Source, start: int, end: int, headers, check: _Check,
              progress, cancel) -> str:
         """PUT bytes [start, end) of the source; returns the ETag. Retries rewind."""
-        raw = getattr(source, "iter_raw", None) or source.iter_range
+        raw = (check.inline if check.in_put
+               else getattr(source, "iter_raw", None) or source.iter_range)
         delays = self.backoff.delays()
         while True:
             sent = [0]

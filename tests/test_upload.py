@@ -211,6 +211,61 @@ def test_a_corrupt_member_completes_no_part_and_aborts(make_sandbox, tmp_path):
     assert sb.s3.list_objects_v2(Bucket=bucket).get("KeyCount", 0) == 0
 
 
+def _counted_members(tmp_path, sizes, wrong=None):
+    """ZIP members of random files whose opens are counted (name -> opens), one with the
+    wrong checksum if ``wrong`` names it."""
+    from datalad_rdr.zipstream import Checksum, Member
+
+    opens, members = {}, []
+    for i, size in enumerate(sizes):
+        p = tmp_path / f"m{i}.tsv"
+        p.write_bytes(os.urandom(size))
+        opens[p.name] = 0
+
+        def opener(p=p):
+            opens[p.name] += 1
+            return open(p, "rb")
+
+        digest = hashlib.md5(p.read_bytes() if p.name != wrong else b"no").hexdigest()
+        members.append(Member(p.name, size, opener, Checksum(hashlib.md5, digest)))
+    return members, opens
+
+
+def test_one_put_sends_the_checked_bytes_reading_each_member_once(make_sandbox, tmp_path):
+    """A bundle that goes in one PUT is read once after its layout: the PUT's body is the
+    checked stream (not a check pass and a raw pass, each opening every member)."""
+    from datalad_rdr.zipstream import layout_zip
+
+    sb = make_sandbox("rdr")
+    members, opens = _counted_members(tmp_path, [3000, 50_000, 0, 700_000])
+    layout = layout_zip(members, mtime=0, md5=False)
+    laid_out = dict(opens)
+    pid = DV(sb).create_dataset()
+    client = Dataverse(sb.dataverse_url, sb.api_token, backoff=FAST)
+    result = Uploader(client, pid, backoff=FAST).upload(layout)
+    stream = b"".join(layout.iter_raw())
+    assert result.md5 == hashlib.md5(stream).hexdigest() and result.parts == 1
+    read = {name: opens[name] - laid_out[name] for name in opens}
+    # each member once for the upload, then once for the iter_raw above (a check pass and
+    # a raw pass would be 3); the empty one is opened by the check alone
+    assert read == {"m0.tsv": 2, "m1.tsv": 2, "m2.tsv": 1, "m3.tsv": 2}, read
+
+
+def test_a_corrupt_member_in_one_put_stores_nothing(make_sandbox, tmp_path):
+    from datalad_rdr.zipstream import MemberError, layout_zip
+
+    sb = make_sandbox("rdr")
+    members, _ = _counted_members(tmp_path, [3000, 2 * MIB, 5000], wrong="m1.tsv")
+    layout = layout_zip(members, mtime=0, md5=False)
+    pid = DV(sb).create_dataset()
+    client = Dataverse(sb.dataverse_url, sb.api_token, backoff=FAST)
+    states = []
+    with pytest.raises(MemberError, match="m1.tsv"):
+        Uploader(client, pid, backoff=FAST).upload(layout, on_state=states.append)
+    assert states[-1] is None
+    assert sb.s3.list_objects_v2(Bucket=sb.s3_settings.bucket).get("KeyCount", 0) == 0
+
+
 INTERRUPTED_UPLOAD = """
 import json, sys, time
 from datalad_rdr.dataverse import Dataverse
