@@ -183,34 +183,6 @@ def test_one_job_sends_parts_one_at_a_time(make_sandbox):
     assert spy.most == 1
 
 
-def test_a_corrupt_member_completes_no_part_and_aborts(make_sandbox, tmp_path):
-    """The check pass finds a member that does not match its key while parts are sent in
-    parallel: no part that holds it completes, and the multipart upload is aborted."""
-    from datalad_rdr.zipstream import Checksum, Member, MemberError, layout_zip
-
-    sb = make_sandbox("rdr", part_size=5 * MIB)
-    paths = []
-    for i in range(4):
-        p = tmp_path / f"m{i}.nii.gz"
-        p.write_bytes(os.urandom(4 * MIB))
-        paths.append(p)
-    wrong = hashlib.md5(b"what the key says").hexdigest()
-    members = [Member(p.name, p.stat().st_size, (lambda p=p: open(p, "rb")),
-                      Checksum(hashlib.md5, hashlib.md5(p.read_bytes()).hexdigest()
-                               if i != 2 else wrong))
-               for i, p in enumerate(paths)]
-    layout = layout_zip(members, mtime=0, md5=False)
-    pid = DV(sb).create_dataset()
-    client = Dataverse(sb.dataverse_url, sb.api_token, backoff=FAST)
-    states = []
-    with pytest.raises(MemberError, match="m2.nii.gz"):
-        Uploader(client, pid, backoff=FAST).upload(layout, on_state=states.append)
-    assert states[-1] is None  # nothing left to resume
-    bucket = sb.s3_settings.bucket
-    assert sb.s3.list_multipart_uploads(Bucket=bucket).get("Uploads", []) == []
-    assert sb.s3.list_objects_v2(Bucket=bucket).get("KeyCount", 0) == 0
-
-
 def _counted_members(tmp_path, sizes, wrong=None):
     """ZIP members of random files whose opens are counted (name -> opens), one with the
     wrong checksum if ``wrong`` names it."""
@@ -251,19 +223,26 @@ def test_one_put_sends_the_checked_bytes_reading_each_member_once(make_sandbox, 
     assert read == {"m0.tsv": 2, "m1.tsv": 2, "m2.tsv": 1, "m3.tsv": 2}, read
 
 
-def test_a_corrupt_member_in_one_put_stores_nothing(make_sandbox, tmp_path):
+@pytest.mark.parametrize("part_size", [5 * MIB, None], ids=["multipart", "one-put"])
+def test_a_corrupt_member_completes_nothing_and_aborts(make_sandbox, tmp_path, part_size):
+    """A member that does not match its key, found by the check pass while parts are sent
+    in parallel, or by the checked stream of one PUT: no part that holds it completes, the
+    multipart upload is aborted, nothing is stored."""
     from datalad_rdr.zipstream import MemberError, layout_zip
 
-    sb = make_sandbox("rdr")
-    members, _ = _counted_members(tmp_path, [3000, 2 * MIB, 5000], wrong="m1.tsv")
+    sb = make_sandbox("rdr", **({"part_size": part_size} if part_size else {}))
+    members, _ = _counted_members(tmp_path, [4 * MIB] * 4, wrong="m2.tsv")
     layout = layout_zip(members, mtime=0, md5=False)
     pid = DV(sb).create_dataset()
     client = Dataverse(sb.dataverse_url, sb.api_token, backoff=FAST)
     states = []
-    with pytest.raises(MemberError, match="m1.tsv"):
+    with pytest.raises(MemberError, match="m2.tsv"):
         Uploader(client, pid, backoff=FAST).upload(layout, on_state=states.append)
-    assert states[-1] is None
-    assert sb.s3.list_objects_v2(Bucket=sb.s3_settings.bucket).get("KeyCount", 0) == 0
+    assert states[-1] is None  # nothing left to resume
+    assert ("urls" in states[0]["reply"]) == bool(part_size)  # the route it took
+    bucket = sb.s3_settings.bucket
+    assert sb.s3.list_multipart_uploads(Bucket=bucket).get("Uploads", []) == []
+    assert sb.s3.list_objects_v2(Bucket=bucket).get("KeyCount", 0) == 0
 
 
 INTERRUPTED_UPLOAD = """
