@@ -15,7 +15,7 @@ from .gitannex import Annex, BlobReader, ContentError, git, key_checksum, \
 from .plan import PlannedFile
 from .zipstream import Member
 
-__all__ = ["BlobReader", "ContentError", "content_locations", "drop", "fetch",
+__all__ = ["BlobReader", "ContentError", "absent", "content_locations", "drop", "fetch",
            "key_checksum", "members", "missing_everywhere"]
 
 
@@ -24,6 +24,12 @@ def content_locations(repo: str, keys: list[str]) -> dict[str, str | None]:
     gitdir, where = _find(str(repo), keys)
     return {k: object_candidates(gitdir, k)[w] if isinstance(w, int) else w
             for k, w in where.items()}
+
+
+def absent(repo: str, keys: list[str]) -> list[str]:
+    """The keys whose content is not present in ``repo`` (no path made for the others)."""
+    _, where = _find(str(repo), keys)
+    return [k for k in keys if where.get(k) is None]
 
 
 def _find(repo: str, keys: list[str]) -> tuple[str, dict[str, int | str | None]]:
@@ -67,11 +73,10 @@ def fetch(files: list[PlannedFile]) -> list[str]:
             by_repo.setdefault(f.repo, []).append(f)
     fetched = []
     for repo, repo_files in by_repo.items():
-        where = content_locations(repo, [f.key for f in repo_files])
-        absent = [f for f in repo_files if where.get(f.key) is None]
-        got = set(Annex(repo).get(sorted({f.key for f in absent})))
+        missing = set(absent(repo, [f.key for f in repo_files]))
+        got = set(Annex(repo).get(sorted(missing)))
         fetched += sorted(got)
-        failed = [f for f in absent if f.key not in got]
+        failed = [f for f in repo_files if f.key in missing and f.key not in got]
         if failed:
             raise ContentError("content not available from any remote: "
                                + ", ".join(f.path for f in failed))

@@ -508,10 +508,9 @@ def _unavailable(plan: Plan) -> str | None:
                 by_repo.setdefault(f.repo, []).append(f)
     lost = []
     for repo, files in by_repo.items():
-        where = content.content_locations(repo, [f.key for f in files])
-        absent = [f for f in files if where.get(f.key) is None]
-        gone = set(content.missing_everywhere(repo, [f.key for f in absent]))
-        lost += [f.path for f in absent if f.key in gone]
+        absent = content.absent(repo, [f.key for f in files])
+        gone = set(content.missing_everywhere(repo, absent))
+        lost += [f.path for f in files if f.key in gone]
     if lost:
         shown = ", ".join(lost[:5]) + (f" and {len(lost) - 5} more" if len(lost) > 5 else "")
         return (f"content of {len(lost)} file(s) is available nowhere (not here, no remote "

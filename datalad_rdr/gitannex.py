@@ -467,7 +467,6 @@ class Annex:
         log.debug("%d keys recorded in one commit of the git-annex branch", len(by_key))
         return True
 
-
     @staticmethod
     def _write_records(out, path: str, old: dict, name: str, urls: list[str], uuid: str,
                        stamp: str) -> None:
@@ -486,13 +485,11 @@ class Annex:
 
     def _folders(self, branch: str) -> dict[str, str]:
         """The top folders of the git-annex branch at ``branch``: name -> tree."""
-        out = subprocess.run(["git", "-C", str(self.cwd), "ls-tree", "-z", branch],
-                             capture_output=True, check=True).stdout
         folders = {}
-        for record in out.split(b"\0"):
-            meta, _, path = record.partition(b"\t")
-            if meta.startswith(b"040000 tree "):
-                folders[path.decode("utf-8", "surrogateescape")] = meta.split()[2].decode()
+        for record in git(self.cwd, "ls-tree", "-z", branch).split("\0"):
+            meta, _, path = record.partition("\t")
+            if meta.startswith("040000 tree "):
+                folders[path] = meta.split()[2]
         return folders
 
 

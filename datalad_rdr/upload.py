@@ -156,7 +156,6 @@ class _Check(threading.Thread):
         self.md5: str | None = None
         self.finished = False
         self.stopping = False
-        self.running = False
         #: the bundle goes in one PUT whose body is the checked stream itself (:meth:`inline`)
         self.in_put = False
         self._cond = threading.Condition()
@@ -165,10 +164,9 @@ class _Check(threading.Thread):
         """Before the first byte goes out: a thread of its own for parts (they run in
         parallel, out of order), or none for one PUT, which then sends the checked bytes
         as they are made -- each member read once for both, not twice."""
-        if self.running or self.in_put:
+        if self.ident is not None or self.in_put:  # armed already (a restart)
             return
         if multipart or completed:
-            self.running = True
             self.start()
         else:
             self.in_put = True
@@ -178,6 +176,11 @@ class _Check(threading.Thread):
         anew). A member that fails its check raises before its last byte is yielded."""
         if (start, end) != (0, self.source.size):
             raise ValueError("the checked body of one PUT is the whole source")
+        yield from self._checked()
+
+    def _checked(self) -> Iterator[bytes]:
+        """The source read in order through ``iter_range`` (which checks every member),
+        hashed; ``md5`` is set once all of it came, and of the size laid out."""
         digest, offset = hashlib.md5(), 0
         for chunk in self.source.iter_range(0, self.source.size):
             digest.update(chunk)
@@ -186,22 +189,16 @@ class _Check(threading.Thread):
         if offset != self.source.size:
             raise UploadError(f"the bundle produced {offset} bytes, not the "
                               f"{self.source.size} laid out")
-        self.offset, self.md5, self.finished = offset, digest.hexdigest(), True
+        self.md5 = digest.hexdigest()
 
     def run(self):
-        digest = hashlib.md5()
         try:
-            for chunk in self.source.iter_range(0, self.source.size):
+            for chunk in self._checked():
                 if self.stopping:
                     return
-                digest.update(chunk)
                 with self._cond:
                     self.offset += len(chunk)
                     self._cond.notify_all()
-            if self.offset != self.source.size:
-                raise UploadError(f"the bundle produced {self.offset} bytes, not the "
-                                  f"{self.source.size} laid out")
-            self.md5 = digest.hexdigest()
         except BaseException as exc:  # handed to the parts and to the caller
             self.error = exc
         finally:
@@ -224,7 +221,7 @@ class _Check(threading.Thread):
             raise UploadError("the check of the bundle stopped early")
 
     def result(self) -> str:
-        if self.running:
+        if self.ident is not None:
             self.join()
         if self.error is not None:
             raise self.error
