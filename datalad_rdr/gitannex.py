@@ -19,6 +19,7 @@ the records go through ``registerurl`` as before.
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import json
 import logging
@@ -395,77 +396,59 @@ class Annex:
         ns = time.time_ns()
         stamp = f"{ns // 10**9}.{ns % 10**9:09d}s"
         ident = git(self.cwd, "var", "GIT_COMMITTER_IDENT").strip()
-        message = b"update (datalad-rdr: location records of an export)\n"
-        temp = "refs/datalad-rdr/git-annex-records"
         folders = self._folders(branch)
-        # One commit per top folder (aaa/ of aaa/bbb/KEY.log) first, then one commit of
-        # the branch that puts those folders in: fast-import finds a path's folder by a
-        # linear search, and the branch's root holds up to 4,096 of them (12 s against 4 s
-        # at 100,000 keys). Streamed folder by folder: the whole stream is ~60 MB.
-        read, write = os.pipe()
-        with tempfile.TemporaryFile() as errors:
-            proc = subprocess.Popen(["git", "-C", str(self.cwd), "fast-import", "--quiet",
-                                     "--force", f"--cat-blob-fd={write}"],
-                                    stdin=subprocess.PIPE, stdout=subprocess.DEVNULL,
-                                    stderr=errors, env=fast_import_env(), pass_fds=(write,))
-            os.close(write)
-            made, changed = {}, {}
-            try:
-                with os.fdopen(read, "rb") as answers:
-                    keys = sorted(by_key, key=names.__getitem__)
-                    for n, (folder, group) in enumerate(
-                            groupby(keys, key=lambda k: names[k].partition("/")[0]), 1):
-                        proc.stdin.write(f"commit {temp}-part\nmark :{n}\ncommitter "
-                                         f"{ident}\ndata 0\n".encode())
-                        if n > 1:
-                            proc.stdin.write(b"deleteall\n")
-                        if folder in folders:
-                            proc.stdin.write(f"M 040000 {folders[folder]} t\n".encode())
-                        for key in group:
-                            self._write_records(proc.stdin, "t/" + names[key].partition(
-                                "/")[2], old, names[key], by_key[key], uuid, stamp)
-                        proc.stdin.write(f"\nls :{n} t\n".encode())
-                        proc.stdin.flush()
-                        answer = answers.readline().split()
-                        if answer[:1] == [b"missing"]:
-                            continue  # nothing to write there
-                        if len(answer) < 3 or answer[0] != b"040000":
-                            raise ValueError(f"fast-import answered {answer!r}")
-                        made[folder] = answer[2].decode()
-                changed = {f: tree for f, tree in made.items() if folders.get(f) != tree}
-                if changed:  # else every record is there already: no commit
-                    proc.stdin.write(f"commit {temp}\ncommitter {ident}\ndata "
-                                     f"{len(message)}\n".encode() + message
-                                     + f"from {branch}\n".encode())
-                    for folder, tree in changed.items():
-                        proc.stdin.write(f"M 040000 {tree} {folder}\n".encode())
-                    proc.stdin.write(b"\n")
-                proc.stdin.close()
-            except (BrokenPipeError, ValueError) as exc:
-                log.debug("git fast-import stopped: %s", exc)
-                proc.stdin.close()
-                proc.kill()
-            if proc.wait():
-                errors.seek(0)
-                log.debug("git fast-import of location records failed: %s",
-                          errors.read()[-500:])
-                return False
+        keys = sorted(by_key, key=names.__getitem__)
+        groups = groupby(keys, key=lambda k: names[k].partition("/")[0])
+        # Each top folder (aaa/ of aaa/bbb/KEY.log) is made as a tree by a commit of its
+        # own, and the branch's new root tree from those afterwards: fast-import finds a
+        # path's folder by a linear search, and the root holds up to 4,096 of them (12 s
+        # against 4 s at 100,000 keys). The folders are shared among a few fast-import
+        # processes fed in turn: git's work (~300,000 objects at 100,000 keys, each hashed
+        # and deflated) runs on several cores while this process writes the next folders.
+        importers = [_FolderImport(self.cwd, f"{_RECORDS_REF}-{i}", ident)
+                     for i in range(FAST_IMPORTS)]
+        made: dict[str, str] = {}
         try:
-            if not changed:
-                return True
-            new = git(self.cwd, "rev-parse", temp).strip()
+            for n, (folder, group) in enumerate(groups):
+                importer = importers[n % len(importers)]
+                importer.start(folder, folders.get(folder))
+                for key in group:
+                    self._write_records(importer.stdin, "t/" + names[key].partition("/")[2],
+                                        old, names[key], by_key[key], uuid, stamp)
+            for importer in importers:
+                made.update(importer.finish())
+        except (OSError, ValueError) as exc:
+            log.debug("git fast-import of location records failed: %s", exc)
+            return False
+        finally:
+            for importer in importers:
+                importer.close()
+        changed = {f: tree for f, tree in made.items() if folders.get(f) != tree}
+        if not changed:
+            return True  # every record is there already: no commit
+        try:
+            root = self._root_with(branch, changed)
+            new = git(self.cwd, "commit-tree", root, "-p", branch,
+                      "-m", "update (datalad-rdr: location records of an export)").strip()
             # moved only if nothing changed the branch meanwhile (compare and swap)
             git(self.cwd, "update-ref", "-m", "datalad-rdr: location records",
                 ANNEX_BRANCH, new, branch)
         except GitError as exc:
             log.debug("the git-annex branch moved during the export: %s", exc)
             return False
-        finally:
-            for ref in (temp, f"{temp}-part"):
-                subprocess.run(["git", "-C", str(self.cwd), "update-ref", "-d", ref],
-                               capture_output=True)
         log.debug("%d keys recorded in one commit of the git-annex branch", len(by_key))
         return True
+
+    def _root_with(self, branch: str, folders: dict[str, str]) -> str:
+        """The tree of ``branch``'s root with ``folders`` (name -> tree) put in."""
+        entries = {}
+        for record in git(self.cwd, "ls-tree", "-z", branch).split("\0"):
+            if record:
+                entries[record.partition("\t")[2]] = record
+        for name, tree in folders.items():
+            entries[name] = f"040000 tree {tree}\t{name}"
+        return git(self.cwd, "mktree", "-z",
+                   input="".join(f"{e}\0" for e in entries.values())).strip()
 
     @staticmethod
     def _write_records(out, path: str, old: dict, name: str, urls: list[str], uuid: str,
@@ -491,6 +474,92 @@ class Annex:
             if meta.startswith("040000 tree "):
                 folders[path] = meta.split()[2]
         return folders
+
+
+#: fast-import processes that share the location records of one commit
+FAST_IMPORTS = 2
+_RECORDS_REF = "refs/datalad-rdr/git-annex-records"
+_PIPE_SIZE = 1 << 20  # Linux's F_SETPIPE_SZ: room for a few folders ahead of git
+
+
+class _FolderImport:
+    """One ``git fast-import`` that makes top folders of the git-annex branch as trees:
+    :meth:`start` a folder (its tree so far, if any), write its files to ``stdin``, and
+    :meth:`finish` gives each folder's new tree. Its answers (``ls``) are read by a thread
+    of their own, so that writing never waits for git to catch up."""
+
+    def __init__(self, repo, ref: str, ident: str):
+        self.ref, self.ident = ref, ident
+        self.folders: list[str] = []
+        self.answers: list[list[bytes]] = []
+        self.errors = tempfile.TemporaryFile()
+        read, write = os.pipe()
+        try:
+            self.proc = subprocess.Popen(
+                ["git", "-C", str(repo), "fast-import", "--quiet", "--force",
+                 f"--cat-blob-fd={write}"], stdin=subprocess.PIPE,
+                stdout=subprocess.DEVNULL, stderr=self.errors, env=fast_import_env(),
+                pass_fds=(write,))
+        finally:
+            os.close(write)
+        self.repo = repo
+        if hasattr(fcntl, "F_SETPIPE_SZ"):
+            try:
+                fcntl.fcntl(self.proc.stdin.fileno(), fcntl.F_SETPIPE_SZ, _PIPE_SIZE)
+            except OSError:
+                pass  # above the system's limit: the default pipe is slower, not wrong
+        self.stdin = self.proc.stdin
+        self.reader = threading.Thread(target=self._read, args=(read,), daemon=True,
+                                       name="rdr-fast-import-answers")
+        self.reader.start()
+
+    def _read(self, fd: int) -> None:
+        with os.fdopen(fd, "rb") as answers:
+            for line in answers:
+                self.answers.append(line.split())
+
+    def start(self, folder: str, tree: str | None) -> None:
+        n = len(self.folders)
+        if n:
+            self.stdin.write(f"\nls :{n} t\n".encode())
+        self.folders.append(folder)
+        self.stdin.write(f"commit {self.ref}\nmark :{n + 1}\ncommitter {self.ident}\n"
+                         f"data 0\n{'deleteall' + chr(10) if n else ''}".encode())
+        if tree:
+            self.stdin.write(f"M 040000 {tree} t\n".encode())
+
+    def finish(self) -> dict[str, str]:
+        """Each folder's tree (none for a folder left empty); OSError when git failed."""
+        if self.folders:
+            self.stdin.write(f"\nls :{len(self.folders)} t\n".encode())
+        self.stdin.close()
+        if self.proc.wait():
+            self.errors.seek(0)
+            raise OSError(f"git fast-import: {self.errors.read()[-500:]!r}")
+        self.reader.join()
+        if len(self.answers) != len(self.folders):
+            raise OSError(f"git fast-import answered {len(self.answers)} of "
+                          f"{len(self.folders)} folders")
+        made = {}
+        for folder, answer in zip(self.folders, self.answers):
+            if answer[:1] == [b"missing"]:
+                continue  # nothing to write there
+            if len(answer) < 3 or answer[0] != b"040000":
+                raise ValueError(f"fast-import answered {answer!r}")
+            made[folder] = answer[2].decode()
+        return made
+
+    def close(self) -> None:
+        if self.proc.poll() is None:
+            try:
+                self.stdin.close()
+            except OSError:
+                pass
+            self.proc.kill()
+            self.proc.wait()
+        self.errors.close()
+        subprocess.run(["git", "-C", str(self.repo), "update-ref", "-d", self.ref],
+                       capture_output=True)
 
 
 def _inline(path: str, data: bytes) -> bytes:

@@ -105,7 +105,10 @@ def make_bundle(dataset: Path, held: dict, out: Path) -> None:
 
     Built in a scratch repository that borrows the dataset's objects: the bundle names
     exactly the branch and git-annex commits asked for, whatever the dataset's refs are now.
-    One pack thread: the same history gives the same bytes, hence the same MD5."""
+    One pack thread: the same history gives the same bytes, hence the same MD5. No search
+    for deltas (git's deltas already in the packs are kept): at 100,000 annexed files it
+    took 0.7 of 1.8 s and saved 0.1 % of the bundle (40 KB of 45 MB), the location logs
+    being small and each unlike the others."""
     with tempfile.TemporaryDirectory(dir=_gitdir(dataset) / "datalad-rdr") as tmp:
         scratch = Path(tmp) / "repo.git"
         _git(Path(tmp), "init", "--quiet", "--bare", str(scratch))
@@ -117,7 +120,7 @@ def make_bundle(dataset: Path, held: dict, out: Path) -> None:
             _git(scratch, "update-ref", ANNEX_BRANCH, held["git-annex"])
             refs.append(ANNEX_BRANCH)
         _git(scratch, "symbolic-ref", "HEAD", refs[0])
-        _git(scratch, "-c", "pack.threads=1", "bundle", "create", "--quiet", str(out),
+        _git(scratch, "-c", "pack.threads=1", "-c", "pack.window=0", "bundle", "create", "--quiet", str(out),
              "HEAD", *refs)
 
 

@@ -8,6 +8,7 @@ version, and a deposit that the metadata file restricts.
 """
 
 import hashlib
+import zlib
 import subprocess
 from pathlib import Path
 
@@ -211,3 +212,23 @@ def test_a_history_damaged_on_the_way_is_not_cloned(sb, bids, tmp_path):
     assert f"{history.NAME} of doi:{doi}: MD5" in r.stdout and "the server lists" in \
         r.stdout, r.stdout + r.stderr
     assert not clone.exists()
+
+
+def test_the_deposit_searches_no_deltas_and_is_the_same_bytes_again(tmp_path):
+    """The bundle keeps the deltas git has and searches none of its own (most of its time
+    at 100,000 annexed files, for 0.1 % of its size); made twice, it is the same bytes."""
+    repo = tmp_path / "repo"
+    subprocess.run(["git", "init", "-q", str(repo)], check=True)
+    (repo / ".git" / "datalad-rdr").mkdir()
+    block = bytes(range(256)) * 256  # 64 KiB, deflates poorly as a whole
+    for i in range(2):  # two loose blobs that differ in one byte: a delta would halve it
+        (repo / f"f{i}").write_bytes(block[:1000] + bytes([i]) + block[1001:])
+    subprocess.run(["git", "add", "."], cwd=repo, check=True)
+    subprocess.run(["git", "-c", "user.name=t", "-c", "user.email=t@e", "commit", "-q",
+                    "-m", "two"], cwd=repo, check=True)
+    held = history.state(repo)
+    history.make_bundle(repo, held, tmp_path / "a.bundle")
+    history.make_bundle(repo, held, tmp_path / "b.bundle")
+    assert (tmp_path / "a.bundle").read_bytes() == (tmp_path / "b.bundle").read_bytes()
+    single = len(zlib.compress(block))
+    assert (tmp_path / "a.bundle").stat().st_size > 1.8 * single
