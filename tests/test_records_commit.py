@@ -129,3 +129,35 @@ def test_a_manifest_bundles_records_are_its_members_locations(volumes):
             tuple(volumes))
         assert record == expected.uri()
         assert locations.parse(record) == expected
+
+
+def test_records_still_land_when_fast_import_fails(tmp_path, monkeypatch):
+    """A fast-import that dies (a full disk, say) costs speed, not records: they go in
+    through ``git annex registerurl`` instead, and no ref of ours is left behind."""
+    from datalad_rdr.remote import locations
+
+    repo = tmp_path / "repo"
+    keys = annex_repo(repo)[:200]
+    server, pid = "http://127.0.0.1:9", "doi:10.5072/FK2/RECORDS"
+    subprocess.run(["git", "annex", "initremote", "-q", "rdr", "type=external",
+                    "externaltype=rdr", "encryption=none", f"url={server}", f"pid={pid}"],
+                   cwd=repo, check=True)
+    uuid = gitannex.git(repo, "config", "remote.rdr.annex-uuid").strip()
+    real = shutil.which("git")
+    wrapper = tmp_path / "bin"
+    wrapper.mkdir()
+    (wrapper / "git").write_text(f'#!/bin/sh\ncase " $* " in *" fast-import "*) '
+                                 f'head -c 5000 >/dev/null; exit 1;; esac\n'
+                                 f'exec "{real}" "$@"\n')
+    (wrapper / "git").chmod(0o755)
+    monkeypatch.setenv("PATH", f"{wrapper}{os.pathsep}{os.environ['PATH']}")
+    pairs = [(k, locations.Location(server, pid, 7, "raw.zip", 10**6, f"f{i:05d}.dat", 10,
+                                    "stored", "0a0b0c0d", 10, 100 * i, 100 * i + 40).uri())
+             for i, k in enumerate(keys)]
+
+    gitannex.Annex(repo).record_urls(pairs, "rdr", uuid)
+
+    monkeypatch.undo()
+    urls = gitannex.Annex(repo).urls(keys)
+    assert all(urls[k] == [u] for k, u in pairs)
+    assert gitannex.git(repo, "for-each-ref", "refs/datalad-rdr") == ""
