@@ -393,6 +393,30 @@ def test_a_killed_multipart_upload_resumes_without_resending_its_parts(make_sand
     assert got.content == data
 
 
+def test_a_completed_upload_resumed_sends_nothing_and_still_checks_everything(
+        make_sandbox, tmp_path):
+    """A run killed after the upload completed but before registration: the next run
+    sends no byte, yet reads every part through the check for the MD5, and a member
+    changed since is still caught."""
+    from datalad_rdr.zipstream import MemberError, layout_zip
+
+    sb = make_sandbox("rdr", part_size=5 * MIB)
+    pid = DV(sb).create_dataset()
+    client = Dataverse(sb.dataverse_url, sb.api_token, backoff=FAST)
+    members, _ = _members_counting_bytes(tmp_path, [4 * MIB, 4 * MIB, 3 * MIB])
+    layout = layout_zip(members, mtime=0, md5=False)
+    states = []
+    first = Uploader(client, pid, backoff=FAST).upload(layout, on_state=states.append)
+    assert states[-1]["completed"] and first.parts == 3
+    received = sb.gate.stats.bytes_received
+    again = Uploader(client, pid, backoff=FAST).upload(layout, resume=states[-1])
+    assert (again.md5, again.resumed_parts) == (first.md5, 3)
+    assert sb.gate.stats.bytes_received == received
+    (tmp_path / "m1.bin").write_bytes(os.urandom(4 * MIB))
+    with pytest.raises(MemberError, match="m1.bin"):
+        Uploader(client, pid, backoff=FAST).upload(layout, resume=states[-1])
+
+
 def test_a_killed_upload_whose_urls_expired_starts_again(make_sandbox, tmp_path):
     sb = make_sandbox("rdr", part_size=5 * MIB, url_lifetime=3)
     pid = DV(sb).create_dataset()
