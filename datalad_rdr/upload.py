@@ -5,20 +5,24 @@ stream of :mod:`datalad_rdr.zipstream`, which checks every member against its ke
 and, optionally, ``iter_raw(start, end)``, the same bytes unchecked, safe to call from several
 threads at once. Nothing is kept in memory or on disk: a part is produced again for a retry.
 
-Two things run side by side for one bundle:
+For one bundle, two kinds of sender share the parts:
 
-- the *check*: one thread reads the whole source in order through ``iter_range``, which
-  verifies every member (size, CRC32, annex key) and gives the MD5 that Dataverse needs at
-  registration;
-- the *parts*: up to ``jobs`` parts at once, each read through ``iter_raw`` and PUT to its own
-  presigned URL. The last chunk of a part is held back until the check has passed the part's
-  end, so a part that holds a corrupt or changed member never completes: S3 drops a PUT whose
-  body is cut short, and the multipart upload is aborted.
+- the *lead* walks the parts in order, reading each through ``iter_range``, which verifies
+  every member (size, CRC32, annex key), and hashing it into the MD5 that Dataverse needs at
+  registration; a part it gets a PUT for goes out as these very bytes, so it is read once
+  for the check and the upload, and what is sent is what was checked;
+- with ``jobs`` > 1, *helpers* send other parts at the same time, from the last one back,
+  each read again through ``iter_raw``: parallel connections where a link or a server is
+  slow on each. The last chunk of a helper's part is held back until the lead has passed
+  the part's end, so a part that holds a corrupt or changed member never completes: S3
+  drops a PUT whose body is cut short, and the multipart upload is aborted.
 
-So the MD5 costs one sequential pass and parts still go in parallel; a part re-sent after a
-failure does not disturb the hash. A bundle that goes in one PUT (not multipart) needs no
-second pass: the PUT's body is the checked stream itself, hashed as it goes out (made again,
-and checked again, for a retry), so each member is read once for the check and the upload.
+The lead never waits for a PUT (the helpers' parts wait for it): a part it finds none free
+for, it only checks, and leaves to a helper. A bundle that goes in one PUT is one part, sent
+by the lead; a part sent again after a failure is made, and checked, again from its start,
+without disturbing the hash. Parts of an interrupted upload that were sent already are only
+checked. So the MD5 costs one sequential pass whatever the route, and a bundle's bytes are
+read twice only for the parts the helpers send.
 
 One :class:`Uploader` may send several bundles at once (from several threads): ``jobs`` is
 the number of PUTs in flight in total, over all its uploads, so memory (a few MiB of body per
@@ -145,92 +149,83 @@ class Ticket:
         return self.lifetime - (time.time() - self.issued)
 
 
-class _Check(threading.Thread):
-    """The check pass: reads the whole source in order, verifying it, and hashes it."""
+class _Check:
+    """The in-order pass of one attempt: the source read part after part through
+    ``iter_range`` (which checks every member) and hashed into the bundle's MD5.
+
+    The parts the lead sends go out as these bytes (:meth:`part`); a part sent by a helper
+    is read raw beside it and completes only once this pass is past its end
+    (:meth:`wait_past`).
+    """
 
     def __init__(self, source: Source):
-        super().__init__(name="rdr-upload-check", daemon=True)
         self.source = source
-        self.offset = 0
+        self.offset = 0  # every byte before it was read through iter_range
         self.error: BaseException | None = None
         self.md5: str | None = None
-        self.finished = False
-        self.stopping = False
-        #: the bundle goes in one PUT whose body is the checked stream itself (:meth:`inline`)
-        self.in_put = False
+        self._digests = {0: hashlib.md5()}  # the MD5 so far where a part starts (a retry)
         self._cond = threading.Condition()
 
-    def arm(self, multipart: bool, completed: bool) -> None:
-        """Before the first byte goes out: a thread of its own for parts (they run in
-        parallel, out of order), or none for one PUT, which then sends the checked bytes
-        as they are made -- each member read once for both, not twice."""
-        if self.ident is not None or self.in_put:  # armed already (a restart)
-            return
-        if multipart or completed:
-            self.start()
-        else:
-            self.in_put = True
-
-    def inline(self, start: int, end: int) -> Iterator[bytes]:
-        """The whole source, checked and hashed as it goes out (one PUT; each attempt
-        anew). A member that fails its check raises before its last byte is yielded."""
-        if (start, end) != (0, self.source.size):
-            raise ValueError("the checked body of one PUT is the whole source")
-        yield from self._checked()
-
-    def _checked(self) -> Iterator[bytes]:
-        """The source read in order through ``iter_range`` (which checks every member),
-        hashed; ``md5`` is set once all of it came, and of the size laid out."""
-        digest, offset = hashlib.md5(), 0
-        for chunk in self.source.iter_range(0, self.source.size):
+    def part(self, start: int, end: int, cancel) -> Iterator[bytes]:
+        """Bytes [start, end), checked and hashed as they go out; ``start`` is where an
+        earlier part ended (a retry begins again there). A member that fails raises before
+        its last byte is yielded."""
+        digest, offset = self._digests[start].copy(), start
+        chunks = iter(self.source.iter_range(start, end))
+        while True:
+            if cancel.is_set():
+                raise _Cancelled()
+            try:
+                chunk = next(chunks)
+            except StopIteration:
+                break
+            except BaseException as exc:  # what the check found: the helpers' parts stop too
+                self._fail(exc)
+                raise
             digest.update(chunk)
             offset += len(chunk)
+            self._advance(offset)
             yield chunk
-        if offset != self.source.size:
-            raise UploadError(f"the bundle produced {offset} bytes, not the "
-                              f"{self.source.size} laid out")
-        self.md5 = digest.hexdigest()
+        if offset != end:
+            self._fail(UploadError(f"the bundle produced {offset - start} bytes for a part "
+                                   f"of {end - start}"))
+            raise self.error
+        self._digests = {start: self._digests[start], end: digest}
+        if end == self.source.size:
+            self.md5 = digest.hexdigest()
 
-    def run(self):
-        try:
-            for chunk in self._checked():
-                if self.stopping:
-                    return
-                with self._cond:
-                    self.offset += len(chunk)
-                    self._cond.notify_all()
-        except BaseException as exc:  # handed to the parts and to the caller
-            self.error = exc
-        finally:
+    def check_only(self, start: int, end: int, cancel) -> None:
+        """Read a part that a helper sends, or that an interrupted run sent."""
+        for _ in self.part(start, end, cancel):
+            pass
+
+    def _advance(self, offset: int) -> None:
+        if offset > self.offset:
             with self._cond:
-                self.finished = True
+                self.offset = offset
                 self._cond.notify_all()
+
+    def _fail(self, exc: BaseException) -> None:
+        with self._cond:
+            self.error = exc
+            self._cond.notify_all()
 
     def wait_past(self, offset: int, cancel) -> None:
         """Return once every byte before ``offset`` was checked; raise what the check found."""
-        if self.in_put:
-            return  # the PUT's bytes are the checked ones
         with self._cond:
-            while self.offset < offset and not self.finished:
+            while self.offset < offset and self.error is None:
                 self._cond.wait(0.25)
                 if cancel.is_set():
                     raise _Cancelled()
         if self.error is not None:
             raise self.error
-        if self.offset < offset:
-            raise UploadError("the check of the bundle stopped early")
 
     def result(self) -> str:
-        if self.ident is not None:
-            self.join()
         if self.error is not None:
             raise self.error
         if self.md5 is None:
             raise UploadError("the check of the bundle did not finish")
         return self.md5
-
-    def stop(self) -> None:
-        self.stopping = True
 
 
 class Uploader:
@@ -281,11 +276,9 @@ class Uploader:
             if self._stopped:
                 raise UploadError("the upload was stopped")
             self._cancels.add(cancel)
-        check = _Check(source)  # started once the upload's URLs say how it goes
         try:
-            return self._upload(source, progress, on_state, resume, check, cancel)
+            return self._upload(source, progress, on_state, resume, cancel)
         finally:
-            check.stop()
             with self._lock:
                 self._cancels.discard(cancel)
 
@@ -297,7 +290,7 @@ class Uploader:
             for cancel in self._cancels:
                 cancel.set()
 
-    def _upload(self, source, progress, on_state, resume, check, cancel) -> Uploaded:
+    def _upload(self, source, progress, on_state, resume, cancel) -> Uploaded:
         restarts = 0
         ticket, done, completed = self._resumable(resume, source.size, on_state)
         resumed = len(done)
@@ -309,11 +302,11 @@ class Uploader:
                 on_state(_state(ticket, done, completed))
             began, already = time.monotonic(), _bytes_in(ticket, done, source.size)
             progress(already)  # parts an interrupted run sent
-            check.arm(ticket.multipart, completed)
+            check = _Check(source)  # each attempt reads and hashes the whole source anew
             try:
+                self._send(source, ticket, done, check, progress,
+                           lambda: on_state(_state(ticket, done, False)), cancel, completed)
                 if not completed:
-                    self._send(source, ticket, done, check, progress,
-                               lambda: on_state(_state(ticket, done, False)), cancel)
                     completed = True
                     on_state(_state(ticket, done, completed))
             except _Expired:
@@ -377,44 +370,112 @@ class Uploader:
                                         self.rate, ticket.lifetime)
 
     def _send(self, source: Source, ticket: Ticket, done: dict[int, str], check: _Check,
-              progress, part_sent: Callable[[], None], stopped: threading.Event) -> None:
+              progress, part_sent: Callable[[], None], stopped: threading.Event,
+              completed: bool = False) -> None:
+        """Check every part in order and send it from the checked bytes (the lead); with
+        ``jobs`` > 1, helpers send other parts beside it, read raw. ``done`` parts (all,
+        once ``completed``) are only checked."""
         cancel = _Either(threading.Event(), stopped)  # this attempt's parts stop together
-        if not ticket.multipart:
-            headers = {"x-amz-tagging": "dv-state=temp"} if ticket.signs_tagging else {}
-            self._put(ticket.urls[0], source, 0, source.size, headers, check, progress, cancel)
-            return
-        todo = [n for n in range(1, len(ticket.urls) + 1) if n not in done]
-        with ThreadPoolExecutor(min(self.jobs, max(len(todo), 1)),
-                                thread_name_prefix="rdr-upload-part") as pool:
-            futures = {pool.submit(self._put, ticket.urls[n - 1], source,
-                                   *_part_range(ticket, n, source.size), {}, check,
-                                   progress, cancel): n for n in todo}
-            pending = set(futures)
+        count = len(ticket.urls)
+        helpers = min(self.jobs, count) - 1
+        left = set() if completed else {n for n in range(1, count + 1) if n not in done}
+        lock, at = threading.Lock(), [1]  # at: the part the lead checks
+        checked, raw = [], []  # the parts sent each way
+        headers = ({"x-amz-tagging": "dv-state=temp"}
+                   if not ticket.multipart and ticket.signs_tagging else {})
+
+        def put(n, produce):
+            try:
+                etag = self._put(ticket.urls[n - 1], produce,
+                                 *_part_range(ticket, n, source.size), headers, check,
+                                 progress, cancel)
+            finally:
+                self._slots.release()
+            with lock:
+                done[n] = etag
+                part_sent()
+
+        def take(n=None):
+            with lock:
+                if n is None:  # a helper's choice: a part checked already, else the last
+                    behind = [m for m in left if m < at[0]]
+                    ahead = [m for m in left if m > at[0]]
+                    n = min(behind) if behind else max(ahead) if ahead else None
+                if n is None or n not in left:
+                    return None
+                left.discard(n)
+                return n
+
+        def help_out():
+            # a PUT's slot first, then a part: a helper never sits on a part while its slot
+            # could have gone to a lead
+            while left:
+                self._acquire(cancel)
+                n = take()
+                if n is None:
+                    self._slots.release()
+                    return
+                raw.append(n)
+                put(n, getattr(source, "iter_raw", None) or source.iter_range)
+
+        def lead():
+            for n in range(1, count + 1):
+                start, end = _part_range(ticket, n, source.size)
+                with lock:
+                    at[0] = n
+                # The check never waits for a slot (helpers' parts wait for the check); a
+                # part it finds no slot for is left to the helpers. Without helpers the
+                # lead is the only one who needs one.
+                if n in left and self._slot(wait=not helpers, cancel=cancel):
+                    if take(n) is not None:
+                        checked.append(n)
+                        put(n, lambda s, e: check.part(s, e, cancel))
+                        continue
+                    self._slots.release()
+                check.check_only(start, end, cancel)
+            with lock:
+                at[0] = count + 1
+            help_out()  # parts left for want of a slot
+
+        with ThreadPoolExecutor(1 + helpers, thread_name_prefix="rdr-upload-part") as pool:
+            pending = {pool.submit(lead)} | {pool.submit(help_out) for _ in range(helpers)}
             try:
                 while pending:
                     finished, pending = wait(pending, return_when=FIRST_COMPLETED)
                     for future in finished:
-                        done[futures[future]] = future.result()
-                        part_sent()
+                        future.result()
             except BaseException:
                 cancel.set()  # the other parts of this attempt stop too
-                for future in pending:
-                    future.cancel()
                 raise
-        self.dataverse.complete_multipart(ticket.target.complete, dict(sorted(done.items())))
+        log.debug("%d of %d parts sent as checked, %d read again raw", len(checked), count,
+                  len(raw))
+        if ticket.multipart and not completed:
+            self.dataverse.complete_multipart(ticket.target.complete,
+                                              dict(sorted(done.items())))
 
-    def _put(self, url: str, source: Source, start: int, end: int, headers, check: _Check,
+    def _acquire(self, cancel) -> None:
+        while not self._slots.acquire(timeout=0.25):
+            if cancel.is_set():
+                raise _Cancelled()
+
+    def _slot(self, wait: bool, cancel) -> bool:
+        if self._slots.acquire(blocking=False):
+            return True
+        if wait:
+            self._acquire(cancel)
+        return wait
+
+    def _put(self, url: str, produce, start: int, end: int, headers, check: _Check,
              progress, cancel) -> str:
-        """PUT bytes [start, end) of the source; returns the ETag. Retries rewind."""
-        raw = (check.inline if check.in_put
-               else getattr(source, "iter_raw", None) or source.iter_range)
+        """PUT bytes [start, end) of ``produce(start, end)`` (the caller holds a slot);
+        returns the ETag. Retries make the bytes again."""
         delays = self.backoff.delays()
         while True:
             sent = [0]
 
             def body():
                 held = None
-                for chunk in raw(start, end):
+                for chunk in produce(start, end):
                     if cancel.is_set():
                         raise _Cancelled()
                     if held is not None:
@@ -430,9 +491,6 @@ class Uploader:
                     yield held
 
             response, error = None, None
-            while not self._slots.acquire(timeout=0.25):
-                if cancel.is_set():
-                    raise _Cancelled()
             try:
                 response = self.s3.put(url, data=_Sized(body(), end - start),
                                        timeout=self.timeout, headers=headers)
@@ -441,8 +499,6 @@ class Uploader:
             except BaseException:
                 progress(-sent[0])
                 raise
-            finally:
-                self._slots.release()
             if response is not None and response.status_code == 200:
                 if sent[0] != end - start:
                     raise UploadError(f"the bundle produced {sent[0]} bytes for a part of "

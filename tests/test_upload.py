@@ -223,6 +223,79 @@ def test_one_put_sends_the_checked_bytes_reading_each_member_once(make_sandbox, 
     assert read == {"m0.tsv": 2, "m1.tsv": 2, "m2.tsv": 1, "m3.tsv": 2}, read
 
 
+def _members_counting_bytes(tmp_path, sizes):
+    """ZIP members of random files, with the bytes read from each counted (name -> bytes)."""
+    import io
+
+    from datalad_rdr.zipstream import Checksum, Member
+
+    read, members = {}, []
+
+    class Counted(io.FileIO):
+        def read(self, size=-1):
+            data = super().read(size)
+            read[os.path.basename(self.name)] += len(data)
+            return data
+
+        def readinto(self, buffer):
+            n = super().readinto(buffer)
+            read[os.path.basename(self.name)] += n or 0
+            return n
+
+    for i, size in enumerate(sizes):
+        p = tmp_path / f"m{i}.bin"
+        p.write_bytes(os.urandom(size))
+        read[p.name] = 0
+        members.append(Member(p.name, size, lambda p=p: Counted(p),
+                              Checksum(hashlib.md5, hashlib.md5(p.read_bytes()).hexdigest())))
+    return members, read
+
+
+def test_parts_in_order_send_the_checked_bytes_reading_each_member_once(make_sandbox,
+                                                                        tmp_path):
+    """With one job every part goes out as the bytes the check read, members that straddle
+    parts included: each member is read once after its layout, not by a check pass and
+    again by the parts."""
+    from datalad_rdr.zipstream import layout_zip
+
+    sb = make_sandbox("rdr", part_size=5 * MIB)
+    members, read = _members_counting_bytes(tmp_path, [3 * MIB, 4 * MIB, 2 * MIB, 3 * MIB])
+    layout = layout_zip(members, mtime=0, md5=False)
+    laid_out = dict(read)
+    pid = DV(sb).create_dataset()
+    client = Dataverse(sb.dataverse_url, sb.api_token, backoff=FAST)
+    result = Uploader(client, pid, backoff=FAST, jobs=1).upload(layout)
+    assert result.parts == 3
+    assert {name: read[name] - laid_out[name] for name in read} == \
+        {m.arcname: m.size for m in members}
+    assert result.md5 == hashlib.md5(b"".join(layout.iter_raw())).hexdigest()
+
+
+def test_uploads_that_share_few_puts_all_complete(make_sandbox):
+    """Two multipart uploads through one uploader with two PUTs between them: a lead that
+    finds no PUT free checks on and leaves its part to the helpers, so no part is lost and
+    nothing waits for ever."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    sb = make_sandbox("rdr", part_size=5 * MIB)
+    sb.gate.faults.inject(Fault("PUT", "/", count=8, delay=0.2))
+    pid = DV(sb).create_dataset()
+    client = Dataverse(sb.dataverse_url, sb.api_token, backoff=FAST)
+    uploader = Uploader(client, pid, backoff=FAST, jobs=2)
+    data = [os.urandom(16 * MIB), os.urandom(13 * MIB)]
+    with ThreadPoolExecutor(2) as pool:
+        results = list(pool.map(lambda d: uploader.upload(BytesSource(d, chunk=MIB)), data))
+    for d, result in zip(data, results):
+        assert result.parts == (4 if len(d) > 15 * MIB else 3)
+        assert result.md5 == hashlib.md5(d).hexdigest()
+        registered = client.add_file(pid, NewFile(result.storage_identifier,
+                                                  f"{len(d)}.zip", result.md5,
+                                                  "application/zip"))
+        got = requests.get(client.access_url(registered.entry.file_id),
+                           headers={"X-Dataverse-key": sb.api_token})
+        assert got.content == d
+
+
 @pytest.mark.parametrize("part_size", [5 * MIB, None], ids=["multipart", "one-put"])
 def test_a_corrupt_member_completes_nothing_and_aborts(make_sandbox, tmp_path, part_size):
     """A member that does not match its key, found by the check pass while parts are sent
@@ -318,6 +391,30 @@ def test_a_killed_multipart_upload_resumes_without_resending_its_parts(make_sand
                                        "application/zip")).entry.file_id
     got = requests.get(client.access_url(fid), headers={"X-Dataverse-key": sb.api_token})
     assert got.content == data
+
+
+def test_a_completed_upload_resumed_sends_nothing_and_still_checks_everything(
+        make_sandbox, tmp_path):
+    """A run killed after the upload completed but before registration: the next run
+    sends no byte, yet reads every part through the check for the MD5, and a member
+    changed since is still caught."""
+    from datalad_rdr.zipstream import MemberError, layout_zip
+
+    sb = make_sandbox("rdr", part_size=5 * MIB)
+    pid = DV(sb).create_dataset()
+    client = Dataverse(sb.dataverse_url, sb.api_token, backoff=FAST)
+    members, _ = _members_counting_bytes(tmp_path, [4 * MIB, 4 * MIB, 3 * MIB])
+    layout = layout_zip(members, mtime=0, md5=False)
+    states = []
+    first = Uploader(client, pid, backoff=FAST).upload(layout, on_state=states.append)
+    assert states[-1]["completed"] and first.parts == 3
+    received = sb.gate.stats.bytes_received
+    again = Uploader(client, pid, backoff=FAST).upload(layout, resume=states[-1])
+    assert (again.md5, again.resumed_parts) == (first.md5, 3)
+    assert sb.gate.stats.bytes_received == received
+    (tmp_path / "m1.bin").write_bytes(os.urandom(4 * MIB))
+    with pytest.raises(MemberError, match="m1.bin"):
+        Uploader(client, pid, backoff=FAST).upload(layout, resume=states[-1])
 
 
 def test_a_killed_upload_whose_urls_expired_starts_again(make_sandbox, tmp_path):
