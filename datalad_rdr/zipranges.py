@@ -112,10 +112,11 @@ class ZipLayout:
                 kept.add(None)
         self._kept = kept.done()
         self._dos = dos
-        self._data_ends = [e.data_end for e in self.entries]
+        # arrays, not lists of ints: 5 MB less at 100,000 members
+        self._data_ends = array("q", (e.data_end for e in self.entries))
         offset = self.entries[-1].data_end if self.entries else 0
         self.central_directory_offset = offset
-        self._central_ends = []
+        self._central_ends = array("q")
         for e in self.entries:
             offset += zf.central_header_length(e.arcname.encode("utf-8"), e.size,
                                                e.compressed_size, e.header_offset)
@@ -279,7 +280,8 @@ class ZipLayout:
                 yield from read_chunks(f, e, lo, hi, JOIN_SIZE)
                 return
             if e.size < READ_SIZE:
-                yield from _overlap(deflate(f.read(e.size)), 0, lo, hi)
+                data = read_whole(f, e.arcname, e.size, memoryview(bytearray(e.size + 1)))
+                yield from _overlap(deflate(data), 0, lo, hi)
                 return
             deflate_ = deflater()
             out = 0

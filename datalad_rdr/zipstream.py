@@ -102,7 +102,6 @@ import zlib
 from collections.abc import Callable, Iterable
 from datetime import datetime
 from itertools import pairwise
-from pathlib import PurePosixPath
 from zipfile import ZIP_DEFLATED, ZIP_STORED
 
 from .zipformat import dos_datetime, local_header_length
@@ -184,9 +183,16 @@ def choose_method(name: str, size: int) -> int:
     """
     if not MIN_DEFLATE_SIZE <= size <= MAX_DEFLATE_SIZE:
         return ZIP_STORED
-    if PurePosixPath(name).suffix.lower() in STORED_SUFFIXES:
+    if _suffix(name).lower() in STORED_SUFFIXES:
         return ZIP_STORED
     return ZIP_DEFLATED
+
+
+def _suffix(name: str) -> str:
+    """``PurePosixPath(name).suffix`` of a valid member name, without a Path a member."""
+    last = name.rpartition("/")[2]
+    dot = last.rfind(".")
+    return last[dot:] if 0 < dot < len(last) - 1 else ""
 
 
 def layout_zip(

@@ -791,3 +791,15 @@ def test_remote_reader_checks_the_headers_the_writer_makes():
             _check_header(locations.Location(**{**loc.__dict__, "method": other}),
                           data[e.header_offset:e.data_offset], name)
     assert {e.method for e in layout.entries} == {zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED}
+
+
+@pytest.mark.parametrize("name", [
+    "a/b.nii.gz", "README", "sub-01/.hidden", "x/y.", "dots.in.dir/file", "f.TSV", ".a.b",
+    "a/b/c.tar.gz", "caf\u00e9/na\u00efve.json",
+])
+def test_the_policys_suffix_is_pathlibs(name):
+    from pathlib import PurePosixPath
+
+    from datalad_rdr.zipstream import _suffix
+
+    assert _suffix(name) == PurePosixPath(name).suffix
