@@ -50,8 +50,9 @@ class Member:
 
     ``open`` returns a binary file object positioned at 0 (it is called once
     per pass, and the file must be seekable). ``crc32``, if known from an
-    earlier layout, spares reading a STORED member while laying out; the
-    stream still checks it.
+    earlier layout, spares reading a large STORED member while laying out; the
+    stream still checks it (a small member is read, kept and checked against it
+    while laid out).
     """
 
     arcname: str
