@@ -18,6 +18,12 @@ Target: (layout + stream) CPU <= 1.5 x baseline CPU; peak RSS <= 150 MB.
 Files are warm in the page cache unless --cold (drops them before each phase).
 
     python benchmarks/bench_zipstream.py --size-mb 1000
+
+``--small N`` instead lays out and streams N files of about 300 bytes (issue 13's
+derivatives), checked by SHA256 as annexed files are, with their bytes kept from the layout
+(the default) and read again (``keep=0``): microseconds a member for each pass.
+
+    python benchmarks/bench_zipstream.py --small 50000
 """
 
 import argparse
@@ -32,7 +38,7 @@ import time
 import zlib
 from pathlib import Path
 
-from datalad_rdr.zipstream import READ_SIZE, Checksum, Member, layout_zip
+from datalad_rdr.zipstream import KEEP_BYTES, READ_SIZE, Checksum, Member, layout_zip
 
 
 def generate(root: Path, size: int, text_share: float, seed: int = 0) -> list[Path]:
@@ -129,6 +135,39 @@ def members(root: Path, paths, sha256: bool):
     return out
 
 
+def small_files(root: Path, count: int, seed: int = 0) -> list[Path]:
+    rng = random.Random(seed)
+    paths = []
+    for n in range(count):
+        sub = root / f"sub-{n // 400:03d}" / "func"
+        sub.mkdir(parents=True, exist_ok=True)
+        rows = "".join(f"{rng.random():.5f}\t{rng.randint(0, 9)}\n" for _ in range(30))
+        path = sub / f"sub-{n // 400:03d}_run-{n % 400:03d}_desc-confounds.tsv"
+        path.write_bytes(rows.encode()[:rng.randint(200, 400)])
+        paths.append(path)
+    return paths
+
+
+def small(root: Path, count: int):
+    paths = small_files(root, count)
+    checked = members(root, paths, sha256=True)
+    for keep in (KEEP_BYTES, 0):
+        cpu = {}
+        for name, run in (("layout", None), ("stream", "iter_range"), ("parts", "iter_raw")):
+            began = time.process_time()
+            if run is None:
+                layout = layout_zip(checked, mtime=1700000000, md5=False, keep=keep)
+            else:
+                digest = hashlib.md5()
+                for chunk in getattr(layout, run)():
+                    digest.update(chunk)
+            cpu[name] = (time.process_time() - began) / count * 1e6
+        print(f"keep={keep:<9d} " + "  ".join(f"{k} {v:5.1f} us" for k, v in cpu.items())
+              + f"  MD5 {digest.hexdigest()}")
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    print(f"{count} members, peak RSS {rss / 2**10:.0f} MB")
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--size-mb", type=int, default=1000)
@@ -136,10 +175,14 @@ def main():
     parser.add_argument("--cold", action="store_true",
                         help="drop the files from the page cache before each phase")
     parser.add_argument("--dir", help="where to generate (default: a temporary one)")
+    parser.add_argument("--small", type=int, metavar="N",
+                        help="N small members, kept and read again, instead")
     args = parser.parse_args()
 
     with tempfile.TemporaryDirectory(dir=args.dir) as tmp:
         root = Path(tmp)
+        if args.small:
+            return small(root, args.small)
         paths = generate(root, args.size_mb * 10**6, args.text_share)
         total = sum(p.stat().st_size for p in paths)
         cold = paths if args.cold else None

@@ -50,8 +50,9 @@ class Member:
 
     ``open`` returns a binary file object positioned at 0 (it is called once
     per pass, and the file must be seekable). ``crc32``, if known from an
-    earlier layout, spares reading a STORED member while laying out; the
-    stream still checks it.
+    earlier layout, spares reading a large STORED member while laying out; the
+    stream still checks it (a small member is read, kept and checked against it
+    while laid out).
     """
 
     arcname: str
@@ -97,6 +98,12 @@ def deflater():
     return zlib.compressobj(DEFLATE_LEVEL, zlib.DEFLATED, RAW_DEFLATE)
 
 
+def deflate(data) -> bytes:
+    """``data`` compressed in one call: the same bytes as `deflater` fed it in any chunks
+    (zlib's output does not depend on where its input was cut; pinned in the tests)."""
+    return zlib.compress(data, DEFLATE_LEVEL, RAW_DEFLATE)
+
+
 def read_chunks(f: BinaryIO, e: LaidOutMember, lo: int, hi: int, size: int = READ_SIZE
                 ) -> Iterator[bytes]:
     """Chunks of the member's bytes [lo, hi), the file being at ``lo``."""
@@ -109,21 +116,45 @@ def read_chunks(f: BinaryIO, e: LaidOutMember, lo: int, hi: int, size: int = REA
         yield chunk
 
 
+def read_whole(f: BinaryIO, arcname: str, size: int, buffer: memoryview) -> memoryview:
+    """All bytes of a member that fits ``buffer`` with a byte to spare (the spare byte
+    tells a file that grew), read into it: one read where a loop of chunks would take two
+    and a compressor of its own."""
+    want, n = size + 1, 0
+    while n < want and (got := f.readinto(buffer[n:want])):
+        n += got
+    if n > size:
+        raise MemberError(arcname, larger(size))
+    if n < size:
+        raise MemberError(arcname, smaller(n, size))
+    return buffer[:size]
+
+
 def check_read(e: LaidOutMember, f: BinaryIO, crc: int, hasher: HashLike | None
                ) -> None:
     """Check a member whose bytes have all been read from ``f``."""
     if f.read(1):
         raise MemberError(e.arcname, larger(e.size))
+    check_sums(e, crc, hasher)
+
+
+def check_sums(e: LaidOutMember, crc: int, hasher: HashLike | None) -> None:
+    """Check the CRC-32 and checksum of all of a member's bytes."""
     if crc != e.crc32:
         raise MemberError(
             e.arcname, f"CRC32 {crc:08x} differs from the {e.crc32:08x} laid out "
             "(changed since laid out?)",
         )
-    expected = e.member.checksum
+    check_checksum(e.member, hasher)
+
+
+def check_checksum(m: Member, hasher: HashLike | None) -> None:
+    """Raise MemberError if ``hasher`` (fed all of the member's bytes) is not its key's."""
+    expected = m.checksum
     if hasher and hasher.hexdigest() != expected.hexdigest.lower():
         name = getattr(hasher, "name", "checksum")
         raise MemberError(
-            e.arcname, f"content does not match its {name} {expected.hexdigest} "
+            m.arcname, f"content does not match its {name} {expected.hexdigest} "
             f"(got {hasher.hexdigest()})",
         )
 

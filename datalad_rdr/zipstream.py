@@ -58,13 +58,26 @@ The cost is one more sequential read of the STORED members and their CRC32
 (about 0.3 s CPU per GB, see docs/zipstream-notes.md). Pass `Member.crc32`
 (e.g. kept from an earlier layout's `entries`) to skip it.
 
-DEFLATE members are compressed once to learn their compressed size and
-again while streaming: deflate is deterministic for the same zlib, level and
+DEFLATE members are compressed once to learn their compressed size and,
+unless kept, again while streaming: deflate is deterministic for the same zlib, level and
 input, and the stream checks the size it gets against the layout. Level 1 is
 5-8 times faster than zlib's default 6 on TSV/JSON (114-149 vs 14-30 MB/s here)
 for 10-15 % larger text, which is a small share of a bundle; by default files
 over 64 MiB are STORED, which bounds the cost of compressing twice. A file that
 DEFLATE does not make smaller is STORED.
+
+Kept members. For a small member (see `KEEP_MEMBER_MAX`) the cost is per file,
+not per byte: an open, a read, a check and a compressor each time it is read.
+So the layout reads it whole, checks it against its size and checksum (the
+annex key) right away, and keeps its ZIP data (compressed, or as it is) for
+the stream, up to `KEEP_BYTES` a layout (`layout_zip`'s ``keep``): every
+range and every part sent again takes those bytes, the file is not opened
+again. A kept member that fails its check fails the layout, before a byte is
+sent; one that changes after the layout changes nothing, the ZIP carries the
+bytes that were checked. Members past the budget, large ones and empty ones
+are read and checked again as below. Which members are kept does not change a
+byte of the ZIP: a member that fits one read is compressed in one call, which
+gives the bytes of a compressor fed in chunks (pinned in the tests).
 
 Byte ranges. For a range, STORED members are read from the right offset;
 a DEFLATE member is compressed again from its start and the bytes before the
@@ -89,7 +102,6 @@ import zlib
 from collections.abc import Callable, Iterable
 from datetime import datetime
 from itertools import pairwise
-from pathlib import PurePosixPath
 from zipfile import ZIP_DEFLATED, ZIP_STORED
 
 from .zipformat import dos_datetime, local_header_length
@@ -101,14 +113,19 @@ from .zipmembers import (  # noqa: F401 (the stage's public names are importable
     LaidOutMember,
     Member,
     MemberError,
+    check_checksum,
+    deflate,
     deflater,
     larger,
+    read_whole,
     smaller,
 )
 from .zipnames import check_arcname, name_clashes, name_problems, shown  # noqa: F401
-from .zipranges import ZipLayout
+from .zipranges import Kept, ZipLayout
 
 __all__ = [
+    "KEEP_BYTES",
+    "KEEP_MEMBER_MAX",
     "STORED_SUFFIXES",
     "Checksum",
     "LaidOutMember",
@@ -147,6 +164,18 @@ MIN_DEFLATE_SIZE = 64
 MAX_DEFLATE_SIZE = 64 * 2**20
 
 
+# -- Policy: which members' bytes the layout keeps for the stream -------------
+
+#: Bytes of members' ZIP data (compressed, or as they are) that one layout keeps in memory
+#: for its stream: a member is kept if its size fits what is left; the others are read
+#: again. 32 MiB holds 100,000 files of 300 bytes, deflated; with ``-J`` bundles in
+#: flight, each has its own.
+KEEP_BYTES = 32 * 2**20
+#: Members up to this size may be kept: their cost is per file (open, read, check,
+#: compress); a larger one costs its bytes, and would take the budget from many small ones.
+KEEP_MEMBER_MAX = 2**20
+
+
 def choose_method(name: str, size: int) -> int:
     """Return ``zipfile.ZIP_STORED`` or ``zipfile.ZIP_DEFLATED`` for a member.
 
@@ -154,9 +183,16 @@ def choose_method(name: str, size: int) -> int:
     """
     if not MIN_DEFLATE_SIZE <= size <= MAX_DEFLATE_SIZE:
         return ZIP_STORED
-    if PurePosixPath(name).suffix.lower() in STORED_SUFFIXES:
+    if _suffix(name).lower() in STORED_SUFFIXES:
         return ZIP_STORED
     return ZIP_DEFLATED
+
+
+def _suffix(name: str) -> str:
+    """``PurePosixPath(name).suffix`` of a valid member name, without a Path a member."""
+    last = name.rpartition("/")[2]
+    dot = last.rfind(".")
+    return last[dot:] if 0 < dot < len(last) - 1 else ""
 
 
 def layout_zip(
@@ -165,6 +201,7 @@ def layout_zip(
     *,
     method: Callable[[str, int], int] = choose_method,
     md5: bool = True,
+    keep: int = KEEP_BYTES,
 ) -> ZipLayout:
     """Lay out a ZIP of ``members``, reading each one once (see module docstring).
 
@@ -172,8 +209,10 @@ def layout_zip(
     given to every member, in UTC. ``method(arcname, size)`` chooses
     ``ZIP_STORED`` or ``ZIP_DEFLATED``. ``md5=False`` leaves `ZipLayout.md5`
     unset, for a consumer that hashes the bytes itself: MD5 is the largest
-    cost of streaming. Raises ValueError for a bad or duplicate name,
-    MemberError for a file whose size is not the declared one.
+    cost of streaming. ``keep``: bytes of small members' data kept for the
+    stream (see "Kept members"; 0 keeps none). Raises ValueError for a bad or
+    duplicate name, MemberError for a file whose size is not the declared one,
+    or a kept member whose content is not its checksum's.
     """
     members = list(members)
     for m in members:
@@ -186,13 +225,21 @@ def layout_zip(
             raise ValueError(f"duplicate bundle member name {a.arcname!r}")
 
     buffer = memoryview(bytearray(READ_SIZE))
+    kept = Kept()
     entries = []
     offset = 0
     for m in members:
         wanted = method(m.arcname, m.size)
         if wanted not in (ZIP_STORED, ZIP_DEFLATED):
             raise ValueError(f"bundle member {m.arcname!r}: unknown method {wanted!r}")
-        chosen, crc, compressed_size = _scan(m, wanted, buffer)
+        room = min(keep - len(kept.data), KEEP_MEMBER_MAX)
+        if 0 < m.size <= room:
+            chosen, crc, data = _read_kept(m, wanted, buffer)
+            compressed_size = len(data)
+            kept.add(data)
+        else:
+            chosen, crc, compressed_size = _scan(m, wanted, buffer)
+            kept.add(None)
         name = m.arcname.encode("utf-8")
         header_size = local_header_length(name, m.size, compressed_size)
         entries.append(LaidOutMember(
@@ -201,7 +248,27 @@ def layout_zip(
             data_offset=offset + header_size, member=m,
         ))
         offset += header_size + compressed_size
-    return ZipLayout(entries, dos_datetime(mtime), md5)
+    return ZipLayout(entries, dos_datetime(mtime), md5, kept.done())
+
+
+def _read_kept(m: Member, method: int, buffer: memoryview) -> tuple[int, int, memoryview]:
+    """(method, crc32, ZIP data) of a member read whole and checked against its checksum
+    now: these bytes, not the file, go into the stream."""
+    with m.open() as f:
+        data = read_whole(f, m.arcname, m.size, buffer)
+    crc = zlib.crc32(data)
+    if m.crc32 is not None and m.crc32 != crc:
+        raise MemberError(m.arcname, f"CRC32 {crc:08x} differs from the {m.crc32:08x} "
+                                     "known from an earlier export (changed since?)")
+    if m.checksum:
+        hasher = m.checksum.new()
+        hasher.update(data)
+        check_checksum(m, hasher)
+    if method == ZIP_DEFLATED:
+        compressed = deflate(data)
+        if len(compressed) < m.size:
+            return ZIP_DEFLATED, crc, memoryview(compressed)
+    return ZIP_STORED, crc, data
 
 
 def _scan(m: Member, method: int, buffer: memoryview) -> tuple[int, int, int]:
@@ -210,7 +277,15 @@ def _scan(m: Member, method: int, buffer: memoryview) -> tuple[int, int, int]:
         return ZIP_STORED, 0, 0
     if method == ZIP_STORED and m.crc32 is not None:
         return ZIP_STORED, m.crc32, m.size
-    deflate = deflater() if method == ZIP_DEFLATED else None
+    if m.size < len(buffer):  # in one read, compressed in one call
+        with m.open() as f:
+            data = read_whole(f, m.arcname, m.size, buffer)
+        crc = zlib.crc32(data)
+        compressed_size = len(deflate(data)) if method == ZIP_DEFLATED else m.size
+        if compressed_size < m.size:
+            return ZIP_DEFLATED, crc, compressed_size
+        return ZIP_STORED, crc, m.size
+    deflate_ = deflater() if method == ZIP_DEFLATED else None
     crc = compressed_size = nread = 0
     with m.open() as f:
         while n := f.readinto(buffer):
@@ -218,13 +293,12 @@ def _scan(m: Member, method: int, buffer: memoryview) -> tuple[int, int, int]:
             if nread > m.size:
                 raise MemberError(m.arcname, larger(m.size))
             crc = zlib.crc32(buffer[:n], crc)
-            if deflate is not None:
-                compressed_size += len(deflate.compress(buffer[:n]))
+            if deflate_ is not None:
+                compressed_size += len(deflate_.compress(buffer[:n]))
     if nread < m.size:
         raise MemberError(m.arcname, smaller(nread, m.size))
-    if deflate is not None:
-        compressed_size += len(deflate.flush())
+    if deflate_ is not None:
+        compressed_size += len(deflate_.flush())
         if compressed_size < m.size:
             return ZIP_DEFLATED, crc, compressed_size
     return ZIP_STORED, crc, m.size
-

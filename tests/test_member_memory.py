@@ -57,3 +57,19 @@ def test_a_laid_out_member_keeps_few_bytes(repo):
     assert per_member <= 600, f"{per_member:.0f} bytes a member"
     with members[0].open() as f:  # the path made at open is the annex object
         assert len(f.read()) == members[0].size
+
+
+@pytest.mark.parametrize("keep", [0, 20_000])
+def test_a_layout_keeps_its_members_bytes_within_its_budget(repo, keep):
+    """What a layout keeps beyond its members: its place for each (a few dozen bytes) and
+    at most ``keep`` bytes of small members' data for the stream."""
+    from datalad_rdr.zipstream import layout_zip
+
+    files = [f for f in plan.list_commit(repo, "HEAD").files.values() if f.key]
+    members = content.members(files, {})
+    layout, kept = _kept(lambda: layout_zip(members, mtime=0, md5=False, keep=keep))
+    assert 0 < len(layout._kept.data) <= keep or keep == 0
+    per_member = (kept - keep) / len(members)
+    # 225 bytes (its LaidOutMember, offsets, CRC); a bytes object a member kept besides
+    # the one buffer would add 33 bytes and more
+    assert per_member <= 250, f"{per_member:.0f} bytes a member beyond the kept data"

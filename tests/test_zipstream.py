@@ -16,6 +16,8 @@ from pathlib import Path
 import pytest
 
 from datalad_rdr.zipstream import (
+    KEEP_BYTES,
+    KEEP_MEMBER_MAX,
     READ_SIZE,
     Checksum,
     Member,
@@ -262,7 +264,12 @@ def boundaries(layout) -> list[int]:
     return sorted(p for p in points if 0 <= p <= layout.size)
 
 
-def test_any_byte_range_equals_that_slice_of_the_stream(tmp_path):
+# Both routes of a member's bytes: kept from the layout (small ones, by default), read again.
+ROUTES = pytest.mark.parametrize("keep", [KEEP_BYTES, 0], ids=["kept", "read-again"])
+
+
+@ROUTES
+def test_any_byte_range_equals_that_slice_of_the_stream(tmp_path, keep):
     members = members_from(tmp_path, bids_like())
     whole = stream(layout_zip(members, mtime=COMMIT_DATE))
     rng = random.Random(42)
@@ -273,17 +280,18 @@ def test_any_byte_range_equals_that_slice_of_the_stream(tmp_path):
 
     for start, end in ranges:
         # A fresh layout: no earlier range ended at ``start``.
-        layout = layout_zip(members, mtime=COMMIT_DATE)
+        layout = layout_zip(members, mtime=COMMIT_DATE, keep=keep)
         assert stream(layout, start, end) == whole[start:end], (start, end)
     with pytest.raises(ValueError):
         layout.iter_range(10, len(whole) + 1)
 
 
-def test_raw_ranges_in_threads_equal_the_checked_stream(tmp_path):
+@ROUTES
+def test_raw_ranges_in_threads_equal_the_checked_stream(tmp_path, keep):
     from concurrent.futures import ThreadPoolExecutor
 
     members = members_from(tmp_path, bids_like())
-    layout = layout_zip(members, mtime=COMMIT_DATE)
+    layout = layout_zip(members, mtime=COMMIT_DATE, keep=keep)
     whole = stream(layout)
     rng = random.Random(7)
     points = boundaries(layout)
@@ -301,10 +309,11 @@ def test_raw_ranges_in_threads_equal_the_checked_stream(tmp_path):
         layout.iter_raw(0, len(whole) + 1)
 
 
-def test_parts_in_order_and_retried_give_the_stream_and_its_md5(tmp_path):
+@ROUTES
+def test_parts_in_order_and_retried_give_the_stream_and_its_md5(tmp_path, keep):
     members = members_from(tmp_path, bids_like())
     whole = stream(layout_zip(members, mtime=COMMIT_DATE))
-    layout = layout_zip(members, mtime=COMMIT_DATE)
+    layout = layout_zip(members, mtime=COMMIT_DATE, keep=keep)
     part_size = 2**20 + 7  # parts end inside STORED and DEFLATE members
     parts = [(s, min(s + part_size, layout.size))
              for s in range(0, layout.size, part_size)]
@@ -351,7 +360,7 @@ def bad_checksum(member: Member) -> Member:
 def test_failed_checksum_stops_the_stream_naming_the_member(tmp_path, name):
     members = [bad_checksum(m) if m.arcname == name else m
                for m in members_from(tmp_path, bids_like())]
-    layout = layout_zip(members, mtime=COMMIT_DATE)
+    layout = layout_zip(members, mtime=COMMIT_DATE, keep=0)
     entry = next(e for e in layout.entries if e.arcname == name)
 
     produced = 0
@@ -362,6 +371,20 @@ def test_failed_checksum_stops_the_stream_naming_the_member(tmp_path, name):
     assert repr(name) in str(failure.value)
     assert produced < entry.data_end  # its last byte never went out
     assert layout.md5 is None
+
+
+@pytest.mark.parametrize("name", [
+    "sub-01/func/sub-01_task-stop_events.tsv",  # DEFLATE
+    "derivatives/tiny.txt",  # STORED
+])
+def test_failed_checksum_of_a_kept_member_stops_the_layout(tmp_path, name):
+    """A kept member is checked while laid out (its bytes are not read again): the bundle
+    fails before any byte of it is produced."""
+    members = [bad_checksum(m) if m.arcname == name else m
+               for m in members_from(tmp_path, bids_like())]
+    with pytest.raises(MemberError, match="sha256") as failure:
+        layout_zip(members, mtime=COMMIT_DATE)
+    assert failure.value.arcname == name
 
 
 def test_failed_checksum_is_caught_when_member_spans_parts(tmp_path):
@@ -395,13 +418,84 @@ CHANGES = {
 def test_file_changed_after_layout_stops_the_stream(tmp_path, name, change):
     files = bids_like()
     members = members_from(tmp_path, files, checksums=False)
-    layout = layout_zip(members, mtime=COMMIT_DATE)
+    layout = layout_zip(members, mtime=COMMIT_DATE, keep=0)
     (tmp_path / name).write_bytes(CHANGES[change](files[name]))
 
     with pytest.raises(MemberError) as failure:
         stream(layout)
     assert failure.value.arcname == name
     assert repr(name) in str(failure.value)
+
+
+@pytest.mark.parametrize("change", CHANGES)
+def test_a_kept_member_is_not_read_again_and_sends_the_bytes_checked(tmp_path, change):
+    """A small member's bytes are read, checked and compressed once, while laid out: the
+    stream and its parts send those, so a file changed after the layout changes nothing."""
+    files = bids_like()
+    opened = []
+
+    def counted(m: Member) -> Member:
+        def open_():
+            opened.append(m.arcname)
+            return m.open()
+        return Member(m.arcname, m.size, open_, m.checksum)
+
+    members = [counted(m) for m in members_from(tmp_path, files)]
+    layout = layout_zip(members, mtime=COMMIT_DATE)
+    name = "sub-01/func/sub-01_task-stop_events.tsv"
+    (tmp_path / name).write_bytes(CHANGES[change](files[name]))
+    opened.clear()
+
+    data = stream(layout)
+    assert b"".join(layout.iter_raw()) == data
+    # read again: the two members over KEEP_MEMBER_MAX, and the empty one (checked at open)
+    assert sorted(set(opened)) == sorted(n for n, d in files.items()
+                                         if not 0 < len(d) <= KEEP_MEMBER_MAX)
+    with zipfile.ZipFile(io.BytesIO(data)) as z:
+        assert z.testzip() is None
+        assert {n: z.read(n) for n in z.namelist()} == files
+
+
+def test_kept_bytes_stay_within_the_budget_and_the_rest_is_read_again(tmp_path):
+    files = {f"f{i:03d}.tsv": tsv(40, seed=i) for i in range(60)}
+    members = members_from(tmp_path, files)
+    whole = stream(layout_zip(members, mtime=COMMIT_DATE, keep=0))
+    compressed = [e.compressed_size for e in layout_zip(members, mtime=COMMIT_DATE).entries]
+    sizes = [m.size for m in sorted(members, key=lambda m: m.arcname)]
+    # a member is kept if its size fits what is left: the first 20 do, the next does not
+    budget = sum(compressed[:19]) + sizes[19]
+    assert sizes[20] > budget - sum(compressed[:20])
+    layout = layout_zip(members, mtime=COMMIT_DATE, keep=budget)
+    kept = layout._kept
+    assert len(kept.data) <= budget
+    assert [s >= 0 for s in kept.starts[:21]] == [True] * 20 + [False]
+    assert stream(layout) == whole and b"".join(layout.iter_raw()) == whole
+    # the ZIP's bytes do not depend on the budget
+    assert stream(layout_zip(members, mtime=COMMIT_DATE, keep=10**9)) == whole
+
+
+def test_a_kept_member_with_a_wrong_known_crc32_stops_the_layout(tmp_path):
+    members = members_from(tmp_path, {"a.json": sidecar(), "b.tsv": tsv(20)})
+    crcs = {e.arcname: e.crc32 for e in layout_zip(members, mtime=COMMIT_DATE).entries}
+    wrong = [Member(m.arcname, m.size, m.open, m.checksum, crcs[m.arcname] ^ 1)
+             for m in members]
+    with pytest.raises(MemberError, match="'a.json'.*CRC32"):
+        layout_zip(wrong, mtime=COMMIT_DATE)
+
+
+@pytest.mark.parametrize("size", [0, 1, 299, 300, 65_536, 700_000, READ_SIZE - 1])
+def test_deflate_in_one_call_gives_the_bytes_of_a_compressor_fed_in_chunks(size):
+    """The layout and the stream compress a member that fits one read in one call, an
+    earlier layout (or another process) may have fed a compressor in chunks: same bytes."""
+    from datalad_rdr.zipmembers import JOIN_SIZE, deflate, deflater
+
+    rng = random.Random(size)
+    for data in (tsv(size // 20 + 1, seed=size)[:size], rng.randbytes(size), bytes(size)):
+        for chunk in (READ_SIZE, JOIN_SIZE, 4096):
+            d = deflater()
+            chunked = b"".join(d.compress(data[i:i + chunk])
+                               for i in range(0, len(data), chunk)) + d.flush()
+            assert deflate(data) == chunked, (size, chunk)
 
 
 def test_empty_member_is_checked_whichever_part_holds_it(tmp_path):
@@ -618,12 +712,15 @@ def test_bundle_bytes_are_those_of_earlier_exports():
         "tiny.json": b'{"a": 1}\n',
         "caf\u00e9/na\u00efve \u00fc.txt": "caf\u00e9 ".encode() * 50,
     }
-    layout = layout_zip([in_memory(n, d) for n, d in files.items()], mtime=COMMIT_DATE)
-    data = stream(layout)
-    assert (layout.size, layout.md5) == (3390, "ff974aec4cb1db2de299eac5edf65687")
-    assert hashlib.md5(data).hexdigest() == layout.md5
-    with zipfile.ZipFile(io.BytesIO(data)) as z:
-        assert {i.filename: z.read(i) for i in z.infolist()} == files
+    for keep in (KEEP_BYTES, 0, 600):  # kept, read again, and some of each
+        layout = layout_zip([in_memory(n, d) for n, d in files.items()], mtime=COMMIT_DATE,
+                            keep=keep)
+        data = stream(layout)
+        assert (layout.size, layout.md5) == (3390, "ff974aec4cb1db2de299eac5edf65687")
+        assert hashlib.md5(data).hexdigest() == layout.md5
+        assert b"".join(layout.iter_raw()) == data
+        with zipfile.ZipFile(io.BytesIO(data)) as z:
+            assert {i.filename: z.read(i) for i in z.infolist()} == files
 
 
 def test_zip64_records_are_those_of_earlier_exports():
@@ -694,3 +791,15 @@ def test_remote_reader_checks_the_headers_the_writer_makes():
             _check_header(locations.Location(**{**loc.__dict__, "method": other}),
                           data[e.header_offset:e.data_offset], name)
     assert {e.method for e in layout.entries} == {zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED}
+
+
+@pytest.mark.parametrize("name", [
+    "a/b.nii.gz", "README", "sub-01/.hidden", "x/y.", "dots.in.dir/file", "f.TSV", ".a.b",
+    "a/b/c.tar.gz", "caf\u00e9/na\u00efve.json",
+])
+def test_the_policys_suffix_is_pathlibs(name):
+    from pathlib import PurePosixPath
+
+    from datalad_rdr.zipstream import _suffix
+
+    assert _suffix(name) == PurePosixPath(name).suffix
