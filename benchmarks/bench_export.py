@@ -84,9 +84,11 @@ print(total)
 
 # The floor: what our export must compute per byte whatever its code -- the MD5 of the ZIP
 # (Dataverse's checksum), the MD5 of every annexed file against its key (nothing corrupt is
-# published), and CRC32 (the ZIP) -- in one pass, one core. Paths after "--" are in git.
+# published), and CRC32 (the ZIP) -- in one pass, one core, with the CRC-32 the export uses
+# (ISA-L's, a quarter of zlib's cost). Paths after "--" are in git.
 FLOOR = r"""
-import hashlib, sys, zlib
+import hashlib, sys
+from isal import isal_zlib as zlib
 buf = bytearray(8 * 2**20); view = memoryview(buf); total = 0; annexed = True
 for path in open(sys.argv[1], encoding="utf-8").read().split("\0"):
     if path == "--":

@@ -10,12 +10,13 @@ hand on the running CRC-32, checksum and MD5: :mod:`datalad_rdr.zipstream` ("Byt
 from __future__ import annotations
 
 import hashlib
-import zlib
 from array import array
 from bisect import bisect_right
 from collections.abc import Iterator
 from dataclasses import dataclass
 from zipfile import ZIP_STORED
+
+from isal import isal_zlib
 
 from . import zipformat as zf
 from .zipmembers import (
@@ -253,12 +254,12 @@ class ZipLayout:
                 # No range ended here: rebuild the running checks from the start.
                 crc, hasher = 0, check.new() if check else None
                 for chunk in read_chunks(f, e, 0, lo):
-                    crc = zlib.crc32(chunk, crc)
+                    crc = isal_zlib.crc32(chunk, crc)
                     if hasher:
                         hasher.update(chunk)
             pos = lo
             for chunk in read_chunks(f, e, lo, hi):
-                crc = zlib.crc32(chunk, crc)
+                crc = isal_zlib.crc32(chunk, crc)
                 if hasher:
                     hasher.update(chunk)
                 pos += len(chunk)
@@ -306,7 +307,7 @@ class ZipLayout:
                 nread += len(chunk)
                 if nread > e.size:
                     raise MemberError(e.arcname, larger(e.size))
-                crc = zlib.crc32(chunk, crc)
+                crc = isal_zlib.crc32(chunk, crc)
                 if hasher:
                     hasher.update(chunk)
                 compressed = deflate_.compress(chunk)
@@ -330,7 +331,7 @@ class ZipLayout:
                 hasher.update(data)
         compressed = deflate(data)
         _check_compressed(e, len(compressed))
-        check_sums(e, zlib.crc32(data), hasher)
+        check_sums(e, isal_zlib.crc32(data), hasher)
         yield from _overlap(compressed, 0, lo, hi)
 
 
