@@ -9,13 +9,14 @@ from __future__ import annotations
 
 import io
 import os
+from typing import NamedTuple
 
 from .gitannex import Annex, BlobReader, ContentError, git, key_checksum, \
     object_candidates
 from .plan import PlannedFile
 from .zipstream import Member
 
-__all__ = ["BlobReader", "ContentError", "absent", "content_locations", "drop", "fetch",
+__all__ = ["BlobReader", "ContentError", "Located", "absent", "content_locations", "drop", "fetch",
            "key_checksum", "members", "missing_everywhere"]
 
 
@@ -62,26 +63,37 @@ def missing_everywhere(repo: str, keys: list[str]) -> list[str]:
     return Annex(repo).missing_everywhere(keys)
 
 
-def fetch(files: list[PlannedFile]) -> list[str]:
+class Located(NamedTuple):
+    """What :func:`fetch` did and found: the keys it fetched (to drop again), and where
+    each key's object is (per repository: the git dir, and the key's place as
+    :func:`_find` gives it), so that :func:`members` need not look again."""
+
+    fetched: list[str]
+    found: dict[str, tuple[str, dict[str, int | str | None]]]
+
+
+def fetch(files: list[PlannedFile]) -> Located:
     """Get annexed content that is not here from the dataset's other remotes.
 
-    Returns the keys fetched (so they can be dropped again). Raises ContentError naming the
-    paths that no remote could give.
+    Raises ContentError naming the paths that no remote could give.
     """
     by_repo: dict[str, list[PlannedFile]] = {}
     for f in files:
         if f.key:
             by_repo.setdefault(f.repo, []).append(f)
-    fetched = []
+    fetched, found = [], {}
     for repo, repo_files in by_repo.items():
-        missing = set(absent(repo, [f.key for f in repo_files]))
+        gitdir, where = _find(repo, [f.key for f in repo_files])
+        missing = {f.key for f in repo_files if where.get(f.key) is None}
         got = set(Annex(repo).get(sorted(missing)))
         fetched += sorted(got)
         failed = [f for f in repo_files if f.key in missing and f.key not in got]
         if failed:
             raise ContentError("content not available from any remote: "
                                + ", ".join(f.path for f in failed))
-    return fetched
+        where.update(_find(repo, sorted(got))[1])
+        found[repo] = (gitdir, where)
+    return Located(fetched, found)
 
 
 def drop(repo: str, keys: list[str]) -> None:
@@ -89,19 +101,22 @@ def drop(repo: str, keys: list[str]) -> None:
 
 
 def members(files: list[PlannedFile], blobs: dict[str, BlobReader],
-            crc32s: dict[str, int] | None = None) -> list[Member]:
+            crc32s: dict[str, int] | None = None, located: Located | None = None
+            ) -> list[Member]:
     """ZIP members reading each file's committed content, verified against its key.
 
     ``blobs`` holds a :class:`BlobReader` per repository, made as needed; close them after.
     ``crc32s`` (by key or blob id, e.g. from an earlier export's manifest) spare the layout a
-    read of those members; the stream checks them all the same.
+    read of those members; the stream checks them all the same. ``located``: the
+    :func:`fetch` of these files, whose look-up is used (a stat an object, not two).
     """
     crc32s = crc32s or {}
     by_repo: dict[str, list[str]] = {}
     for f in files:
         if f.key:
             by_repo.setdefault(f.repo, []).append(f.key)
-    found = {repo: _find(repo, keys) for repo, keys in by_repo.items()}
+    known = located.found if located else {}
+    found = {repo: known.get(repo) or _find(repo, keys) for repo, keys in by_repo.items()}
     result = []
     for f in files:
         if f.key:

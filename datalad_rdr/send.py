@@ -268,13 +268,15 @@ def _stream_bundle(dataset, bundle: Bundle, opts, uploader: Uploader, commit_tim
                    previous, journal: SharedJournal) -> Streamed:
     """Fetch, lay out and upload one bundle (in a worker thread)."""
     fp = fingerprint(bundle)
-    fetched = content.fetch(bundle.files)
+    located = content.fetch(bundle.files)
+    fetched = located.fetched
     blobs: dict[str, content.BlobReader] = {}
     try:
         # the uploader hashes the ZIP in its check pass: no MD5 in the layout
         layout = layout_zip(content.members(bundle.files, blobs,
-                                            journal.known_crc32s(previous)),
+                                            journal.known_crc32s(previous), located),
                             mtime=commit_time, md5=False)
+        del located  # its look-up went into the members
         # the same members, sizes and timestamps give the same bytes: parts sent by an
         # interrupted run of this very layout can be kept
         same_bytes = f"{fp}:{layout.size}:{commit_time.isoformat()}"

@@ -2,6 +2,8 @@
 (a stat, no git-annex round trip per key), git-annex asked only for what is not there."""
 
 import os
+import shutil
+import sys
 import subprocess
 from pathlib import Path
 
@@ -57,3 +59,37 @@ def test_an_export_of_present_content_asks_git_annex_for_no_location(
     assert not [r for r in results if r["status"] == "error"], results
     calls = (tmp_path / "calls").read_text().splitlines()
     assert not [c for c in calls if "contentlocation" in c], calls
+
+
+@pytest.mark.skipif(shutil.which("strace") is None, reason="needs strace")
+def test_members_use_the_look_up_of_their_fetch(tmp_path):
+    """A bundle's objects are looked up once (by fetch), not again to make the members:
+    counted as the stat calls of a process that fetches and lays out 300 files."""
+    repo = tmp_path / "repo"
+    repo.mkdir()
+    subprocess.run(["git", "init", "-q", str(repo)], check=True)
+    subprocess.run(["git", "annex", "init", "-q"], cwd=repo, check=True)
+    for i in range(300):
+        (repo / f"f{i:03d}.dat").write_text(f"content {i}\n")
+    subprocess.run(["git", "annex", "add", "--quiet", "."], cwd=repo, check=True)
+    subprocess.run(["git", "commit", "-q", "-m", "files"], cwd=repo, check=True)
+    script = tmp_path / "lay_out.py"
+    script.write_text(
+        "import sys\n"
+        "from datalad_rdr import content, plan\n"
+        "repo = sys.argv[1]\n"
+        "files = list(plan.list_commit(plan.Path(repo), 'HEAD').files.values())\n"
+        "print('GO', flush=True)\n"
+        "located = content.fetch(files)\n"
+        "ms = content.members(files, {}, None, located)\n"
+        "assert len(ms) == 300 and not located.fetched\n")
+    report = tmp_path / "trace"
+    run = subprocess.run(["strace", "-f", "-e", "trace=stat,lstat,newfstatat,statx", "-o", str(report),
+                          sys.executable, str(script), str(repo)],
+                         capture_output=True, text=True)
+    if "GO" not in run.stdout:
+        pytest.skip(f"strace cannot trace here: {run.stderr.strip()[-200:]}")
+    assert run.returncode == 0, run.stderr
+    objects = [line for line in report.read_text().splitlines()
+               if "/annex/objects/" in line]
+    assert 300 <= len(objects) < 330  # one a file (it was two before)

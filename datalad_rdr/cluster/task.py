@@ -53,10 +53,11 @@ def _run_task(sub: Submission, index: int) -> int:
     try:
         uploader = Uploader(Dataverse(sub.data["server"], _token(sub, sub.data["server"])),
                             sub.data["pid"], jobs=opts["jobs"])
-        fetched = content.fetch(bundle.files)
+        located = content.fetch(bundle.files)
+        fetched = located.fetched
         # the same members and timestamps as a local export: the same bytes
         layout = layout_zip(content.members(bundle.files, blobs,
-                                            mf.known_crc32s(mf.load(dataset))),
+                                            mf.known_crc32s(mf.load(dataset)), located),
                             mtime=dt.datetime.fromisoformat(sub.data["commit_time"]),
                             md5=False)
         uploaded = uploader.upload(layout)
