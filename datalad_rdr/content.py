@@ -91,7 +91,8 @@ def fetch(files: list[PlannedFile]) -> Located:
         if failed:
             raise ContentError("content not available from any remote: "
                                + ", ".join(f.path for f in failed))
-        where.update(_find(repo, sorted(got))[1])
+        if got:  # only what was fetched is looked up again
+            where.update(_find(repo, sorted(got))[1])
         found[repo] = (gitdir, where)
     return Located(fetched, found)
 
