@@ -32,7 +32,7 @@ import time
 from itertools import groupby
 from pathlib import Path
 
-from .zipstream import Checksum
+from .zipmembers import Checksum
 
 log = logging.getLogger("datalad.rdr.gitannex")
 

@@ -9,7 +9,7 @@ hash in the name covers, so only the ZIP's CRC-32 checks them.
 from __future__ import annotations
 
 from ..gitannex import key_checksum
-from ..zipstream import Checksum
+from ..zipmembers import Checksum
 
 
 def fields(key: str) -> tuple[str, list[str], str]:

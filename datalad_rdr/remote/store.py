@@ -36,7 +36,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from ..zipformat import END_OVERHEAD, MEMBER_OVERHEAD
-from ..zipstream import Member, MemberError, layout_zip
 from . import keys as annex_keys
 from . import locations
 
@@ -199,6 +198,7 @@ class Store:
         from ..dataverse import DataverseError
         from ..register import RegisterError, register_bundle
         from ..upload import Uploader, UploadError
+        from ..zipstream import Member, MemberError, layout_zip
 
         if bundle.state == "registered":
             return {k: locations.parse(u) for k, u in bundle.registered["locations"].items()}
