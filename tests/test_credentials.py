@@ -50,3 +50,13 @@ def test_missing_credential_says_how_to_set_it(env, monkeypatch):
         obtain(ConfigManager(), "https://rdr.example.org/api")
     with pytest.raises(CredentialError, match="no credential 'mine'"):
         obtain(ConfigManager(), "https://rdr.example.org", name="mine")
+
+
+def test_the_environments_default_secret_comes_first(env):
+    # set for this session: it beats a credential of the same realm found by a search
+    env("myrdr", "stored", "https://rdr.kuleuven.be")
+    env("rdr", "session")
+    assert obtain_token(ConfigManager(), "https://rdr.kuleuven.be/api") == ("rdr", "session")
+    # unless it names another server: then the realm's credential is the one
+    env("rdr", "session", "https://other.example.org")
+    assert obtain_token(ConfigManager(), "https://rdr.kuleuven.be/api") == ("myrdr", "stored")

@@ -213,8 +213,8 @@ class RdrExport(ValidatedInterface):
     tasks uploaded without sending it again (docs: "Large datasets").
 
     The API token comes from DataLad's credential system: the credential named with
-    ``--credential``, the last one used for the server, or the credential ``rdr``
-    (environment variable ``DATALAD_CREDENTIAL_RDR_SECRET``).
+    ``--credential``, else ``DATALAD_CREDENTIAL_RDR_SECRET`` when it is set, else the
+    last one used for the server, else the stored credential ``rdr``.
     """
 
     _validator_ = RdrExportParams(dict(

@@ -78,9 +78,10 @@ class ZenodoSync(ValidatedInterface):
     are retried with backoff; an upload interrupted by a crash is completed on the next run.
 
     The token comes from DataLad's credential manager, found as ``rdr-export`` finds
-    RDR's: ``--credential NAME``, else the last used credential whose ``realm`` is the
-    endpoint's server (``https://zenodo.org``; ``https://zenodo.org/api`` counts too), else a
-    credential named ``zenodo`` (e.g. ``DATALAD_CREDENTIAL_ZENODO_SECRET``); then StepUp's
+    RDR's: ``--credential NAME``, else ``DATALAD_CREDENTIAL_ZENODO_SECRET`` when it is set
+    (and its realm, if any, is the endpoint's), else the last used credential whose
+    ``realm`` is the endpoint's server (``https://zenodo.org``; ``https://zenodo.org/api``
+    counts too), else a stored credential named ``zenodo``; then StepUp's
     token file (``path_token`` or ``REPREP_PATH_ZENODO_TOKEN``), then
     ``REPREP_ZENODO_TOKEN``. It is sent as a header only and never logged, and a stored
     credential is marked "last used" only once Zenodo accepted it. A refused token is
