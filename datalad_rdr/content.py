@@ -16,8 +16,12 @@ from .gitannex import Annex, BlobReader, ContentError, git, key_checksum, \
 from .plan import PlannedFile
 from .zipstream import Member
 
-__all__ = ["BlobReader", "ContentError", "Located", "absent", "content_locations", "drop", "fetch",
-           "key_checksum", "members", "missing_everywhere"]
+__all__ = ["BlobReader", "ContentError", "Found", "Located", "absent", "content_locations",
+           "drop", "fetch", "key_checksum", "look_up", "members", "missing_everywhere"]
+
+#: Where annexed content is, per repository: its git dir, and each key's place as
+#: :func:`_find` gives it (None: not present).
+Found = dict[str, tuple[str, dict[str, "int | str | None"]]]
 
 
 def content_locations(repo: str, keys: list[str]) -> dict[str, str | None]:
@@ -31,6 +35,20 @@ def absent(repo: str, keys: list[str]) -> list[str]:
     """The keys whose content is not present in ``repo`` (no path made for the others)."""
     _, where = _find(str(repo), keys)
     return [k for k in keys if where.get(k) is None]
+
+
+def look_up(files: list[PlannedFile]) -> Found:
+    """Where the content of the annexed ``files`` is (one stat a key, see :func:`_find`);
+    the pre-flight's look-up, handed on to :func:`fetch`."""
+    return {repo: _find(repo, keys) for repo, keys in _keys_by_repo(files).items()}
+
+
+def _keys_by_repo(files: list[PlannedFile]) -> dict[str, list[str]]:
+    by_repo: dict[str, list[str]] = {}
+    for f in files:
+        if f.key:
+            by_repo.setdefault(f.repo, []).append(f.key)
+    return by_repo
 
 
 def _find(repo: str, keys: list[str]) -> tuple[str, dict[str, int | str | None]]:
@@ -72,9 +90,12 @@ class Located(NamedTuple):
     found: dict[str, tuple[str, dict[str, int | str | None]]]
 
 
-def fetch(files: list[PlannedFile]) -> Located:
+def fetch(files: list[PlannedFile], known: Found | None = None) -> Located:
     """Get annexed content that is not here from the dataset's other remotes.
 
+    ``known``: a :func:`look_up` made earlier in this export (the pre-flight's). Keys it
+    found present are not looked up again; it is not changed, so content that was absent
+    then is fetched (again, when ``--drop-after`` dropped it after another bundle).
     Raises ContentError naming the paths that no remote could give.
     """
     by_repo: dict[str, list[PlannedFile]] = {}
@@ -83,7 +104,7 @@ def fetch(files: list[PlannedFile]) -> Located:
             by_repo.setdefault(f.repo, []).append(f)
     fetched, found = [], {}
     for repo, repo_files in by_repo.items():
-        gitdir, where = _find(repo, [f.key for f in repo_files])
+        gitdir, where = _known(repo, [f.key for f in repo_files], (known or {}).get(repo))
         missing = {f.key for f in repo_files if where.get(f.key) is None}
         got = set(Annex(repo).get(sorted(missing)))
         fetched += sorted(got)
@@ -95,6 +116,24 @@ def fetch(files: list[PlannedFile]) -> Located:
             where.update(_find(repo, sorted(got))[1])
         found[repo] = (gitdir, where)
     return Located(fetched, found)
+
+
+def _known(repo: str, keys: list[str], known) -> tuple[str, dict[str, int | str | None]]:
+    """:func:`_find` of ``keys``, taking the present ones from ``known`` (``(gitdir, where)``
+    of an earlier look-up) and looking up only the rest."""
+    if known is None:
+        return _find(repo, keys)
+    gitdir, before = known
+    where, rest = {}, []
+    for key in keys:
+        at = before.get(key)
+        if at is None:
+            rest.append(key)
+        else:
+            where[key] = at
+    if rest:
+        where.update(_find(repo, rest)[1])
+    return gitdir, where
 
 
 def drop(repo: str, keys: list[str]) -> None:
@@ -112,12 +151,9 @@ def members(files: list[PlannedFile], blobs: dict[str, BlobReader],
     :func:`fetch` of these files, whose look-up is used (a stat an object, not two).
     """
     crc32s = crc32s or {}
-    by_repo: dict[str, list[str]] = {}
-    for f in files:
-        if f.key:
-            by_repo.setdefault(f.repo, []).append(f.key)
     known = located.found if located else {}
-    found = {repo: known.get(repo) or _find(repo, keys) for repo, keys in by_repo.items()}
+    found = {repo: known.get(repo) or _find(repo, keys)
+             for repo, keys in _keys_by_repo(files).items()}
     result = []
     for f in files:
         if f.key:
@@ -126,7 +162,7 @@ def members(files: list[PlannedFile], blobs: dict[str, BlobReader],
             if at is None:
                 raise ContentError(f"content of {f.path} is not present; run "
                                    f"'datalad get {f.path}'")
-            result.append(Member(f.path, f.size, _AnnexObject(gitdir, f.key, at),
+            result.append(Member(f.path, f.size, _AnnexObject(gitdir, f.key, at, f.path),
                                  key_checksum(f.key), crc32=crc32s.get(f.key)))
         else:
             reader = blobs.setdefault(f.repo, BlobReader(f.repo))
@@ -138,17 +174,22 @@ def members(files: list[PlannedFile], blobs: dict[str, BlobReader],
 class _AnnexObject:
     """Opens a key's annex object (a member's ``open``): its path is made at each open, not
     kept for every member of the bundle. Unbuffered: the ZIP stream reads into buffers of
-    its own, and a buffer a member is a fifth of the cost of opening a small one."""
+    its own, and a buffer a member is a fifth of the cost of opening a small one. Content
+    dropped since it was looked up is a :class:`ContentError` naming the file."""
 
-    __slots__ = ("gitdir", "key", "at")
+    __slots__ = ("gitdir", "key", "at", "path")
 
-    def __init__(self, gitdir: str, key: str, at: int | str):
-        self.gitdir, self.key, self.at = gitdir, key, at
+    def __init__(self, gitdir: str, key: str, at: int | str, path: str):
+        self.gitdir, self.key, self.at, self.path = gitdir, key, at, path
 
     def __call__(self):
         at = self.at
-        return open(object_candidates(self.gitdir, self.key)[at] if isinstance(at, int)
-                    else at, "rb", buffering=0)
+        try:
+            return open(object_candidates(self.gitdir, self.key)[at] if isinstance(at, int)
+                        else at, "rb", buffering=0)
+        except FileNotFoundError:
+            raise ContentError(f"content of {self.path} is no longer here (dropped during "
+                               f"the export?); rerun 'datalad rdr-export'") from None
 
 
 def _blob_opener(reader: BlobReader, blob: str):

@@ -89,7 +89,7 @@ def _export(dataset: Path, opts: ExportOptions) -> Iterator[dict]:
     prepared = yield from prepare(dataset, opts)
     if prepared is None:
         return
-    opts, plan, meta, previous, overrides = prepared
+    opts, plan, meta, previous, overrides, found = prepared
     if opts.dry_run:
         return
     # -- send bundles ----------------------------------------------------------------------
@@ -122,11 +122,13 @@ def _export(dataset: Path, opts: ExportOptions) -> Iterator[dict]:
             return
     uploader = Uploader(client, pid, jobs=opts.jobs)
     records, failed = [], False
-    for res in send_bundles(dataset, plan, opts, client, pid, uploader, previous, journal):
+    for res in send_bundles(dataset, plan, opts, client, pid, uploader, previous, journal,
+                            found):
         if res.get("record") is not None:
             records.append(res.pop("record"))
         failed = failed or res["status"] == "error"
         yield res
+    del found  # 100,000 keys' places: not needed past the send
     # -- documents -------------------------------------------------------------------------
     sent_documents: list[mf.DocumentRecord] = []
     if not failed:
@@ -274,7 +276,8 @@ def settings_of(opts: ExportOptions) -> mf.Settings:
 
 def prepare(dataset: Path, opts: ExportOptions):
     """Everything checked before any server call; yields results, returns
-    ``(opts, plan, meta, previous, overrides)`` or None when the export stops (a dry run
+    ``(opts, plan, meta, previous, overrides, found)`` (``found``: where the annexed
+    content is, :func:`.content.look_up`) or None when the export stops (a dry run
     goes on to the end, reporting every problem)."""
     previous, journal = mf.load(dataset), mf.read_journal(gitannex.git_dir(dataset))
     opts, notes, problem = settle(dataset, opts, previous, journal)
@@ -353,7 +356,7 @@ def prepare(dataset: Path, opts: ExportOptions):
                                        f"commit)")
         if not opts.dry_run:
             return None
-    problem = _unavailable(plan)
+    problem, found = _unavailable(plan)
     if problem:
         yield result(dataset, "error", stop + problem)
         if not opts.dry_run:
@@ -361,7 +364,7 @@ def prepare(dataset: Path, opts: ExportOptions):
     known = _known_records(opts, previous, journal)
     if opts.changed or opts.dry_run:
         yield from _what_changes(dataset, plan, known, opts)
-    return opts, plan, meta, previous, overrides
+    return opts, plan, meta, previous, overrides, found
 
 
 def _largest_file(dataset: Path, opts: ExportOptions) -> int | None:
@@ -500,22 +503,22 @@ def _remove_unplanned(client, pid, records, previous, dataset) -> Iterator[dict]
 
 # -- problems found before any server call -----------------------------------------------
 
-def _unavailable(plan: Plan) -> str | None:
-    by_repo: dict[str, list] = {}
-    for b in plan.bundles:
-        for f in b.files:
-            if f.key:
-                by_repo.setdefault(f.repo, []).append(f)
-    lost = []
-    for repo, files in by_repo.items():
-        absent = content.absent(repo, [f.key for f in files])
-        gone = set(content.missing_everywhere(repo, absent))
-        lost += [f.path for f in files if f.key in gone]
+def _unavailable(plan: Plan) -> tuple[str | None, content.Found]:
+    """A problem when some annexed content is nowhere, and where the content here is (the
+    send stage fetches what is not, and looks up nothing else again)."""
+    files = [f for b in plan.bundles for f in b.files if f.key]
+    found = content.look_up(files)
+    gone = {}
+    for repo, (_, where) in found.items():
+        absent = [k for k, at in where.items() if at is None]
+        if absent:
+            gone[repo] = set(content.missing_everywhere(repo, absent))
+    lost = [f.path for f in files if f.key in gone.get(f.repo, ())]
     if lost:
         shown = ", ".join(lost[:5]) + (f" and {len(lost) - 5} more" if len(lost) > 5 else "")
         return (f"content of {len(lost)} file(s) is available nowhere (not here, no remote "
-                f"has it): {shown}; nothing was uploaded")
-    return None
+                f"has it): {shown}; nothing was uploaded"), found
+    return None, found
 
 
 # -- verify only -------------------------------------------------------------------------

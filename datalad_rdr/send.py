@@ -121,9 +121,11 @@ class SharedJournal:
 
 
 def send_bundles(dataset, plan: Plan, opts, client, pid, uploader: Uploader, previous,
-                 journal: mf.Journal) -> Iterator[dict]:
+                 journal: mf.Journal, found: content.Found | None = None) -> Iterator[dict]:
     """One result per bundle (``record``: its manifest record when it is on the server),
-    in the plan's order whatever order the bundles finish in."""
+    in the plan's order whatever order the bundles finish in. ``found``: the pre-flight's
+    look-up of the content (:func:`.content.look_up`), so that objects found present are
+    not looked up again."""
     commit_time = _commit_time(dataset, plan.commit)
     listing = _listing(client, pid)  # once: unchanged bundles need no request of their own
     journal = SharedJournal(journal)
@@ -135,7 +137,7 @@ def send_bundles(dataset, plan: Plan, opts, client, pid, uploader: Uploader, pre
     def work(bundle):
         try:
             done.put((bundle, _stream_bundle(dataset, bundle, opts, uploader, commit_time,
-                                             previous, journal), None))
+                                             previous, journal, found), None))
         except BaseException as exc:  # handed to the calling thread
             done.put((bundle, None, exc))
 
@@ -265,10 +267,10 @@ def _unchanged(bundle: Bundle, opts, client, previous, journal, listing):
 
 
 def _stream_bundle(dataset, bundle: Bundle, opts, uploader: Uploader, commit_time,
-                   previous, journal: SharedJournal) -> Streamed:
+                   previous, journal: SharedJournal, found=None) -> Streamed:
     """Fetch, lay out and upload one bundle (in a worker thread)."""
     fp = fingerprint(bundle)
-    located = content.fetch(bundle.files)
+    located = content.fetch(bundle.files, found)
     fetched = located.fetched
     blobs: dict[str, content.BlobReader] = {}
     try:

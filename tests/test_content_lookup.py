@@ -61,35 +61,78 @@ def test_an_export_of_present_content_asks_git_annex_for_no_location(
     assert not [c for c in calls if "contentlocation" in c], calls
 
 
-@pytest.mark.skipif(shutil.which("strace") is None, reason="needs strace")
-def test_members_use_the_look_up_of_their_fetch(tmp_path):
-    """A bundle's objects are looked up once (by fetch), not again to make the members:
-    counted as the stat calls of a process that fetches and lays out 300 files."""
-    repo = tmp_path / "repo"
-    repo.mkdir()
-    subprocess.run(["git", "init", "-q", str(repo)], check=True)
-    subprocess.run(["git", "annex", "init", "-q"], cwd=repo, check=True)
-    for i in range(300):
-        (repo / f"f{i:03d}.dat").write_text(f"content {i}\n")
-    subprocess.run(["git", "annex", "add", "--quiet", "."], cwd=repo, check=True)
-    subprocess.run(["git", "commit", "-q", "-m", "files"], cwd=repo, check=True)
-    script = tmp_path / "lay_out.py"
+def small_files_repo(path: Path, n: int) -> Path:
+    path.mkdir()
+    subprocess.run(["git", "init", "-q", str(path)], check=True)
+    subprocess.run(["git", "annex", "init", "-q"], cwd=path, check=True)
+    for i in range(n):
+        (path / f"f{i:03d}.dat").write_text(f"content {i}\n")
+    subprocess.run(["git", "annex", "add", "--quiet", "."], cwd=path, check=True)
+    subprocess.run(["git", "commit", "-q", "-m", "files"], cwd=path, check=True)
+    return path
+
+
+def stats_of(tmp_path: Path, repo: Path, steps: str) -> list[str]:
+    """The stat calls (strace lines) of a process that lists ``repo``'s files as ``files``
+    and runs ``steps``; skips where strace cannot trace."""
+    script = tmp_path / "steps.py"
     script.write_text(
-        "import sys\n"
+        "import os, sys\n"
         "from datalad_rdr import content, plan\n"
         "repo = sys.argv[1]\n"
         "files = list(plan.list_commit(plan.Path(repo), 'HEAD').files.values())\n"
-        "print('GO', flush=True)\n"
-        "located = content.fetch(files)\n"
-        "ms = content.members(files, {}, None, located)\n"
-        "assert len(ms) == 300 and not located.fetched\n")
+        "print('GO', flush=True)\n" + steps)
     report = tmp_path / "trace"
-    run = subprocess.run(["strace", "-f", "-e", "trace=stat,lstat,newfstatat,statx", "-o", str(report),
-                          sys.executable, str(script), str(repo)],
+    run = subprocess.run(["strace", "-f", "-e", "trace=stat,lstat,newfstatat,statx", "-o",
+                          str(report), sys.executable, str(script), str(repo)],
                          capture_output=True, text=True)
     if "GO" not in run.stdout:
         pytest.skip(f"strace cannot trace here: {run.stderr.strip()[-200:]}")
     assert run.returncode == 0, run.stderr
-    objects = [line for line in report.read_text().splitlines()
-               if "/annex/objects/" in line]
+    return report.read_text().splitlines()
+
+
+@pytest.mark.skipif(shutil.which("strace") is None, reason="needs strace")
+def test_members_use_the_look_up_of_their_fetch(tmp_path):
+    """A bundle's objects are looked up once (by fetch), not again to make the members:
+    counted as the stat calls of a process that fetches and lays out 300 files."""
+    repo = small_files_repo(tmp_path / "repo", 300)
+    lines = stats_of(tmp_path, repo,
+                     "located = content.fetch(files)\n"
+                     "ms = content.members(files, {}, None, located)\n"
+                     "assert len(ms) == 300 and not located.fetched\n")
+    objects = [line for line in lines if "/annex/objects/" in line]
     assert 300 <= len(objects) < 330  # one a file (it was two before)
+
+
+@pytest.mark.skipif(shutil.which("strace") is None, reason="needs strace")
+def test_fetch_takes_the_pre_flights_look_up(tmp_path):
+    """The pre-flight looks the objects up (content.look_up); the send stage's fetch and
+    members stat none of them again: no stat of an object after the look-up."""
+    repo = small_files_repo(tmp_path / "repo", 200)
+    lines = stats_of(tmp_path, repo,
+                     "found = content.look_up(files)\n"
+                     "os.path.exists('/LOOKED-UP')\n"
+                     "located = content.fetch(files, found)\n"
+                     "ms = content.members(files, {}, None, located)\n"
+                     "assert len(ms) == 200 and not located.fetched\n")
+    at = next(i for i, line in enumerate(lines) if "/LOOKED-UP" in line)
+    assert len([line for line in lines[:at] if "/annex/objects/" in line]) >= 200
+    assert not [line for line in lines[at:] if "/annex/objects/" in line]
+
+
+def test_content_dropped_after_the_look_up_names_the_file(tmp_path):
+    repo = tmp_path / "repo"
+    keys = annex_repo(repo)
+    from datalad_rdr import plan
+    files = list(plan.list_commit(repo, "HEAD").files.values())
+    found = content.look_up(files)
+    gone = next(f for f in files if f.key)
+    subprocess.run(["git", "annex", "drop", "--force", "--key", gone.key], cwd=repo,
+                   check=True, capture_output=True)
+    ms = content.members(files, {}, None, content.fetch(files, found))
+    member = next(m for m in ms if m.arcname == gone.path)
+    with pytest.raises(content.ContentError, match=f"content of {gone.path} is no longer "
+                                                   f"here"):
+        member.open()
+    assert len(keys) == len(files)

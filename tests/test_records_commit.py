@@ -8,6 +8,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
+from test_content_lookup import small_files_repo
 
 from datalad_rdr import gitannex
 
@@ -17,13 +18,7 @@ UUID = "0d1b7a58-2c2f-4c55-9a52-6f5b2f0c1e10"
 
 def annex_repo(path: Path) -> list[str]:
     """A git-annex repository of ``KEYS`` small files; their keys."""
-    path.mkdir()
-    subprocess.run(["git", "init", "-q", str(path)], check=True)
-    subprocess.run(["git", "annex", "init", "-q"], cwd=path, check=True)
-    for i in range(KEYS):
-        (path / f"f{i:05d}.dat").write_text(f"content {i}\n")
-    subprocess.run(["git", "annex", "add", "--quiet", "."], cwd=path, check=True)
-    subprocess.run(["git", "commit", "-q", "-m", "files"], cwd=path, check=True)
+    small_files_repo(path, KEYS)
     out = subprocess.run(["git", "annex", "find", "--format=${key}\\n"], cwd=path,
                          capture_output=True, text=True, check=True).stdout
     return out.split()

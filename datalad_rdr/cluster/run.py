@@ -82,7 +82,7 @@ def _submit(dataset: Path, opts: ex.ExportOptions, slurm: SlurmOptions):
     prepared = yield from ex.prepare(dataset, opts)
     if prepared is None:
         return None
-    opts, plan, meta, previous, _ = prepared
+    opts, plan, meta, previous, _, _ = prepared
     try:
         token = opts.token if opts.token or opts.token_for is None \
             else opts.token_for(opts.url)
