@@ -100,6 +100,14 @@ def state(dataset: Path) -> dict:
                               check=False)}
 
 
+#: git's settings for the bundle's pack (pack-objects reads them from its parent git): one
+#: thread, no delta search, and small windows onto the dataset's packs, which count in the
+#: process's memory as they are read (76 -> 62 MB at 100,000 annexed files, same time).
+_LEAN_PACK = ("-c", "pack.threads=1", "-c", "pack.window=0",
+              "-c", "core.packedGitWindowSize=1m", "-c", "core.packedGitLimit=8m",
+              "-c", "core.deltaBaseCacheLimit=4m")
+
+
 def make_bundle(dataset: Path, held: dict, out: Path) -> None:
     """Write the git bundle of ``held`` (see :func:`state`) to ``out``.
 
@@ -120,8 +128,7 @@ def make_bundle(dataset: Path, held: dict, out: Path) -> None:
             _git(scratch, "update-ref", ANNEX_BRANCH, held["git-annex"])
             refs.append(ANNEX_BRANCH)
         _git(scratch, "symbolic-ref", "HEAD", refs[0])
-        _git(scratch, "-c", "pack.threads=1", "-c", "pack.window=0", "bundle", "create", "--quiet", str(out),
-             "HEAD", *refs)
+        _git(scratch, *_LEAN_PACK, "bundle", "create", "--quiet", str(out), "HEAD", *refs)
 
 
 def _md5(path: Path) -> str:
