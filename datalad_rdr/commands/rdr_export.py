@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
+import signal
 import subprocess
+import threading
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
@@ -425,32 +428,35 @@ class RdrExport(ValidatedInterface):
             publish=publish, ria_store=ria_store, ria_alias=ria_alias,
             wait=ds.config.obtain("datalad.rdr.export-wait", default=60, valtype=float))
         accepted = False
-        try:
-            if slurm:
-                runs = run_slurm_export(path, opts, SlurmOptions(
-                    sbatch, wait=not no_wait, credential=credential))
-            else:
-                runs = (run_verify if verify_only else run_export)(path, opts)
-            for res in runs:
-                # an ok result after the token was sent: the server took it
-                accepted = accepted or bool(used) and res["status"] == "ok"
-                yield get_status_dict(**res)
-            if accepted:
-                used[-1].mark_used()
-        except KeyboardInterrupt as exc:
-            yield get_status_dict(
-                action="rdr-export", path=str(path), status="error",
-                exception=CapturedException(exc),
-                message="interrupted: what was confirmed is kept; rerun 'datalad "
-                        "rdr-export' to continue where it stopped")
-        except subprocess.CalledProcessError as exc:
-            # a git or git-annex child ends like this when Ctrl-C reaches it first
-            yield get_status_dict(
-                action="rdr-export", path=str(path), status="error",
-                exception=CapturedException(exc),
-                message=f"{' '.join(map(str, exc.cmd[:1] + exc.cmd[3:5]))} stopped (exit "
-                        f"{exc.returncode}; interrupted?): rerun 'datalad rdr-export' to "
-                        f"continue where it stopped")
+        with _interrupts() as interrupted:
+            try:
+                if slurm:
+                    runs = run_slurm_export(path, opts, SlurmOptions(
+                        sbatch, wait=not no_wait, credential=credential))
+                else:
+                    runs = (run_verify if verify_only else run_export)(path, opts)
+                for res in runs:
+                    interrupted()
+                    # an ok result after the token was sent: the server took it
+                    accepted = accepted or bool(used) and res["status"] == "ok"
+                    yield get_status_dict(**res)
+                interrupted()
+                if accepted:
+                    used[-1].mark_used()
+            except KeyboardInterrupt as exc:
+                yield get_status_dict(
+                    action="rdr-export", path=str(path), status="error",
+                    exception=CapturedException(exc),
+                    message="interrupted: what was confirmed is kept; rerun 'datalad "
+                            "rdr-export' to continue where it stopped")
+            except subprocess.CalledProcessError as exc:
+                # a git or git-annex child ends like this when Ctrl-C reaches it first
+                yield get_status_dict(
+                    action="rdr-export", path=str(path), status="error",
+                    exception=CapturedException(exc),
+                    message=f"{' '.join(map(str, exc.cmd[:1] + exc.cmd[3:5]))} stopped (exit "
+                            f"{exc.returncode}; interrupted?): rerun 'datalad rdr-export' to "
+                            f"continue where it stopped")
 
     @staticmethod
     def custom_result_summary_renderer(results):
@@ -459,6 +465,34 @@ class RdrExport(ValidatedInterface):
         tables = [r["table"] for r in results if r.get("table")]
         if tables:
             ui.message(tables[-1])
+
+
+@contextlib.contextmanager
+def _interrupts():
+    """A check that raises KeyboardInterrupt once Ctrl-C was pressed, also when the
+    KeyboardInterrupt it raised was swallowed where Python ignores exceptions (a
+    ``__del__``, a callback of garbage collection): the export then stops at its next
+    result instead of going on. Only where SIGINT has Python's own handler (the main
+    thread of ``datalad``)."""
+    seen = []
+    if threading.current_thread() is not threading.main_thread() or \
+            signal.getsignal(signal.SIGINT) is not signal.default_int_handler:
+        yield lambda: None
+        return
+
+    def on_sigint(signum, frame):
+        seen.append(signum)
+        signal.default_int_handler(signum, frame)
+
+    def check():
+        if seen:
+            raise KeyboardInterrupt
+
+    signal.signal(signal.SIGINT, on_sigint)
+    try:
+        yield check
+    finally:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 def _check_server(ds, url, collection, pid, credential):
