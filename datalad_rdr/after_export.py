@@ -75,11 +75,11 @@ def record(dataset: Path, manifest: Manifest, previous: Manifest | None,
                 name = remote.result()
             annex = Annex(_gitdir(repo))
             keys = sorted({k for k, _ in pairs} | {m.key for _, m in old.get(repo, [])})
-            recorded = annex.branch_urls(keys)
-            if recorded is None:
-                recorded = annex.urls(keys)
-            new = [(k, u) for k, u in pairs if u not in recorded.get(k, [])]
-            annex.record_urls(new, name, _uuid(repo, name))
+            logs = annex.branch_logs(keys)  # read once: the records are written from them
+            recorded = logs.urls() if logs is not None else annex.urls(keys)
+            new = [(k, u) for k, u in pairs if u not in recorded.get(k, ())]
+            annex.record_urls(new, name, _uuid(repo, name), logs)
+            del logs
             stale = _stale(manifest, recorded, token)
             annex.unregister_urls(stale, name)
             _mark_absent(annex, repo, name, stale, recorded, new)

@@ -31,6 +31,7 @@ import threading
 import time
 from itertools import groupby
 from pathlib import Path
+from typing import NamedTuple
 
 from .zipmembers import Checksum
 
@@ -136,8 +137,17 @@ def resolve(repo, rev: str) -> str | None:
 
 
 def git_dir(repo) -> Path:
-    """The repository's git directory (``.git``, or where a ``.git`` file points)."""
-    return Path(git(repo, "rev-parse", "--absolute-git-dir").strip())
+    """The repository's git directory (``.git``, or where a ``.git`` file points). Asked
+    of git once a repository and process (an export asks about twenty times), and taken
+    again while that directory exists."""
+    where = os.path.abspath(repo)
+    known = _GIT_DIRS.get(where)
+    if known is None or not known.is_dir():
+        known = _GIT_DIRS[where] = Path(git(repo, "rev-parse", "--absolute-git-dir").strip())
+    return known
+
+
+_GIT_DIRS: dict[str, Path] = {}
 
 
 def unsaved_paths(repo) -> list[str]:
@@ -236,7 +246,6 @@ class Annex:
         repo = Path(repo)
         # A bare repository (a RIA store's) has no work tree: git-annex runs in the gitdir.
         self.cwd = repo.parent if repo.name == ".git" else repo
-        self._listing: tuple[str, dict[str, str]] | None = None  # git-annex branch files
 
     def run(self, args: list[str], input: str | None = None,
             check: bool = True) -> subprocess.CompletedProcess:
@@ -337,8 +346,7 @@ class Annex:
     # -- the git-annex branch, read and written in bulk ---------------------------------
 
     def _journal_empty(self) -> bool:
-        gitdir = Path(git(self.cwd, "rev-parse", "--absolute-git-dir").strip())
-        journal = gitdir / "annex" / "journal"
+        journal = git_dir(self.cwd) / "annex" / "journal"
         return not journal.is_dir() or not any(journal.iterdir())
 
     def _branch(self) -> str | None:
@@ -346,53 +354,77 @@ class Annex:
                             ANNEX_BRANCH], capture_output=True, text=True)
         return r.stdout.strip() or None
 
-    def branch_urls(self, keys: list[str]) -> dict[str, list[str]] | None:
-        """The URLs the git-annex branch records for each key, read from the branch in one
-        ``git cat-file`` (no ``whereis`` per key); None when git-annex has changes of its
-        own not yet in the branch (then ask :meth:`urls`)."""
+    def branch_logs(self, keys: list[str]) -> BranchLogs | None:
+        """The location and URL logs of ``keys`` on the git-annex branch, read in one
+        listing and one ``git cat-file`` (no ``whereis`` per key); None when git-annex has
+        changes of its own not yet in the branch (then ask :meth:`urls`)."""
         branch = self._branch()
         if branch is None or not self._journal_empty():
             return None
-        logs = self._logs(branch, [f"{_branch_file(k)}.log.web" for k in keys])
-        return {k: _present(logs[f"{_branch_file(k)}.log.web"], strip=":") for k in keys}
+        return BranchLogs(branch, self._logs(branch, keys))
 
-    def _logs(self, branch: str, paths: list[str]) -> dict[str, bytes | None]:
-        """Files of the git-annex branch at ``branch`` (None: not there). Looked up in one
-        listing of the branch: ``cat-file`` of ``rev:path`` walks the trees for every path,
-        a millisecond each."""
-        if self._listing is None or self._listing[0] != branch:
-            out = subprocess.run(["git", "-C", str(self.cwd), "ls-tree", "-r", "-z",
-                                  branch], capture_output=True, check=True).stdout
-            blobs = {}
-            for record in out.split(b"\0"):
-                if record:
-                    meta, _, path = record.partition(b"\t")
-                    blobs[path.decode("utf-8", "surrogateescape")] = meta.split()[2].decode()
-            self._listing = (branch, blobs)
-        blobs = self._listing[1]
-        wanted = [blobs[p] for p in paths if p in blobs]
-        content = cat_blobs(self.cwd, list(dict.fromkeys(wanted)))
-        return {p: content.get(blobs.get(p, "")) for p in paths}
+    def _logs(self, branch: str, keys: list[str]
+              ) -> dict[str, tuple[bytes | None, bytes | None]]:
+        """(``KEY.log``, ``KEY.log.web``) of each key at ``branch``, None for a file not
+        there. One listing of the branch (``cat-file`` of ``rev:path`` walks the trees for
+        every path, a millisecond each), read as it comes and kept to the keys asked about:
+        all of a branch of 100,000 keys as a dict is 64 MB."""
+        stems = {_branch_file(k): k for k in keys}
+        shas: dict[str, list[str | None]] = {}
+        proc = subprocess.Popen(["git", "-C", str(self.cwd), "ls-tree", "-r", "-z", branch],
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        rest = b""
+        for chunk in iter(lambda: proc.stdout.read(1 << 20), b""):
+            records = (rest + chunk).split(b"\0")
+            rest = records.pop()
+            for record in records:
+                meta, _, raw = record.partition(b"\t")
+                path = raw.decode("utf-8", "surrogateescape")
+                if path.endswith(".log.web"):
+                    stem, slot = path[:-8], 1
+                elif path.endswith(".log"):
+                    stem, slot = path[:-4], 0
+                else:
+                    continue
+                key = stems.get(stem)
+                if key is not None:
+                    shas.setdefault(key, [None, None])[slot] = meta.split()[2].decode()
+        err = proc.stderr.read()
+        if proc.wait():
+            raise GitError(f"git ls-tree {branch}: "
+                           f"{err.decode(errors='replace').strip() or proc.returncode}")
+        del stems
+        content = cat_blobs(self.cwd, list(dict.fromkeys(
+            sha for pair in shas.values() for sha in pair if sha)))
+        found = {}
+        for key in keys:
+            log, web = shas.get(key) or (None, None)
+            found[key] = (content.get(log) if log else None, content.get(web) if web else None)
+        return found
 
-    def record_urls(self, pairs: list[tuple[str, str]], remote: str, uuid: str) -> None:
+    def record_urls(self, pairs: list[tuple[str, str]], remote: str, uuid: str,
+                    logs: BranchLogs | None = None) -> None:
         """Record ``(key, url)``s as locations in ``remote`` (uuid ``uuid``) and mark the
         keys present there: one commit on the git-annex branch, or ``registerurl`` when
-        the branch cannot take it directly."""
+        the branch cannot take it directly. ``logs``: the keys' logs as
+        :meth:`branch_logs` read them, used if the branch has not moved since."""
         if not pairs:
             return
-        if not uuid or not self._commit_records(pairs, uuid):
+        if not uuid or not self._commit_records(pairs, uuid, logs):
             self.register_urls(pairs, remote)
 
-    def _commit_records(self, pairs: list[tuple[str, str]], uuid: str) -> bool:
+    def _commit_records(self, pairs: list[tuple[str, str]], uuid: str,
+                        logs: BranchLogs | None) -> bool:
         branch = self._branch()
         if branch is None or not self._journal_empty():
             return False
         by_key: dict[str, list[str]] = {}
         for key, url in pairs:
             by_key.setdefault(key, []).append(url)
+        if logs is None or logs.branch != branch or any(k not in logs.logs for k in by_key):
+            logs = BranchLogs(branch, self._logs(branch, list(by_key)))
+        old = logs.logs
         names = {k: _branch_file(k) for k in by_key}
-        old = self._logs(branch, [f"{names[k]}{suffix}" for k in by_key
-                                  for suffix in (".log", ".log.web")])
         ns = time.time_ns()
         stamp = f"{ns // 10**9}.{ns % 10**9:09d}s"
         ident = git(self.cwd, "var", "GIT_COMMITTER_IDENT").strip()
@@ -414,7 +446,7 @@ class Annex:
                 importer.start(folder, folders.get(folder))
                 for key in group:
                     self._write_records(importer.stdin, "t/" + names[key].partition("/")[2],
-                                        old, names[key], by_key[key], uuid, stamp)
+                                        old[key], by_key[key], uuid, stamp)
             for importer in importers:
                 made.update(importer.finish())
         except (OSError, ValueError) as exc:
@@ -451,15 +483,14 @@ class Annex:
                    input="".join(f"{e}\0" for e in entries.values())).strip()
 
     @staticmethod
-    def _write_records(out, path: str, old: dict, name: str, urls: list[str], uuid: str,
-                       stamp: str) -> None:
-        """The key's logs (at ``name`` in the branch) with ``uuid`` present and ``urls``
-        added, written at ``path`` of the commit fast-import is making."""
-        locations = old[f"{name}.log"]
+    def _write_records(out, path: str, old: tuple[bytes | None, bytes | None],
+                       urls: list[str], uuid: str, stamp: str) -> None:
+        """The key's logs (``old``: its location and URL logs) with ``uuid`` present and
+        ``urls`` added, written at ``path`` of the commit fast-import is making."""
+        locations, web = old
         if uuid not in _present(locations):
             out.write(_inline(f"{path}.log", (locations or b"")
                               + f"{stamp} 1 {uuid}\n".encode()))
-        web = old[f"{name}.log.web"]
         known = set(_present(web, strip=":"))
         fresh = [u for u in dict.fromkeys(urls) if u not in known]
         if fresh:
@@ -474,6 +505,24 @@ class Annex:
             if meta.startswith("040000 tree "):
                 folders[path] = meta.split()[2]
         return folders
+
+
+class BranchLogs(NamedTuple):
+    """Logs of some keys on the git-annex branch at commit ``branch``: per key, its
+    location log and its URL log (None: the key has none)."""
+
+    branch: str
+    logs: dict[str, tuple[bytes | None, bytes | None]]
+
+    def urls(self) -> dict[str, list[str]]:
+        """The URLs recorded for each key that has any."""
+        found = {}
+        for key, (_, web) in self.logs.items():
+            if web:
+                urls = _present(web, strip=":")
+                if urls:
+                    found[key] = urls
+        return found
 
 
 #: fast-import processes that share the location records of one commit
