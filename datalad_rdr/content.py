@@ -11,7 +11,7 @@ import io
 import os
 from typing import NamedTuple
 
-from .gitannex import Annex, BlobReader, ContentError, git, key_checksum, \
+from .gitannex import Annex, BlobReader, ContentError, git_dir, key_checksum, \
     object_candidates
 from .plan import PlannedFile
 from .zipstream import Member
@@ -73,7 +73,7 @@ def _find(repo: str, keys: list[str]) -> tuple[str, dict[str, int | str | None]]
 
 
 def _gitdir(repo: str) -> str:
-    return git(repo, "rev-parse", "--absolute-git-dir").strip()
+    return str(git_dir(repo))
 
 
 def missing_everywhere(repo: str, keys: list[str]) -> list[str]:

@@ -89,7 +89,7 @@ def _git(repo: Path, *args: str, check: bool = True) -> str:
 
 
 def _gitdir(dataset: Path) -> Path:
-    return Path(_git(dataset, "rev-parse", "--absolute-git-dir"))
+    return gitannex.git_dir(dataset)
 
 
 def state(dataset: Path) -> dict:
