@@ -16,8 +16,8 @@ from .gitannex import Annex, BlobReader, ContentError, git_dir, key_checksum, \
 from .plan import PlannedFile
 from .zipstream import Member
 
-__all__ = ["BlobReader", "ContentError", "Found", "Located", "absent", "content_locations",
-           "drop", "fetch", "key_checksum", "look_up", "members", "missing_everywhere"]
+__all__ = ["BlobReader", "ContentError", "Found", "Located", "content_locations", "drop",
+           "fetch", "key_checksum", "look_up", "members", "missing_everywhere"]
 
 #: Where annexed content is, per repository: its git dir, and each key's place as
 #: :func:`_find` gives it (None: not present).
@@ -29,12 +29,6 @@ def content_locations(repo: str, keys: list[str]) -> dict[str, str | None]:
     gitdir, where = _find(str(repo), keys)
     return {k: object_candidates(gitdir, k)[w] if isinstance(w, int) else w
             for k, w in where.items()}
-
-
-def absent(repo: str, keys: list[str]) -> list[str]:
-    """The keys whose content is not present in ``repo`` (no path made for the others)."""
-    _, where = _find(str(repo), keys)
-    return [k for k in keys if where.get(k) is None]
 
 
 def look_up(files: list[PlannedFile]) -> Found:
@@ -87,7 +81,7 @@ class Located(NamedTuple):
     :func:`_find` gives it), so that :func:`members` need not look again."""
 
     fetched: list[str]
-    found: dict[str, tuple[str, dict[str, int | str | None]]]
+    found: Found
 
 
 def fetch(files: list[PlannedFile], known: Found | None = None) -> Located:
