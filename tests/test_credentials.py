@@ -54,9 +54,9 @@ def test_missing_credential_says_how_to_set_it(env, monkeypatch):
 
 def test_the_environments_default_secret_comes_first(env):
     # set for this session: it beats a credential of the same realm found by a search
-    env("myrdr", "stored", "https://rdr.kuleuven.be")
+    env("myrdr", "stored", "http://127.0.0.1:8080")
     env("rdr", "session")
-    assert obtain_token(ConfigManager(), "https://rdr.kuleuven.be/api") == ("rdr", "session")
+    assert obtain_token(ConfigManager(), "http://127.0.0.1:8080/api") == ("rdr", "session")
     # unless it names another server: then the realm's credential is the one
-    env("rdr", "session", "https://other.example.org")
-    assert obtain_token(ConfigManager(), "https://rdr.kuleuven.be/api") == ("myrdr", "stored")
+    env("rdr", "session", "http://127.0.0.1:8081")
+    assert obtain_token(ConfigManager(), "http://127.0.0.1:8080/api") == ("myrdr", "stored")
