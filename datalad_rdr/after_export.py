@@ -20,6 +20,7 @@ reads the file out of its bundle on RDR.
 from __future__ import annotations
 
 import json
+import logging
 import os
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -36,6 +37,8 @@ from .remote.reader import BundleReader, ReadError
 REMOTE = "rdr"
 RIA_SIBLING = "rdr-ria"
 
+log = logging.getLogger("datalad.rdr.after_export")
+
 
 def _result(path: Path, status: str, message: str, **extra) -> dict:
     return {"action": "rdr-export", "path": str(path), "type": "dataset", "status": status,
@@ -48,9 +51,42 @@ def run(dataset: Path, manifest: Manifest, previous: Manifest | None, opts,
         yield from push(dataset, opts)
 
 
+class EarlyRemote:
+    """The dataset's ``rdr`` remote set up in the background while the bundles are sent, on a
+    first export (no ``rdr`` remote in the dataset yet): git-annex's ``initremote`` takes
+    about a second, mostly waiting on the four remote processes it starts, which
+    :func:`record` would otherwise wait for. Its answer (or error) is taken by
+    :func:`record`; :meth:`close` waits for it on every other way out of the export."""
+
+    def __init__(self, dataset: Path, server: str, pid: str):
+        self.dataset = Path(dataset)
+        self._pool = ThreadPoolExecutor(1, thread_name_prefix="rdr-initremote")
+        self.future = self._pool.submit(ensure_remote, self.dataset, server, pid)
+
+    @classmethod
+    def start(cls, dataset: Path, server: str, pid: str) -> EarlyRemote | None:
+        """Started only when the dataset is an annex without any rdr remote: otherwise
+        :func:`record` finds (or adds) it as before, or needs none (a no-op rerun)."""
+        if not gitannex.is_annex(dataset) or _has_rdr_remote(Path(dataset)):
+            return None
+        return cls(dataset, server, pid)
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=True)
+        if self.future.done() and not self.future.cancelled() and self.future.exception():
+            log.debug("the rdr remote's early set-up failed: %s", self.future.exception())
+
+
+def _has_rdr_remote(repo: Path) -> bool:
+    found = gitannex.git_or_none(repo, "config", "--get-regexp",
+                                 r"^remote\..*\.annex-externaltype$")
+    return any(line.split()[-1:] == ["rdr"] for line in (found or "").splitlines())
+
+
 def record(dataset: Path, manifest: Manifest, previous: Manifest | None,
-           token: str | None) -> Iterator[dict]:
-    """The ``rdr`` remote and every key's location record; returns False on an error."""
+           token: str | None, early: EarlyRemote | None = None) -> Iterator[dict]:
+    """The ``rdr`` remote and every key's location record; returns False on an error.
+    ``early``: the dataset's remote, set up while the bundles were sent."""
     dataset = Path(dataset)
     by_repo = _members_by_repo(dataset, manifest)
     old = _members_by_repo(dataset, previous) if previous else {}
@@ -70,7 +106,8 @@ def record(dataset: Path, manifest: Manifest, previous: Manifest | None,
             # processes) and formatting the records ours (~1 s at 100,000): both at once.
             # The records only now: formatting them is most of a no-op rerun
             with ThreadPoolExecutor(1, thread_name_prefix="rdr-initremote") as pool:
-                remote = pool.submit(ensure_remote, repo, manifest.server, manifest.pid)
+                remote = early.future if early and repo == early.dataset else \
+                    pool.submit(ensure_remote, repo, manifest.server, manifest.pid)
                 pairs = _records(manifest, members)
                 name = remote.result()
             annex = Annex(_gitdir(repo))

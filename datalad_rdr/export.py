@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import logging
 import subprocess
+from contextlib import ExitStack
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Callable, Iterator
@@ -85,6 +86,11 @@ def run_export(dataset: Path, opts: ExportOptions) -> Iterator[dict]:
 
 
 def _export(dataset: Path, opts: ExportOptions) -> Iterator[dict]:
+    with ExitStack() as background:  # what runs beside the stages is waited for on any exit
+        yield from _stages(dataset, opts, background)
+
+
+def _stages(dataset: Path, opts: ExportOptions, background: ExitStack) -> Iterator[dict]:
     # -- prepare ---------------------------------------------------------------------------
     prepared = yield from prepare(dataset, opts)
     if prepared is None:
@@ -120,6 +126,10 @@ def _export(dataset: Path, opts: ExportOptions) -> Iterator[dict]:
         if not budget.fits:
             yield result(dataset, "error", budget.message(pid))
             return
+    # a first export's rdr remote is set up while the bundles go (git-annex's ~1 s)
+    early = after_export.EarlyRemote.start(dataset, opts.url, pid)
+    if early:
+        background.callback(early.close)
     uploader = Uploader(client, pid, jobs=opts.jobs)
     records, failed = [], False
     for res in send_bundles(dataset, plan, opts, client, pid, uploader, previous, journal,
@@ -171,7 +181,7 @@ def _export(dataset: Path, opts: ExportOptions) -> Iterator[dict]:
         yield result(path, "ok", f"manifest of {len(records)} bundles saved", pid=pid)
     journal.clear()
     # -- the rdr remote's records, then the history: both in the version that is published
-    if not ((yield from after_export.record(dataset, manifest, previous, token)) and
+    if not ((yield from after_export.record(dataset, manifest, previous, token, early)) and
             (yield from history.deposit(dataset, client, pid, uploader, meta, committed,
                                         opts.lock_timeout))):
         yield result(dataset, "error", "export incomplete: neither verified nor published; "

@@ -488,10 +488,12 @@ class Annex:
         """The key's logs (``old``: its location and URL logs) with ``uuid`` present and
         ``urls`` added, written at ``path`` of the commit fast-import is making."""
         locations, web = old
-        if uuid not in _present(locations):
+        # a log that does not name the uuid (or a URL) at all is not parsed: on a first
+        # export, every key's location log names only the dataset's own repository
+        if not (locations and uuid.encode() in locations and uuid in _present(locations)):
             out.write(_inline(f"{path}.log", (locations or b"")
                               + f"{stamp} 1 {uuid}\n".encode()))
-        known = set(_present(web, strip=":"))
+        known = set(_present(web, strip=":")) if web else ()
         fresh = [u for u in dict.fromkeys(urls) if u not in known]
         if fresh:
             out.write(_inline(f"{path}.log.web", (web or b"") + "".join(

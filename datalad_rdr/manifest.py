@@ -231,6 +231,7 @@ class Manifest:
 # -- members.tsv --------------------------------------------------------------------------
 
 _ESCAPES = {"%": "%25", "\t": "%09", "\n": "%0A", "\r": "%0D"}
+_SPECIAL = re.compile("[%\t\n\r]")  # a name without them is written as it is
 _UNESCAPE = re.compile("%(25|09|0A|0D|23|5B)")
 _UNESCAPES = {"25": "%", "09": "\t", "0A": "\n", "0D": "\r", "23": "#", "5B": "["}
 
@@ -253,29 +254,49 @@ def _name_size(path: str) -> int:
 
 
 def members_text(bundles: list[BundleRecord]) -> str:
-    out = [MEMBERS_HEADER]
-    for bundle in bundles:
-        out.append(f"[{_escape(bundle.name)}]")
-        folder, end = None, 0
-        for m in bundle.members:
-            parent, _, name = m.path.rpartition("/")
-            parent = f"{parent}/" if parent else "./"
-            if parent != folder:
-                out.append(_escape(parent, line_start=True))
-                folder = parent
-            cols = [
-                _escape(name), m.key or m.blob or "", m.crc32,
-                "" if m.header_offset == end else str(m.header_offset),
-                "" if m.data_offset == m.header_offset + LOCAL_HEADER_SIZE + _name_size(m.path)
-                else str(m.data_offset),
-                "" if m.key and key_size(m.key) == m.size else str(m.size),
-                "" if m.method == "stored" else str(m.compressed_size),
-            ]
-            while cols[-1] == "":
-                cols.pop()
-            out.append("\t".join(cols))
-            end = m.data_offset + m.compressed_size
-    return "\n".join(out) + "\n"
+    return MEMBERS_HEADER + "\n" + "".join(map(_bundle_text, bundles))
+
+
+#: where a bundle record keeps its lines of ``members.tsv`` (not a field: not compared,
+#: not written)
+_TEXT = "_members_tsv"
+
+
+def _bundle_text(bundle: BundleRecord) -> str:
+    """A bundle's lines of ``members.tsv`` (its ``[name]`` line first), made once per
+    record: the journal, the manifest and its digest each need them, 1.5 s a pass at
+    100,000 members. A record's members do not change once it is made; a list replaced or
+    grown, or a new name, makes them again."""
+    members = bundle.members
+    memo = bundle.__dict__.get(_TEXT)
+    if memo is not None and memo[0] is members and memo[1] == len(members) \
+            and memo[2] == bundle.name:
+        return memo[3]
+    out = [f"[{_escape(bundle.name)}]"]
+    append, special = out.append, _SPECIAL.search
+    folder, end = None, 0
+    for m in members:
+        path, key, header, data = m.path, m.key, m.header_offset, m.data_offset
+        parent, _, name = path.rpartition("/")
+        parent = f"{parent}/" if parent else "./"
+        if parent != folder:
+            append(_escape(parent, line_start=True))
+            folder = parent
+        cols = [
+            _escape(name) if special(name) else name, key or m.blob or "", m.crc32,
+            "" if header == end else str(header),
+            "" if data == header + LOCAL_HEADER_SIZE + (
+                len(path) if path.isascii() else _name_size(path)) else str(data),
+            "" if key and key_size(key) == m.size else str(m.size),
+            "" if m.method == "stored" else str(m.compressed_size),
+        ]
+        while not cols[-1]:
+            cols.pop()
+        append("\t".join(cols))
+        end = data + m.compressed_size
+    text = "\n".join(out) + "\n"
+    bundle.__dict__[_TEXT] = (members, len(members), bundle.name, text)
+    return text
 
 
 def parse_members(text: str) -> dict[str, list[MemberRecord]]:
@@ -383,9 +404,6 @@ class Journal:
         self.settings = settings or Settings()
         self.bundles: dict[str, BundleRecord] = {}
         self.uploads: dict[str, dict] = {}  # bundle name -> {"fingerprint", "state"}
-        # bundle name -> its members' text: a confirmed bundle's members do not change, and
-        # the journal is written again at every upload part
-        self._texts: dict[str, str] = {}
         data = read_journal(git_dir)
         if data and (data.get("server"), data.get("pid")) == (server, pid):
             self.bundles = {name: BundleRecord.from_json(b)
@@ -399,7 +417,6 @@ class Journal:
 
     def record(self, bundle: BundleRecord) -> None:
         self.bundles[bundle.name] = bundle
-        self._texts.pop(bundle.name, None)
         self.uploads.pop(bundle.name, None)
         for volume in bundle.volumes:  # each volume was an upload of its own
             self.uploads.pop(volume.label, None)
@@ -421,23 +438,20 @@ class Journal:
 
     def _write(self) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        # members in the compact form of members.tsv: rewritten after every bundle, so
-        # no JSON object per member
+        # members in the compact form of members.tsv: rewritten after every bundle and
+        # upload part, so no JSON object per member, and each record's lines made once
         _atomic_write(self.path, json.dumps({
             "server": self.server, "pid": self.pid, "settings": asdict(self.settings),
             "bundles": {n: {**b.header(), "members_tsv": self._members_text(b)}
                         for n, b in self.bundles.items()},
             "uploads": self.uploads}))
 
-    def _members_text(self, bundle: BundleRecord) -> str:
-        text = self._texts.get(bundle.name)
-        if text is None:
-            text = self._texts[bundle.name] = members_text([bundle])
-        return text
+    @staticmethod
+    def _members_text(bundle: BundleRecord) -> str:
+        return members_text([bundle])
 
     def clear(self) -> None:
         self.bundles = {}
-        self._texts = {}
         self.uploads = {}
         if self.path.exists():
             self.path.unlink()

@@ -710,6 +710,34 @@ def test_interrupted_first_export_is_not_left_for_another_server(make_sandbox, b
     assert len(sb.dataverse.datasets) == 1
 
 
+def test_a_first_export_sets_up_the_rdr_remote_while_it_sends(make_sandbox, tmp_path):
+    """git-annex's initremote (about a second) runs beside the uploads, not after the
+    manifest: the remote is in the dataset's config before the manifest is committed."""
+    sb = make_sandbox("rdr")
+    ds = make_bids_dataset(tmp_path / "bids", subjects=2, nifti_bytes=100_000)
+    head = subprocess.run(["git", "-C", str(ds), "rev-parse", "HEAD"], capture_output=True,
+                          text=True, check=True).stdout
+    env = {**os.environ, "DATALAD_CREDENTIAL_RDR_SECRET": sb.api_token}
+    sb.gate.faults.inject(Fault("PUT", "/", delay=2, count=20))  # a slow link: seconds
+    proc = subprocess.Popen([DATALAD, "rdr-export", "--url", sb.dataverse_url, "--collection",
+                             sb.collection, "-J", "1"], cwd=str(ds), env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    seen_at = None
+    deadline = time.time() + 240
+    while proc.poll() is None and time.time() < deadline:
+        if '[remote "rdr"]' in (ds / ".git/config").read_text():
+            seen_at = subprocess.run(["git", "-C", str(ds), "rev-parse", "HEAD"],
+                                     capture_output=True, text=True, check=True).stdout
+            break
+        time.sleep(0.05)
+    out, err = proc.communicate(timeout=240)
+    assert proc.returncode == 0, out + err
+    assert seen_at == head, "the rdr remote was set up only after the manifest's commit"
+    remotes = subprocess.run(["git", "-C", str(ds), "annex", "info", "rdr", "--json"],
+                             capture_output=True, text=True, env=env, check=False)
+    assert json.loads(remotes.stdout)["type"] == "external", remotes.stderr
+
+
 def test_ctrl_c_stops_with_one_line(make_sandbox, tmp_path):
     sb = make_sandbox("rdr")
     ds = make_bids_dataset(tmp_path / "bids", subjects=4, nifti_bytes=300_000)

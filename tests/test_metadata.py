@@ -241,6 +241,10 @@ def test_technical_format_comes_from_the_file_extensions():
              "participants.tsv", "README", "CHANGES", ".bidsignore", "code/run.PY",
              "archive.tar.gz", "stimuli/a.b.c.png"]
     assert md.technical_formats(paths) == ["json", "nii.gz", "png", "py", "tar.gz", "tsv"]
+    # each ending once, as every path's file_format would give (edge names too)
+    odd = paths + ["a.", "a..gz", ".x.gz", "d/A.TAR.GZ", "x.y.z.gz", "n.\u00fcn.gz", "k.gz",
+                   "v.1.2", "f.toolongextension1", "s p.a c.txt", "q.Z"]
+    assert md.technical_formats(odd) == sorted({f for p in odd if (f := md.file_format(p))})
 
 
 # -- the record on the server ------------------------------------------------------------------
