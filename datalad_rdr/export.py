@@ -23,7 +23,8 @@ from __future__ import annotations
 
 import logging
 import subprocess
-from contextlib import ExitStack
+import sys
+from contextlib import ExitStack, contextmanager
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Callable, Iterator
@@ -69,7 +70,32 @@ class ExportOptions:
     changed: dict = field(default_factory=dict)  # settled: setting -> the last export's value
 
 
+#: The interpreter's thread switch interval while an export runs (Python's default: 5 ms).
+SWITCH_INTERVAL = 0.001
+
+
+@contextmanager
+def prompt_thread_switches() -> Iterator[None]:
+    """The bundles' threads read many small files, and each read gives the GIL away: with
+    Python's default switch interval a thread back from its read waits up to 5 ms while
+    another thread computes (the "convoy" effect; at 100,000 files an open of a 300-byte
+    file took 37 us instead of 11). A shorter interval while the export runs, the caller's
+    restored after: at 100,000 small files on 2 cores, 1 ms made the first export 22-23.5 s
+    instead of 27.7-28.5 (0.2 ms: 22.7-27.2 s)."""
+    before = sys.getswitchinterval()
+    sys.setswitchinterval(min(before, SWITCH_INTERVAL))
+    try:
+        yield
+    finally:
+        sys.setswitchinterval(before)
+
+
 def run_export(dataset: Path, opts: ExportOptions) -> Iterator[dict]:
+    with prompt_thread_switches():
+        yield from _run_export(dataset, opts)
+
+
+def _run_export(dataset: Path, opts: ExportOptions) -> Iterator[dict]:
     dataset = Path(dataset)
     if opts.dry_run:  # reads only: no lock
         yield from _export(dataset, opts)

@@ -710,6 +710,26 @@ def test_interrupted_first_export_is_not_left_for_another_server(make_sandbox, b
     assert len(sb.dataverse.datasets) == 1
 
 
+def test_a_callers_thread_switch_interval_is_its_own_again_after_an_export(token_env, bids):
+    """The export shortens Python's thread switch interval while it runs (its threads read
+    many small files, see export.prompt_thread_switches); a script that calls it gets its
+    own setting back, also when the export stops with an error."""
+    before = sys.getswitchinterval()
+    sys.setswitchinterval(0.01)
+    try:
+        during = [sys.getswitchinterval() for _ in dl.rdr_export(
+            dataset=str(bids), url=token_env.dataverse_url, collection=token_env.collection,
+            max_bundle_size=CAP, result_renderer="disabled", return_type="generator",
+            on_failure="ignore")]
+        assert during and max(during) <= 0.001
+        assert sys.getswitchinterval() == 0.01
+        failed = export(bids, token_env, commit="deadbeef")
+        assert [r for r in failed if r["status"] == "error"]
+        assert sys.getswitchinterval() == 0.01
+    finally:
+        sys.setswitchinterval(before)
+
+
 def test_a_first_export_sets_up_the_rdr_remote_while_it_sends(make_sandbox, tmp_path):
     """git-annex's initremote (about a second) runs beside the uploads, not after the
     manifest: the remote is in the dataset's config before the manifest is committed."""
