@@ -72,8 +72,8 @@ class EarlyRemote:
         return cls(dataset, server, pid)
 
     def close(self) -> None:
-        self._pool.shutdown(wait=True)
-        if self.future.done() and not self.future.cancelled() and self.future.exception():
+        self._pool.shutdown(wait=True)  # the future is done after this
+        if not self.future.cancelled() and self.future.exception():
             log.debug("the rdr remote's early set-up failed: %s", self.future.exception())
 
 
@@ -105,11 +105,14 @@ def record(dataset: Path, manifest: Manifest, previous: Manifest | None,
             # the remote's set-up is git-annex's work (~0.7 s, mostly waiting on its
             # processes) and formatting the records ours (~1 s at 100,000): both at once.
             # The records only now: formatting them is most of a no-op rerun
-            with ThreadPoolExecutor(1, thread_name_prefix="rdr-initremote") as pool:
-                remote = early.future if early and repo == early.dataset else \
-                    pool.submit(ensure_remote, repo, manifest.server, manifest.pid)
+            if early and repo == early.dataset:  # set up while the bundles were sent
                 pairs = _records(manifest, members)
-                name = remote.result()
+                name = early.future.result()
+            else:
+                with ThreadPoolExecutor(1, thread_name_prefix="rdr-initremote") as pool:
+                    remote = pool.submit(ensure_remote, repo, manifest.server, manifest.pid)
+                    pairs = _records(manifest, members)
+                    name = remote.result()
             annex = Annex(_gitdir(repo))
             keys = sorted({k for k, _ in pairs} | {m.key for _, m in old.get(repo, [])})
             logs = annex.branch_logs(keys)  # read once: the records are written from them

@@ -442,13 +442,9 @@ class Journal:
         # upload part, so no JSON object per member, and each record's lines made once
         _atomic_write(self.path, json.dumps({
             "server": self.server, "pid": self.pid, "settings": asdict(self.settings),
-            "bundles": {n: {**b.header(), "members_tsv": self._members_text(b)}
+            "bundles": {n: {**b.header(), "members_tsv": members_text([b])}
                         for n, b in self.bundles.items()},
             "uploads": self.uploads}))
-
-    @staticmethod
-    def _members_text(bundle: BundleRecord) -> str:
-        return members_text([bundle])
 
     def clear(self) -> None:
         self.bundles = {}

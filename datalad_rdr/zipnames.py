@@ -34,7 +34,7 @@ _DEVICE_STARTS = ("/con", "/prn", "/aux", "/nul", "/com", "/lpt")
 
 def _suspect(name: str) -> bool:
     """Whether ``name`` may break a rule of :func:`name_problems` (a superset: that
-    function looks closer). 1 us a name, where one regex of all the rules took 8."""
+    function looks closer). 2.8 us a name here, where one regex of all the rules took 4.8."""
     if _SUSPECT_CHARS.search(name) or name.endswith((".", " ")) or "./" in name \
             or " /" in name:
         return True
