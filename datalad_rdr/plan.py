@@ -176,12 +176,15 @@ class Rules:
 
     def __call__(self, path: str) -> str:
         for regex, target in self.steps:
-            if regex is None:
-                parts = path.split("/")[:-1]
-                hits = [target[f] for f in ("/".join(parts[:k])
-                                            for k in range(1, len(parts) + 1)) if f in target]
-                if hits:
-                    return min(hits)[1]
+            if regex is None:  # the earliest rule of a folder the path is in
+                best, cut = None, path.find("/")
+                while cut != -1:
+                    hit = target.get(path[:cut])
+                    if hit is not None and (best is None or hit < best):
+                        best = hit
+                    cut = path.find("/", cut + 1)
+                if best is not None:
+                    return best[1]
             elif regex.fullmatch(path):
                 return target
         raise PlanError(f"no bundle rule matches {shown(path)}")

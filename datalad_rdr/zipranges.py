@@ -179,21 +179,26 @@ class ZipLayout:
         if start == 0 and self._hash_md5:
             resume.md5 = hashlib.md5()
         carry = _Carry(md5=resume.md5)
+        md5 = carry.md5  # fed the joined chunks: one call a MiB, not two a small member
         pending: list[bytes | memoryview] = []
         pending_size = 0
         for piece in self._pieces(start, end, resume, carry):
-            if carry.md5 is not None:
-                carry.md5.update(piece)
             # Hold back one piece, so the carry is saved before the last one
             # goes out: a consumer may never ask for more after it.
             if pending_size >= JOIN_SIZE:
-                yield _join(pending)
+                chunk = _join(pending)
+                if md5 is not None:
+                    md5.update(chunk)
+                yield chunk
                 pending, pending_size = [], 0
             pending.append(piece)
             pending_size += len(piece)
+        last = _join(pending) if pending else b""
+        if md5 is not None:
+            md5.update(last)
         self._keep(end, carry)
-        if pending:
-            yield _join(pending)
+        if last:
+            yield last
 
     def _keep(self, offset: int, carry: _Carry) -> None:
         if offset == self.size and carry.md5 is not None:

@@ -101,8 +101,10 @@ same size still inflate to the content that the CRC32 covers.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
+from contextlib import AbstractContextManager, nullcontext
 from datetime import datetime
 from itertools import pairwise
+from typing import Self
 from zipfile import ZIP_DEFLATED, ZIP_STORED
 
 from isal import isal_zlib
@@ -130,6 +132,7 @@ __all__ = [
     "KEEP_BYTES",
     "KEEP_MEMBER_MAX",
     "STORED_SUFFIXES",
+    "TURN_MEMBER_MAX",
     "Checksum",
     "LaidOutMember",
     "Member",
@@ -177,6 +180,9 @@ KEEP_BYTES = 32 * 2**20
 #: Members up to this size may be kept: their cost is per file (open, read, check,
 #: compress); a larger one costs its bytes, and would take the budget from many small ones.
 KEEP_MEMBER_MAX = 2**20
+#: Members up to this size are laid out in ``turns`` (see `layout_zip`): their cost is the
+#: interpreter's (an open, a read, a compressor), not the bytes'.
+TURN_MEMBER_MAX = 64 * 2**10
 
 
 def choose_method(name: str, size: int) -> int:
@@ -205,6 +211,7 @@ def layout_zip(
     method: Callable[[str, int], int] = choose_method,
     md5: bool = True,
     keep: int = KEEP_BYTES,
+    turns: AbstractContextManager | None = None,
 ) -> ZipLayout:
     """Lay out a ZIP of ``members``, reading each one once (see module docstring).
 
@@ -213,7 +220,11 @@ def layout_zip(
     ``ZIP_STORED`` or ``ZIP_DEFLATED``. ``md5=False`` leaves `ZipLayout.md5`
     unset, for a consumer that hashes the bytes itself: MD5 is the largest
     cost of streaming. ``keep``: bytes of small members' data kept for the
-    stream (see "Kept members"; 0 keeps none). Raises ValueError for a bad or
+    stream (see "Kept members"; 0 keeps none). ``turns``: a lock shared by layouts that
+    run in threads of one process, held while a run of small members (`TURN_MEMBER_MAX`)
+    is laid out: Python runs one thread at a time, and two threads reading small files at
+    once hand the interpreter to each other at every system call (100,000 files of 300
+    bytes: 5.4 s one bundle after the other, 8.1 s at once). Raises ValueError for a bad or
     duplicate name, MemberError for a file whose size is not the declared one,
     or a kept member whose content is not its checksum's.
     """
@@ -231,27 +242,56 @@ def layout_zip(
     kept = Kept()
     entries = []
     offset = 0
-    for m in members:
-        wanted = method(m.arcname, m.size)
-        if wanted not in (ZIP_STORED, ZIP_DEFLATED):
-            raise ValueError(f"bundle member {m.arcname!r}: unknown method {wanted!r}")
-        room = min(keep - len(kept.data), KEEP_MEMBER_MAX)
-        if 0 < m.size <= room:
-            chosen, crc, data = _read_kept(m, wanted, buffer)
-            compressed_size = len(data)
-            kept.add(data)
-        else:
-            chosen, crc, compressed_size = _scan(m, wanted, buffer)
-            kept.add(None)
-        name = m.arcname.encode("utf-8")
-        header_size = local_header_length(name, m.size, compressed_size)
-        entries.append(LaidOutMember(
-            arcname=m.arcname, size=m.size, method=chosen, crc32=crc,
-            compressed_size=compressed_size, header_offset=offset,
-            data_offset=offset + header_size, member=m,
-        ))
-        offset += header_size + compressed_size
+    with _Turns(turns) as turn:
+        for m in members:
+            turn.take(m.size <= TURN_MEMBER_MAX)
+            entry = _lay_out(m, method, keep, kept, buffer, offset)
+            entries.append(entry)
+            offset = entry.data_offset + entry.compressed_size
     return ZipLayout(entries, dos_datetime(mtime), md5, kept.done())
+
+
+class _Turns:
+    """Holds a lock of `layout_zip`'s ``turns`` across a run of small members."""
+
+    def __init__(self, lock: AbstractContextManager | None):
+        self.lock, self.held = lock or nullcontext(), False
+
+    def take(self, small: bool) -> None:
+        if small and not self.held:
+            self.lock.__enter__()
+        elif self.held and not small:
+            self.lock.__exit__(None, None, None)
+        self.held = small
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.take(False)
+
+
+def _lay_out(m: Member, method, keep: int, kept: Kept, buffer: memoryview,
+             offset: int) -> LaidOutMember:
+    """One member's entry, at ``offset`` of the ZIP (its data kept in ``kept`` if it fits)."""
+    wanted = method(m.arcname, m.size)
+    if wanted not in (ZIP_STORED, ZIP_DEFLATED):
+        raise ValueError(f"bundle member {m.arcname!r}: unknown method {wanted!r}")
+    room = min(keep - len(kept.data), KEEP_MEMBER_MAX)
+    if 0 < m.size <= room:
+        chosen, crc, data = _read_kept(m, wanted, buffer)
+        compressed_size = len(data)
+        kept.add(data)
+    else:
+        chosen, crc, compressed_size = _scan(m, wanted, buffer)
+        kept.add(None)
+    name = m.arcname.encode("utf-8")
+    header_size = local_header_length(name, m.size, compressed_size)
+    return LaidOutMember(
+        arcname=m.arcname, size=m.size, method=chosen, crc32=crc,
+        compressed_size=compressed_size, header_offset=offset,
+        data_offset=offset + header_size, member=m,
+    )
 
 
 def _read_kept(m: Member, method: int, buffer: memoryview) -> tuple[int, int, memoryview]:

@@ -802,3 +802,59 @@ def test_the_policys_suffix_is_pathlibs(name):
     from datalad_rdr.zipstream import _suffix
 
     assert _suffix(name) == PurePosixPath(name).suffix
+
+
+def test_layouts_in_threads_take_turns_at_small_members_but_not_at_large_ones(tmp_path):
+    """``turns``: one thread at a time lays out small members (each open here gives the
+    interpreter away, as a file's read does); a large member is laid out meanwhile."""
+    import threading
+    import time
+
+    from datalad_rdr.zipstream import TURN_MEMBER_MAX
+
+    inside, most, lock = [0], [0], threading.Lock()
+    small_started, large_seen_small = threading.Event(), threading.Event()
+    waited = []
+
+    def opener(data, large=False, wait_for_large=False):
+        def open_():
+            if large:  # laid out while the other layout holds the turn
+                assert small_started.wait(10)
+                large_seen_small.set()
+                return io.BytesIO(data)
+            with lock:
+                inside[0] += 1
+                most[0] = max(most[0], inside[0])
+            small_started.set()
+            if wait_for_large:  # the turn is held here: the large member goes on
+                waited.append(large_seen_small.wait(10))
+            time.sleep(0.002)
+            with lock:
+                inside[0] -= 1
+            return io.BytesIO(data)
+        return open_
+
+    small = [Member(f"s{i:02d}.txt", 4, opener(b"abcd", wait_for_large=i == 5))
+             for i in range(20)]
+    big = b"x" * (TURN_MEMBER_MAX + 1)
+    other = [Member("a-large.bin", len(big), opener(big, large=True))] + [
+        Member(f"t{i:02d}.txt", 4, opener(b"efgh")) for i in range(20)]
+    turns = threading.Lock()
+    layouts = {}
+
+    def lay(name, members):
+        layouts[name] = layout_zip(members, mtime=COMMIT_DATE, turns=turns)
+
+    first = threading.Thread(target=lay, args=("small", small))
+    first.start()
+    assert small_started.wait(10)
+    second = threading.Thread(target=lay, args=("other", other))
+    second.start()
+    first.join()
+    second.join()
+    assert waited == [True]  # the large member went while the first layout held the turn
+    assert most[0] == 1
+    assert not turns.locked()
+    alone = layout_zip([Member(m.arcname, m.size, lambda: io.BytesIO(b"abcd"))
+                        for m in small], mtime=COMMIT_DATE)
+    assert stream(layouts["small"]) == stream(alone)
