@@ -188,12 +188,15 @@ def _stages(dataset: Path, opts: ExportOptions, background: ExitStack) -> Iterat
                            published=previous.published if previous else None,
                            settings=asdict(settings_of(opts)))
     committed = not manifest.same_export(previous)
+    ahead = None
     if not committed:
         manifest = previous  # nothing changed: no new commit (D14)
         yield result(dataset / mf.MANIFEST, "notneeded",
                      f"nothing changed since the export of {previous.dataset_commit[:8]}: "
                      f"nothing sent, manifest kept", pid=pid)
     else:
+        ahead = after_export.LogsAhead(dataset, manifest, previous)  # while git commits
+        background.callback(ahead.close)
         path = mf.save(dataset, manifest)
         try:
             gitannex.save_paths(dataset, mf.files(dataset),
@@ -207,7 +210,8 @@ def _stages(dataset: Path, opts: ExportOptions, background: ExitStack) -> Iterat
         yield result(path, "ok", f"manifest of {len(records)} bundles saved", pid=pid)
     journal.clear()
     # -- the rdr remote's records, then the history: both in the version that is published
-    if not ((yield from after_export.record(dataset, manifest, previous, token, early)) and
+    if not ((yield from after_export.record(dataset, manifest, previous, token, early,
+                                            ahead)) and
             (yield from history.deposit(dataset, client, pid, uploader, meta, committed,
                                         opts.lock_timeout))):
         yield result(dataset, "error", "export incomplete: neither verified nor published; "

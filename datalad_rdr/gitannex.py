@@ -95,6 +95,20 @@ def key_of_pointer(content: bytes, mode: str) -> str | None:
     return text.rsplit("/", 1)[-1]
 
 
+_UNESCAPE = {"&a": "&", "&s": "%", "&c": ":", "%": "/"}
+_ESCAPED = re.compile(r"&[asc]|%")
+
+
+def _key_of_branch_file(path: str) -> str | None:
+    """The key whose log is at ``path`` of the git-annex branch (``.log``, ``.log.web``),
+    else None: :func:`_branch_file` undone."""
+    name = path.rpartition("/")[2]
+    for suffix in (".log.web", ".log"):
+        if name.endswith(suffix):
+            return _ESCAPED.sub(lambda m: _UNESCAPE[m.group()], name[:-len(suffix)])
+    return None
+
+
 def _branch_file(key: str) -> str:
     """Where git-annex keeps a key's logs in its branch: hashdirlower of the key, then the
     key with git-annex's file name escapes (``&`` ``&a``, ``%`` ``&s``, ``:`` ``&c``,
@@ -383,14 +397,39 @@ class Annex:
                             ANNEX_BRANCH], capture_output=True, text=True)
         return r.stdout.strip() or None
 
-    def branch_logs(self, keys: list[str]) -> BranchLogs | None:
-        """The location and URL logs of ``keys`` on the git-annex branch, read in one
-        listing and one ``git cat-file`` (no ``whereis`` per key); None when git-annex has
-        changes of its own not yet in the branch (then ask :meth:`urls`)."""
+    def branch_snapshot(self) -> str | None:
+        """The git-annex branch's commit, if it holds all of git-annex's changes (none
+        waiting in its journal); else None."""
         branch = self._branch()
         if branch is None or not self._journal_empty():
             return None
+        return branch
+
+    def branch_logs(self, keys: list[str], at: str | None = None) -> BranchLogs | None:
+        """The location and URL logs of ``keys`` on the git-annex branch (at its commit
+        ``at``, a :meth:`branch_snapshot`), read in one listing and one ``git cat-file``
+        (no ``whereis`` per key); None when git-annex has changes of its own not yet in
+        the branch (then ask :meth:`urls`)."""
+        branch = at or self.branch_snapshot()
+        if branch is None:
+            return None
         return BranchLogs(branch, self._logs(branch, keys))
+
+    def logs_now(self, logs: BranchLogs) -> BranchLogs | None:
+        """``logs`` (of :meth:`branch_logs`) as of the branch's head now: the same when the
+        branch has not moved, or moved with none of their keys' logs changed (a commit of
+        the manifest's annexed files, a remote set up); read again when one did. None as
+        :meth:`branch_logs` (git-annex has changes of its own not yet in the branch)."""
+        branch = self.branch_snapshot()
+        if branch is None:
+            return None
+        if branch == logs.branch:
+            return logs
+        changed = git(self.cwd, "diff-tree", "-r", "-z", "--name-only", "--no-renames",
+                      logs.branch, branch).split("\0")
+        if any(_key_of_branch_file(path) in logs.logs for path in changed if path):
+            return BranchLogs(branch, self._logs(branch, list(logs.logs)))
+        return BranchLogs(branch, logs.logs)
 
     def _logs(self, branch: str, keys: list[str]
               ) -> dict[str, tuple[bytes | None, bytes | None]]:

@@ -57,8 +57,6 @@ from .zipstream import MemberError, layout_zip
 log = logging.getLogger("datalad.rdr.send")
 
 _progress = threading.Lock()  # one bar per bundle in flight, drawn from several threads
-#: the bundles' layouts take turns at their small members (zipstream.layout_zip's ``turns``)
-_layout_turns = threading.Lock()
 
 
 def result(action_path: Path, status: str, message: str, exc: BaseException | None = None,
@@ -138,11 +136,12 @@ def send_bundles(dataset, plan: Plan, opts, client, pid, uploader: Uploader, pre
     order, ready = [b.name for b in plan.bundles], {}  # a result waits for those before it
     workers: list[threading.Thread] = []
     in_flight = 0
+    turns = threading.Lock()  # the layouts' turns at small members (layout_zip's ``turns``)
 
     def work(bundle):
         try:
             done.put((bundle, _stream_bundle(dataset, bundle, opts, uploader, commit_time,
-                                             previous, journal, found), None))
+                                             previous, journal, found, turns), None))
         except BaseException as exc:  # handed to the calling thread
             done.put((bundle, None, exc))
 
@@ -272,8 +271,10 @@ def _unchanged(bundle: Bundle, opts, client, previous, journal, listing):
 
 
 def _stream_bundle(dataset, bundle: Bundle, opts, uploader: Uploader, commit_time,
-                   previous, journal: SharedJournal, found=None) -> Streamed:
-    """Fetch, lay out and upload one bundle (in a worker thread)."""
+                   previous, journal: SharedJournal, found=None,
+                   turns: threading.Lock | None = None) -> Streamed:
+    """Fetch, lay out and upload one bundle (in a worker thread; ``turns``: the lock its
+    layout shares with the other bundles' at small members)."""
     fp = fingerprint(bundle)
     located = content.fetch(bundle.files, found)
     fetched = located.fetched
@@ -282,7 +283,7 @@ def _stream_bundle(dataset, bundle: Bundle, opts, uploader: Uploader, commit_tim
         # the uploader hashes the ZIP in its check pass: no MD5 in the layout
         layout = layout_zip(content.members(bundle.files, blobs,
                                             journal.known_crc32s(previous), located),
-                            mtime=commit_time, md5=False, turns=_layout_turns)
+                            mtime=commit_time, md5=False, turns=turns)
         del located  # its look-up went into the members
         # the same members, sizes and timestamps give the same bytes: parts sent by an
         # interrupted run of this very layout can be kept

@@ -156,3 +156,38 @@ def test_records_still_land_when_fast_import_fails(tmp_path, monkeypatch):
     urls = gitannex.Annex(repo).urls(keys)
     assert all(urls[k] == [u] for k, u in pairs)
     assert gitannex.git(repo, "for-each-ref", "refs/datalad-rdr") == ""
+
+
+@pytest.mark.parametrize("key", ["MD5E-s1--0123456789abcdef0123456789abcdef.txt",
+                                 "URL--https&c//example.org/a%b&c",
+                                 "SHA256E-s3--x&a&s&c.tsv", "WORM-s1-m1--a:b/c%d&e"])
+def test_a_keys_branch_file_names_it(key):
+    for suffix in (".log", ".log.web"):
+        assert gitannex._key_of_branch_file(gitannex._branch_file(key) + suffix) == key
+    assert gitannex._key_of_branch_file(gitannex._branch_file(key) + ".log.met") is None
+
+
+def test_logs_read_ahead_are_kept_unless_one_of_their_keys_changed(tmp_path):
+    """The logs read while the manifest is committed: the branch moved by another key's
+    log (the manifest's own ``git annex add``) keeps them; a change of one of theirs is
+    read again."""
+    repo = small_files_repo(tmp_path / "repo", 5)
+    annex = gitannex.Annex(repo)
+    keys = subprocess.run(["git", "annex", "find", "--format=${key}\\n"], cwd=repo,
+                          capture_output=True, text=True, check=True).stdout.split()
+    ahead = annex.branch_logs(keys)
+    assert annex.logs_now(ahead) is ahead  # nothing moved
+
+    (repo / "manifest.json").write_text("{}\n")
+    subprocess.run(["git", "annex", "add", "--quiet", "manifest.json"], cwd=repo, check=True)
+    moved = annex.logs_now(ahead)
+    assert moved.branch != ahead.branch
+    assert moved.branch == gitannex.git(repo, "rev-parse", gitannex.ANNEX_BRANCH).strip()
+    assert moved.logs is ahead.logs  # not read again
+
+    subprocess.run(["git", "annex", "setpresentkey", keys[2], UUID, "1"], cwd=repo, check=True)
+    subprocess.run(["git", "annex", "merge", "--quiet"], cwd=repo, check=True)  # into the branch
+    changed = annex.logs_now(moved)
+    assert changed.logs is not moved.logs
+    assert UUID.encode() in changed.logs[keys[2]][0]
+    assert changed.logs == annex.branch_logs(keys).logs
