@@ -95,13 +95,19 @@ def key_of_pointer(content: bytes, mode: str) -> str | None:
     return text.rsplit("/", 1)[-1]
 
 
+def _key_file(key: str) -> str:
+    """A key as git-annex names its files (objects, branch logs): ``&`` ``&a``, ``%``
+    ``&s``, ``:`` ``&c``, ``/`` ``%``."""
+    return key.replace("&", "&a").replace("%", "&s").replace(":", "&c").replace("/", "%")
+
+
 _UNESCAPE = {"&a": "&", "&s": "%", "&c": ":", "%": "/"}
 _ESCAPED = re.compile(r"&[asc]|%")
 
 
 def _key_of_branch_file(path: str) -> str | None:
     """The key whose log is at ``path`` of the git-annex branch (``.log``, ``.log.web``),
-    else None: :func:`_branch_file` undone."""
+    else None: :func:`_branch_file` undone (:func:`_key_file` in one pass)."""
     name = path.rpartition("/")[2]
     for suffix in (".log.web", ".log"):
         if name.endswith(suffix):
@@ -114,8 +120,7 @@ def _branch_file(key: str) -> str:
     key with git-annex's file name escapes (``&`` ``&a``, ``%`` ``&s``, ``:`` ``&c``,
     ``/`` ``%``)."""
     md5 = hashlib.md5(key.encode()).hexdigest()
-    name = key.replace("&", "&a").replace("%", "&s").replace(":", "&c").replace("/", "%")
-    return f"{md5[:3]}/{md5[3:6]}/{name}"
+    return f"{md5[:3]}/{md5[3:6]}/{_key_file(key)}"
 
 
 # -- git ----------------------------------------------------------------------------------
@@ -827,7 +832,7 @@ def object_path(gitdir: str, key: str, at: int) -> str:
     """The ``at``-th of :func:`object_candidates` alone: the first is all that a work
     tree's look-up and each open need (half the cost of both, 3 us a key)."""
     digest = hashlib.md5(key.encode()).digest()
-    name = key.replace("&", "&a").replace("%", "&s").replace(":", "&c").replace("/", "%")
+    name = _key_file(key)
     if at == 0:
         word = int.from_bytes(digest[:4], "little")
         m = _MIXED
