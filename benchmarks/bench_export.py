@@ -68,10 +68,12 @@ TARGETS = {  # name: (description, test); wall and cpu as issue 13 sets them, at
 }
 
 # The anchor: the cost of reading the bytes once and hashing them as a server or a careful
-# client must at least (MD5 for Dataverse, CRC32 for the ZIP).
+# client must at least (MD5 for Dataverse, CRC32 for the ZIP). Reads of 128 KiB into one
+# buffer, the cheapest measured here: a pass over 4 GB of cached files costs 0.5 s of kernel
+# copy in 128 KiB reads, 2.1 s in 8 MiB reads (benchmarks/README.md, seventh pass).
 ANCHOR = r"""
 import hashlib, sys, zlib
-buf = bytearray(8 * 2**20); view = memoryview(buf); total = 0
+buf = bytearray(2**17); view = memoryview(buf); total = 0
 for path in open(sys.argv[1], encoding="utf-8").read().split("\0"):
     if not path:
         continue
@@ -89,7 +91,7 @@ print(total)
 FLOOR = r"""
 import hashlib, sys
 from isal import isal_zlib as zlib
-buf = bytearray(8 * 2**20); view = memoryview(buf); total = 0; annexed = True
+buf = bytearray(2**17); view = memoryview(buf); total = 0; annexed = True
 for path in open(sys.argv[1], encoding="utf-8").read().split("\0"):
     if path == "--":
         annexed = False

@@ -50,6 +50,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import math
 import re
 import threading
 import time
@@ -65,6 +66,8 @@ from .http import Backoff, presigned_lifetime, retry_after, transient
 
 #: Bundles, and PUTs over all of them, sent at once (``-J``).
 DEFAULT_JOBS = 4
+#: Bytes sent that are reported to the progress callback at once (and at the end).
+PROGRESS_STEP = 4 * 2**20
 
 log = logging.getLogger("datalad.rdr.upload")
 
@@ -165,6 +168,8 @@ class _Check:
         self.md5: str | None = None
         self._digests = {0: hashlib.md5()}  # the MD5 so far where a part starts (a retry)
         self._cond = threading.Condition()
+        # the nearest offset a helper waits for: the lead wakes them there, not every chunk
+        self._wake_at = math.inf
 
     def part(self, start: int, end: int, cancel) -> Iterator[bytes]:
         """Bytes [start, end), checked and hashed as they go out; ``start`` is where an
@@ -203,7 +208,9 @@ class _Check:
         if offset > self.offset:
             with self._cond:
                 self.offset = offset
-                self._cond.notify_all()
+                if offset >= self._wake_at:
+                    self._wake_at = math.inf  # the waiters still short of theirs set it again
+                    self._cond.notify_all()
 
     def _fail(self, exc: BaseException) -> None:
         with self._cond:
@@ -214,6 +221,7 @@ class _Check:
         """Return once every byte before ``offset`` was checked; raise what the check found."""
         with self._cond:
             while self.offset < offset and self.error is None:
+                self._wake_at = min(self._wake_at, offset)
                 self._cond.wait(0.25)
                 if cancel.is_set():
                     raise _Cancelled()
@@ -265,10 +273,14 @@ class Uploader:
         """
         report = progress or (lambda n: None)
         lock = threading.Lock()
+        unreported = [0]
 
-        def progress(n):
+        def progress(n):  # chunks are 128 KiB: a bar's update costs ~20 us, so gather them
             with lock:
-                report(n)
+                unreported[0] += n
+                if n < 0 or unreported[0] >= PROGRESS_STEP:
+                    report(unreported[0])
+                    unreported[0] = 0
 
         on_state = on_state or (lambda state: None)
         cancel = threading.Event()
@@ -279,6 +291,9 @@ class Uploader:
         try:
             return self._upload(source, progress, on_state, resume, cancel)
         finally:
+            with lock:
+                if unreported[0]:
+                    report(unreported[0])
             with self._lock:
                 self._cancels.discard(cancel)
 

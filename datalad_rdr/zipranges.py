@@ -20,6 +20,7 @@ from isal import isal_zlib
 
 from . import zipformat as zf
 from .zipmembers import (
+    CHUNK_SIZE,
     JOIN_SIZE,
     READ_SIZE,
     HashLike,
@@ -140,9 +141,9 @@ class ZipLayout:
     def iter_range(self, start: int = 0, end: int | None = None) -> Iterator[bytes]:
         """Yield the bytes of the ZIP from ``start`` to ``end`` (excluded).
 
-        Chunks are `bytes` of up to a few MiB. Every member whose last byte is
-        in the range is checked (size, CRC32, checksum) before that byte is
-        yielded; `MemberError` names the first that fails.
+        Chunks are `bytes` of about `CHUNK_SIZE` (a MiB where kept members are joined).
+        Every member whose last byte is in the range is checked (size, CRC32, checksum)
+        before that byte is yielded; `MemberError` names the first that fails.
         """
         end = self.size if end is None else end
         if not 0 <= start <= end <= self.size:
@@ -179,7 +180,7 @@ class ZipLayout:
         if start == 0 and self._hash_md5:
             resume.md5 = hashlib.md5()
         carry = _Carry(md5=resume.md5)
-        md5 = carry.md5  # fed the joined chunks: one call a MiB, not two a small member
+        md5 = carry.md5  # fed the joined chunks: one call a chunk, not two a small member
         pending: list[bytes | memoryview] = []
         pending_size = 0
         for piece in self._pieces(start, end, resume, carry):
@@ -280,10 +281,9 @@ class ZipLayout:
         if lo >= hi:
             return
         with e.member.open() as f:
-            # smaller reads than the checked stream's: several raw ranges run at once
             if e.method == ZIP_STORED:
                 f.seek(lo)
-                yield from read_chunks(f, e, lo, hi, JOIN_SIZE)
+                yield from read_chunks(f, e, lo, hi)
                 return
             if e.size < READ_SIZE:
                 data = read_whole(f, e.arcname, e.size, memoryview(bytearray(e.size + 1)))
@@ -292,7 +292,7 @@ class ZipLayout:
             deflate_ = deflater()
             out = 0
             while out < hi:
-                chunk = f.read(JOIN_SIZE)
+                chunk = f.read(CHUNK_SIZE)
                 compressed = deflate_.compress(chunk) if chunk else deflate_.flush()
                 yield from _overlap(compressed, out, lo, hi)
                 out += len(compressed)
@@ -308,7 +308,7 @@ class ZipLayout:
         deflate_ = deflater()
         crc = nread = out = 0
         with e.member.open() as f:
-            while chunk := f.read(READ_SIZE):
+            while chunk := f.read(CHUNK_SIZE):
                 nread += len(chunk)
                 if nread > e.size:
                     raise MemberError(e.arcname, larger(e.size))

@@ -111,6 +111,7 @@ from isal import isal_zlib
 
 from .zipformat import dos_datetime, local_header_length
 from .zipmembers import (  # noqa: F401 (the stage's public names are importable here)
+    CHUNK_SIZE,
     DEFLATE_LEVEL,
     READ_SIZE,
     Checksum,
@@ -238,14 +239,17 @@ def layout_zip(
         if a.arcname == b.arcname:
             raise ValueError(f"duplicate bundle member name {a.arcname!r}")
 
-    buffer = memoryview(bytearray(READ_SIZE))
+    buffer = memoryview(bytearray(READ_SIZE))  # a member read whole
+    # a large member's reads: a buffer of its own (a slice of the one above is read into
+    # at four times the kernel's cost here, benchmarks/README.md "seventh pass")
+    chunk = memoryview(bytearray(CHUNK_SIZE))
     kept = Kept()
     entries = []
     offset = 0
     with _Turns(turns) as turn:
         for m in members:
             turn.take(m.size <= TURN_MEMBER_MAX)
-            entry = _lay_out(m, method, keep, kept, buffer, offset)
+            entry = _lay_out(m, method, keep, kept, buffer, chunk, offset)
             entries.append(entry)
             offset = entry.data_offset + entry.compressed_size
     return ZipLayout(entries, dos_datetime(mtime), md5, kept.done())
@@ -272,7 +276,7 @@ class _Turns:
 
 
 def _lay_out(m: Member, method, keep: int, kept: Kept, buffer: memoryview,
-             offset: int) -> LaidOutMember:
+             chunk: memoryview, offset: int) -> LaidOutMember:
     """One member's entry, at ``offset`` of the ZIP (its data kept in ``kept`` if it fits)."""
     wanted = method(m.arcname, m.size)
     if wanted not in (ZIP_STORED, ZIP_DEFLATED):
@@ -283,7 +287,7 @@ def _lay_out(m: Member, method, keep: int, kept: Kept, buffer: memoryview,
         compressed_size = len(data)
         kept.add(data)
     else:
-        chosen, crc, compressed_size = _scan(m, wanted, buffer)
+        chosen, crc, compressed_size = _scan(m, wanted, buffer, chunk)
         kept.add(None)
     name = m.arcname.encode("utf-8")
     header_size = local_header_length(name, m.size, compressed_size)
@@ -314,30 +318,32 @@ def _read_kept(m: Member, method: int, buffer: memoryview) -> tuple[int, int, me
     return ZIP_STORED, crc, data
 
 
-def _scan(m: Member, method: int, buffer: memoryview) -> tuple[int, int, int]:
-    """Return (method, crc32, compressed size) of a member, reading it if needed."""
+def _scan(m: Member, method: int, buffer: memoryview, chunk: memoryview
+          ) -> tuple[int, int, int]:
+    """Return (method, crc32, compressed size) of a member, reading it if needed: whole
+    into ``buffer`` if it is to be compressed and fits, else in reads of ``chunk``."""
     if m.size == 0:
         return ZIP_STORED, 0, 0
     if method == ZIP_STORED and m.crc32 is not None:
         return ZIP_STORED, m.crc32, m.size
-    if m.size < len(buffer):  # in one read, compressed in one call
+    if method == ZIP_DEFLATED and m.size < len(buffer):  # one read, compressed in one call
         with m.open() as f:
             data = read_whole(f, m.arcname, m.size, buffer)
         crc = isal_zlib.crc32(data)
-        compressed_size = len(deflate(data)) if method == ZIP_DEFLATED else m.size
+        compressed_size = len(deflate(data))
         if compressed_size < m.size:
             return ZIP_DEFLATED, crc, compressed_size
         return ZIP_STORED, crc, m.size
     deflate_ = deflater() if method == ZIP_DEFLATED else None
     crc = compressed_size = nread = 0
     with m.open() as f:
-        while n := f.readinto(buffer):
+        while n := f.readinto(chunk):
             nread += n
             if nread > m.size:
                 raise MemberError(m.arcname, larger(m.size))
-            crc = isal_zlib.crc32(buffer[:n], crc)
+            crc = isal_zlib.crc32(chunk[:n], crc)
             if deflate_ is not None:
-                compressed_size += len(deflate_.compress(buffer[:n]))
+                compressed_size += len(deflate_.compress(chunk[:n]))
     if nread < m.size:
         raise MemberError(m.arcname, smaller(nread, m.size))
     if deflate_ is not None:

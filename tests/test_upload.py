@@ -463,3 +463,19 @@ def test_a_presigned_urls_lifetime_is_read_from_its_query():
            "&X-Amz-Expires=3600&X-Amz-Signature=0")
     assert presigned_lifetime(url) == (dt.datetime(2026, 12, 1, 12, tzinfo=dt.UTC), 3600)
     assert presigned_lifetime("http://127.0.0.1:9/b/k?X-Amz-Expires=soon") == (None, None)
+
+
+def test_progress_is_reported_in_steps_that_add_up_to_the_bundle(sandbox):
+    """Chunks are 128 KiB and a progress bar's update costs ~20 us: the uploader gathers
+    them into steps of `PROGRESS_STEP`, and reports the rest at the end."""
+    from datalad_rdr.upload import PROGRESS_STEP
+
+    data = os.urandom(10 * PROGRESS_STEP + 12345)
+    pid = DV(sandbox).create_dataset()
+    client = Dataverse(sandbox.dataverse_url, sandbox.api_token, backoff=FAST)
+    steps = []
+    result = Uploader(client, pid, backoff=FAST).upload(BytesSource(data, chunk=128 * 1024),
+                                                        progress=steps.append)
+    assert result.md5 == hashlib.md5(data).hexdigest()
+    assert sum(steps) == len(data)
+    assert len(steps) <= 11 + 1, steps  # not one a chunk (330 of them)

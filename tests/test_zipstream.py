@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 
 from datalad_rdr.zipstream import (
+    CHUNK_SIZE,
     KEEP_BYTES,
     KEEP_MEMBER_MAX,
     READ_SIZE,
@@ -258,7 +259,7 @@ def boundaries(layout) -> list[int]:
     points = {0, layout.size, layout.central_directory_offset}
     for e in layout.entries:
         for p in (e.header_offset, e.data_offset, e.data_end,
-                  e.data_offset + READ_SIZE):
+                  e.data_offset + CHUNK_SIZE, e.data_offset + READ_SIZE):
             points.update({p - 1, p, p + 1})
     return sorted(p for p in points if 0 <= p <= layout.size)
 
@@ -538,6 +539,42 @@ def test_known_crc32_spares_a_read_and_is_still_checked(tmp_path):
     wrong = [counted(m, crcs[m.arcname] ^ (m.arcname == name)) for m in members]
     with pytest.raises(MemberError, match=f"{name}.*CRC32"):
         stream(layout_zip(wrong, mtime=COMMIT_DATE))
+
+
+def test_a_large_members_reads_are_chunks_that_stay_in_the_cpus_cache(tmp_path):
+    """Stored members, and compressed ones too large for one read, are read in reads of
+    `CHUNK_SIZE` by the layout, the checked stream and raw ranges: reads of 4 MiB cost
+    the kernel four times the copy (benchmarks/README.md, seventh pass)."""
+    reads: list[int] = []
+
+    class Counted(io.FileIO):
+        def read(self, size=-1):
+            data = super().read(size)
+            reads.append(len(data))
+            return data
+
+        def readinto(self, buffer):
+            n = super().readinto(buffer)
+            reads.append(n or 0)
+            return n
+
+    data = {"a.nii.gz": os.urandom(3 * 2**20 + 5),  # stored, under READ_SIZE
+            "b.nii.gz": os.urandom(READ_SIZE + 2**20),  # stored, over it
+            "c.tsv": b"onset\tduration\n" * (READ_SIZE // 8)}  # compressed, over it
+    members = []
+    for name, content in data.items():
+        (tmp_path / name).write_bytes(content)
+        members.append(Member(name, len(content), lambda p=tmp_path / name: Counted(p),
+                              Checksum(hashlib.md5, hashlib.md5(content).hexdigest())))
+    layout = layout_zip(members, mtime=COMMIT_DATE, keep=0)
+    assert [e.method for e in layout.entries] == [zipfile.ZIP_STORED] * 2 + [
+        zipfile.ZIP_DEFLATED]
+    assert 0 < max(reads) <= CHUNK_SIZE
+    for produce in (layout.iter_range, layout.iter_raw):
+        reads.clear()
+        with zipfile.ZipFile(io.BytesIO(b"".join(produce()))) as z:
+            assert {n: z.read(n) for n in z.namelist()} == data
+        assert 0 < max(reads) <= CHUNK_SIZE, produce
 
 
 @pytest.mark.parametrize("name, problem", [
