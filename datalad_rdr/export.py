@@ -21,6 +21,7 @@ parses its arguments and renders these. One export of a dataset runs at a time.
 
 from __future__ import annotations
 
+import gc
 import logging
 import subprocess
 import sys
@@ -90,8 +91,23 @@ def prompt_thread_switches() -> Iterator[None]:
         sys.setswitchinterval(before)
 
 
+@contextmanager
+def long_lived_objects_frozen() -> Iterator[None]:
+    """The stages freeze the per-file objects they keep to the end (``gc.freeze``): Python's
+    cycle collector then no longer walks them at every full collection (at 100,000 files a
+    perf profile put 2 s of the export's process in the collector). They are unfrozen with
+    the caller's at the end, unless the caller had frozen some itself: those stay frozen,
+    with ours."""
+    caller_froze = gc.get_freeze_count() > 0
+    try:
+        yield
+    finally:
+        if not caller_froze:
+            gc.unfreeze()
+
+
 def run_export(dataset: Path, opts: ExportOptions) -> Iterator[dict]:
-    with prompt_thread_switches():
+    with prompt_thread_switches(), long_lived_objects_frozen():
         yield from _run_export(dataset, opts)
 
 
@@ -124,6 +140,7 @@ def _stages(dataset: Path, opts: ExportOptions, background: ExitStack) -> Iterat
     opts, plan, meta, previous, overrides, found = prepared
     if opts.dry_run:
         return
+    gc.freeze()  # the plan, the previous manifest, the places (long_lived_objects_frozen)
     # -- send bundles ----------------------------------------------------------------------
     try:
         token = opts.token if opts.token or opts.token_for is None else opts.token_for(opts.url)
@@ -165,6 +182,7 @@ def _stages(dataset: Path, opts: ExportOptions, background: ExitStack) -> Iterat
         failed = failed or res["status"] == "error"
         yield res
     del found  # 100,000 keys' places: not needed past the send
+    gc.freeze()  # and the bundles' records
     # -- documents -------------------------------------------------------------------------
     sent_documents: list[mf.DocumentRecord] = []
     if not failed:

@@ -730,6 +730,35 @@ def test_a_callers_thread_switch_interval_is_its_own_again_after_an_export(token
         sys.setswitchinterval(before)
 
 
+def test_the_exports_objects_are_frozen_while_it_runs_and_the_callers_are_not_after(
+        token_env, bids):
+    """The export keeps its per-file objects out of the cycle collector's full collections
+    (``gc.freeze``, export.long_lived_objects_frozen) while it runs; a script that calls it
+    has no frozen objects after, also when the export stops with an error, and keeps those
+    it had frozen itself."""
+    import gc
+
+    gc.unfreeze()
+    during = [gc.get_freeze_count() for _ in dl.rdr_export(
+        dataset=str(bids), url=token_env.dataverse_url, collection=token_env.collection,
+        max_bundle_size=CAP, result_renderer="disabled", return_type="generator",
+        on_failure="ignore")]
+    assert during and max(during) > 0
+    assert gc.get_freeze_count() == 0
+    failed = export(bids, token_env, commit="deadbeef")
+    assert [r for r in failed if r["status"] == "error"]
+    assert gc.get_freeze_count() == 0
+    mine = [object()]
+    gc.freeze()
+    try:
+        frozen = gc.get_freeze_count()
+        export(bids, token_env)
+        assert gc.get_freeze_count() >= frozen
+    finally:
+        gc.unfreeze()
+        del mine
+
+
 def test_a_first_export_sets_up_the_rdr_remote_while_it_sends(make_sandbox, tmp_path):
     """git-annex's initremote (about a second) runs beside the uploads, not after the
     manifest: the remote is in the dataset's config before the manifest is committed."""
