@@ -273,14 +273,15 @@ class Uploader:
         """
         report = progress or (lambda n: None)
         lock = threading.Lock()
-        unreported = [0]
+        unreported = 0
 
         def progress(n):  # chunks are 128 KiB: a bar's update costs ~20 us, so gather them
+            nonlocal unreported
             with lock:
-                unreported[0] += n
-                if n < 0 or unreported[0] >= PROGRESS_STEP:
-                    report(unreported[0])
-                    unreported[0] = 0
+                unreported += n
+                if n < 0 or unreported >= PROGRESS_STEP:
+                    report(unreported)
+                    unreported = 0
 
         on_state = on_state or (lambda state: None)
         cancel = threading.Event()
@@ -292,8 +293,8 @@ class Uploader:
             return self._upload(source, progress, on_state, resume, cancel)
         finally:
             with lock:
-                if unreported[0]:
-                    report(unreported[0])
+                if unreported:
+                    report(unreported)
             with self._lock:
                 self._cancels.discard(cancel)
 

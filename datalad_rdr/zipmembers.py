@@ -20,8 +20,8 @@ from .zipformat import RAW_DEFLATE
 #: its bytes are hashed and sent; measured here, a pass over 4 GB of cached files costs
 #: 0.5 s of kernel copy in 128 KiB reads, 2.1 s in 4 MiB reads (benchmarks/README.md).
 CHUNK_SIZE = 2**17
-#: A member smaller than this that is compressed is read whole, in one read, and compressed
-#: in one call (compression, not the copy, is then what it costs).
+#: The layout's buffer for a member read whole, in one read: a kept one, or one smaller
+#: than this that is compressed (in one call: compression, not the copy, is its cost).
 READ_SIZE = 4 * 2**20
 # Small pieces (headers, small members) are joined into chunks of at least this.
 JOIN_SIZE = CHUNK_SIZE
@@ -110,12 +110,11 @@ def deflate(data) -> bytes:
     return zlib.compress(data, DEFLATE_LEVEL, RAW_DEFLATE)
 
 
-def read_chunks(f: BinaryIO, e: LaidOutMember, lo: int, hi: int, size: int = CHUNK_SIZE
-                ) -> Iterator[bytes]:
+def read_chunks(f: BinaryIO, e: LaidOutMember, lo: int, hi: int) -> Iterator[bytes]:
     """Chunks of the member's bytes [lo, hi), the file being at ``lo``."""
     pos = lo
     while pos < hi:
-        chunk = f.read(min(size, hi - pos))
+        chunk = f.read(min(CHUNK_SIZE, hi - pos))
         if not chunk:
             raise MemberError(e.arcname, smaller(pos, e.size))
         pos += len(chunk)

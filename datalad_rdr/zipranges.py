@@ -141,7 +141,7 @@ class ZipLayout:
     def iter_range(self, start: int = 0, end: int | None = None) -> Iterator[bytes]:
         """Yield the bytes of the ZIP from ``start`` to ``end`` (excluded).
 
-        Chunks are `bytes` of about `CHUNK_SIZE` (a MiB where kept members are joined).
+        Chunks are `bytes` of about `CHUNK_SIZE` (more where a kept member is joined).
         Every member whose last byte is in the range is checked (size, CRC32, checksum)
         before that byte is yielded; `MemberError` names the first that fails.
         """
