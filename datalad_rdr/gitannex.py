@@ -29,6 +29,7 @@ import subprocess
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from itertools import groupby
 from pathlib import Path
 from typing import NamedTuple
@@ -729,12 +730,14 @@ def _urls(whereis_json: str, found: dict[str, list[str]]) -> dict[str, list[str]
 
 # -- committing a few files ---------------------------------------------------------------
 
-def commit_files(repo, paths: list[Path], message: str, restore: bool = True) -> bool:
+def commit_files(repo, paths: list[Path], message: str, restore: bool = True,
+                 added: Callable[[], None] | None = None) -> bool:
     """Commit ``paths`` (and nothing else) as ``datalad save PATHS`` would: annexed or in
     git as ``git annex add`` decides from the dataset's ``annex.largefiles`` rules, then
     ``git commit --only``. Returns False when nothing changed (no commit made). When git
     refuses, the paths are put back as HEAD has them, unless ``restore`` is False (what
-    they say must not be lost: the caller tells the user to commit them).
+    they say must not be lost: the caller tells the user to commit them). ``added`` is
+    called once the paths are in the index, before the commit.
 
     ``datalad save`` of two files costs seconds at 100,000 files in the work tree (its
     status walks the whole tree); git only looks at the paths given.
@@ -750,6 +753,8 @@ def commit_files(repo, paths: list[Path], message: str, restore: bool = True) ->
                 raise GitError(f"git annex add failed: {_last_line(r)}")
         else:
             git(repo, "add", "--", *rel)
+        if added is not None:
+            added()
         if subprocess.run(["git", "-C", str(repo), "diff", "--cached", "--quiet", "HEAD",
                            "--", *rel], capture_output=True).returncode == 0:
             return False
@@ -788,11 +793,13 @@ def is_annex(repo) -> bool:
     return config(repo, "annex.uuid") is not None
 
 
-def save_paths(repo, paths: list[Path], message: str, restore: bool = True) -> None:
+def save_paths(repo, paths: list[Path], message: str, restore: bool = True,
+               added: Callable[[], None] | None = None) -> None:
     """Commit ``paths`` as ``datalad save PATHS`` would (:func:`commit_files`); on an
-    adjusted branch through DataLad's save itself. GitError when git refuses the commit."""
+    adjusted branch through DataLad's save itself (``added`` is then not called). GitError
+    when git refuses the commit."""
     if not on_adjusted_branch(repo):
-        commit_files(repo, paths, message, restore=restore)
+        commit_files(repo, paths, message, restore=restore, added=added)
         return
     from datalad.api import save
 

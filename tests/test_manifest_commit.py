@@ -9,10 +9,14 @@ from pathlib import Path
 import datalad.api as dl
 import pytest
 from conftest import rdr_export
+from test_content_lookup import small_files_repo
 from test_many_files import counting_git
 
+from datalad_rdr import after_export, gitannex
 from datalad_rdr import manifest as mf
 from datalad_rdr.demo import demo_metadata, make_bids_dataset
+
+UUID = "0d1b7a58-2c2f-4c55-9a52-6f5b2f0c1e10"
 
 
 def head_files(ds) -> list[str]:
@@ -86,3 +90,47 @@ def test_a_refused_manifest_commit_is_one_error_and_a_rerun_finishes(token_env, 
     history = [r["size"] for r in results if r.get("path", "").endswith(
         "dataset-history.git.bundle") and r["action"] == "rdr-export"]
     assert history and token_env.gate.stats.bytes_received == uploads + history[0]
+
+
+def test_the_caller_hears_when_the_files_are_added_and_not_yet_committed(tmp_path):
+    """``added``, where the export starts reading the git-annex branch: once ``git annex
+    add`` is done (its git processes hold the index of every file) and before the
+    commit."""
+    repo = small_files_repo(tmp_path / "repo", 3)
+    head = gitannex.git(repo, "rev-parse", "HEAD").strip()
+    for name in ("a.json", "b.tsv"):
+        (repo / name).write_text(f"{name}\n")
+    seen = []
+
+    def added():
+        seen.append((gitannex.git(repo, "diff", "--cached", "--name-only").split(),
+                     gitannex.git(repo, "rev-parse", "HEAD").strip()))
+
+    assert gitannex.commit_files(repo, [repo / "a.json", repo / "b.tsv"], "two files",
+                                 added=added)
+    assert seen == [(["a.json", "b.tsv"], head)]
+    assert head_files(repo) == ["a.json", "b.tsv"]
+
+
+def test_the_branch_logs_are_read_from_when_begun_at_the_branch_as_it_was(token_env,
+                                                                            tmp_path):
+    """LogsAhead takes the git-annex branch as it is when made and reads it only from
+    :meth:`begin` on: before, :func:`record` is told to read the logs itself."""
+    ds = make_bids_dataset(tmp_path / "bids", subjects=1, nifti_bytes=2000)
+    assert not [r for r in rdr_export(ds, token_env) if r["status"] == "error"]
+    manifest = mf.load(ds)
+    branch = gitannex.git(ds, "rev-parse", gitannex.ANNEX_BRANCH).strip()
+    ahead = after_export.LogsAhead(ds, manifest, None)
+    try:
+        assert ahead.take(manifest) is None  # not begun: nothing read
+        subprocess.run(["git", "annex", "setpresentkey", "MD5E-s1--0123.dat", UUID, "1"],
+                       cwd=ds, check=True)  # in git-annex's journal: the branch moves later
+        ahead.begin()
+        ahead.begin()  # once
+        by_repo, old, logs = ahead.take(manifest)
+        assert old == {} and logs[ds].branch == branch
+        keys = {m.key for _, m in by_repo[ds]}
+        assert keys and keys <= set(logs[ds].logs)
+        assert ahead.take(mf.load(ds)) is None  # another manifest
+    finally:
+        ahead.close()

@@ -7,12 +7,15 @@ repository's path copied into every planned file would each exceed them.
 """
 
 import gc
+import os
+import subprocess
+import sys
 import tracemalloc
 
 import pytest
 from test_many_files import make_dataset
 
-from datalad_rdr import content, plan
+from datalad_rdr import content, export, plan
 
 FILES = 2_000
 
@@ -73,3 +76,42 @@ def test_a_layout_keeps_its_members_bytes_within_its_budget(repo, keep):
     # 225 bytes (its LaidOutMember, offsets, CRC); a bytes object a member kept besides
     # the one buffer would add 33 bytes and more
     assert per_member <= 250, f"{per_member:.0f} bytes a member beyond the kept data"
+
+
+HEAP_PROBE = """
+import ctypes, sys
+from datalad_rdr import export
+
+class Info(ctypes.Structure):
+    _fields_ = [(name, ctypes.c_size_t) for name in (
+        "arena", "ordblks", "smblks", "hblks", "hblkhd", "usmblks", "fsmblks", "uordblks",
+        "fordblks", "keepcost")]
+
+libc = export._glibc()
+libc.mallinfo2.restype = Info
+libc.malloc.restype = ctypes.c_void_p
+libc.malloc.argtypes = [ctypes.c_size_t]
+libc.free.argtypes = [ctypes.c_void_p]
+if sys.argv[1] == "kept-small":
+    export.heap_kept_small()
+libc.free(libc.malloc(8 << 20))  # glibc's own threshold follows a freed block up to here
+before = libc.mallinfo2().hblks
+block = libc.malloc(2 << 20)
+print(libc.mallinfo2().hblks - before)  # 1: the block has pages of its own
+libc.free(block)
+export.heap_trimmed()
+"""
+
+
+@pytest.mark.skipif(export._glibc() is None or not hasattr(export._glibc(), "mallinfo2"),
+                    reason="glibc's malloc (2.33 or later) only")
+def test_large_reads_stay_out_of_the_heap_of_long_lived_objects():
+    """After a large block is freed, glibc puts blocks up to its size in the heap, between
+    the per-file objects kept to the end, so the export's process kept every page it once
+    had (246 MB at 100,000 files where Python's objects held under 100 MB); with the
+    export's fixed threshold a block of 1 MiB or more has pages of its own."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MALLOC_")}
+    mapped = [subprocess.run([sys.executable, "-c", HEAP_PROBE, how], env=env, check=True,
+                             capture_output=True, text=True).stdout.strip()
+              for how in ("glibc's", "kept-small")]
+    assert mapped == ["0", "1"]
