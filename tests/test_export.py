@@ -812,6 +812,65 @@ def test_ctrl_c_stops_with_one_line(make_sandbox, tmp_path):
     assert r.returncode == 0, r.stdout + r.stderr
 
 
+@pytest.mark.skipif(sys.platform != "linux", reason="the git wrapper is a POSIX sh script")
+def test_ctrl_c_while_the_remote_is_set_up_beside_the_export_stops_with_one_line(
+        make_sandbox, tmp_path):
+    """Ctrl-C once the bundles are sent and the manifest committed, while git-annex's
+    initremote (started beside the sends) still runs: the terminal's SIGINT ends it too,
+    and its failure is the interruption's, not a second error."""
+    sb = make_sandbox("rdr")
+    ds = make_bids_dataset(tmp_path / "bids", subjects=1, nifti_bytes=2000)
+    real = shutil.which("git")
+    wrapper = tmp_path / "bin"
+    wrapper.mkdir()
+    (wrapper / "git").write_text(
+        f'#!/bin/sh\ncase " $* " in *" annex initremote "*)\n'
+        f'  trap "" INT\n'  # as git-annex killed by the same Ctrl-C, once the manifest is in
+        f'  while ! "{real}" log -1 --format=%s | grep -q "DATALAD RDR"; do sleep 0.1; done\n'
+        f'  kill -INT 0; sleep 0.5\n'
+        f'  echo "error: waitpid for git-annex failed: No child processes" >&2; exit 128;;\n'
+        f'esac\nexec "{real}" "$@"\n')
+    (wrapper / "git").chmod(0o755)
+    env = {**os.environ, "DATALAD_CREDENTIAL_RDR_SECRET": sb.api_token,
+           "PATH": f"{wrapper}{os.pathsep}{os.environ['PATH']}"}
+    proc = subprocess.Popen([DATALAD, "rdr-export", "--url", sb.dataverse_url,
+                             "--collection", sb.collection], cwd=str(ds), env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            start_new_session=True)
+    out, err = proc.communicate(timeout=180)
+    assert proc.returncode != 0
+    assert "[DATALAD RDR]" in subprocess.run(  # interrupted after the manifest's commit
+        ["git", "-C", str(ds), "log", "-1", "--format=%s"], capture_output=True,
+        text=True).stdout
+    assert "Traceback" not in err
+    errors = [line for line in (out + err).splitlines() if "error" in line.lower()]
+    assert len(errors) == 1 and "rerun 'datalad rdr-export' to continue" in errors[0], \
+        out + err
+    env["PATH"] = os.environ["PATH"]
+    r = datalad(ds, "rdr-export", env=env)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "rdr" in subprocess.run(["git", "-C", str(ds), "annex", "info", "--fast"],
+                                   capture_output=True, text=True).stdout
+
+
+def test_a_ctrl_c_swallowed_on_its_way_is_still_known():
+    """Where the KeyboardInterrupt of Ctrl-C was swallowed (Python ignores it in a
+    ``__del__``), the export stops at its next result, and an error that the interrupted
+    children then cause is reported as the interruption (``pressed``)."""
+    from datalad_rdr.commands.rdr_export import _interrupts
+
+    with _interrupts() as interrupted:
+        assert not interrupted.pressed()
+        try:
+            signal.raise_signal(signal.SIGINT)
+        except KeyboardInterrupt:
+            pass  # swallowed
+        assert interrupted.pressed()
+        with pytest.raises(KeyboardInterrupt):
+            interrupted()
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+
+
 def test_a_plain_rerun_keeps_the_preflight_overrides(token_env, bids):
     (bids / "task-rest_bold.json").write_text(json.dumps({"RepetitionTime": 2.0}))
     dl.save(dataset=str(bids), result_renderer="disabled")

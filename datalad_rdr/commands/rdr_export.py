@@ -443,12 +443,6 @@ class RdrExport(ValidatedInterface):
                 interrupted()
                 if accepted:
                     used[-1].mark_used()
-            except KeyboardInterrupt as exc:
-                yield get_status_dict(
-                    action="rdr-export", path=str(path), status="error",
-                    exception=CapturedException(exc),
-                    message="interrupted: what was confirmed is kept; rerun 'datalad "
-                            "rdr-export' to continue where it stopped")
             except subprocess.CalledProcessError as exc:
                 # a git or git-annex child ends like this when Ctrl-C reaches it first
                 yield get_status_dict(
@@ -457,6 +451,16 @@ class RdrExport(ValidatedInterface):
                     message=f"{' '.join(map(str, exc.cmd[:1] + exc.cmd[3:5]))} stopped (exit "
                             f"{exc.returncode}; interrupted?): rerun 'datalad rdr-export' to "
                             f"continue where it stopped")
+            except (KeyboardInterrupt, Exception) as exc:
+                # after Ctrl-C, whatever a child killed by it made fail (git-annex's
+                # initremote beside the export, say: its CommandError) is the interruption
+                if not (isinstance(exc, KeyboardInterrupt) or interrupted.pressed()):
+                    raise
+                yield get_status_dict(
+                    action="rdr-export", path=str(path), status="error",
+                    exception=CapturedException(exc),
+                    message="interrupted: what was confirmed is kept; rerun 'datalad "
+                            "rdr-export' to continue where it stopped")
 
     @staticmethod
     def custom_result_summary_renderer(results):
@@ -472,12 +476,16 @@ def _interrupts():
     """A check that raises KeyboardInterrupt once Ctrl-C was pressed, also when the
     KeyboardInterrupt it raised was swallowed where Python ignores exceptions (a
     ``__del__``, a callback of garbage collection): the export then stops at its next
-    result instead of going on. Only where SIGINT has Python's own handler (the main
-    thread of ``datalad``)."""
+    result instead of going on; its ``pressed()`` tells whether Ctrl-C was pressed. Only
+    where SIGINT has Python's own handler (the main thread of ``datalad``)."""
     seen = []
     if threading.current_thread() is not threading.main_thread() or \
             signal.getsignal(signal.SIGINT) is not signal.default_int_handler:
-        yield lambda: None
+        def never() -> None:
+            pass
+
+        never.pressed = lambda: False
+        yield never
         return
 
     def on_sigint(signum, frame):
@@ -488,6 +496,7 @@ def _interrupts():
         if seen:
             raise KeyboardInterrupt
 
+    check.pressed = lambda: bool(seen)
     signal.signal(signal.SIGINT, on_sigint)
     try:
         yield check
