@@ -317,6 +317,14 @@ def datalad(ds, *args, env=None, cwd=None, **kw):
                           text=True, **kw)
 
 
+def as_from_a_terminal(cmd: list[str]) -> list[str]:
+    """``cmd`` with SIGINT's default action, as a terminal starts it, also where the test
+    run's parent ignores SIGINT (a background job of a script does) and so every child."""
+    return [sys.executable, "-c", "import os, signal, sys; "
+            "signal.signal(signal.SIGINT, signal.SIG_DFL); os.execv(sys.argv[1], sys.argv[1:])",
+            *cmd]
+
+
 def plain(ds, **kw):
     """``datalad rdr-export`` with no server options: what was remembered."""
     return dl.rdr_export(dataset=str(ds), result_renderer="disabled", return_type="list",
@@ -792,9 +800,9 @@ def test_ctrl_c_stops_with_one_line(make_sandbox, tmp_path):
     ds = make_bids_dataset(tmp_path / "bids", subjects=4, nifti_bytes=300_000)
     env = {**os.environ, "DATALAD_CREDENTIAL_RDR_SECRET": sb.api_token}
     sb.gate.faults.inject(Fault("PUT", "/", delay=1, count=20))
-    proc = subprocess.Popen([DATALAD, "rdr-export", "--url", sb.dataverse_url,
-                             "--collection", sb.collection, "--max-bundle-size", "1.2MB"],
-                            cwd=str(ds), env=env, stdout=subprocess.PIPE,
+    proc = subprocess.Popen(as_from_a_terminal([
+        DATALAD, "rdr-export", "--url", sb.dataverse_url, "--collection", sb.collection,
+        "--max-bundle-size", "1.2MB"]), cwd=str(ds), env=env, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True, start_new_session=True)
     journal = ds / ".git/datalad-rdr/export-journal.json"
     deadline = time.time() + 60
@@ -833,8 +841,9 @@ def test_ctrl_c_while_the_remote_is_set_up_beside_the_export_stops_with_one_line
     (wrapper / "git").chmod(0o755)
     env = {**os.environ, "DATALAD_CREDENTIAL_RDR_SECRET": sb.api_token,
            "PATH": f"{wrapper}{os.pathsep}{os.environ['PATH']}"}
-    proc = subprocess.Popen([DATALAD, "rdr-export", "--url", sb.dataverse_url,
-                             "--collection", sb.collection], cwd=str(ds), env=env,
+    proc = subprocess.Popen(as_from_a_terminal([
+        DATALAD, "rdr-export", "--url", sb.dataverse_url, "--collection", sb.collection]),
+                            cwd=str(ds), env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                             start_new_session=True)
     out, err = proc.communicate(timeout=180)
@@ -859,16 +868,20 @@ def test_a_ctrl_c_swallowed_on_its_way_is_still_known():
     children then cause is reported as the interruption (``pressed``)."""
     from datalad_rdr.commands.rdr_export import _interrupts
 
-    with _interrupts() as interrupted:
-        assert not interrupted.pressed()
-        try:
-            signal.raise_signal(signal.SIGINT)
-        except KeyboardInterrupt:
-            pass  # swallowed
-        assert interrupted.pressed()
-        with pytest.raises(KeyboardInterrupt):
-            interrupted()
-    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    before = signal.signal(signal.SIGINT, signal.default_int_handler)  # as in ``datalad``
+    try:
+        with _interrupts() as interrupted:
+            assert not interrupted.pressed()
+            try:
+                signal.raise_signal(signal.SIGINT)
+            except KeyboardInterrupt:
+                pass  # swallowed
+            assert interrupted.pressed()
+            with pytest.raises(KeyboardInterrupt):
+                interrupted()
+        assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    finally:
+        signal.signal(signal.SIGINT, before)
 
 
 def test_a_plain_rerun_keeps_the_preflight_overrides(token_env, bids):
