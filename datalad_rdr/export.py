@@ -22,7 +22,7 @@ parses its arguments and renders these. One export of a dataset runs at a time.
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
+import functools
 import gc
 import logging
 import subprocess
@@ -113,14 +113,13 @@ def long_lived_objects_frozen() -> Iterator[None]:
 MMAP_THRESHOLD = 2**20
 
 
+@functools.cache
 def _glibc() -> ctypes.CDLL | None:
+    """The C library the process runs with (its symbols, without ``find_library``'s
+    ``ldconfig``), if it is glibc's: musl has no ``malloc_trim``."""
     if not sys.platform.startswith("linux"):
         return None
-    try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
-    except OSError:
-        return None
-    # glibc's: musl has neither
+    libc = ctypes.CDLL(None)
     return libc if hasattr(libc, "mallopt") and hasattr(libc, "malloc_trim") else None
 
 

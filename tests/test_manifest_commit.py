@@ -11,12 +11,11 @@ import pytest
 from conftest import rdr_export
 from test_content_lookup import small_files_repo
 from test_many_files import counting_git
+from test_records_commit import UUID
 
 from datalad_rdr import after_export, gitannex
 from datalad_rdr import manifest as mf
 from datalad_rdr.demo import demo_metadata, make_bids_dataset
-
-UUID = "0d1b7a58-2c2f-4c55-9a52-6f5b2f0c1e10"
 
 
 def head_files(ds) -> list[str]:
